@@ -1,0 +1,52 @@
+"""Named actions (``area:object:verb``) and roles: the vocabulary of policy and audit."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    # identity
+    AUTH_LOGIN = "auth:token:create"
+    AUTH_LOGOUT = "auth:token:revoke"
+    ME_READ = "identity:me:read"
+    REGION_LIST = "identity:region:list"
+    ORG_LIST = "identity:org:list"
+    USER_CREATE = "identity:user:create"
+    USER_LIST = "identity:user:list"
+    USER_READ = "identity:user:read"
+    USER_DISABLE = "identity:user:disable"
+    USER_RESET_PASSWORD = "identity:user:reset_password"
+    USER_CHANGE_OWN_PASSWORD = "identity:user:change_own_password"
+    # keys (CLI operations are audited like API ones)
+    KEY_ROTATE = "keys:kek:rotate"
+    KEY_RETIRE = "keys:kek:retire"
+    KEY_SHRED = "keys:record:shred"
+    # case files
+    HOUSEHOLD_CREATE = "archive:household:create"
+    HOUSEHOLD_READ = "archive:household:read"
+    HOUSEHOLD_UPDATE = "archive:household:update"
+    HOUSEHOLD_LIST = "archive:household:list"
+    MINOR_CREATE = "archive:minor:create"
+    MINOR_READ = "archive:minor:read"
+    MINOR_UPDATE = "archive:minor:update"
+    MINOR_LIST = "archive:minor:list"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"  # IT staff: users, keys; no case content
+    CASEWORKER = "caseworker"  # keeps household and minor files in its region
+    SUPERVISOR = "supervisor"  # reads files and statistics in its region
+    REQUESTER = "requester"  # court/procuratorate/police: sealed-record applications
+    CUSTODIAN = "custodian"  # decides sealed-record applications
+    AUDITOR = "auditor"  # reads and verifies the access log; no case content
+
+
+ROLE_LABELS = {
+    Role.ADMIN: "系统管理员",
+    Role.CASEWORKER: "专干",
+    Role.SUPERVISOR: "督导",
+    Role.REQUESTER: "封存记录查询申请人",
+    Role.CUSTODIAN: "封存记录保管人",
+    Role.AUDITOR: "审计员",
+}

@@ -1,0 +1,102 @@
+"""The per-request gate: decide by policy, write the audit event, fail closed.
+
+Services call ``guard.authorize(action, resource)`` before touching a record.
+A refusal is written to the log and committed before the error is raised; an
+allowed read is committed before any content is decrypted (``commit=True``);
+an allowed write commits its event with the write itself. If anything after
+``authorize`` fails, ``fail`` rolls the transaction back and logs the decision
+again as an error, so every decision leaves exactly one event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from access_control.actions import Action
+from access_control.audit import AuditLog, EventDraft
+from access_control.identity import Actor
+from access_control.policy import Decision, Policy, Resource
+from core.errors import AuditUnavailable, Forbidden, NotFound, ShouhuError
+
+
+@dataclass
+class Guard:
+    session: Session
+    actor: Actor
+    request_id: str
+    now: datetime
+    policy: Policy
+    audit: AuditLog
+    _pending: list[EventDraft] = field(default_factory=list)
+
+    def decide(self, action: Action, resource: Resource | None = None) -> Decision:
+        """The decision alone, without logging (for building scoped queries)."""
+        return self.policy.decide(self.actor, action, resource)
+
+    def authorize(
+        self,
+        action: Action,
+        resource: Resource | None = None,
+        *,
+        subjects: list[str] | tuple[str, ...] = (),
+        details: dict[str, Any] | None = None,
+        commit: bool = False,
+    ) -> Decision:
+        """Decide and log; raise on refusal; with ``commit`` make the event durable now."""
+        decision = self.policy.decide(self.actor, action, resource)
+        draft = EventDraft(
+            action=action,
+            outcome="allowed" if decision.allowed else "denied",
+            reason=decision.rule,
+            resource_kind=resource.kind if resource else "",
+            resource_id=(resource.id or "") if resource else "",
+            subjects=list(subjects),
+            details=dict(details or {}),
+        )
+        self.record(draft)
+        if not decision.allowed:
+            self.commit()
+            raise NotFound() if decision.hidden else Forbidden(decision.rule)
+        if commit:
+            self.commit()
+        return decision
+
+    def record(self, draft: EventDraft) -> None:
+        """Append an event in the current transaction."""
+        try:
+            self.audit.append(
+                self.session, actor=self.actor, draft=draft, request_id=self.request_id, at=self.now
+            )
+        except SQLAlchemyError as exc:
+            self.session.rollback()
+            self._pending.clear()
+            raise AuditUnavailable() from exc
+        self._pending.append(draft)
+
+    def commit(self) -> None:
+        """Commit the transaction; if it cannot be committed, nothing is served."""
+        try:
+            self.session.commit()
+        except SQLAlchemyError as exc:
+            self.session.rollback()
+            self._pending.clear()
+            raise AuditUnavailable() from exc
+        self._pending.clear()
+
+    def fail(self, exc: BaseException) -> None:
+        """After an error, replace uncommitted 'allowed' events by 'error' events."""
+        pending, self._pending = self._pending, []
+        self.session.rollback()
+        if not pending or isinstance(exc, AuditUnavailable):
+            return
+        code = exc.code if isinstance(exc, ShouhuError) else type(exc).__name__
+        for draft in pending:
+            draft.outcome = "error"
+            draft.reason = f"error:{code}"
+            self.record(draft)
+        self.commit()

@@ -1,0 +1,90 @@
+"""Who may do what: one function decides, and every route goes through it.
+
+``decide`` answers in two steps. First the role: does any of the actor's roles
+grant the action at all? If not, the answer is a plain refusal (403) that does
+not depend on whether a record exists. Then the jurisdiction: a user sees its
+own region node and the nodes below it, no sideways and no upwards; a record
+outside that is "hidden" and the API answers 404, as for a record that does
+not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from access_control.actions import Action, Role
+from access_control.identity import Actor
+from access_control.regions import RegionTree
+
+A = Action
+
+EVERYONE: frozenset[Action] = frozenset(
+    {A.ME_READ, A.REGION_LIST, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD}
+)
+
+_CASE_READ = {A.HOUSEHOLD_READ, A.HOUSEHOLD_LIST, A.MINOR_READ, A.MINOR_LIST}
+_CASE_WRITE = {A.HOUSEHOLD_CREATE, A.HOUSEHOLD_UPDATE, A.MINOR_CREATE, A.MINOR_UPDATE}
+
+PERMISSIONS: dict[Role, frozenset[Action]] = {
+    Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE),
+    Role.SUPERVISOR: frozenset(_CASE_READ),
+    Role.ADMIN: frozenset(
+        {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.ORG_LIST}
+    ),
+    Role.REQUESTER: frozenset(),
+    Role.CUSTODIAN: frozenset(),
+    Role.AUDITOR: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What an action is about. ``region_code`` None means not bound to a region."""
+
+    kind: str
+    id: str | None = None
+    region_code: str | None = None
+    # False for a record about to be created: refusing it reveals nothing, so
+    # an out-of-jurisdiction create is a plain 403, not a 404.
+    existing: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str
+    hidden: bool = False  # a refusal that must look like "does not exist"
+
+
+class Policy:
+    def __init__(self, regions: RegionTree):
+        self.regions = regions
+
+    def granting_role(self, actor: Actor, action: Action) -> str | None:
+        if action in EVERYONE:
+            return "everyone"
+        for role in actor.roles:
+            if action in PERMISSIONS.get(Role(role), frozenset()):
+                return role
+        return None
+
+    def decide(self, actor: Actor, action: Action, resource: Resource | None = None) -> Decision:
+        """Allow or deny, with the rule that decided."""
+        role = self.granting_role(actor, action)
+        if role is None:
+            return Decision(False, f"role:none_grants:{action.value}")
+        if resource is not None and resource.region_code is not None:
+            if resource.region_code not in self.regions:
+                return Decision(False, "region:unknown", hidden=resource.existing)
+            if not self.regions.is_within(resource.region_code, actor.region_code):
+                return Decision(False, "region:outside_jurisdiction", hidden=resource.existing)
+            return Decision(True, f"role:{role}+region:within_jurisdiction")
+        return Decision(True, f"role:{role}")
+
+    def scope_path(self, actor: Actor) -> str:
+        """The region path prefix an actor's lists are limited to."""
+        node = self.regions.get(actor.region_code)
+        if node is None:
+            # An actor whose region vanished sees nothing: a path no region has.
+            return "/\x00nowhere/"
+        return node.path

@@ -1,0 +1,67 @@
+"""Routes for households and minors. They parse, call ``Archive``, and return."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from access_control.deps import GuardDep, RuntimeDep
+from archive import schemas as S
+
+router = APIRouter(prefix="/api/v1", tags=["case files"])
+
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size (max 200)")]
+Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+RegionFilter = Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$", description="Region subtree")]
+
+
+@router.post("/households", status_code=status.HTTP_201_CREATED, response_model=S.HouseholdPublic)
+def create_household(g: GuardDep, runtime: RuntimeDep, body: S.HouseholdCreate) -> S.HouseholdPublic:
+    return runtime.archive.create_household(g, body)
+
+
+@router.get("/households", response_model=S.Page[S.HouseholdPublic])
+def list_households(g: GuardDep, runtime: RuntimeDep, region: RegionFilter = None, limit: Limit = 20,
+                    cursor: Cursor = None) -> S.Page[S.HouseholdPublic]:
+    return runtime.archive.list_households(g, region=region, limit=limit, cursor=cursor)
+
+
+@router.get("/households/{household_id}", response_model=S.HouseholdPublic)
+def read_household(g: GuardDep, runtime: RuntimeDep, household_id: str) -> S.HouseholdPublic:
+    return runtime.archive.read_household(g, household_id)
+
+
+@router.patch("/households/{household_id}", response_model=S.HouseholdPublic)
+def update_household(g: GuardDep, runtime: RuntimeDep, household_id: str,
+                     body: S.HouseholdUpdate) -> S.HouseholdPublic:
+    return runtime.archive.update_household(g, household_id, body)
+
+
+@router.post("/minors", status_code=status.HTTP_201_CREATED, response_model=S.MinorPublic)
+def create_minor(g: GuardDep, runtime: RuntimeDep, body: S.MinorCreate) -> S.MinorPublic:
+    return runtime.archive.create_minor(g, body)
+
+
+@router.get("/minors", response_model=S.Page[S.MinorPublic])
+def list_minors(
+    g: GuardDep,
+    runtime: RuntimeDep,
+    region: RegionFilter = None,
+    category: Annotated[int | None, Query(ge=1, le=5)] = None,
+    household_id: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> S.Page[S.MinorPublic]:
+    return runtime.archive.list_minors(g, region=region, category=category, household_id=household_id,
+                                       limit=limit, cursor=cursor)
+
+
+@router.get("/minors/{minor_id}", response_model=S.MinorPublic)
+def read_minor(g: GuardDep, runtime: RuntimeDep, minor_id: str) -> S.MinorPublic:
+    return runtime.archive.read_minor(g, minor_id)
+
+
+@router.patch("/minors/{minor_id}", response_model=S.MinorPublic)
+def update_minor(g: GuardDep, runtime: RuntimeDep, minor_id: str, body: S.MinorUpdate) -> S.MinorPublic:
+    return runtime.archive.update_minor(g, minor_id, body)

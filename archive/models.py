@@ -1,0 +1,62 @@
+"""Case-file tables. Personal fields live only in ``payload`` (an envelope sealed
+with the record's own data key); the plain columns hold what policy, lists and
+statistics need: region, categories and their dates, timestamps, keyed hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UTCDateTime
+
+
+class Household(Base):
+    __tablename__ = "households"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    version: Mapped[int] = mapped_column(default=1)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
+    # Keyed hashes of members' ID numbers, for "who touched this person" audits.
+    subject_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # Optimistic concurrency: an UPDATE only applies to the version it read.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
+class Minor(Base):
+    __tablename__ = "minors"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    household_id: Mapped[str] = mapped_column(ForeignKey("households.id"), index=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    version: Mapped[int] = mapped_column(default=1)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
+    # Keyed hash of the ID number: exact lookup and duplicate check, never the number.
+    id_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
+class MinorCategory(Base):
+    """One of the five categories, with the date it was found and the date it ended."""
+
+    __tablename__ = "minor_categories"
+
+    minor_id: Mapped[str] = mapped_column(ForeignKey("minors.id"), primary_key=True)
+    category: Mapped[int] = mapped_column(primary_key=True)
+    found_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    ended_on: Mapped[date | None] = mapped_column(Date)

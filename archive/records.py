@@ -1,0 +1,374 @@
+"""Household and minor files: store, open, update, list; always via policy + audit.
+
+Every function takes the request's ``Guard``. Reads commit their audit event
+before a single byte is decrypted; writes commit the event with the write.
+Sealed records are invisible here: they behave exactly like records that do
+not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from access_control.actions import Action
+from access_control.audit import EventDraft
+from access_control.guard import Guard
+from access_control.policy import Resource
+from access_control.regions import Region, RegionTree
+from archive import schemas as S
+from archive.models import Household, Minor, MinorCategory
+from core.crypto import KeyRing
+from core.db import new_id
+from core.errors import Conflict, InvalidInput, NotFound
+from core.keys import Vault
+
+MAX_LIMIT = 200
+Row = TypeVar("Row", Household, Minor)
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput.one("cursor", "分页游标无效") from None
+
+
+class Archive:
+    """The case-file service."""
+
+    def __init__(self, *, vault: Vault, ring: KeyRing, regions: RegionTree):
+        self.vault = vault
+        self.ring = ring
+        self.regions = regions
+
+    # helpers -------------------------------------------------------------
+
+    def subject_hash(self, id_number: str) -> str:
+        """Keyed hash of an ID number: lookup column and audit subject alike."""
+        return self.ring.keyed_hash("id_number", S.normalize_id_number(id_number))
+
+    def _check_region(self, code: str, field: str = "region_code") -> None:
+        if code not in self.regions:
+            raise InvalidInput.one(field, "未知的行政区划代码")
+
+    def _load(self, g: Guard, model: type[Row], record_id: str, action: Action, *, read: bool) -> Row:
+        """Fetch a record the actor may act on, logging the decision; else 404."""
+        kind = model.__tablename__[:-1]
+        row = g.session.get(model, record_id)
+        if row is None or row.sealed:
+            g.record(
+                EventDraft(action=action, outcome="denied", reason="record:not_found",
+                           resource_kind=kind, resource_id=record_id[:64])
+            )
+            g.commit()
+            raise NotFound()
+        g.authorize(
+            action,
+            Resource(kind, row.id, row.region_code),
+            subjects=self._subjects(row),
+            commit=read,
+        )
+        return row
+
+    @staticmethod
+    def _subjects(row: Household | Minor) -> list[str]:
+        if isinstance(row, Minor):
+            return [row.id_hash] if row.id_hash else []
+        return list(row.subject_hashes or [])
+
+    def _open(self, g: Guard, row: Household | Minor) -> dict[str, Any]:
+        kind = "household" if isinstance(row, Household) else "minor"
+        return self.vault.open_json(
+            g.session, row.payload, row.dek_id, kind=kind, record_id=row.id, version=row.version
+        )
+
+    def _scoped(self, g: Guard, query: Select[Any], model: type[Household] | type[Minor],
+                region: str | None) -> Select[Any]:
+        path = g.policy.scope_path(g.actor)
+        query = query.join(Region, Region.code == model.region_code).where(
+            Region.path.startswith(path, autoescape=True), model.sealed.is_(False)
+        )
+        if region:
+            node = self.regions.get(region)
+            assert node is not None
+            query = query.where(Region.path.startswith(node.path, autoescape=True))
+        return query
+
+    def _authorize_list(self, g: Guard, action: Action, kind: str, region: str | None,
+                        rows: Sequence[Household | Minor], details: dict[str, Any]) -> None:
+        subjects = [h for r in rows for h in self._subjects(r)]
+        g.authorize(
+            action,
+            Resource(kind, None, region or g.actor.region_code),
+            subjects=subjects,
+            details={**details, "count": len(rows)},
+            commit=True,
+        )
+
+    def _check_list_region(self, g: Guard, action: Action, kind: str, region: str | None) -> None:
+        if not g.decide(action).allowed:
+            g.authorize(action, Resource(kind))  # logs the refusal and raises 403
+        if region is None:
+            return
+        if region not in self.regions:
+            raise InvalidInput.one("region", "未知的行政区划代码")
+        # An out-of-jurisdiction region filter is refused and logged like a record.
+        if not g.decide(action, Resource("region", region, region)).allowed:
+            g.authorize(action, Resource("region", region, region))
+
+    # households --------------------------------------------------------------
+
+    def _household_public(self, row: Household, data: dict[str, Any]) -> S.HouseholdPublic:
+        return S.HouseholdPublic(
+            id=row.id, region_code=row.region_code, address=data["address"],
+            members=[S.MemberIn.model_validate(m) for m in data.get("members", [])],
+            notes=data.get("notes"), version=row.version,
+            created_at=row.created_at, updated_at=row.updated_at,
+        )
+
+    def create_household(self, g: Guard, data: S.HouseholdCreate) -> S.HouseholdPublic:
+        self._check_region(data.region_code)
+        hid = new_id("hh")
+        subjects = sorted({self.subject_hash(m.id_number) for m in data.members if m.id_number})
+        g.authorize(
+            Action.HOUSEHOLD_CREATE,
+            Resource("household", hid, data.region_code, existing=False),
+            subjects=subjects,
+        )
+        payload = data.model_dump(mode="json", exclude={"region_code"})
+        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="household", owner_id=hid)
+        row = Household(
+            id=hid, region_code=data.region_code, version=1,
+            payload=self.vault.seal_json(dek, dek_id, payload, kind="household", record_id=hid, version=1),
+            dek_id=dek_id, subject_hashes=subjects, sealed=False, created_by=g.actor.user_id,
+            created_at=g.now, updated_at=g.now,
+        )
+        g.session.add(row)
+        g.commit()
+        return self._household_public(row, payload)
+
+    def read_household(self, g: Guard, household_id: str) -> S.HouseholdPublic:
+        row = self._load(g, Household, household_id, Action.HOUSEHOLD_READ, read=True)
+        return self._household_public(row, self._open(g, row))
+
+    def update_household(self, g: Guard, household_id: str, data: S.HouseholdUpdate) -> S.HouseholdPublic:
+        row = self._load(g, Household, household_id, Action.HOUSEHOLD_UPDATE, read=False)
+        if data.expected_version is not None and data.expected_version != row.version:
+            raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version",
+                                                                "current_version": row.version})
+        current = self._open(g, row)
+        changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version"})
+        merged = {**current, **changes}
+        new_version = row.version + 1
+        row.payload = self.vault.seal_json(
+            self.vault.data_key(g.session, row.dek_id), row.dek_id, merged,
+            kind="household", record_id=row.id, version=new_version,
+        )
+        row.version = new_version
+        row.subject_hashes = sorted(
+            {self.subject_hash(m["id_number"]) for m in merged.get("members", []) if m.get("id_number")}
+        )
+        row.updated_at = g.now
+        self._flush(g)
+        g.commit()
+        return self._household_public(row, merged)
+
+    def list_households(self, g: Guard, *, region: str | None, limit: int, cursor: str | None
+                        ) -> S.Page[S.HouseholdPublic]:
+        self._check_list_region(g, Action.HOUSEHOLD_LIST, "household", region)
+        after = decode_cursor(cursor)
+        q = self._scoped(g, select(Household), Household, region)
+        if after:
+            q = q.where(Household.id > after)
+        rows = list(g.session.scalars(q.order_by(Household.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        self._authorize_list(g, Action.HOUSEHOLD_LIST, "household", region, rows, {"region": region})
+        items = [self._household_public(r, self._open(g, r)) for r in rows]
+        return S.Page[S.HouseholdPublic](
+            items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
+        )
+
+    # minors ------------------------------------------------------------------
+
+    @staticmethod
+    def _category_rows(minor_id: str, cats: list[int | S.CategoryIn], today: date) -> list[MinorCategory]:
+        out: dict[tuple[int, date], MinorCategory] = {}
+        for c in cats:
+            item = S.CategoryIn(category=c) if isinstance(c, int) else c
+            found = item.found_on or today
+            out[(item.category, found)] = MinorCategory(
+                minor_id=minor_id, category=item.category, found_on=found, ended_on=item.ended_on
+            )
+        return list(out.values())
+
+    def _minor_public(self, g: Guard, row: Minor, data: dict[str, Any]) -> S.MinorPublic:
+        cats = g.session.scalars(
+            select(MinorCategory).where(MinorCategory.minor_id == row.id)
+            .order_by(MinorCategory.category, MinorCategory.found_on)
+        ).all()
+        return S.MinorPublic(
+            id=row.id, household_id=row.household_id, region_code=row.region_code,
+            name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
+            sex=data["sex"],
+            categories=sorted({c.category for c in cats if c.ended_on is None}),
+            category_records=[
+                S.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on) for c in cats
+            ],
+            school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
+            notes=data.get("notes"), version=row.version, created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def _duplicate(self, g: Guard, id_hash: str, *, except_id: str | None = None) -> Conflict | None:
+        q = select(Minor).where(Minor.id_hash == id_hash)
+        if except_id:
+            q = q.where(Minor.id != except_id)
+        other = g.session.scalars(q).first()
+        if other is None:
+            return None
+        details: dict[str, Any] = {"field": "id_number"}
+        # Only point at the existing record if the caller may read it.
+        if not other.sealed and g.decide(
+            Action.MINOR_READ, Resource("minor", other.id, other.region_code)
+        ).allowed:
+            details["existing_id"] = other.id
+        return Conflict("该身份证号码已登记。", details=details)
+
+    def _flush(self, g: Guard) -> None:
+        try:
+            g.session.flush()
+        except IntegrityError:
+            raise Conflict("该身份证号码已登记。", details={"field": "id_number"}) from None
+        except StaleDataError:
+            raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version"}) from None
+
+    def create_minor(self, g: Guard, data: S.MinorCreate) -> S.MinorPublic:
+        problems = S.birth_problems(data.birth_date, data.id_number, today=g.now.date())
+        if problems:
+            raise InvalidInput(problems)
+        household = g.session.get(Household, data.household_id)
+        if household is None or household.sealed:
+            raise InvalidInput.one("household_id", "未找到该家庭档案")
+        mid = new_id("mn")
+        id_hash = self.subject_hash(data.id_number) if data.id_number else None
+        try:
+            g.authorize(
+                Action.MINOR_CREATE,
+                Resource("household", household.id, household.region_code),
+                subjects=[id_hash] if id_hash else [],
+            )
+        except NotFound:
+            # Same answer as for a household that does not exist.
+            raise InvalidInput.one("household_id", "未找到该家庭档案") from None
+        if id_hash and (conflict := self._duplicate(g, id_hash)):
+            raise conflict
+        payload = data.model_dump(mode="json", exclude={"household_id", "categories"})
+        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="minor", owner_id=mid)
+        row = Minor(
+            id=mid, household_id=household.id, region_code=household.region_code, version=1,
+            payload=self.vault.seal_json(dek, dek_id, payload, kind="minor", record_id=mid, version=1),
+            dek_id=dek_id, id_hash=id_hash, sealed=False, created_by=g.actor.user_id,
+            created_at=g.now, updated_at=g.now,
+        )
+        g.session.add(row)
+        g.session.add_all(self._category_rows(mid, data.categories, g.now.date()))
+        self._flush(g)
+        public = self._minor_public(g, row, payload)
+        g.commit()
+        return public
+
+    def read_minor(self, g: Guard, minor_id: str) -> S.MinorPublic:
+        row = self._load(g, Minor, minor_id, Action.MINOR_READ, read=True)
+        return self._minor_public(g, row, self._open(g, row))
+
+    def update_minor(self, g: Guard, minor_id: str, data: S.MinorUpdate) -> S.MinorPublic:
+        row = self._load(g, Minor, minor_id, Action.MINOR_UPDATE, read=False)
+        if data.expected_version is not None and data.expected_version != row.version:
+            raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version",
+                                                                "current_version": row.version})
+        current = self._open(g, row)
+        changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version", "categories"})
+        merged = {**current, **changes}
+        if "birth_date" in changes or "id_number" in changes:
+            problems = S.birth_problems(
+                date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=g.now.date()
+            )
+            if problems:
+                raise InvalidInput(problems)
+        if "id_number" in changes:
+            row.id_hash = self.subject_hash(merged["id_number"]) if merged.get("id_number") else None
+            if row.id_hash and (conflict := self._duplicate(g, row.id_hash, except_id=row.id)):
+                raise conflict
+        if data.categories is not None:
+            self._replace_categories(g, row.id, data.categories)
+        new_version = row.version + 1
+        row.payload = self.vault.seal_json(
+            self.vault.data_key(g.session, row.dek_id), row.dek_id, merged,
+            kind="minor", record_id=row.id, version=new_version,
+        )
+        row.version = new_version
+        row.updated_at = g.now
+        self._flush(g)
+        public = self._minor_public(g, row, merged)
+        g.commit()
+        return public
+
+    def _replace_categories(self, g: Guard, minor_id: str, cats: list[int | S.CategoryIn]) -> None:
+        """Categories not listed any more are ended today; listed ones are (re)opened."""
+        today = g.now.date()
+        wanted = {(c if isinstance(c, int) else c.category): c for c in cats}
+        existing = g.session.scalars(select(MinorCategory).where(MinorCategory.minor_id == minor_id)).all()
+        open_cats = {c.category: c for c in existing if c.ended_on is None}
+        for cat, rec in open_cats.items():
+            if cat not in wanted:
+                rec.ended_on = today
+        for cat, item in wanted.items():
+            if isinstance(item, S.CategoryIn) and item.ended_on is not None and cat in open_cats:
+                open_cats[cat].ended_on = item.ended_on
+            elif cat not in open_cats:
+                for new in self._category_rows(minor_id, [item], today):
+                    if not any(e.category == new.category and e.found_on == new.found_on for e in existing):
+                        g.session.add(new)
+
+    def list_minors(self, g: Guard, *, region: str | None, category: int | None,
+                    household_id: str | None, limit: int, cursor: str | None) -> S.Page[S.MinorPublic]:
+        self._check_list_region(g, Action.MINOR_LIST, "minor", region)
+        after = decode_cursor(cursor)
+        q = self._scoped(g, select(Minor), Minor, region)
+        if category is not None:
+            q = q.where(
+                exists().where(
+                    and_(MinorCategory.minor_id == Minor.id, MinorCategory.category == category,
+                         MinorCategory.ended_on.is_(None))
+                )
+            )
+        if household_id:
+            q = q.where(Minor.household_id == household_id)
+        if after:
+            q = q.where(Minor.id > after)
+        rows = list(g.session.scalars(q.order_by(Minor.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        self._authorize_list(
+            g, Action.MINOR_LIST, "minor", region, rows,
+            {"region": region, "category": category, "household_id": household_id},
+        )
+        items = [self._minor_public(g, r, self._open(g, r)) for r in rows]
+        return S.Page[S.MinorPublic](
+            items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
+        )

@@ -1,0 +1,379 @@
+"""The ``shouhu`` command: init, demo, serve, doctor, users, keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy import func, or_, select
+
+from access_control.actions import Action, Role
+from access_control.audit import EventDraft
+from access_control.identity import Org, User, create_user, generate_password, revoke_all_tokens, system_actor
+from core import keys as keystore
+from core.db import new_id
+from core.settings import ConfigError, Settings, new_master_key_text, write_key_file
+from runtime import Runtime, alembic_config
+
+# Never print local variables in tracebacks: they may hold decrypted case data.
+_TYPER = {"no_args_is_help": True, "pretty_exceptions_show_locals": False}
+app = typer.Typer(help="Shouhu 守护: encrypted juvenile-protection records.", **_TYPER)
+users_app = typer.Typer(help="Manage user accounts.", **_TYPER)
+keys_app = typer.Typer(help="Key-encryption keys: rotate, retire, status, shred.", **_TYPER)
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err = Console(stderr=True)
+
+
+class State:
+    data_dir: Path = Path("./var")
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[Path, typer.Option(envvar="SHOUHU_DATA_DIR", help="Archive folder.")] = Path("./var"),
+) -> None:
+    state.data_dir = data_dir
+
+
+def settings() -> Settings:
+    return Settings(data_dir=state.data_dir)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]错误：[/red]{message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def runtime(require_schema: bool = True) -> Iterator[Runtime]:
+    try:
+        rt = Runtime.open(settings(), require_schema=require_schema)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def log_operator(rt: Runtime, action: Action, *, kind: str, rid: str, details: dict[str, object] | None = None
+                 ) -> None:
+    """Operator commands are logged like API calls, as the system actor."""
+    with rt.db.session() as s:
+        rt.audit.append(
+            s, actor=system_actor(), request_id=new_id("cli"), at=rt.clock(),
+            draft=EventDraft(action=action, outcome="allowed", reason="cli:operator",
+                             resource_kind=kind, resource_id=rid, details=dict(details or {})),
+        )
+        s.commit()
+
+
+# init / demo / serve ------------------------------------------------------------
+
+
+@app.command()
+def init() -> None:
+    """Create the data dir, the master key file (0600), the database schema and the first KEK."""
+    s = settings()
+    s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if s.master_key is None and not s.effective_master_key_file.exists():
+        write_key_file(s.effective_master_key_file, new_master_key_text())
+        console.print(f"已创建主密钥文件 {s.effective_master_key_file}（权限 0600）。请另行备份，切勿提交到代码库。")
+    with runtime(require_schema=False) as rt:
+        created = rt.initialize()
+    console.print("档案库已初始化。" if created else "档案库已是最新，无需初始化。")
+
+
+@app.command()
+def demo(
+    if_empty: Annotated[bool, typer.Option(help="Do nothing (exit 0) if the archive has users.")] = False,
+    households: Annotated[int, typer.Option(help="How many synthetic households.")] = 200,
+) -> None:
+    """Load demo data: Lianyungang regions, orgs, the demo users and synthetic households."""
+    from archive import demo as demo_data
+
+    with runtime() as rt:
+        with rt.db.session() as s:
+            has_users = (s.scalar(select(func.count()).select_from(User)) or 0) > 0
+        if has_users:
+            if if_empty:
+                console.print("档案库已有数据，跳过演示数据。")
+                return
+            raise fail("档案库已有数据；演示数据只能载入空档案库。")
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("生成演示家庭", total=households)
+            summary = demo_data.load(rt, households=households,
+                                     progress=lambda n: progress.update(task, completed=n))
+    console.print(
+        f"演示数据已载入：{summary['regions']} 个行政区划，{summary['orgs']} 个单位，"
+        f"{summary['users']} 个用户，{summary['households']} 户家庭，{summary['minors']} 名未成年人。"
+    )
+    console.print("演示用户密码取自 SHOUHU_DEMO_PASSWORD（本地默认值见 README）。")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the API (and later the pages) with uvicorn."""
+    import uvicorn
+
+    from main import create_app
+
+    try:
+        application = create_app(settings())
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"Shouhu 正在 http://{host}:{port} 提供服务（API 文档 /docs）。")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+# doctor -------------------------------------------------------------------------
+
+
+@app.command()
+def doctor() -> None:
+    """Check the database, keys, fonts and folders, and say how to fix each problem."""
+    s = settings()
+    rows: list[tuple[str, bool, str]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        rows.append((name, ok, detail))
+
+    try:
+        _ = s.master_key_bytes
+        check("主密钥 master key", True, "可用")
+        key_ok = True
+    except ConfigError as exc:
+        check("主密钥 master key", False, str(exc))
+        key_ok = False
+
+    for label, path in (("数据目录 data dir", s.data_dir), ("文件目录 blobs", s.blob_dir), ("日志目录 logs", s.log_dir)):
+        if path.exists():
+            ok = os.access(path, os.W_OK)
+            check(label, ok, str(path) if ok else f"{path} 不可写：运行 `chmod u+w {path}` 或以正确用户运行")
+        else:
+            parent_ok = os.access(path.parent if path.parent.exists() else s.data_dir.parent, os.W_OK)
+            check(label, parent_ok, f"{path} 尚未创建（运行 `shouhu init` 会创建）")
+
+    if key_ok:
+        try:
+            rt = Runtime.open(s, require_schema=False)
+            try:
+                if not rt.db.has_schema():
+                    check("数据库 database", False, "没有数据表：运行 `shouhu init`")
+                else:
+                    from alembic.runtime.migration import MigrationContext
+                    from alembic.script import ScriptDirectory
+
+                    head = ScriptDirectory.from_config(alembic_config(rt.db.url)).get_current_head()
+                    with rt.db.engine.connect() as conn:
+                        current = MigrationContext.configure(conn).get_current_revision()
+                    check("数据库 database", current == head,
+                          f"版本 {current}" if current == head else f"版本 {current}，最新 {head}：运行 `shouhu init` 升级")
+                    try:
+                        rt.load()
+                        check("密钥环 key ring", True, f"当前密钥 {rt.ring.current_kek_id}")
+                    except (ConfigError, Exception) as exc:  # noqa: BLE001
+                        check("密钥环 key ring", False, str(exc) or "无可用密钥：运行 `shouhu init`")
+            finally:
+                rt.close()
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is reported
+            check("数据库 database", False,
+                  f"无法连接（{type(exc).__name__}）：检查 SHOUHU_DATABASE_URL 或运行 `shouhu init`")
+    else:
+        check("数据库 database", False, "先设置主密钥")
+
+    fonts = _cjk_fonts()
+    wanted = ["Noto Serif CJK SC", "Noto Sans CJK SC"]
+    missing = [f for f in wanted if f not in fonts]
+    check("字体 fonts", not missing,
+          "已安装 " + "、".join(wanted) if not missing else
+          f"缺少 {'、'.join(missing)}：运行 `apt-get install fonts-noto-cjk`（或 `make install`）")
+
+    table = Table(title="Shouhu doctor")
+    table.add_column("检查项")
+    table.add_column("结果")
+    table.add_column("说明 / 修复方法")
+    for name, ok, detail in rows:
+        table.add_row(name, "[green]正常[/green]" if ok else "[red]有问题[/red]", detail)
+    console.print(table)
+    if not all(ok for _, ok, _ in rows):
+        raise typer.Exit(1)
+
+
+def _cjk_fonts() -> set[str]:
+    if not shutil.which("fc-list"):
+        return set()
+    out = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=False).stdout  # noqa: S603,S607
+    return {fam.strip() for line in out.splitlines() for fam in line.split(",")}
+
+
+# users --------------------------------------------------------------------------
+
+
+def _find_user(rt: Runtime, s, username: str) -> User:  # type: ignore[no-untyped-def]
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise fail(f"没有用户 {username}")
+    return user
+
+
+@users_app.command("add")
+def users_add(
+    username: str,
+    name: Annotated[str, typer.Option(help="Display name.")],
+    org: Annotated[str, typer.Option(help="Org id or exact org name.")],
+    role: Annotated[list[Role], typer.Option(help="Role; repeat for several.")],
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
+) -> None:
+    """Create a user. Without --password-stdin a temporary password is printed once."""
+    with runtime() as rt:
+        password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
+        if password_stdin:
+            try:
+                rt.users.check_password(password)
+            except Exception as exc:  # noqa: BLE001
+                raise fail(getattr(exc, "details", {}).get("fields", [{}])[0].get("message", "密码不符合要求")) from None
+        with rt.db.session() as s:
+            org_row = s.scalar(select(Org).where(or_(Org.id == org, Org.name == org)))
+            if org_row is None:
+                raise fail(f"没有单位 {org}")
+            if s.scalar(select(User.id).where(User.username == username)):
+                raise fail(f"用户名 {username} 已存在")
+            user = create_user(s, rt.passwords, username=username, display_name=name, org=org_row,
+                               roles=role, password=password, now=rt.clock(),
+                               must_change_password=not password_stdin)
+            s.commit()
+            uid = user.id
+        log_operator(rt, Action.USER_CREATE, kind="user", rid=uid, details={"roles": [r.value for r in role]})
+    console.print(f"已创建用户 {username}（{uid}）。")
+    if not password_stdin:
+        console.print(f"临时密码（只显示这一次）：{password}")
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Disable a user and revoke their tokens."""
+    with runtime() as rt:
+        with rt.db.session() as s:
+            user = _find_user(rt, s, username)
+            user.disabled = True
+            revoke_all_tokens(s, user.id, now=rt.clock())
+            s.commit()
+            uid = user.id
+        log_operator(rt, Action.USER_DISABLE, kind="user", rid=uid)
+    console.print(f"已停用用户 {username}。")
+
+
+@users_app.command("reset-password")
+def users_reset_password(username: str) -> None:
+    """Give a user a new temporary password (printed once) and revoke their tokens."""
+    with runtime() as rt:
+        password = generate_password()
+        with rt.db.session() as s:
+            user = _find_user(rt, s, username)
+            user.password_hash = rt.passwords.hash(password)
+            user.must_change_password = True
+            user.password_changed_at = rt.clock()
+            revoke_all_tokens(s, user.id, now=rt.clock())
+            s.commit()
+            uid = user.id
+        log_operator(rt, Action.USER_RESET_PASSWORD, kind="user", rid=uid)
+    console.print(f"用户 {username} 的临时密码（只显示这一次）：{password}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with their org and roles."""
+    with runtime() as rt, rt.db.session() as s:
+        table = Table()
+        for col in ("用户名", "姓名", "单位", "角色", "区划", "状态"):
+            table.add_column(col)
+        for user, org_name in s.execute(select(User, Org.name).join(Org, Org.id == User.org_id).order_by(User.username)):
+            table.add_row(user.username, user.display_name, org_name, ",".join(user.roles), user.region_code,
+                          "停用" if user.disabled else "启用")
+        console.print(table)
+
+
+# keys ---------------------------------------------------------------------------
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new KEK current and re-wrap every data key under it (payloads untouched)."""
+    with runtime() as rt:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("重新包裹数据密钥", total=None)
+            result = keystore.rotate(rt.db, rt.ring,
+                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
+        log_operator(rt, Action.KEY_ROTATE, kind="kek", rid=result.new_kek, details={"rewrapped": result.rewrapped})
+    console.print(f"新的密钥加密密钥 {result.new_kek} 已启用；重新包裹了 {result.rewrapped} 个数据密钥。")
+    console.print("运行中的服务会在几秒内使用新密钥；确认无误后可用 `shouhu keys retire <旧密钥>` 销毁旧密钥。")
+
+
+@keys_app.command("retire")
+def keys_retire(kek_id: str) -> None:
+    """Destroy an old KEK's material once nothing is wrapped under it."""
+    with runtime() as rt:
+        try:
+            moved = keystore.retire(rt.db, rt.ring, kek_id)
+        except keystore.KekInUse as exc:
+            raise fail(f"{kek_id} 是当前使用的密钥，请先运行 `shouhu keys rotate`。") from exc
+        except KeyError:
+            raise fail(f"没有可退役的密钥 {kek_id}") from None
+        log_operator(rt, Action.KEY_RETIRE, kind="kek", rid=kek_id, details={"rewrapped": moved})
+    console.print(f"密钥 {kek_id} 已退役并销毁（另重新包裹了 {moved} 个数据密钥）。")
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """List KEKs and how many data keys each wraps."""
+    with runtime() as rt:
+        table = Table()
+        for col in ("密钥", "版本", "状态", "创建时间", "退役时间", "数据密钥数"):
+            table.add_column(col)
+        for k in keystore.status(rt.db):
+            table.add_row(k["id"], str(k["version"]), k["state"], k["created_at"], k["retired_at"] or "",
+                          str(k["data_keys"]))
+        console.print(table)
+        console.print(f"当前密钥：{rt.ring.current_kek_id}；加密套件：{rt.ring.suite.name}")
+
+
+@keys_app.command("shred")
+def keys_shred(
+    record_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: the record becomes unreadable for good.")] = False,
+) -> None:
+    """Destroy a record's data key: its content is gone for good, backups included."""
+    if not yes:
+        raise fail("销毁不可恢复：确认请加 --yes")
+    with runtime() as rt:
+        with rt.db.session() as s:
+            count = keystore.Vault.shred(s, owner_id=record_id)
+            s.commit()
+        if not count:
+            raise fail(f"没有记录 {record_id} 的可销毁密钥")
+        log_operator(rt, Action.KEY_SHRED, kind="record", rid=record_id, details={"data_keys": count})
+    console.print(f"记录 {record_id} 的数据密钥已销毁，内容不可再读取。")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,379 @@
+"""The one door to cryptography: cipher suites, envelopes, key ring and keyed hashes.
+
+Only this module imports ``cryptography.hazmat``. Everything else calls
+``seal`` / ``open_envelope`` / ``KeyRing.keyed_hash``. Every failure to decrypt,
+whatever its cause (flipped byte, wrong key, wrong associated data, wrong suite,
+truncated input), is one ``DecryptionError``. The byte layout is written up in
+``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+MAGIC = b"SH"
+FORMAT_VERSION = 1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+KEYED_HASH_HEX = 32  # 128-bit keyed hashes for lookups (collision-free at archive scale)
+
+
+class DecryptionError(Exception):
+    """A ciphertext could not be opened. Deliberately says nothing about why."""
+
+    def __init__(self) -> None:
+        super().__init__("decryption failed")
+
+
+class KeyUnavailableError(Exception):
+    """A key needed to open a record is gone (retired KEK or shredded data key)."""
+
+
+# Cipher suites -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suite:
+    """An AEAD cipher with its hash; the pair is fixed per suite, never mixed."""
+
+    id: int
+    name: str
+    key_bytes: int
+    _hash: Callable[[], hashes.HashAlgorithm]
+
+    def encrypt(self, key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+        if len(key) != self.key_bytes:
+            raise ValueError(f"{self.name} needs a {self.key_bytes}-byte key")
+        if self.id == AES_ID:
+            return AESGCM(key).encrypt(nonce, plaintext, ad)
+        enc = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
+        enc.authenticate_additional_data(ad)
+        return enc.update(plaintext) + enc.finalize() + enc.tag
+
+    def decrypt(self, key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+        if len(key) != self.key_bytes or len(ciphertext) < TAG_BYTES:
+            raise DecryptionError()
+        try:
+            if self.id == AES_ID:
+                return AESGCM(key).decrypt(nonce, ciphertext, ad)
+            body, tag = ciphertext[:-TAG_BYTES], ciphertext[-TAG_BYTES:]
+            dec = Cipher(algorithms.SM4(key), modes.GCM(nonce, tag)).decryptor()
+            dec.authenticate_additional_data(ad)
+            return dec.update(body) + dec.finalize()
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError() from exc
+
+    def digest(self, data: bytes) -> bytes:
+        h = hashes.Hash(self._hash())
+        h.update(data)
+        return h.finalize()
+
+    def mac(self, key: bytes, data: bytes) -> bytes:
+        h = crypto_hmac.HMAC(key, self._hash())
+        h.update(data)
+        return h.finalize()
+
+    def derive(self, key: bytes, info: bytes, length: int) -> bytes:
+        return HKDF(algorithm=self._hash(), length=length, salt=None, info=info).derive(key)
+
+
+AES_ID = 1
+SM_ID = 2
+AES_SUITE = Suite(AES_ID, "aes256gcm-sha256", 32, hashes.SHA256)
+SM_SUITE = Suite(SM_ID, "sm4gcm-sm3", 16, hashes.SM3)
+SUITES: dict[int, Suite] = {AES_ID: AES_SUITE, SM_ID: SM_SUITE}
+SUITE_BY_SETTING = {"aes": AES_SUITE, "sm": SM_SUITE}
+
+
+# Envelopes ----------------------------------------------------------------
+
+
+def encode_context(context: Mapping[str, str | int | bool]) -> bytes:
+    """Canonical, unambiguous bytes for associated data: sorted, length-prefixed pairs."""
+    out = bytearray()
+    for name in sorted(context):
+        value = context[name]
+        if isinstance(value, bool):
+            text = "1" if value else "0"
+        else:
+            text = str(value)
+        k, v = name.encode("utf-8"), text.encode("utf-8")
+        out += struct.pack(">H", len(k)) + k + struct.pack(">I", len(v)) + v
+    return bytes(out)
+
+
+def _header(suite: Suite, key_id: str) -> bytes:
+    kid = key_id.encode("ascii")
+    if len(kid) > 255:
+        raise ValueError("key id too long")
+    return MAGIC + bytes([FORMAT_VERSION, suite.id, len(kid)]) + kid
+
+
+def seal(
+    key: bytes, plaintext: bytes, *, suite: Suite, key_id: str, context: Mapping[str, str | int | bool]
+) -> bytes:
+    """Encrypt ``plaintext`` into a self-describing envelope bound to ``context``."""
+    header = _header(suite, key_id)
+    nonce = os.urandom(NONCE_BYTES)
+    ct = suite.encrypt(key, nonce, plaintext, header + encode_context(context))
+    return header + nonce + ct
+
+
+@dataclass(frozen=True)
+class EnvelopeHeader:
+    suite: Suite
+    key_id: str
+    body_offset: int
+
+
+def parse_header(envelope: bytes) -> EnvelopeHeader:
+    """Read the suite and key id an envelope names; malformed input is a DecryptionError."""
+    if len(envelope) < 5 or envelope[:2] != MAGIC or envelope[2] != FORMAT_VERSION:
+        raise DecryptionError()
+    suite = SUITES.get(envelope[3])
+    kid_len = envelope[4]
+    offset = 5 + kid_len
+    if suite is None or len(envelope) < offset + NONCE_BYTES + TAG_BYTES:
+        raise DecryptionError()
+    try:
+        key_id = envelope[5:offset].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DecryptionError() from exc
+    return EnvelopeHeader(suite, key_id, offset)
+
+
+def open_envelope(
+    key: bytes,
+    envelope: bytes,
+    *,
+    context: Mapping[str, str | int | bool],
+    key_id: str | None = None,
+    suite: Suite | None = None,
+) -> bytes:
+    """Open an envelope made by :func:`seal`; any mismatch is a DecryptionError.
+
+    ``key_id`` and ``suite``, when given, must equal what the envelope names.
+    """
+    head = parse_header(envelope)
+    if (key_id is not None and head.key_id != key_id) or (
+        suite is not None and head.suite.id != suite.id
+    ):
+        raise DecryptionError()
+    nonce = envelope[head.body_offset : head.body_offset + NONCE_BYTES]
+    body = envelope[head.body_offset + NONCE_BYTES :]
+    ad = envelope[: head.body_offset] + encode_context(context)
+    return head.suite.decrypt(key, nonce, body, ad)
+
+
+# Key ring -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KekRecord:
+    """A key-encryption key as stored: wrapped under the master key."""
+
+    id: str
+    version: int
+    wrapped: bytes | None  # None once retired
+    state: str  # "active" | "retired"
+
+
+class KekStore:
+    """Where KEK records live (the database); implemented in ``core.keys``."""
+
+    def load(self) -> list[KekRecord]:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    kek_id: str
+    wrapped: bytes
+
+
+class KeyRing:
+    """Versioned key-encryption keys under one master key, plus keyed-hash subkeys.
+
+    The master key only wraps KEKs and derives the keyed-hash subkeys; KEKs wrap
+    the per-record data keys. Keyed-hash subkeys do not depend on KEKs, so KEK
+    rotation never changes a lookup hash.
+    """
+
+    def __init__(
+        self,
+        master_key: bytes,
+        *,
+        suite: Suite,
+        store: KekStore | None = None,
+        refresh_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.suite = suite
+        self._store = store
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keks: dict[str, tuple[bytes, Suite]] = {}
+        self._current: str | None = None
+        self._loaded_at: float | None = None
+        # Wrapping KEKs always uses AES-256-GCM/SHA-256 or SM4/SM3 per the suite of
+        # the deployment; the wrap key is derived, never the master key itself.
+        self._master = master_key
+        self._hash_keys: dict[str, bytes] = {}
+
+    # master-derived material
+    def _kek_wrap_key(self, suite: Suite) -> bytes:
+        return suite.derive(self._master, b"shouhu/v1/kek-wrap", suite.key_bytes)
+
+    def hash_subkey(self, purpose: str) -> bytes:
+        """The keyed-hash key for one purpose (``id_number``, ``search``, ``audit`` ...)."""
+        key = self._hash_keys.get(purpose)
+        if key is None:
+            key = self.suite.derive(self._master, b"shouhu/v1/keyed-hash/" + purpose.encode(), 32)
+            self._hash_keys[purpose] = key
+        return key
+
+    def keyed_hash(self, purpose: str, value: str | bytes, *, hex_chars: int = KEYED_HASH_HEX) -> str:
+        """HMAC of ``value`` under the purpose's subkey, hex, truncated to ``hex_chars``."""
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        return self.suite.mac(self.hash_subkey(purpose), data)[: hex_chars // 2].hex()
+
+    def check_value(self) -> str:
+        """A value that identifies the master key without revealing it (for doctor/readyz)."""
+        return self.keyed_hash("key-check", b"shouhu master key check", hex_chars=16)
+
+    # KEKs
+    def new_kek_material(self) -> bytes:
+        return os.urandom(self.suite.key_bytes)
+
+    def wrap_kek(self, kek_id: str, version: int, material: bytes) -> bytes:
+        return seal(
+            self._kek_wrap_key(self.suite),
+            material,
+            suite=self.suite,
+            key_id="master",
+            context={"purpose": "kek", "kek_id": kek_id, "version": version},
+        )
+
+    def _unwrap_kek(self, rec: KekRecord) -> bytes:
+        assert rec.wrapped is not None
+        head = parse_header(rec.wrapped)
+        return open_envelope(
+            self._kek_wrap_key(head.suite),
+            rec.wrapped,
+            context={"purpose": "kek", "kek_id": rec.id, "version": rec.version},
+        )
+
+    def refresh(self) -> None:
+        """Re-read KEKs from the store (another process may have rotated)."""
+        if self._store is None:
+            return
+        records = self._store.load()
+        keks: dict[str, tuple[bytes, Suite]] = {}
+        current: tuple[int, str] | None = None
+        for rec in records:
+            if rec.state != "active" or rec.wrapped is None:
+                continue
+            keks[rec.id] = (self._unwrap_kek(rec), parse_header(rec.wrapped).suite)
+            if current is None or rec.version > current[0]:
+                current = (rec.version, rec.id)
+        with self._lock:
+            self._keks = keks
+            self._current = current[1] if current else None
+            self._loaded_at = self._clock()
+
+    def add_kek(self, kek_id: str, material: bytes, suite: Suite | None = None) -> None:
+        """Register a KEK in memory (used when no store is attached, e.g. in vectors)."""
+        with self._lock:
+            self._keks[kek_id] = (material, suite or self.suite)
+            self._current = kek_id
+
+    def _maybe_refresh(self) -> None:
+        if self._store is None:
+            return
+        if self._loaded_at is None or self._clock() - self._loaded_at >= self._refresh_seconds:
+            self.refresh()
+
+    @property
+    def current_kek_id(self) -> str:
+        self._maybe_refresh()
+        if self._current is None:
+            raise KeyUnavailableError("no active key-encryption key; run `shouhu init`")
+        return self._current
+
+    def kek_ids(self) -> list[str]:
+        self._maybe_refresh()
+        return sorted(self._keks)
+
+    def _kek(self, kek_id: str) -> tuple[bytes, Suite]:
+        self._maybe_refresh()
+        key = self._keks.get(kek_id)
+        if key is None and self._store is not None:
+            self.refresh()  # a KEK made by another process since our last read
+            key = self._keks.get(kek_id)
+        if key is None:
+            raise KeyUnavailableError(f"key-encryption key {kek_id} is not available")
+        return key
+
+    # data keys
+    def new_data_key(self) -> bytes:
+        return os.urandom(self.suite.key_bytes)
+
+    def wrap_data_key(
+        self, dek: bytes, *, dek_id: str, kek_id: str | None = None
+    ) -> WrappedKey:
+        kid = kek_id or self.current_kek_id
+        kek, suite = self._kek(kid)
+        env = seal(kek, dek, suite=suite, key_id=kid, context={"purpose": "dek", "dek_id": dek_id})
+        return WrappedKey(kid, env)
+
+    def unwrap_data_key(self, wrapped: WrappedKey, *, dek_id: str) -> bytes:
+        head = parse_header(wrapped.wrapped)
+        if head.key_id != wrapped.kek_id:
+            raise DecryptionError()
+        kek, suite = self._kek(wrapped.kek_id)
+        if head.suite.id != suite.id:
+            raise DecryptionError()
+        return open_envelope(kek, wrapped.wrapped, context={"purpose": "dek", "dek_id": dek_id})
+
+    def rewrap(self, wrapped: WrappedKey, *, dek_id: str, to_kek: str) -> WrappedKey:
+        """Re-wrap a data key under another KEK; the payload it protects is untouched."""
+        dek = self.unwrap_data_key(wrapped, dek_id=dek_id)
+        return self.wrap_data_key(dek, dek_id=dek_id, kek_id=to_kek)
+
+
+def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    return _hmac.compare_digest(a, b)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Plain SHA-256, for content fingerprints that third parties recompute."""
+    h = hashes.Hash(hashes.SHA256())
+    h.update(data)
+    return h.finalize().hex()
+
+
+def random_token(nbytes: int = 32) -> bytes:
+    return os.urandom(nbytes)
+
+
+def suites_in(envelopes: Iterable[bytes]) -> set[str]:
+    """Names of the suites a set of envelopes uses (for `shouhu keys status`)."""
+    return {parse_header(e).suite.name for e in envelopes}

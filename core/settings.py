@@ -1,0 +1,171 @@
+"""One validated settings object for the whole service (env prefix ``SHOUHU_``).
+
+Every setting has a name, a default and a help text here; ``docs/configuration.md``
+lists them all and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MASTER_KEY_BYTES = 32
+# Values people paste from examples; a key equal to one of these is refused.
+_PLACEHOLDER_KEYS = {b"\x00" * MASTER_KEY_BYTES, b"changeme" * 4, b"x" * MASTER_KEY_BYTES}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run safely; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    """Shouhu's configuration. Tests build their own instance instead of patching globals."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOUHU_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path("./var"),
+        description="Folder of the embedded archive: SQLite database, key file, blobs, logs.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database. Default: SQLite file `shouhu.db` in the "
+        "data dir. PostgreSQL: `postgresql+psycopg://user@host:5432/dbname`.",
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="Master key as base64 of 32 random bytes. Takes precedence over the key file.",
+    )
+    master_key_file: Path | None = Field(
+        None,
+        description="File holding the base64 master key (mode 0600). Default: "
+        "`<data_dir>/keys/master.key`, created by `shouhu init`.",
+    )
+    cipher_suite: Literal["aes", "sm"] = Field(
+        "aes",
+        description="Cipher suite for new ciphertexts: `aes` (AES-256-GCM + SHA-256) or "
+        "`sm` (SM4-GCM + SM3). Existing ciphertexts name their own suite.",
+    )
+    demo_password: SecretStr = Field(
+        SecretStr("shouhu-demo-2026"),
+        description="Password given to every demo user by `shouhu demo`. Local demos only.",
+    )
+    token_ttl_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 24 * 3600, description="Lifetime of a bearer token in seconds."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins for one username within the window before lock-out."
+    )
+    login_window_seconds: int = Field(
+        900, ge=1, description="Window in which failed logins are counted, in seconds."
+    )
+    login_lockout_seconds: int = Field(
+        900, ge=1, description="How long a username stays locked after too many failures."
+    )
+    argon2_time_cost: int = Field(3, ge=1, description="argon2id iterations for passwords.")
+    argon2_memory_kib: int = Field(
+        65536, ge=8, description="argon2id memory per password hash, in KiB."
+    )
+    argon2_parallelism: int = Field(2, ge=1, description="argon2id lanes.")
+    min_password_length: int = Field(12, ge=8, description="Shortest password accepted.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body accepted; larger is a 413."
+    )
+    keyring_refresh_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often a running server re-reads the key-encryption keys "
+        "(so `shouhu keys rotate` in another process takes effect).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the server log."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    # Derived locations -------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'shouhu.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_master_key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "keys" / "master.key"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @cached_property
+    def master_key_bytes(self) -> bytes:
+        """The master key, or ConfigError with a sentence saying what to set."""
+        if self.master_key is not None:
+            raw = self.master_key.get_secret_value()
+            origin = "SHOUHU_MASTER_KEY"
+        else:
+            path = self.effective_master_key_file
+            if not path.exists():
+                raise ConfigError(
+                    f"No master key: set SHOUHU_MASTER_KEY to base64 of 32 random bytes, or run "
+                    f"`shouhu init` to create the key file {path}."
+                )
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(
+                    f"The key file {path} is readable by others (mode {mode:o}): "
+                    f"run `chmod 600 {path}`."
+                )
+            raw = path.read_text().strip()
+            origin = str(path)
+        try:
+            key = base64.b64decode(raw, altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != MASTER_KEY_BYTES:
+            raise ConfigError(
+                f"The master key in {origin} is not base64 of exactly 32 bytes: generate one with "
+                f"`python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\"`."
+            )
+        if key in _PLACEHOLDER_KEYS or len(set(key)) < 8:
+            raise ConfigError(
+                f"The master key in {origin} is a placeholder, not a random key: set a key made "
+                "from 32 random bytes."
+            )
+        return key
+
+
+def new_master_key_text() -> str:
+    """A fresh random master key in the text form the key file holds."""
+    return base64.b64encode(os.urandom(MASTER_KEY_BYTES)).decode("ascii")
+
+
+def write_key_file(path: Path, text: str) -> None:
+    """Create a key file with mode 0600 atomically; never overwrite an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (text + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)

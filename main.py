@@ -1,0 +1,277 @@
+"""The HTTP application: ``create_app(settings) -> FastAPI``; ``uvicorn main:app``."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import access_control.api
+import archive.api
+from core.db import new_id
+from core.errors import PayloadTooLarge, ShouhuError
+from core.settings import Settings
+from runtime import Runtime
+
+log = logging.getLogger("shouhu")
+
+# Chinese messages for pydantic's error types. The rejected value is never echoed.
+_MESSAGES: dict[str, str] = {
+    "missing": "必填字段",
+    "extra_forbidden": "不允许的字段",
+    "string_type": "应为文本",
+    "string_too_short": "长度不能少于{min_length}个字符",
+    "string_too_long": "长度不能超过{max_length}个字符",
+    "string_pattern_mismatch": "格式不正确",
+    "int_type": "应为整数",
+    "int_parsing": "应为整数",
+    "int_from_float": "应为整数",
+    "bool_type": "应为是或否",
+    "bool_parsing": "应为是或否",
+    "date_type": "日期格式应为 YYYY-MM-DD",
+    "date_parsing": "日期格式应为 YYYY-MM-DD",
+    "date_from_datetime_parsing": "日期格式应为 YYYY-MM-DD",
+    "date_from_datetime_inexact": "日期格式应为 YYYY-MM-DD",
+    "literal_error": "取值应为：{expected}",
+    "enum": "取值应为：{expected}",
+    "greater_than_equal": "不能小于{ge}",
+    "less_than_equal": "不能大于{le}",
+    "list_type": "应为列表",
+    "too_short": "至少需要{min_length}项",
+    "too_long": "最多{max_length}项",
+    "model_type": "应为对象",
+    "model_attributes_type": "应为对象",
+    "dict_type": "应为对象",
+    "json_invalid": "请求体不是有效的JSON",
+    "json_type": "请求体不是有效的JSON",
+    "union_tag_invalid": "取值无效",
+}
+
+
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+_TYPE_TAGS = {"int", "str", "date", "literal", "list", "dict", "bool", "float", "none"}
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        where = loc[0] if loc else "body"
+        # Unions report one error per branch ("constrained-int", "function-after[...]"):
+        # keep field names and list indexes only, and the first branch's message.
+        parts = [p for p in loc[1:] if p.isdigit() or (_FIELD.fullmatch(p) and p not in _TYPE_TAGS)]
+        if err.get("type") in ("json_invalid", "json_type"):
+            parts = []
+        field = ".".join(parts) or where
+        if field in seen:
+            continue
+        seen.add(field)
+        etype = err.get("type", "")
+        ctx = err.get("ctx") or {}
+        if etype == "value_error":
+            message = str(ctx.get("error", "")) or "取值无效"
+        else:
+            template = _MESSAGES.get(etype, "取值无效")
+            try:
+                message = template.format(**{k: v for k, v in ctx.items()})
+            except (KeyError, IndexError):
+                message = template
+        out.append({"field": field, "location": where, "message": message})
+    return out
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(scope, send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        err = PayloadTooLarge(details={"field": "body", "limit_bytes": self.limit})
+        await JSONResponse(err.body(), status_code=413)(scope, _empty_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def configure_logging(settings: Settings) -> None:
+    """Server log to stderr and ``<data_dir>/logs/shouhu.log``: paths and ids, never bodies."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = logging.getLogger("shouhu")
+    root.setLevel(settings.log_level)
+    if not any(getattr(h, "_shouhu", False) for h in root.handlers):
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        fh = logging.handlers.RotatingFileHandler(
+            settings.log_dir / "shouhu.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8"
+        )
+        fh.setFormatter(fmt)
+        fh._shouhu = True  # type: ignore[attr-defined]
+        root.addHandler(fh)
+
+
+def _safe_traceback(exc: BaseException) -> str:
+    """Where it failed, without exception messages (they may quote stored values)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return type(exc).__name__ + " at " + " <- ".join(
+        f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(frames[-8:])
+    )
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The application. Refuses to start (ConfigError) without a usable master key."""
+    settings = settings or (runtime.settings if runtime else Settings())
+    rt = runtime or Runtime.open(settings)
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if runtime is None:
+            rt.close()
+
+    app = FastAPI(
+        title="Shouhu 守护",
+        version="0.1.0",
+        description="Encrypted case files, official documents and a tamper-evident access log "
+        "for juvenile social protection. Errors: `{\"error\": {code, message, details}}`.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Any]]
+    ) -> Any:
+        request.state.request_id = new_id("req")
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        # The path only: query strings may carry search terms.
+        log.info("%s %s %s %d %.1fms", request.state.request_id, request.method, request.url.path,
+                 response.status_code, (time.perf_counter() - started) * 1000)
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(ShouhuError)
+    async def domain_error(_request: Request, exc: ShouhuError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"error": {"code": "invalid_input", "message": "提交的数据有误，请检查标出的字段。",
+                          "details": {"fields": _field_errors(exc)}}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: ("not_found", "请求的地址不存在。"), 405: ("method_not_allowed", "不支持该请求方法。")}
+        code, message = codes.get(exc.status_code, ("http_error", "请求无法处理。"))
+        return JSONResponse({"error": {"code": code, "message": message, "details": {}}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s unhandled %s", getattr(request.state, "request_id", "-"), _safe_traceback(exc))
+        return JSONResponse(
+            {"error": {"code": "internal_error", "message": "服务器内部错误。", "details": {}}},
+            status_code=500,
+        )
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Database, key ring, blob store usable")
+    def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            with rt.db.session() as s:
+                s.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - report any failure as not ready
+            checks["database"] = f"failed: {type(exc).__name__}"
+        try:
+            rt.ring.refresh()
+            _ = rt.ring.current_kek_id
+            checks["key_ring"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["key_ring"] = f"failed: {type(exc).__name__}"
+        try:
+            rt.blobs.check()
+            checks["blob_store"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["blob_store"] = f"failed: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        if ok:
+            return JSONResponse({"status": "ready", "checks": checks})
+        return JSONResponse(
+            {"error": {"code": "not_ready", "message": "服务尚未就绪。", "details": {"checks": checks}}},
+            status_code=503,
+        )
+
+    app.include_router(access_control.api.router)
+    app.include_router(archive.api.router)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn main:app` builds the app from the environment on first access.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,128 @@
+"""The process-wide services, wired once from a Settings object.
+
+``main.create_app`` and the ``shouhu`` CLI both build a ``Runtime``; tests build
+one per test database with their own settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect, select
+
+from access_control.audit import AuditLog
+from access_control.guard import Guard
+from access_control.identity import Actor, Passwords, Throttle
+from access_control.policy import Policy
+from access_control.regions import RegionTree
+from access_control.users import UserAdmin
+from archive.blobstore import FilesystemBlobStore
+from archive.records import Archive
+from core import crypto
+from core.db import Database, new_id, utcnow
+from core.errors import AuditUnavailable
+from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
+from core.settings import ConfigError, Settings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+AUDIT_HASH_FOR_SUITE = {"aes": "sha256", "sm": "sm3"}
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(db: Database) -> None:
+    """Apply every migration (idempotent)."""
+    cfg = alembic_config(db.url)
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    ring: crypto.KeyRing
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.vault = Vault(self.ring)
+        self.regions = RegionTree()
+        self.policy = Policy(self.regions)
+        self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite])
+        self.passwords = Passwords(s)
+        self.throttle = Throttle(s, self.ring)
+        self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length)
+        self.blobs = FilesystemBlobStore(s.blob_dir)
+        self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
+
+    @classmethod
+    def open(cls, settings: Settings, *, require_schema: bool = True,
+             clock: Callable[[], datetime] = utcnow) -> Runtime:
+        """Build the services; refuse (ConfigError) without a usable master key or database."""
+        master = settings.master_key_bytes
+        db = Database(settings)
+        ring = crypto.KeyRing(
+            master,
+            suite=crypto.SUITE_BY_SETTING[settings.cipher_suite],
+            store=DbKekStore(db),
+            refresh_seconds=settings.keyring_refresh_seconds,
+        )
+        rt = cls(settings=settings, db=db, ring=ring, clock=clock)
+        if require_schema:
+            if not db.has_schema():
+                raise ConfigError(
+                    "The database has no Shouhu schema: run `shouhu init` first "
+                    f"(database: {db.engine.url.render_as_string(hide_password=True)})."
+                )
+            rt.load()
+        return rt
+
+    def load(self) -> None:
+        """Read the key ring and region tree; a wrong master key is a ConfigError."""
+        try:
+            self.ring.refresh()
+        except crypto.DecryptionError:
+            raise ConfigError(
+                "The master key does not open this archive's keys: set SHOUHU_MASTER_KEY or "
+                "SHOUHU_MASTER_KEY_FILE to the key this archive was created with."
+            ) from None
+        with self.db.session() as s:
+            self.regions.load(s)
+
+    def initialize(self) -> bool:
+        """Create the schema, the first KEK and the audit head. True if anything was new."""
+        fresh = not self.db.has_schema()
+        upgrade_database(self.db)
+        created = fresh
+        with self.db.session() as s:
+            if not inspect(s.connection()).has_table("key_encryption_keys"):
+                raise RuntimeError("migrations did not create the key tables")
+            if s.scalar(select(KeyEncryptionKey.id).limit(1)) is None:
+                create_kek(s, self.ring)
+                created = True
+            self.audit.ensure_head(s)
+            s.commit()
+        self.load()
+        return created
+
+    def guard(self, session, actor: Actor, *, request_id: str | None = None) -> Guard:  # type: ignore[no-untyped-def]
+        return Guard(session=session, actor=actor, request_id=request_id or new_id("req"),
+                     now=self.clock(), policy=self.policy, audit=self.audit)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+__all__ = ["Runtime", "upgrade_database", "AuditUnavailable"]

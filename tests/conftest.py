@@ -1,0 +1,224 @@
+"""Shared fixtures: every archive test runs on SQLite and on PostgreSQL.
+
+Migrations run once per backend and test session. Each test then gets a clean
+database (a copy of the migrated SQLite file, or truncated PostgreSQL tables in
+a database of this run's own), its own random master key, a fresh KEK and the
+demo region tree, orgs and users.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from archive import demo
+from core.db import Base
+from core.settings import Settings
+from main import create_app
+from runtime import Runtime, upgrade_database
+
+# Tests never inherit the operator's configuration.
+for _name in list(os.environ):
+    if _name.startswith("SHOUHU_") and _name not in ("SHOUHU_TEST_POSTGRES_URL",):
+        del os.environ[_name]
+
+DEMO_PASSWORD = "test-password-123"
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+
+
+def postgres_admin_url() -> str:
+    url = os.environ.get("SHOUHU_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def sqlalchemy_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@dataclass
+class Backend:
+    name: str
+    template: Path | None = None  # SQLite: a migrated database file to copy
+    pg_url: str | None = None  # PostgreSQL: this run's own database
+
+    def database_url(self, data_dir: Path) -> str | None:
+        if self.name == "sqlite":
+            assert self.template is not None
+            data_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.template, data_dir / "shouhu.db")
+            return None  # the default: <data_dir>/shouhu.db
+        assert self.pg_url is not None
+        return sqlalchemy_url(self.pg_url)
+
+    def reset(self) -> None:
+        if self.name != "postgres":
+            return
+        assert self.pg_url is not None
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "master_key": SecretStr(base64.b64encode(secrets.token_bytes(32)).decode()),
+        "demo_password": SecretStr(DEMO_PASSWORD),
+        "keyring_refresh_seconds": 0.5,
+        **FAST_ARGON2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        folder = tmp_path_factory.mktemp("sqlite-template")
+        settings = make_settings(folder, None)
+        rt = Runtime.open(settings, require_schema=False)
+        upgrade_database(rt.db)
+        rt.close()
+        yield Backend("sqlite", template=folder / "shouhu.db")
+        return
+    admin = postgres_admin_url()
+    name = f"shouhu_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin.rpartition("/")
+    url = f"{base}/{name}"
+    folder = tmp_path_factory.mktemp("pg-migrate")
+    rt = Runtime.open(make_settings(folder, sqlalchemy_url(url)), require_schema=False)
+    upgrade_database(rt.db)
+    rt.close()
+    try:
+        yield Backend("postgres", pg_url=url)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var"
+
+
+@pytest.fixture
+def settings(backend: Backend, data_dir: Path) -> Settings:
+    backend.reset()
+    return make_settings(data_dir, backend.database_url(data_dir))
+
+
+def seed_world(rt: Runtime) -> None:
+    """The demo region tree, orgs and users (no households)."""
+    with rt.db.session() as s:
+        demo.build_regions(s)
+        demo.build_orgs_and_users(rt, s)
+        s.commit()
+    rt.load()
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime.open(settings, require_schema=False)
+    runtime.initialize()
+    seed_world(runtime)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def app(rt: Runtime) -> Any:
+    return create_app(runtime=rt)
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+def login(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
+    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+class Tokens:
+    """Lazily signs in demo users: ``tokens['caseworker.haizhou']`` -> headers."""
+
+    def __init__(self, client: TestClient):
+        self.client = client
+        self._cache: dict[str, dict[str, str]] = {}
+
+    def __getitem__(self, username: str) -> dict[str, str]:
+        if username not in self._cache:
+            self._cache[username] = login(self.client, username)
+        return self._cache[username]
+
+
+@pytest.fixture
+def tokens(client: TestClient) -> Tokens:
+    return Tokens(client)
+
+
+# Factories ------------------------------------------------------------------------
+
+_ID_SEQ = iter(range(10**6))
+
+
+def make_id_number(county: str = "320706", birth: str = "20150301", male: bool = True) -> str:
+    from archive.schemas import id_check_char
+
+    n = next(_ID_SEQ) % 500
+    first17 = f"{county}{birth}{n * 2 + (1 if male else 0):03d}"
+    return first17 + id_check_char(first17)
+
+
+def household_body(region_code: str = "320706001001", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "region_code": region_code,
+        "address": "3组12号",
+        "members": [
+            {"name": "测试父", "relation": "父亲", "id_number": make_id_number(region_code[:6], "19850101"),
+             "situation": "外出务工"},
+        ],
+        "notes": "父母长期外出务工",
+    }
+    body.update(overrides)
+    return body
+
+
+def minor_body(household_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "household_id": household_id,
+        "name": "测试童",
+        "id_number": make_id_number(birth="20150301"),
+        "birth_date": "2015-03-01",
+        "sex": "male",
+        "categories": [3],
+    }
+    body.update(overrides)
+    return body
+
+
+def run_sql(rt: Runtime, sql: str, **params: Any) -> list[Any]:
+    with rt.db.engine.begin() as conn:
+        result = conn.execute(text(sql), params)
+        return list(result) if result.returns_rows else []
