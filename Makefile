@@ -1,0 +1,48 @@
+# Shouhu: `make run` serves the demo, `make test` runs the whole suite.
+# Both install everything first (Python deps in .venv, Debian packages as root).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEBS   := fonts-noto-cjk poppler-utils libharfbuzz-subset0 postgresql-client
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export SHOUHU_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: install debs run test bench lint clean
+
+install: debs $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing -- install them as root (sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
+
+run: install
+	$(BIN)/shouhu init
+	$(BIN)/shouhu demo --if-empty
+	$(BIN)/shouhu serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
