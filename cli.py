@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, make_url, or_, select
 
 from access_control.actions import Action, Role
 from access_control.audit import EventDraft
@@ -92,6 +92,8 @@ def init() -> None:
     """Create the data dir, the master key file (0600), the database schema and the first KEK."""
     s = settings()
     s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in (s.blob_dir, s.log_dir):  # doctor says `init` creates them
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     if s.master_key is None and not s.effective_master_key_file.exists():
         write_key_file(s.effective_master_key_file, new_master_key_text())
         console.print(f"已创建主密钥文件 {s.effective_master_key_file}（权限 0600）。请另行备份，切勿提交到代码库。")
@@ -173,7 +175,11 @@ def doctor() -> None:
             parent_ok = os.access(path.parent if path.parent.exists() else s.data_dir.parent, os.W_OK)
             check(label, parent_ok, f"{path} 尚未创建（运行 `shouhu init` 会创建）")
 
-    if key_ok:
+    sqlite_file = Path(make_url(s.effective_database_url).database or "") if s.is_sqlite else None
+    if key_ok and sqlite_file is not None and not sqlite_file.is_file():
+        # Opening it would create an empty database file: a check must not change anything.
+        check("数据库 database", False, f"数据库文件 {sqlite_file} 不存在：运行 `shouhu init` 创建")
+    elif key_ok:
         try:
             rt = Runtime.open(s, require_schema=False)
             try:

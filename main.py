@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import re
+import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import access_control.api
+import access_control.audit_api
 import archive.api
 from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError
@@ -108,36 +110,40 @@ class BodyLimit:
                 await self._refuse(scope, send)
                 return
         seen = 0
-        started = False
+        refused = False
 
+        # Past the limit the app is told the client left, and whatever it answers
+        # is dropped for the 413. Raising from receive would not do: FastAPI turns
+        # any error while reading a body into a 400, and BaseHTTPMiddleware wraps
+        # errors from receive in an ExceptionGroup.
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    refused = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        started = False
+
+        async def guarded_send(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(scope, send)
+        await self.app(scope, limited_receive, guarded_send)
+        if refused and not started:
+            await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         err = PayloadTooLarge(details={"field": "body", "limit_bytes": self.limit})
         await JSONResponse(err.body(), status_code=413)(scope, _empty_receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _empty_receive() -> Message:
@@ -149,6 +155,12 @@ def configure_logging(settings: Settings) -> None:
     settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = logging.getLogger("shouhu")
     root.setLevel(settings.log_level)
+    target = str((settings.log_dir / "shouhu.log").absolute())
+    for h in list(root.handlers):
+        # A second app in one process (tests) logs to its own data dir, not the first's.
+        if getattr(h, "_shouhu", False) and getattr(h, "baseFilename", None) != target:
+            root.removeHandler(h)
+            h.close()
     if not any(getattr(h, "_shouhu", False) for h in root.handlers):
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
         fh = logging.handlers.RotatingFileHandler(
@@ -167,6 +179,34 @@ def _safe_traceback(exc: BaseException) -> str:
     )
 
 
+class CheckpointSchedule:
+    """Signs an audit checkpoint every ``interval`` seconds if the log grew (0 = off)."""
+
+    def __init__(self, rt: Runtime, interval: int):
+        self.rt, self.interval = rt, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                cp = self.rt.checkpoint_now()
+                if cp:
+                    log.info("audit checkpoint size=%s root=%s", cp["size"], cp["root"])
+            except Exception as exc:  # noqa: BLE001 - keep the schedule alive, say why
+                log.error("audit checkpoint failed: %s", _safe_traceback(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The application. Refuses to start (ConfigError) without a usable master key."""
     settings = settings or (runtime.settings if runtime else Settings())
@@ -175,9 +215,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if runtime is None:
-            rt.close()
+        scheduler = CheckpointSchedule(rt, settings.audit_checkpoint_interval_seconds)
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.stop()
+            if runtime is None:
+                rt.close()
 
     app = FastAPI(
         title="Shouhu 守护",
@@ -266,6 +311,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         )
 
     app.include_router(access_control.api.router)
+    app.include_router(access_control.audit_api.router)
     app.include_router(archive.api.router)
     return app
 

@@ -6,6 +6,7 @@ one per test database with their own settings.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import inspect, select
 
 from access_control.audit import AuditLog
+from access_control.audit_service import AuditDesk
 from access_control.guard import Guard
 from access_control.identity import Actor, Passwords, Throttle
 from access_control.policy import Policy
@@ -25,9 +27,8 @@ from archive.blobstore import FilesystemBlobStore
 from archive.records import Archive
 from core import crypto
 from core.db import Database, new_id, utcnow
-from core.errors import AuditUnavailable
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
-from core.settings import ConfigError, Settings
+from core.settings import ConfigError, Settings, read_secret_file, write_key_file
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AUDIT_HASH_FOR_SUITE = {"aes": "sha256", "sm": "sm3"}
@@ -60,12 +61,20 @@ class Runtime:
         self.vault = Vault(self.ring)
         self.regions = RegionTree()
         self.policy = Policy(self.regions)
-        self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite])
+        self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite], signer=self._load_signer())
         self.passwords = Passwords(s)
         self.throttle = Throttle(s, self.ring)
         self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length)
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
+        self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
+
+    def _load_signer(self) -> crypto.SigningKey | None:
+        path = self.settings.effective_audit_signing_key_file
+        if not path.exists():
+            return None
+        seed = read_secret_file(path, what="audit signing key", env="SHOUHU_AUDIT_SIGNING_KEY_FILE")
+        return crypto.SigningKey(seed)
 
     @classmethod
     def open(cls, settings: Settings, *, require_schema: bool = True,
@@ -85,6 +94,11 @@ class Runtime:
                 raise ConfigError(
                     "The database has no Shouhu schema: run `shouhu init` first "
                     f"(database: {db.engine.url.render_as_string(hide_password=True)})."
+                )
+            if rt.audit.signer is None:
+                raise ConfigError(
+                    "No audit signing key: run `shouhu init` to create "
+                    f"{settings.effective_audit_signing_key_file}, or set SHOUHU_AUDIT_SIGNING_KEY_FILE."
                 )
             rt.load()
         return rt
@@ -106,6 +120,11 @@ class Runtime:
         fresh = not self.db.has_schema()
         upgrade_database(self.db)
         created = fresh
+        if self.audit.signer is None:
+            path = self.settings.effective_audit_signing_key_file
+            write_key_file(path, base64.b64encode(crypto.SigningKey.new_seed()).decode("ascii"))
+            self.audit.signer = self._load_signer()
+            created = True
         with self.db.session() as s:
             if not inspect(s.connection()).has_table("key_encryption_keys"):
                 raise RuntimeError("migrations did not create the key tables")
@@ -121,8 +140,16 @@ class Runtime:
         return Guard(session=session, actor=actor, request_id=request_id or new_id("req"),
                      now=self.clock(), policy=self.policy, audit=self.audit)
 
+    def checkpoint_now(self) -> dict[str, object] | None:
+        """Sign a checkpoint if the log grew since the last one (the schedule calls this)."""
+        with self.db.session() as s:
+            last = self.audit.checkpoints(s)
+            if last and last[-1]["size"] == AuditLog.size(s):
+                return None
+            cp = self.audit.checkpoint(s, now=self.clock())
+            s.commit()
+            return cp
+
     def close(self) -> None:
         self.db.dispose()
 
-
-__all__ = ["Runtime", "upgrade_database", "AuditUnavailable"]

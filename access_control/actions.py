@@ -22,6 +22,14 @@ class Action(StrEnum):
     KEY_ROTATE = "keys:kek:rotate"
     KEY_RETIRE = "keys:kek:retire"
     KEY_SHRED = "keys:record:shred"
+    # the access log
+    AUDIT_EVENTS_READ = "audit:events:read"
+    AUDIT_EVENTS_EXPORT = "audit:events:export"
+    AUDIT_VERIFY = "audit:log:verify"
+    AUDIT_CHECKPOINT_CREATE = "audit:checkpoint:create"
+    AUDIT_CHECKPOINT_READ = "audit:checkpoint:read"
+    AUDIT_PROOF_READ = "audit:proof:read"
+    AUDIT_ANOMALIES_READ = "audit:anomalies:read"
     # case files
     HOUSEHOLD_CREATE = "archive:household:create"
     HOUSEHOLD_READ = "archive:household:read"

@@ -18,8 +18,10 @@ from access_control.regions import RegionTree
 
 A = Action
 
+# Signed checkpoints and the public key hold no personal data: anyone signed in
+# may fetch them, so that others than auditors can hold Shouhu to its log.
 EVERYONE: frozenset[Action] = frozenset(
-    {A.ME_READ, A.REGION_LIST, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD}
+    {A.ME_READ, A.REGION_LIST, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD, A.AUDIT_CHECKPOINT_READ}
 )
 
 _CASE_READ = {A.HOUSEHOLD_READ, A.HOUSEHOLD_LIST, A.MINOR_READ, A.MINOR_LIST}
@@ -33,7 +35,11 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     ),
     Role.REQUESTER: frozenset(),
     Role.CUSTODIAN: frozenset(),
-    Role.AUDITOR: frozenset(),
+    # Auditors read and verify the whole log (it holds no personal data) and no case content.
+    Role.AUDITOR: frozenset(
+        {A.AUDIT_EVENTS_READ, A.AUDIT_EVENTS_EXPORT, A.AUDIT_VERIFY, A.AUDIT_CHECKPOINT_CREATE,
+         A.AUDIT_PROOF_READ, A.AUDIT_ANOMALIES_READ}
+    ),
 }
 
 

@@ -108,6 +108,9 @@ class UserAdmin:
             raise InvalidInput.one(field, "密码过于简单")
 
     def _visible_user(self, g: Guard, user_id: str, action: Action) -> User:
+        if not g.decide(action).allowed:
+            # The role refusal comes first, so it cannot tell whether the user exists.
+            g.authorize(action, Resource("user", user_id[:64]))
         user = g.session.get(User, user_id)
         if user is None:
             g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",

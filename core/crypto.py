@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -123,11 +124,25 @@ def _header(suite: Suite, key_id: str) -> bytes:
 
 
 def seal(
-    key: bytes, plaintext: bytes, *, suite: Suite, key_id: str, context: Mapping[str, str | int | bool]
+    key: bytes,
+    plaintext: bytes,
+    *,
+    suite: Suite,
+    key_id: str,
+    context: Mapping[str, str | int | bool],
+    nonce: bytes | None = None,
 ) -> bytes:
-    """Encrypt ``plaintext`` into a self-describing envelope bound to ``context``."""
+    """Encrypt ``plaintext`` into a self-describing envelope bound to ``context``.
+
+    ``nonce`` is for known-answer test vectors only: production callers leave it
+    out and get a fresh random 96-bit nonce. Reusing a nonce under one key breaks
+    GCM's confidentiality and authenticity, so never pass one outside tests.
+    """
     header = _header(suite, key_id)
-    nonce = os.urandom(NONCE_BYTES)
+    if nonce is None:
+        nonce = os.urandom(NONCE_BYTES)
+    elif len(nonce) != NONCE_BYTES:
+        raise ValueError(f"the nonce must be {NONCE_BYTES} bytes")
     ct = suite.encrypt(key, nonce, plaintext, header + encode_context(context))
     return header + nonce + ct
 
@@ -377,3 +392,39 @@ def random_token(nbytes: int = 32) -> bytes:
 def suites_in(envelopes: Iterable[bytes]) -> set[str]:
     """Names of the suites a set of envelopes uses (for `shouhu keys status`)."""
     return {parse_header(e).suite.name for e in envelopes}
+
+
+# Signatures (audit checkpoints) ----------------------------------------------------
+
+class SigningKey:
+    """An Ed25519 key for signing audit checkpoints, kept apart from content keys."""
+
+    def __init__(self, seed: bytes):
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.key_id = sha256_hex(self.public_key)[:16]
+
+    @staticmethod
+    def new_seed() -> bytes:
+        return os.urandom(32)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    def public_pem(self) -> str:
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True if ``signature`` is a valid Ed25519 signature of ``message``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

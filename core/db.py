@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from core.settings import Settings
+
+READ_ONLY_OPTION = "shouhu_read_only"
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -86,7 +88,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # Every request writes at least its audit event: take the write lock up
             # front so two transactions never deadlock upgrading a read lock.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # ``Database.reader()`` connections only read: a plain (deferred) BEGIN
+            # never waits for the write lock, so they may run while this very
+            # thread's request transaction holds it.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -99,10 +105,26 @@ class Database:
         self.url = settings.effective_database_url
         self.engine = make_engine(self.url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Long reads (log verification, exports) see a snapshot without the write lock.
+        self.read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        """A connection of its own for a short read that must never wait for a writer.
+
+        On SQLite it begins a deferred read transaction (WAL readers never block);
+        the key ring reads KEKs through it in the middle of a request transaction.
+        Writing through it is a programming error.
+        """
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY_OPTION: True})
+            yield conn
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -114,6 +136,16 @@ class Database:
             session.rollback()
             raise
         finally:
+            session.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only; on SQLite it never takes the write lock."""
+        session = self.read_sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
             session.close()
 
     def has_schema(self) -> bool:

@@ -73,18 +73,26 @@ class Conflict(ShouhuError):
 
 
 class InvalidInput(ShouhuError):
-    """422 naming the fields: ``fields`` is a list of ``{"field", "message"}``."""
+    """422 naming the fields: ``fields`` is a list of ``{"field", "location", "message"}``.
+
+    ``location`` is where the field was sent (``body``, ``query``, ``path``), as in
+    request validation errors; it defaults to ``body``.
+    """
 
     status = 422
     code = "invalid_input"
     message = "提交的数据有误，请检查标出的字段。"
 
     def __init__(self, fields: list[dict[str, str]], message: str | None = None):
+        fields = [
+            {"field": f["field"], "location": f.get("location", "body"), "message": f["message"]}
+            for f in fields
+        ]
         super().__init__(message, details={"fields": fields})
 
     @classmethod
-    def one(cls, field: str, message: str) -> InvalidInput:
-        return cls([{"field": field, "message": message}])
+    def one(cls, field: str, message: str, *, location: str = "body") -> InvalidInput:
+        return cls([{"field": field, "location": location, "message": message}])
 
 
 class PayloadTooLarge(ShouhuError):

@@ -46,15 +46,23 @@ class DataKey(Base):
 
 
 class DbKekStore(crypto.KekStore):
-    """Reads KEK records in a short session of its own."""
+    """Reads KEK records on a read-only connection of its own.
+
+    The ring refreshes lazily, often in the middle of a request whose transaction
+    already holds SQLite's write lock: a second writing transaction from the same
+    thread would wait for that lock until the busy timeout (a self-deadlock).
+    """
 
     def __init__(self, db: Database):
         self._db = db
 
     def load(self) -> list[crypto.KekRecord]:
-        with self._db.session() as s:
-            rows = s.scalars(select(KeyEncryptionKey).order_by(KeyEncryptionKey.version)).all()
-            return [crypto.KekRecord(r.id, r.version, r.wrapped, r.state) for r in rows]
+        k = KeyEncryptionKey
+        with self._db.reader() as conn:
+            rows = conn.execute(
+                select(k.id, k.version, k.wrapped, k.state).order_by(k.version)
+            ).all()
+        return [crypto.KekRecord(r.id, r.version, r.wrapped, r.state) for r in rows]
 
 
 def create_kek(session: Session, ring: crypto.KeyRing, *, now: datetime | None = None) -> str:

@@ -88,6 +88,44 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the server log."
     )
+    audit_signing_key_file: Path | None = Field(
+        None,
+        description="File holding the base64 Ed25519 seed that signs audit checkpoints "
+        "(mode 0600), kept apart from the master key. Default: "
+        "`<data_dir>/keys/audit-signing.key`, created by `shouhu init`.",
+    )
+    audit_checkpoint_interval_seconds: int = Field(
+        3600,
+        ge=0,
+        description="How often a running server signs a checkpoint of the access log if it "
+        "grew (0 turns the schedule off; checkpoints can still be made on demand).",
+    )
+    audit_timezone: str = Field(
+        "Asia/Shanghai", description="Time zone in which working hours are judged."
+    )
+    audit_working_hours: str = Field(
+        "08:00-18:00",
+        pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        description="Working hours (local time); reads outside them are flagged.",
+    )
+    audit_working_days: str = Field(
+        "12345",
+        pattern=r"^[1-7]{1,7}$",
+        description="Working days as ISO weekday digits (1 = Monday); reads on other days "
+        "are flagged.",
+    )
+    audit_bulk_read_threshold: int = Field(
+        200, ge=1, description="Records read by one user within the bulk window that raise a flag."
+    )
+    audit_bulk_read_window_seconds: int = Field(
+        3600, ge=60, description="Window for the bulk-read flag, in seconds."
+    )
+    audit_denial_threshold: int = Field(
+        5, ge=1, description="Refusals of one user within the denial window that raise a flag."
+    )
+    audit_denial_window_seconds: int = Field(
+        900, ge=60, description="Window for the repeated-denial flag, in seconds."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -107,6 +145,10 @@ class Settings(BaseSettings):
     @property
     def effective_master_key_file(self) -> Path:
         return self.master_key_file or self.data_dir / "keys" / "master.key"
+
+    @property
+    def effective_audit_signing_key_file(self) -> Path:
+        return self.audit_signing_key_file or self.data_dir / "keys" / "audit-signing.key"
 
     @property
     def blob_dir(self) -> Path:
@@ -152,6 +194,24 @@ class Settings(BaseSettings):
                 "from 32 random bytes."
             )
         return key
+
+
+def read_secret_file(path: Path, *, what: str, env: str, length: int = 32) -> bytes:
+    """A base64 key from a 0600 file, or ConfigError saying what to do."""
+    if not path.exists():
+        raise ConfigError(
+            f"No {what}: run `shouhu init` to create {path}, or set {env} to a file that holds one."
+        )
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"The {what} file {path} is readable by others (mode {mode:o}): run `chmod 600 {path}`.")
+    try:
+        key = base64.b64decode(path.read_text().strip(), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != length:
+        raise ConfigError(f"The {what} in {path} is not base64 of exactly {length} bytes.")
+    return key
 
 
 def new_master_key_text() -> str:

@@ -79,6 +79,7 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) ->
         "master_key": SecretStr(base64.b64encode(secrets.token_bytes(32)).decode()),
         "demo_password": SecretStr(DEMO_PASSWORD),
         "keyring_refresh_seconds": 0.5,
+        "audit_checkpoint_interval_seconds": 0,
         **FAST_ARGON2,
     }
     values.update(overrides)
