@@ -30,8 +30,10 @@ _TYPER = {"no_args_is_help": True, "pretty_exceptions_show_locals": False}
 app = typer.Typer(help="Shouhu 守护: encrypted juvenile-protection records.", **_TYPER)
 users_app = typer.Typer(help="Manage user accounts.", **_TYPER)
 keys_app = typer.Typer(help="Key-encryption keys: rotate, retire, status, shred.", **_TYPER)
+audit_app = typer.Typer(help="The access log: verify, checkpoint, export.", **_TYPER)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
@@ -379,6 +381,84 @@ def keys_shred(
             raise fail(f"没有记录 {record_id} 的可销毁密钥")
         log_operator(rt, Action.KEY_SHRED, kind="record", rid=record_id, details={"data_keys": count})
     console.print(f"记录 {record_id} 的数据密钥已销毁，内容不可再读取。")
+
+
+# audit ------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint JSON saved earlier, to verify against.")] = None,
+) -> None:
+    """Re-hash the whole log, follow the chain, check every stored (and the given) checkpoint."""
+    import json
+
+    extra = []
+    if checkpoint is not None:
+        try:
+            extra.append(json.loads(checkpoint.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise fail(f"无法读取检查点文件 {checkpoint}：{type(exc).__name__}") from None
+    with runtime() as rt:
+        with rt.db.read_session() as s:
+            result = rt.audit.verify(s, checkpoints=extra)
+        log_operator(rt, Action.AUDIT_VERIFY, kind="audit_log", rid="",
+                     details={"ok": result.ok, "length": result.length})
+    if result.ok:
+        console.print(f"访问日志完整：{result.length} 条事件，校验了 {result.checkpoints_checked} 个检查点；"
+                      f"末条哈希 {result.head_hash}")
+        return
+    err.print(f"[red]访问日志校验失败[/red]：第 {result.first_bad_seq} 条起有问题（{result.problem}）。")
+    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    out: Annotated[Path | None, typer.Option(help="Also write the signed checkpoint to this file.")] = None,
+) -> None:
+    """Sign a checkpoint of the log now and print it (JSON)."""
+    import json
+
+    from access_control.audit import AuditTampered
+
+    with runtime() as rt:
+        try:
+            with rt.db.session() as s:
+                cp = rt.audit.checkpoint(s, now=rt.clock())
+                s.commit()
+        except AuditTampered as exc:
+            raise fail(f"日志校验未通过，未签署检查点：{exc}") from None
+        log_operator(rt, Action.AUDIT_CHECKPOINT_CREATE, kind="audit_log", rid=str(cp["size"]))
+        cp = {**cp, "public_key": rt.audit_desk.public_key()["public_key"]}
+    text = json.dumps(cp, ensure_ascii=False, indent=2)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    console.print_json(text)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    format: Annotated[str, typer.Option(help="jsonl or csv.")] = "jsonl",  # noqa: A002
+    upto: Annotated[int | None, typer.Option(help="Last seq to include (e.g. a checkpoint size).")] = None,
+) -> None:
+    """Write the events in canonical form (docs/audit-format.md)."""
+    from access_control.audit import AuditLog, export_csv_header, export_csv_row, export_jsonl_line
+
+    if format not in ("jsonl", "csv"):
+        raise fail("--format 只能是 jsonl 或 csv")
+    with runtime() as rt:
+        count = 0
+        with rt.db.read_session() as s, out.open("wb") as fh:
+            limit = upto if upto is not None else AuditLog.size(s)
+            if format == "csv":
+                fh.write(export_csv_header())
+            for ev in AuditLog.iter_events(s, upto=limit):
+                fh.write(export_csv_row(ev) if format == "csv" else export_jsonl_line(ev))
+                count += 1
+        log_operator(rt, Action.AUDIT_EVENTS_EXPORT, kind="audit_log", rid="",
+                     details={"format": format, "upto": limit})
+    console.print(f"已导出 {count} 条事件到 {out}。")
 
 
 if __name__ == "__main__":
