@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := fonts-noto-cjk poppler-utils libharfbuzz-subset0 postgresql-client
+DEBS   := fonts-noto-cjk fonts-lxgw-wenkai fontconfig poppler-utils libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 postgresql-client
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export SHOUHU_DATA_DIR ?= $(CURDIR)/var

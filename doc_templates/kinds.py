@@ -1,0 +1,405 @@
+"""The documents Shouhu issues: one registry entry per kind (DOMAIN.md).
+
+Each kind has a title, a Pydantic schema of its fields (Chinese labels, limits,
+validation), the subject it is about, the roles that may issue it, its
+retention class, its template, and an example filled with synthetic data.
+This module is pure: fields in, nothing stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from core.fields import IdNumber, Phone, check_name, check_text
+
+# Field types with Chinese titles come from these; limits keep a page a page.
+PersonName = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(check_name)]
+Line = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(check_name)]
+Org = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(check_name)]
+Paragraph = Annotated[str, Field(min_length=1, max_length=1500), AfterValidator(check_text)]
+ShortParagraph = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(check_text)]
+Sex = Literal["男", "女"]
+CategoryNo = Annotated[int, Field(ge=1, le=5)]
+
+CATEGORY_LABELS = {
+    1: "流浪乞讨或被拐卖、胁迫、诱骗、利用乞讨及违法犯罪的未成年人",
+    2: "监护缺失的未成年人",
+    3: "父母长期外出务工的留守未成年人",
+    4: "遭受侵害的未成年人",
+    5: "困难家庭、重病重残及涉案未成年人",
+}
+CATEGORY_SHORT = {1: "流浪乞讨", 2: "监护缺失", 3: "留守", 4: "遭受侵害", 5: "困难重病重残涉案"}
+
+RETENTION = {"permanent": "永久", "long": "长期（30年）", "short": "短期（10年）"}
+
+Subject = Literal["household", "minor", "sealed_request", "region", "none"]
+
+
+class DocFields(BaseModel):
+    """Fields every official letter may carry."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    copy_to: list[Org] = Field(default_factory=list, max_length=8, title="抄送机关")
+    remarks: ShortParagraph | None = Field(None, title="附注")
+
+
+class FormFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# Household file ------------------------------------------------------------------
+
+
+class HouseholdMemberRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: PersonName = Field(title="姓名")
+    relation: Annotated[str, Field(min_length=1, max_length=12), AfterValidator(check_name)] = Field(
+        title="与未成年人关系")
+    id_number: IdNumber | None = Field(None, title="公民身份号码")
+    situation: Line | None = Field(None, title="现状")
+
+
+class HouseholdMinorRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: PersonName = Field(title="姓名")
+    sex: Sex = Field(title="性别")
+    birth_date: date = Field(title="出生日期")
+    categories: list[CategoryNo] = Field(min_length=1, max_length=5, title="困境类别")
+
+
+class HouseholdFile(FormFields):
+    household_no: Annotated[str, Field(min_length=1, max_length=30)] = Field(title="档案编号")
+    region: Line = Field(title="所在村（居）")
+    address: Line = Field(title="家庭住址")
+    members: list[HouseholdMemberRow] = Field(min_length=1, max_length=10, title="家庭成员")
+    minors: list[HouseholdMinorRow] = Field(min_length=1, max_length=6, title="困境未成年人")
+    economy: ShortParagraph = Field(title="家庭经济状况")
+    assistance: ShortParagraph = Field(title="已享受的救助帮扶")
+    village_opinion: ShortParagraph = Field(title="村（居）委会意见")
+    surveyor: PersonName = Field(title="调查人")
+    survey_date: date = Field(title="调查日期")
+
+
+# Minor file ------------------------------------------------------------------------
+
+
+class CategoryRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: CategoryNo = Field(title="类别")
+    found_on: date = Field(title="发现日期")
+    ended_on: date | None = Field(None, title="结束日期")
+
+
+class MinorFile(FormFields):
+    name: PersonName = Field(title="姓名")
+    sex: Sex = Field(title="性别")
+    birth_date: date = Field(title="出生日期")
+    id_number: IdNumber | None = Field(None, title="公民身份号码")
+    ethnicity: Annotated[str, Field(min_length=1, max_length=10)] = Field("汉族", title="民族")
+    school: Line | None = Field(None, title="就读学校及年级")
+    address: Line = Field(title="家庭住址")
+    guardian: PersonName = Field(title="监护人")
+    guardian_relation: Annotated[str, Field(min_length=1, max_length=12)] = Field(title="与监护人关系")
+    guardian_phone: Phone | None = Field(None, title="监护人电话")
+    categories: list[CategoryRow] = Field(min_length=1, max_length=5, title="困境类别")
+    situation: Paragraph = Field(title="基本情况")
+    measures: list[Line] = Field(default_factory=list, max_length=8, title="帮扶措施")
+    caseworker: PersonName = Field(title="儿童督导员/儿童主任")
+    filled_on: date = Field(title="填表日期")
+
+
+# Referral notice -------------------------------------------------------------------
+
+
+class ReferralNotice(DocFields):
+    recipient: Org = Field(title="主送机关")
+    minor_name: PersonName = Field(title="未成年人姓名")
+    minor_sex: Sex = Field(title="性别")
+    minor_age: Annotated[int, Field(ge=0, le=17)] = Field(title="年龄")
+    minor_address: Line = Field(title="住址")
+    found_on: date = Field(title="发现日期")
+    situation: Paragraph = Field(title="情况说明")
+    requests: list[ShortParagraph] = Field(min_length=1, max_length=6, title="请协助事项")
+    contact: PersonName = Field(title="联系人")
+    contact_phone: Phone = Field(title="联系电话")
+    attachments: list[Line] = Field(default_factory=list, max_length=5, title="附件")
+
+
+# Guardianship designation -----------------------------------------------------------
+
+
+class GuardianshipDesignation(DocFields):
+    recipient: Org = Field(title="主送（被指定监护人及有关当事人）")
+    minor_name: PersonName = Field(title="未成年人姓名")
+    minor_id_number: IdNumber | None = Field(None, title="未成年人公民身份号码")
+    original_situation: ShortParagraph = Field(title="原监护人情况")
+    guardian_name: PersonName = Field(title="被指定监护人")
+    guardian_relation: Annotated[str, Field(min_length=1, max_length=12)] = Field(title="与未成年人关系")
+    guardian_id_number: IdNumber | None = Field(None, title="被指定监护人公民身份号码")
+    legal_basis: ShortParagraph = Field(
+        "《中华人民共和国民法典》第二十七条、第三十一条", title="法律依据")
+    duties: list[ShortParagraph] = Field(min_length=1, max_length=6, title="监护职责")
+
+
+# Rescue escort record -------------------------------------------------------------
+
+
+class RescueEscortRecord(FormFields):
+    found_at: Annotated[str, Field(min_length=1, max_length=20)] = Field(title="发现时间")
+    found_place: Line = Field(title="发现地点")
+    finder_name: PersonName = Field(title="发现人")
+    finder_unit: Org = Field(title="发现人单位")
+    finder_phone: Phone = Field(title="联系电话")
+    minor_name: PersonName | None = Field(None, title="未成年人姓名（如知道）")
+    minor_sex: Sex = Field(title="性别")
+    minor_age: Annotated[str, Field(min_length=1, max_length=10)] = Field(title="年龄（约）")
+    features: ShortParagraph = Field(title="体貌特征")
+    condition: ShortParagraph = Field(title="身体及精神状况")
+    belongings: ShortParagraph | None = Field(None, title="随身物品")
+    escorted_to: Org = Field(title="护送至")
+    handover_at: Annotated[str, Field(min_length=1, max_length=20)] = Field(title="交接时间")
+    receiver: PersonName = Field(title="接收人")
+
+
+# Dropout notice ----------------------------------------------------------------
+
+
+class DropoutNotice(DocFields):
+    recipient: Org = Field(title="主送（家长或监护人、民政部门）")
+    school: Org = Field(title="学校")
+    student_name: PersonName = Field(title="学生姓名")
+    grade: Annotated[str, Field(min_length=1, max_length=20)] = Field(title="年级班级")
+    kind: Literal["辍学", "失学", "逃学"] = Field(title="情形")
+    absent_since: date = Field(title="未到校起始日期")
+    days_absent: Annotated[int, Field(ge=1, le=999)] = Field(title="未到校天数")
+    reasons: ShortParagraph = Field(title="原因")
+    measures: list[ShortParagraph] = Field(min_length=1, max_length=6, title="学校已采取的措施")
+    requirements: ShortParagraph = Field(
+        "请监护人依法履行送适龄子女入学接受义务教育的义务，于接到本通报之日起七日内送其返校。",
+        title="要求")
+    contact: PersonName = Field(title="联系人")
+    contact_phone: Phone = Field(title="联系电话")
+
+
+# Sealed query reply ----------------------------------------------------------------
+
+
+class SealedQueryReply(DocFields):
+    recipient: Org = Field(title="查询单位")
+    request_reference: Annotated[str, Field(min_length=1, max_length=40)] = Field(title="查询申请编号")
+    subject_name: PersonName = Field(title="被查询人姓名")
+    subject_id_number: IdNumber = Field(title="被查询人公民身份号码")
+    query_date: date = Field(title="查询日期")
+    result: Literal["no_record", "records_provided"] = Field(
+        title="查询结果", description="no_record：未发现犯罪记录；records_provided：已依法提供封存记录")
+    case_number: Annotated[str, Field(max_length=60)] | None = Field(None, title="案号")
+
+
+# Inspection report ---------------------------------------------------------------
+
+
+class StatisticsRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    region: Line = Field(title="地区")
+    counts: list[Annotated[int, Field(ge=0, le=10_000_000)]] = Field(
+        min_length=5, max_length=5, title="五类人数")
+
+
+class InspectionReport(DocFields):
+    recipient: Org = Field(title="主送机关")
+    period: Line = Field(title="督查期间")
+    summary: Paragraph = Field(title="总体情况")
+    statistics: list[StatisticsRow] = Field(min_length=1, max_length=20, title="分类统计")
+    findings: list[ShortParagraph] = Field(min_length=1, max_length=8, title="主要做法与成效")
+    problems: list[ShortParagraph] = Field(default_factory=list, max_length=8, title="存在问题")
+    requirements: list[ShortParagraph] = Field(min_length=1, max_length=8, title="下一步要求")
+
+
+# Access audit report ---------------------------------------------------------------
+
+
+class AccessAuditReport(DocFields):
+    recipient: Org = Field(title="主送机关")
+    period: Line = Field(title="审计期间")
+    events: Annotated[int, Field(ge=0)] = Field(title="事件总数")
+    denied: Annotated[int, Field(ge=0)] = Field(title="拒绝次数")
+    checkpoint_size: Annotated[int, Field(ge=0)] = Field(title="检查点事件数")
+    checkpoint_root: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(title="检查点默克尔根")
+    checkpoint_signature: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")] = Field(title="检查点签名")
+    public_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(title="审计公钥")
+    verification: Literal["通过", "未通过"] = Field(title="完整性校验结果")
+    anomalies: list[ShortParagraph] = Field(default_factory=list, max_length=10, title="异常情况")
+    conclusion: Paragraph = Field(title="审计结论")
+
+
+# Registry -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocKind:
+    kind: str
+    title: str
+    schema: type[BaseModel]
+    subject: Subject
+    issuer_roles: frozenset[str]
+    retention: str
+    template: str
+    layout: Literal["letter", "form"]
+    example: dict[str, Any]
+
+    def validate(self, fields: dict[str, Any]) -> BaseModel:
+        return self.schema.model_validate(fields)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "title": self.title, "subject": self.subject, "layout": self.layout,
+            "issuer_roles": sorted(self.issuer_roles), "retention": self.retention,
+            "retention_label": RETENTION[self.retention],
+            "json_schema": self.schema.model_json_schema(), "example": self.example,
+        }
+
+
+CASEWORK = frozenset({"caseworker"})
+
+KINDS: dict[str, DocKind] = {}
+
+
+def _register(kind: DocKind) -> None:
+    kind.validate(kind.example)  # an example that does not validate is a bug
+    KINDS[kind.kind] = kind
+
+
+_register(DocKind(
+    kind="household_file", title="困境未成年人家庭档案", schema=HouseholdFile, subject="household",
+    issuer_roles=CASEWORK, retention="permanent", template="household_file.html.j2", layout="form",
+    example={
+        "household_no": "320706001001-0007", "region": "海州区新安街道幸福村", "address": "幸福村3组12号",
+        "members": [
+            {"name": "王建国", "relation": "父亲", "id_number": "320706198503010030", "situation": "外出务工"},
+            {"name": "李秀英", "relation": "母亲", "situation": "外出务工"},
+            {"name": "王桂芳", "relation": "祖母", "situation": "实际照料人"},
+        ],
+        "minors": [{"name": "王子涵", "sex": "男", "birth_date": "2015-03-01", "categories": [3]},
+                   {"name": "王一诺", "sex": "女", "birth_date": "2018-07-15", "categories": [3, 5]}],
+        "economy": "父母在外务工，年收入约四万元；祖母年迈，家中无其他劳动力。",
+        "assistance": "已纳入留守儿童关爱名单，2026年享受教育资助一次。",
+        "village_opinion": "情况属实，建议纳入重点关爱对象，每月走访一次。",
+        "surveyor": "张晓东", "survey_date": "2026-11-20",
+    }))
+
+_register(DocKind(
+    kind="minor_file", title="困境未成年人基本信息档案表", schema=MinorFile, subject="minor",
+    issuer_roles=CASEWORK, retention="permanent", template="minor_file.html.j2", layout="form",
+    example={
+        "name": "王子涵", "sex": "男", "birth_date": "2015-03-01", "id_number": "320706201503010019",
+        "school": "幸福小学五年级", "address": "海州区新安街道幸福村3组12号", "guardian": "王桂芳",
+        "guardian_relation": "祖孙", "guardian_phone": "13800000000",
+        "categories": [{"category": 3, "found_on": "2024-09-01"}],
+        "situation": "父母长期在外务工，由祖母照料。学习成绩中等，性格内向，身体健康。",
+        "measures": ["结对“爱心妈妈”每月走访", "学校指定老师关注学习和心理"],
+        "caseworker": "张晓东", "filled_on": "2026-11-20",
+    }))
+
+_register(DocKind(
+    kind="referral_notice", title="困境未成年人情况通报（转介通知书）", schema=ReferralNotice,
+    subject="minor", issuer_roles=CASEWORK, retention="long", template="referral_notice.html.j2",
+    layout="letter",
+    example={
+        "recipient": "连云港市海州区教育局", "minor_name": "王子涵", "minor_sex": "男", "minor_age": 11,
+        "minor_address": "海州区新安街道幸福村3组12号", "found_on": "2026-11-18",
+        "situation": "该生父母长期在外务工，由年迈祖母照料。近一个月多次未按时到校，"
+                     "经村儿童主任走访了解，其存在厌学情绪，家庭监护较为薄弱。",
+        "requests": ["请学校安排教师开展一对一学业帮扶和心理疏导。", "请将该生到校情况每周反馈我局。"],
+        "contact": "张晓东", "contact_phone": "0518-85800000",
+        "copy_to": ["海州区新安街道办事处", "幸福村村民委员会"],
+        "attachments": ["困境未成年人基本信息档案表"],
+    }))
+
+_register(DocKind(
+    kind="guardianship_designation", title="指定监护人通知书", schema=GuardianshipDesignation,
+    subject="minor", issuer_roles=CASEWORK, retention="permanent",
+    template="guardianship_designation.html.j2", layout="letter",
+    example={
+        "recipient": "王桂芳", "minor_name": "王一诺", "minor_id_number": "320706201807150029",
+        "original_situation": "其父王建国正在服刑，其母李秀英下落不明已满一年，无法履行监护职责。",
+        "guardian_name": "王桂芳", "guardian_relation": "祖母", "guardian_id_number": "32070619580502002X",
+        "duties": ["保障被监护人的生活、学习和身心健康。", "代理被监护人实施民事法律行为。",
+                   "保护被监护人的人身权利、财产权利以及其他合法权益。"],
+        "copy_to": ["新安街道办事处", "海州区民政局"],
+    }))
+
+_register(DocKind(
+    kind="rescue_escort_record", title="护送救助登记表", schema=RescueEscortRecord, subject="minor",
+    issuer_roles=CASEWORK, retention="long", template="rescue_escort_record.html.j2", layout="form",
+    example={
+        "found_at": "2026年11月18日 21时", "found_place": "连云港火车站广场", "finder_name": "刘明轩",
+        "finder_unit": "海州区新安街道办事处", "finder_phone": "13900000000", "minor_sex": "男",
+        "minor_age": "约12岁", "features": "身高约150厘米，偏瘦，穿蓝色校服上衣。",
+        "condition": "精神状态一般，自述两天未进食，无明显外伤。", "belongings": "书包一个，内有课本。",
+        "escorted_to": "连云港市未成年人救助保护中心", "handover_at": "2026年11月18日 22时",
+        "receiver": "陈雅琳",
+    }))
+
+_register(DocKind(
+    kind="dropout_notice", title="辍学（失学、逃学）情况通报", schema=DropoutNotice, subject="minor",
+    issuer_roles=CASEWORK, retention="short", template="dropout_notice.html.j2", layout="letter",
+    example={
+        "recipient": "王子涵同学家长（监护人）、海州区民政局", "school": "幸福小学", "student_name": "王子涵",
+        "grade": "五年级（2）班", "kind": "逃学", "absent_since": "2026-11-02", "days_absent": 12,
+        "reasons": "厌学情绪较重，祖母难以督促到校。",
+        "measures": ["班主任三次家访并电话联系家长。", "学校心理老师开展两次谈心。"],
+        "contact": "周明", "contact_phone": "0518-85811111",
+    }))
+
+_register(DocKind(
+    kind="sealed_query_reply", title="犯罪记录封存查询结果告知书", schema=SealedQueryReply,
+    subject="sealed_request", issuer_roles=frozenset({"custodian"}), retention="long",
+    template="sealed_query_reply.html.j2", layout="letter",
+    example={
+        "recipient": "某科技有限公司", "request_reference": "SQ-2026-0001", "subject_name": "赵文斌",
+        "subject_id_number": "320706200801010012", "query_date": "2026-11-25", "result": "no_record",
+    }))
+
+_register(DocKind(
+    kind="inspection_report", title="未成年人社会保护工作督查通报", schema=InspectionReport,
+    subject="region", issuer_roles=frozenset({"supervisor"}), retention="long",
+    template="inspection_report.html.j2", layout="letter",
+    example={
+        "recipient": "各县区民政局、市未成年人保护工作领导小组各成员单位", "period": "2026年第三季度",
+        "summary": "按照年度督查计划，市领导小组办公室于2026年10月对全市六个县区开展了未成年人社会保护"
+                   "工作专项督查，采取听取汇报、查阅档案、入户走访相结合的方式进行。",
+        "statistics": [{"region": "连云区", "counts": [1, 6, 20, 2, 11]},
+                       {"region": "海州区", "counts": [3, 9, 41, 5, 17]},
+                       {"region": "灌南县", "counts": [2, 12, 58, 4, 23]}],
+        "findings": ["各县区均已建立困境未成年人信息台账，并实行动态管理。",
+                     "留守儿童关爱服务覆盖率达到百分之百。"],
+        "problems": ["个别乡镇档案更新不及时。"],
+        "requirements": ["各县区于12月底前完成台账全面核查。", "加强儿童主任业务培训。"],
+        "copy_to": ["市人民政府办公室"],
+    }))
+
+_register(DocKind(
+    kind="access_audit_report", title="访问日志审计报告", schema=AccessAuditReport, subject="none",
+    issuer_roles=frozenset({"auditor"}), retention="permanent", template="access_audit_report.html.j2",
+    layout="letter",
+    example={
+        "recipient": "连云港市未成年人保护工作领导小组", "period": "2026年11月1日至2026年11月27日",
+        "events": 15230, "denied": 41, "checkpoint_size": 15230,
+        "checkpoint_root": "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        "checkpoint_signature": "ab" * 64, "public_key": "cd" * 32, "verification": "通过",
+        "anomalies": ["11月14日有一名用户在工作时间外读取记录3次，经核实为值班处置。"],
+        "conclusion": "审计期间访问日志完整、未被篡改，访问行为总体符合授权规定。",
+    }))
+
+
+def get(kind: str) -> DocKind | None:
+    return KINDS.get(kind)
