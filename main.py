@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 import threading
 import time
 import traceback
@@ -22,78 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import access_control.api
 import access_control.audit_api
 import archive.api
+import archive.documents_api
 from core.db import new_id
-from core.errors import PayloadTooLarge, ShouhuError
+from core.errors import PayloadTooLarge, ShouhuError, field_errors
 from core.settings import Settings
 from runtime import Runtime
 
 log = logging.getLogger("shouhu")
-
-# Chinese messages for pydantic's error types. The rejected value is never echoed.
-_MESSAGES: dict[str, str] = {
-    "missing": "必填字段",
-    "extra_forbidden": "不允许的字段",
-    "string_type": "应为文本",
-    "string_too_short": "长度不能少于{min_length}个字符",
-    "string_too_long": "长度不能超过{max_length}个字符",
-    "string_pattern_mismatch": "格式不正确",
-    "int_type": "应为整数",
-    "int_parsing": "应为整数",
-    "int_from_float": "应为整数",
-    "bool_type": "应为是或否",
-    "bool_parsing": "应为是或否",
-    "date_type": "日期格式应为 YYYY-MM-DD",
-    "date_parsing": "日期格式应为 YYYY-MM-DD",
-    "date_from_datetime_parsing": "日期格式应为 YYYY-MM-DD",
-    "date_from_datetime_inexact": "日期格式应为 YYYY-MM-DD",
-    "literal_error": "取值应为：{expected}",
-    "enum": "取值应为：{expected}",
-    "greater_than_equal": "不能小于{ge}",
-    "less_than_equal": "不能大于{le}",
-    "list_type": "应为列表",
-    "too_short": "至少需要{min_length}项",
-    "too_long": "最多{max_length}项",
-    "model_type": "应为对象",
-    "model_attributes_type": "应为对象",
-    "dict_type": "应为对象",
-    "json_invalid": "请求体不是有效的JSON",
-    "json_type": "请求体不是有效的JSON",
-    "union_tag_invalid": "取值无效",
-}
-
-
-_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
-_TYPE_TAGS = {"int", "str", "date", "literal", "list", "dict", "bool", "float", "none"}
-
-
-def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        where = loc[0] if loc else "body"
-        # Unions report one error per branch ("constrained-int", "function-after[...]"):
-        # keep field names and list indexes only, and the first branch's message.
-        parts = [p for p in loc[1:] if p.isdigit() or (_FIELD.fullmatch(p) and p not in _TYPE_TAGS)]
-        if err.get("type") in ("json_invalid", "json_type"):
-            parts = []
-        field = ".".join(parts) or where
-        if field in seen:
-            continue
-        seen.add(field)
-        etype = err.get("type", "")
-        ctx = err.get("ctx") or {}
-        if etype == "value_error":
-            message = str(ctx.get("error", "")) or "取值无效"
-        else:
-            template = _MESSAGES.get(etype, "取值无效")
-            try:
-                message = template.format(**{k: v for k, v in ctx.items()})
-            except (KeyError, IndexError):
-                message = template
-        out.append({"field": field, "location": where, "message": message})
-    return out
-
 
 class BodyLimit:
     """Refuse bodies over ``limit`` bytes with 413, declared or streamed."""
@@ -260,7 +194,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         body = {"error": {"code": "invalid_input", "message": "提交的数据有误，请检查标出的字段。",
-                          "details": {"fields": _field_errors(exc)}}}
+                          "details": {"fields": field_errors(exc.errors())}}}
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -313,6 +247,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(access_control.api.router)
     app.include_router(access_control.audit_api.router)
     app.include_router(archive.api.router)
+    app.include_router(archive.documents_api.router)
+    app.include_router(archive.documents_api.public)
     return app
 
 

@@ -24,11 +24,13 @@ from access_control.policy import Policy
 from access_control.regions import RegionTree
 from access_control.users import UserAdmin
 from archive.blobstore import FilesystemBlobStore
+from archive.documents import DocumentService
 from archive.records import Archive
 from core import crypto
 from core.db import Database, new_id, utcnow
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
+from doc_templates.pool import shared_pool
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AUDIT_HASH_FOR_SUITE = {"aes": "sha256", "sm": "sm3"}
@@ -68,6 +70,10 @@ class Runtime:
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
         self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
+        self.documents = DocumentService(
+            vault=self.vault, ring=self.ring, regions=self.regions, blobs=self.blobs,
+            pool=shared_pool(s.render_workers), base_url=s.public_base_url, db=self.db, audit=self.audit,
+        )
 
     def _load_signer(self) -> crypto.SigningKey | None:
         path = self.settings.effective_audit_signing_key_file

@@ -30,6 +30,17 @@ class Action(StrEnum):
     AUDIT_CHECKPOINT_READ = "audit:checkpoint:read"
     AUDIT_PROOF_READ = "audit:proof:read"
     AUDIT_ANOMALIES_READ = "audit:anomalies:read"
+    # official documents
+    DOCUMENT_KINDS_LIST = "documents:kind:list"
+    DOCUMENT_PREVIEW = "documents:document:preview"
+    DOCUMENT_ISSUE = "documents:document:issue"
+    DOCUMENT_CORRECT = "documents:document:correct"
+    DOCUMENT_READ = "documents:document:read"
+    DOCUMENT_DOWNLOAD = "documents:pdf:read"
+    DOCUMENT_LIST = "documents:document:list"
+    DOCUMENT_PREFILL = "documents:fields:prefill"
+    DOCUMENT_VERIFY = "documents:document:verify"
+    DOCUMENT_PRINT = "documents:batch:print"
     # case files
     HOUSEHOLD_CREATE = "archive:household:create"
     HOUSEHOLD_READ = "archive:household:read"

@@ -10,6 +10,7 @@ again as an error, so every decision leaves exactly one event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,16 @@ class Guard:
     policy: Policy
     audit: AuditLog
     _pending: list[EventDraft] = field(default_factory=list)
+    _undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` if the current transaction does not commit (e.g. remove a written blob)."""
+        self._undo.append(undo)
+
+    def _rolled_back(self) -> None:
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
 
     def decide(self, action: Action, resource: Resource | None = None) -> Decision:
         """The decision alone, without logging (for building scoped queries)."""
@@ -75,6 +86,7 @@ class Guard:
         except SQLAlchemyError as exc:
             self.session.rollback()
             self._pending.clear()
+            self._rolled_back()
             raise AuditUnavailable() from exc
         self._pending.append(draft)
 
@@ -85,13 +97,16 @@ class Guard:
         except SQLAlchemyError as exc:
             self.session.rollback()
             self._pending.clear()
+            self._rolled_back()
             raise AuditUnavailable() from exc
         self._pending.clear()
+        self._undo.clear()
 
     def fail(self, exc: BaseException) -> None:
         """After an error, replace uncommitted 'allowed' events by 'error' events."""
         pending, self._pending = self._pending, []
         self.session.rollback()
+        self._rolled_back()
         if not pending or isinstance(exc, AuditUnavailable):
             return
         code = exc.code if isinstance(exc, ShouhuError) else type(exc).__name__

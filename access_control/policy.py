@@ -21,24 +21,30 @@ A = Action
 # Signed checkpoints and the public key hold no personal data: anyone signed in
 # may fetch them, so that others than auditors can hold Shouhu to its log.
 EVERYONE: frozenset[Action] = frozenset(
-    {A.ME_READ, A.REGION_LIST, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD, A.AUDIT_CHECKPOINT_READ}
+    {A.ME_READ, A.REGION_LIST, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD, A.AUDIT_CHECKPOINT_READ,
+     A.DOCUMENT_KINDS_LIST}
 )
+
+# Documents: these roles may act on documents at all; which kinds each may issue or
+# read is narrowed per kind through ``Resource.required_roles`` (doc_templates.kinds).
+_DOCS_ISSUE = {A.DOCUMENT_PREVIEW, A.DOCUMENT_ISSUE, A.DOCUMENT_CORRECT, A.DOCUMENT_PREFILL}
+_DOCS_READ = {A.DOCUMENT_READ, A.DOCUMENT_DOWNLOAD, A.DOCUMENT_LIST}
 
 _CASE_READ = {A.HOUSEHOLD_READ, A.HOUSEHOLD_LIST, A.MINOR_READ, A.MINOR_LIST}
 _CASE_WRITE = {A.HOUSEHOLD_CREATE, A.HOUSEHOLD_UPDATE, A.MINOR_CREATE, A.MINOR_UPDATE}
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
-    Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE),
-    Role.SUPERVISOR: frozenset(_CASE_READ),
+    Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE | _DOCS_ISSUE | _DOCS_READ | {A.DOCUMENT_PRINT}),
+    Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ),
     Role.ADMIN: frozenset(
         {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.ORG_LIST}
     ),
     Role.REQUESTER: frozenset(),
-    Role.CUSTODIAN: frozenset(),
+    Role.CUSTODIAN: frozenset(_DOCS_ISSUE | _DOCS_READ),
     # Auditors read and verify the whole log (it holds no personal data) and no case content.
     Role.AUDITOR: frozenset(
         {A.AUDIT_EVENTS_READ, A.AUDIT_EVENTS_EXPORT, A.AUDIT_VERIFY, A.AUDIT_CHECKPOINT_CREATE,
-         A.AUDIT_PROOF_READ, A.AUDIT_ANOMALIES_READ}
+         A.AUDIT_PROOF_READ, A.AUDIT_ANOMALIES_READ} | _DOCS_ISSUE | _DOCS_READ
     ),
 }
 
@@ -53,6 +59,9 @@ class Resource:
     # False for a record about to be created: refusing it reveals nothing, so
     # an out-of-jurisdiction create is a plain 403, not a 404.
     existing: bool = True
+    # If set, the actor needs one of these roles too (e.g. the roles that may
+    # issue or read one kind of document).
+    required_roles: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,10 @@ class Policy:
         role = self.granting_role(actor, action)
         if role is None:
             return Decision(False, f"role:none_grants:{action.value}")
+        if resource is not None and resource.required_roles is not None:
+            if not set(actor.roles) & resource.required_roles:
+                return Decision(False, f"role:not_for_{resource.kind}", hidden=resource.existing)
+            role = next(r for r in actor.roles if r in resource.required_roles)
         if resource is not None and resource.region_code is not None:
             if resource.region_code not in self.regions:
                 return Decision(False, "region:unknown", hidden=resource.existing)

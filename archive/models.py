@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -60,3 +60,55 @@ class MinorCategory(Base):
     category: Mapped[int] = mapped_column(primary_key=True)
     found_on: Mapped[date] = mapped_column(Date, primary_key=True)
     ended_on: Mapped[date | None] = mapped_column(Date)
+
+
+class Document(Base):
+    """An issued official document. Its versions are immutable; the current one is printed."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    subject_kind: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    issuer_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    doc_number: Mapped[str] = mapped_column(String(60))
+    number_year: Mapped[int] = mapped_column()
+    number_serial: Mapped[int] = mapped_column()
+    current_version: Mapped[int] = mapped_column(default=1)
+    dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
+    # Keyed hashes of the ID numbers the document is about (audit subjects).
+    subject_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("issuer_org_id", "number_year", "number_serial"),)
+
+
+class DocumentVersion(Base):
+    __tablename__ = "document_versions"
+
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column()
+    blob_key: Mapped[str] = mapped_column(String(120))
+    # The validated fields (and correction reason), sealed with the document's data key.
+    fields_payload: Mapped[bytes] = mapped_column(LargeBinary)
+    verification_code: Mapped[str] = mapped_column(String(16), unique=True)
+    supersedes: Mapped[int | None] = mapped_column()
+    issued_by: Mapped[str] = mapped_column(String(40))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    issued_on: Mapped[date] = mapped_column(Date)
+
+
+class NumberCounter(Base):
+    """The last serial used per issuer and year; locked while a number is allocated."""
+
+    __tablename__ = "doc_number_counters"
+
+    issuer_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    year: Mapped[int] = mapped_column(primary_key=True)
+    last_serial: Mapped[int] = mapped_column(default=0)

@@ -272,6 +272,23 @@ class Vault:
         data: dict[str, Any] = json.loads(plaintext)
         return data
 
+    def seal_bytes(
+        self, dek: bytes, dek_id: str, data: bytes, *, kind: str, record_id: str, version: int, sealed: bool = False,
+    ) -> bytes:
+        ctx = self.payload_context(kind=kind, record_id=record_id, version=version, sealed=sealed)
+        return crypto.seal(dek, data, suite=self.ring.suite, key_id=dek_id, context=ctx)
+
+    def open_bytes(
+        self, session: Session, envelope: bytes, dek_id: str, *, kind: str, record_id: str, version: int,
+        sealed: bool = False,
+    ) -> bytes:
+        dek = self.data_key(session, dek_id)
+        ctx = self.payload_context(kind=kind, record_id=record_id, version=version, sealed=sealed)
+        try:
+            return crypto.open_envelope(dek, envelope, context=ctx, key_id=dek_id)
+        except crypto.DecryptionError as exc:
+            raise IntegrityFailure() from exc
+
     @staticmethod
     def shred(session: Session, *, owner_id: str) -> int:
         """Destroy every data key of one record. The caller commits."""

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the server log."
     )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Address people reach Shouhu at; printed in documents' verification QR codes.",
+    )
+    render_workers: int = Field(
+        2,
+        ge=0,
+        le=32,
+        description="Processes that render PDFs (one per core is right); 0 renders in the "
+        "request's own process.",
+    )
     audit_signing_key_file: Path | None = Field(
         None,
         description="File holding the base64 Ed25519 seed that signs audit checkpoints "

@@ -82,7 +82,9 @@ def missing(text: str) -> list[str]:
     have = covered()
     out: list[str] = []
     for ch in text:
-        if ord(ch) in have or ch.isspace() or unicodedata.category(ch).startswith("C"):
+        # Whitespace and format controls are never drawn; everything else, unassigned
+        # code points included, needs a glyph.
+        if ord(ch) in have or ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"):
             continue
         if ch not in out:
             out.append(ch)

@@ -1,0 +1,437 @@
+"""Issuing, correcting, reading and verifying official documents.
+
+Issue: policy -> fields validated -> subject resolved in the caller's
+jurisdiction -> glyph check -> number allocated (gapless, in this transaction)
+-> PDF rendered in the worker pool -> sealed with the document's data key ->
+blob stored -> rows and audit event committed together. A failure anywhere
+rolls the transaction back, so no number is burnt and the blob is removed.
+Issued bytes never change: a correction is a new version that points to the
+old one, with a new verification code.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+
+from access_control.actions import Action
+from access_control.audit import AuditLog, EventDraft
+from access_control.guard import Guard
+from access_control.identity import Actor, Org, OrgType
+from access_control.policy import Resource
+from access_control.regions import Region, RegionTree
+from archive import numbering
+from archive.blobstore import BlobNotFound, BlobStore
+from archive.models import Document, DocumentVersion, Household, Minor
+from archive.records import decode_cursor, encode_cursor
+from core.crypto import KeyRing, sha256_hex
+from core.db import Database, new_id
+from core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, field_errors
+from core.fields import id_check_char
+from core.keys import Vault
+from doc_templates import kinds as K
+from doc_templates.pool import RenderPool
+from doc_templates.render import DocumentMeta, MissingGlyphs, Renderer
+
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+CODE_LENGTH = 12  # 60 bits: unguessable, short enough to type from paper
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+_ID_NUMBER = re.compile(r"(?<![0-9])[0-9]{17}[0-9X](?![0-9X])")
+
+
+class DocumentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=40)
+    subject_id: str | None = Field(None, max_length=40)
+    fields: dict[str, Any]
+
+
+class VersionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fields: dict[str, Any]
+    reason: str = Field(min_length=1, max_length=300, description="更正原因")
+
+
+class DocumentIssued(BaseModel):
+    id: str
+    kind: str
+    doc_number: str
+    version: int
+    sha256: str
+    verification_code: str
+    issued_at: datetime
+
+
+class VersionPublic(BaseModel):
+    version: int
+    sha256: str
+    size: int
+    verification_code: str
+    supersedes: int | None
+    issued_at: datetime
+    issued_on: date
+
+
+class DocumentPublic(BaseModel):
+    id: str
+    kind: str
+    title: str
+    doc_number: str
+    subject_kind: str
+    subject_id: str | None
+    region_code: str
+    issuer: dict[str, str]
+    version: int
+    versions: list[VersionPublic]
+    created_at: datetime
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def display_code(code: str) -> str:
+    return "-".join(code[i : i + 4] for i in range(0, len(code), 4))
+
+
+def normalize_code(code: str) -> str:
+    return code.replace("-", "").replace(" ", "").upper().translate(str.maketrans("ILO", "110"))
+
+
+@dataclass(frozen=True)
+class Subject:
+    kind: str
+    id: str | None
+    region_code: str
+    hashes: tuple[str, ...]
+
+
+class DocumentService:
+    def __init__(self, *, vault: Vault, ring: KeyRing, regions: RegionTree, blobs: BlobStore, pool: RenderPool,
+                 base_url: str, db: Database, audit: AuditLog):
+        self.vault = vault
+        self.ring = ring
+        self.regions = regions
+        self.blobs = blobs
+        self.pool = pool
+        self.base_url = base_url.rstrip("/")
+        self.db = db
+        self.audit = audit
+
+    # helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def kind_or_422(name: str) -> K.DocKind:
+        kind = K.get(name)
+        if kind is None:
+            raise InvalidInput.one("kind", "未知的公文种类")
+        return kind
+
+    @staticmethod
+    def readers(kind: K.DocKind) -> frozenset[str]:
+        """Who may read a kind: its issuers, and supervisors for case documents."""
+        extra = {"supervisor"} if kind.subject in ("household", "minor", "region") else set()
+        return kind.issuer_roles | extra
+
+    @staticmethod
+    def validate_fields(kind: K.DocKind, fields: dict[str, Any]) -> BaseModel:
+        try:
+            return kind.validate(fields)
+        except ValidationError as exc:
+            raise InvalidInput(field_errors(exc.errors(), prefix=("fields",), location="body")) from None
+
+    def _id_hashes(self, fields: dict[str, Any]) -> set[str]:
+        """Keyed hashes of every valid ID number written in the fields (audit subjects)."""
+        out = set()
+        for _path, text in _strings(fields):
+            for m in _ID_NUMBER.findall(text.upper()):
+                if id_check_char(m[:17]) == m[17]:
+                    out.add(self.ring.keyed_hash("id_number", m))
+        return out
+
+    def _subject(self, g: Guard, kind: K.DocKind, subject_id: str | None, action: Action) -> Subject:
+        if kind.subject in ("household", "minor"):
+            model = Household if kind.subject == "household" else Minor
+            row = g.session.get(model, subject_id) if subject_id else None
+            if row is None or row.sealed:
+                raise InvalidInput.one("subject_id", "未找到该档案")
+            decision = g.decide(action, Resource(kind.subject, row.id, row.region_code))
+            if not decision.allowed:
+                try:
+                    g.authorize(action, Resource(kind.subject, row.id, row.region_code))
+                except NotFound:
+                    raise InvalidInput.one("subject_id", "未找到该档案") from None
+            hashes = [row.id_hash] if isinstance(row, Minor) and row.id_hash else list(
+                getattr(row, "subject_hashes", []) or [])
+            return Subject(kind.subject, row.id, row.region_code, tuple(hashes))
+        if kind.subject == "region":
+            code = subject_id or g.actor.region_code
+            if code not in self.regions:
+                raise InvalidInput.one("subject_id", "未知的行政区划代码")
+            return Subject("region", code, code, ())
+        return Subject(kind.subject, subject_id, g.actor.region_code, ())
+
+    def _check_glyphs(self, fields: BaseModel, meta: DocumentMeta) -> None:
+        try:
+            Renderer.check_glyphs(fields.model_dump(mode="json"), meta)
+        except MissingGlyphs as exc:
+            raise InvalidInput([
+                {"field": f"fields.{path}" if not path.startswith("meta.") else path[5:], "location": "body",
+                 "message": "含有字库中没有的字符（" + "、".join(f"U+{ord(c):04X}" for c in chars) + "），无法排版"}
+                for path, chars in exc.fields.items()
+            ]) from None
+
+    def _meta(self, g: Guard, kind: K.DocKind, org: Org, doc_number: str, code: str | None) -> DocumentMeta:
+        return DocumentMeta(
+            kind=kind.kind, kind_title=kind.title, issuer=org.name, doc_number=doc_number,
+            issued_on=g.now.astimezone(LOCAL_TZ).date(), created_at=g.now,
+            verification_code=display_code(code) if code else None,
+            verify_url=f"{self.base_url}/api/v1/verify/{code}" if code else None,
+            draft=code is None,
+        )
+
+    def _org(self, g: Guard) -> Org:
+        org = g.session.get(Org, g.actor.org_id)
+        if org is None:
+            raise Conflict("发文单位不存在。")
+        return org
+
+    def _gate(self, g: Guard, action: Action, kind: K.DocKind, *, roles: frozenset[str]) -> None:
+        """Refuse by role (and by kind) before anything about a subject is looked up."""
+        probe = Resource("document", None, None, existing=False, required_roles=roles)
+        if not g.decide(action, probe).allowed:
+            g.authorize(action, probe, details={"kind": kind.kind})
+
+    # preview ----------------------------------------------------------------------------
+
+    def preview(self, g: Guard, req: DocumentRequest) -> bytes:
+        kind = self.kind_or_422(req.kind)
+        self._gate(g, Action.DOCUMENT_PREVIEW, kind, roles=kind.issuer_roles)
+        fields = self.validate_fields(kind, req.fields)
+        subject = self._subject(g, kind, req.subject_id, Action.DOCUMENT_PREVIEW)
+        meta = self._meta(g, kind, self._org(g), "（草稿 未编号）", None)
+        self._check_glyphs(fields, meta)
+        g.authorize(Action.DOCUMENT_PREVIEW,
+                    Resource("document", None, subject.region_code, existing=False, required_roles=kind.issuer_roles),
+                    subjects=sorted(set(subject.hashes) | self._id_hashes(req.fields)),
+                    details={"kind": kind.kind}, commit=True)
+        return self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+
+    # issue ------------------------------------------------------------------------------
+
+    def issue(self, g: Guard, req: DocumentRequest) -> DocumentIssued:
+        kind = self.kind_or_422(req.kind)
+        self._gate(g, Action.DOCUMENT_ISSUE, kind, roles=kind.issuer_roles)
+        fields = self.validate_fields(kind, req.fields)
+        subject = self._subject(g, kind, req.subject_id, Action.DOCUMENT_ISSUE)
+        org = self._org(g)
+        if not org.doc_prefix:
+            raise Conflict("本单位尚未设置发文字号代字，无法编号。", details={"field": "issuer"})
+        year = g.now.astimezone(LOCAL_TZ).year
+        self._check_glyphs(fields, self._meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1), None))
+        doc_id = new_id("doc")
+        hashes = sorted(set(subject.hashes) | self._id_hashes(req.fields))
+        g.authorize(Action.DOCUMENT_ISSUE,
+                    Resource("document", doc_id, subject.region_code, existing=False,
+                             required_roles=kind.issuer_roles),
+                    subjects=hashes, details={"kind": kind.kind})
+        serial, number = numbering.allocate(g.session, issuer=org, year=year)
+        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
+        doc = Document(
+            id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
+            region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
+            number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=hashes, sealed=False,
+            created_by=g.actor.user_id, created_at=g.now,
+        )
+        g.session.add(doc)
+        version = self._store_version(g, doc, kind, fields, org, dek, version=1, supersedes=None, reason=None)
+        g.commit()
+        return self._issued(doc, version)
+
+    def _store_version(self, g: Guard, doc: Document, kind: K.DocKind, fields: BaseModel, org: Org, dek: bytes, *,
+                       version: int, supersedes: int | None, reason: str | None) -> DocumentVersion:
+        code = new_code()
+        meta = self._meta(g, kind, org, doc.doc_number, code)
+        pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+        blob_key = f"documents/{doc.id}/v{version}"
+        sealed_pdf = self.vault.seal_bytes(dek, doc.dek_id, pdf, kind="document", record_id=doc.id, version=version)
+        payload = self.vault.seal_json(dek, doc.dek_id, {"fields": fields.model_dump(mode="json"), "reason": reason},
+                                       kind="document_fields", record_id=doc.id, version=version)
+        row = DocumentVersion(
+            document_id=doc.id, version=version, sha256=sha256_hex(pdf), size=len(pdf), blob_key=blob_key,
+            fields_payload=payload, verification_code=code, supersedes=supersedes, issued_by=g.actor.user_id,
+            issued_at=g.now, issued_on=meta.issued_on,
+        )
+        g.session.add(row)
+        g.session.flush()
+        self.blobs.put(blob_key, sealed_pdf)
+        # If the commit that follows fails, the blob must not outlive it.
+        g.on_rollback(lambda: self.blobs.delete(blob_key))
+        return row
+
+    @staticmethod
+    def _issued(doc: Document, v: DocumentVersion) -> DocumentIssued:
+        return DocumentIssued(id=doc.id, kind=doc.kind, doc_number=doc.doc_number, version=v.version,
+                              sha256=v.sha256, verification_code=display_code(v.verification_code),
+                              issued_at=v.issued_at)
+
+    # read -----------------------------------------------------------------------------
+
+    def _load(self, g: Guard, doc_id: str, action: Action, *, read: bool) -> tuple[Document, K.DocKind]:
+        if not g.decide(action).allowed:
+            g.authorize(action, Resource("document", doc_id[:64]))
+        doc = g.session.get(Document, doc_id)
+        kind = K.get(doc.kind) if doc else None
+        if doc is None or doc.sealed or kind is None:
+            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
+                                resource_kind="document", resource_id=doc_id[:64]))
+            g.commit()
+            raise NotFound()
+        roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else self.readers(kind)
+        g.authorize(action, Resource("document", doc.id, doc.region_code, required_roles=roles),
+                    subjects=list(doc.subject_hashes or []), details={"kind": doc.kind}, commit=read)
+        return doc, kind
+
+    def _versions(self, g: Guard, doc: Document) -> list[DocumentVersion]:
+        return list(g.session.scalars(
+            select(DocumentVersion).where(DocumentVersion.document_id == doc.id).order_by(DocumentVersion.version)))
+
+    def _public(self, g: Guard, doc: Document, kind: K.DocKind) -> DocumentPublic:
+        org = g.session.get(Org, doc.issuer_org_id)
+        return DocumentPublic(
+            id=doc.id, kind=doc.kind, title=kind.title, doc_number=doc.doc_number, subject_kind=doc.subject_kind,
+            subject_id=doc.subject_id, region_code=doc.region_code,
+            issuer={"org_id": doc.issuer_org_id, "name": org.name if org else ""},
+            version=doc.current_version, created_at=doc.created_at,
+            versions=[VersionPublic(version=v.version, sha256=v.sha256, size=v.size,
+                                    verification_code=display_code(v.verification_code), supersedes=v.supersedes,
+                                    issued_at=v.issued_at, issued_on=v.issued_on) for v in self._versions(g, doc)],
+        )
+
+    def read(self, g: Guard, doc_id: str) -> DocumentPublic:
+        doc, kind = self._load(g, doc_id, Action.DOCUMENT_READ, read=True)
+        return self._public(g, doc, kind)
+
+    def pdf(self, g: Guard, doc_id: str, version: int | None = None) -> tuple[bytes, DocumentVersion]:
+        doc, _kind = self._load(g, doc_id, Action.DOCUMENT_DOWNLOAD, read=True)
+        v = g.session.get(DocumentVersion, (doc.id, version or doc.current_version))
+        if v is None:
+            raise NotFound("该版本不存在。")
+        return self.open_version(g, doc, v), v
+
+    def open_version(self, g: Guard, doc: Document, v: DocumentVersion) -> bytes:
+        """The stored PDF bytes, decrypted and checked against the recorded sha256."""
+        try:
+            envelope = self.blobs.get(v.blob_key)
+        except BlobNotFound:
+            raise IntegrityFailure("文件缺失，无法读取。") from None
+        pdf = self.vault.open_bytes(g.session, envelope, doc.dek_id, kind="document", record_id=doc.id,
+                                    version=v.version, sealed=doc.sealed)
+        if sha256_hex(pdf) != v.sha256:
+            raise IntegrityFailure()
+        return pdf
+
+    def fields_of(self, g: Guard, doc: Document, v: DocumentVersion) -> dict[str, Any]:
+        data = self.vault.open_json(g.session, v.fields_payload, doc.dek_id, kind="document_fields",
+                                    record_id=doc.id, version=v.version)
+        return dict(data["fields"])
+
+    # corrections -----------------------------------------------------------------------
+
+    def new_version(self, g: Guard, doc_id: str, req: VersionRequest) -> DocumentIssued:
+        doc, kind = self._load(g, doc_id, Action.DOCUMENT_CORRECT, read=False)
+        fields = self.validate_fields(kind, req.fields)
+        org = g.session.get(Org, doc.issuer_org_id)
+        assert org is not None
+        if org.id != g.actor.org_id:
+            raise Conflict("只有发文单位可以更正本公文。", details={"field": "issuer"})
+        self._check_glyphs(fields, self._meta(g, kind, org, doc.doc_number, None))
+        previous = doc.current_version
+        version = self._store_version(g, doc, kind, fields, org, self.vault.data_key(g.session, doc.dek_id),
+                                      version=previous + 1, supersedes=previous, reason=req.reason)
+        doc.current_version = previous + 1
+        g.commit()
+        return self._issued(doc, version)
+
+    # lists and prefill -----------------------------------------------------------------
+
+    def list(self, g: Guard, *, kind: str | None, subject_id: str | None, region: str | None, limit: int,
+             cursor: str | None) -> dict[str, Any]:
+        if not g.decide(Action.DOCUMENT_LIST).allowed:
+            g.authorize(Action.DOCUMENT_LIST, Resource("document"))
+        if region is not None:
+            if region not in self.regions:
+                raise InvalidInput.one("region", "未知的行政区划代码", location="query")
+            if not g.decide(Action.DOCUMENT_LIST, Resource("region", region, region)).allowed:
+                g.authorize(Action.DOCUMENT_LIST, Resource("region", region, region))
+        after = decode_cursor(cursor)
+        readable = [k.kind for k in K.KINDS.values() if set(g.actor.roles) & self.readers(k)]
+        q = (select(Document).join(Region, Region.code == Document.region_code)
+             .where(Region.path.startswith(g.policy.scope_path(g.actor), autoescape=True),
+                    Document.sealed.is_(False), Document.kind.in_(readable)))
+        if region:
+            node = self.regions.get(region)
+            assert node is not None
+            q = q.where(Region.path.startswith(node.path, autoescape=True))
+        if kind:
+            q = q.where(Document.kind == kind)
+        if subject_id:
+            q = q.where(Document.subject_id == subject_id)
+        if after:
+            q = q.where(Document.id > after)
+        rows = list(g.session.scalars(q.order_by(Document.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        g.authorize(Action.DOCUMENT_LIST, Resource("document", None, region or g.actor.region_code),
+                    subjects=[h for r in rows for h in (r.subject_hashes or [])],
+                    details={"kind": kind, "count": len(rows)}, commit=True)
+        items = [self._public(g, r, K.KINDS[r.kind]) for r in rows]
+        return {"items": items, "next_cursor": encode_cursor(rows[-1].id) if more and rows else None}
+
+    # verification (public) --------------------------------------------------------------
+
+    def verify(self, code: str, *, sha256: str | None, request_id: str, now: datetime) -> dict[str, Any]:
+        """What anyone holding a copy may learn: authentic or not, and nothing personal."""
+        code = normalize_code(code)
+        with self.db.session() as s:
+            v = s.scalar(select(DocumentVersion).where(DocumentVersion.verification_code == code))
+            doc = s.get(Document, v.document_id) if v else None
+            outcome = "allowed" if doc is not None and not doc.sealed else "denied"
+            matches = None if sha256 is None or v is None else sha256.lower() == v.sha256
+            self.audit.append(s, actor=PUBLIC, request_id=request_id, at=now, draft=EventDraft(
+                action=Action.DOCUMENT_VERIFY, outcome=outcome,
+                reason="verify:code_known" if outcome == "allowed" else "verify:code_unknown",
+                resource_kind="document", resource_id=doc.id if doc and outcome == "allowed" else "",
+                details={} if matches is None else {"sha256_matches": matches}))
+            s.commit()
+            if doc is None or doc.sealed or v is None:
+                raise NotFound("核验码无效：未找到对应的公文。", details={"authentic": False})
+            org = s.get(Org, doc.issuer_org_id)
+            kind = K.get(doc.kind)
+            return {
+                "authentic": True if matches is None else matches,
+                "kind": doc.kind, "title": kind.title if kind else doc.kind,
+                "issuer": org.name if org else "", "doc_number": doc.doc_number, "version": v.version,
+                "current": v.version == doc.current_version, "issued_at": v.issued_at, "issued_on": v.issued_on,
+                "sha256": v.sha256, **({"sha256_matches": matches} if matches is not None else {}),
+            }
+
+
+PUBLIC = Actor(user_id="public", username="public", display_name="", org_id="", org_name="",
+               org_type=OrgType.OTHER, roles=(), region_code="")
+
+
+def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:
+    from doc_templates.fonts import texts
+
+    return list(texts(value, path))
+

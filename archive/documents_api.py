@@ -1,0 +1,95 @@
+"""Routes for official documents and their public verification."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from access_control.actions import Action
+from access_control.deps import GuardDep, RuntimeDep
+from access_control.policy import Resource
+from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
+from core.crypto import sha256_hex
+from doc_templates import kinds as K
+
+router = APIRouter(prefix="/api/v1", tags=["documents"])
+public = APIRouter(prefix="/api/v1", tags=["verification (public)"])
+
+PDF = {200: {"content": {"application/pdf": {}}, "description": "PDF bytes"}}
+
+
+def pdf_response(data: bytes, filename: str, *, sha256: str | None = None) -> Response:
+    headers = {"Content-Disposition": f'inline; filename="{filename}"'}
+    if sha256:
+        headers["X-Content-SHA256"] = sha256
+    return Response(content=data, media_type="application/pdf", headers=headers)
+
+
+@router.get("/document-kinds", summary="Every kind: title, subject, JSON schema of its fields, an example")
+def document_kinds(g: GuardDep) -> dict[str, Any]:
+    g.authorize(Action.DOCUMENT_KINDS_LIST, Resource("document_kind"), commit=True)
+    return {"items": [k.describe() for k in K.KINDS.values()]}
+
+
+@router.post("/documents/preview", response_class=Response, responses=PDF,
+             summary="Render a draft (stamped 草稿, not numbered, not stored)")
+def preview(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> Response:
+    data = runtime.documents.preview(g, body)
+    return pdf_response(data, "preview.pdf")
+
+
+@router.post("/documents", status_code=status.HTTP_201_CREATED, response_model=DocumentIssued,
+             summary="Issue a document: validate, number, render, seal, store")
+def issue(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> DocumentIssued:
+    return runtime.documents.issue(g, body)
+
+
+@router.get("/documents", summary="Documents the caller may read")
+def list_documents(
+    g: GuardDep,
+    runtime: RuntimeDep,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    subject_id: Annotated[str | None, Query(max_length=40)] = None,
+    region: Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    return runtime.documents.list(g, kind=kind, subject_id=subject_id, region=region, limit=limit, cursor=cursor)
+
+
+@router.get("/documents/{document_id}", response_model=DocumentPublic)
+def read_document(g: GuardDep, runtime: RuntimeDep, document_id: str) -> DocumentPublic:
+    return runtime.documents.read(g, document_id)
+
+
+@router.get("/documents/{document_id}/pdf", response_class=Response, responses=PDF,
+            summary="The issued PDF; its sha256 equals the stored one")
+def document_pdf(
+    g: GuardDep, runtime: RuntimeDep, document_id: str,
+    version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
+) -> Response:
+    data, v = runtime.documents.pdf(g, document_id, version)
+    return pdf_response(data, f"{document_id}-v{v.version}.pdf", sha256=v.sha256)
+
+
+@router.post("/documents/{document_id}/versions", status_code=status.HTTP_201_CREATED,
+             response_model=DocumentIssued, summary="A correction: a new immutable version")
+def new_version(g: GuardDep, runtime: RuntimeDep, document_id: str, body: VersionRequest) -> DocumentIssued:
+    return runtime.documents.new_version(g, document_id, body)
+
+
+@public.get("/verify/{code}", summary="Is a document with this verification code authentic? Nothing personal.")
+def verify(
+    request: Request, runtime: RuntimeDep, code: str,
+    sha256: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of your copy")] = None,
+) -> dict[str, Any]:
+    return runtime.documents.verify(code[:40], sha256=sha256, request_id=request.state.request_id,
+                                    now=runtime.clock())
+
+
+@public.post("/verify/{code}", summary="Upload your copy (application/pdf): does it match the issued bytes?")
+async def verify_copy(request: Request, runtime: RuntimeDep, code: str) -> dict[str, Any]:
+    digest = sha256_hex(await request.body())
+    return runtime.documents.verify(code[:40], sha256=digest, request_id=request.state.request_id,
+                                    now=runtime.clock())

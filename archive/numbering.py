@@ -1,0 +1,43 @@
+"""Official document numbers (发文字号): ``连民发〔2026〕12号``, gapless per issuer and year.
+
+The serial is taken from a counter row locked in the issuing transaction
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write lock serializes
+anyway). If the issue fails, the transaction rolls back and the number was
+never used: two issues never share a number and a failed issue never burns one.
+The price is that issues by one issuer are serialized while the PDF renders.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from access_control.identity import Org
+from archive.models import NumberCounter
+
+
+def format_number(prefix: str, year: int, serial: int) -> str:
+    """GB/T 9704-2012 7.2.4: agency code, year in hexagonal brackets 〔〕, serial without leading zeros."""
+    return f"{prefix}〔{year}〕{serial}号"
+
+
+def allocate(session: Session, *, issuer: Org, year: int) -> tuple[int, str]:
+    """The next serial for ``issuer`` in ``year``, locked until the caller commits or rolls back."""
+    assert issuer.doc_prefix
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(NumberCounter)
+        .values(issuer_org_id=issuer.id, year=year, last_serial=0)
+        .on_conflict_do_nothing(index_elements=["issuer_org_id", "year"])
+    )
+    counter = session.scalars(
+        select(NumberCounter)
+        .where(NumberCounter.issuer_org_id == issuer.id, NumberCounter.year == year)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    counter.last_serial += 1
+    session.flush()
+    return counter.last_serial, format_number(issuer.doc_prefix, year, counter.last_serial)

@@ -1,0 +1,111 @@
+"""A pool of rendering processes, so a slow render never stalls other requests.
+
+Each worker builds one ``Renderer`` (fonts and stylesheet parsed once) and
+renders many documents. Workers are spawned, not forked: the server process has
+threads, and WeasyPrint is never imported into it. With ``workers=0`` rendering
+happens in the calling process (the CLI's batch printing and small tools).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from doc_templates.kinds import KINDS
+from doc_templates.render import DocumentMeta, Renderer
+
+_renderer: Renderer | None = None
+
+
+def _worker_init() -> None:
+    global _renderer
+    _renderer = Renderer()
+
+
+def _local() -> Renderer:
+    global _renderer
+    if _renderer is None:
+        _renderer = Renderer()
+    return _renderer
+
+
+def _render(kind: str, fields: dict[str, Any], meta: DocumentMeta) -> bytes:
+    k = KINDS[kind]
+    return _local().pdf(k, k.validate(fields), meta)
+
+
+def _render_many(items: list[tuple[str, dict[str, Any], DocumentMeta]]) -> bytes:
+    renderer = _local()
+    return renderer.batch([(KINDS[k], KINDS[k].validate(f), m) for k, f, m in items])
+
+
+class RenderPool:
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                )
+            return self._executor
+
+    def submit(self, kind: str, fields: dict[str, Any], meta: DocumentMeta) -> Future[bytes]:
+        if self.workers == 0:
+            future: Future[bytes] = Future()
+            try:
+                future.set_result(_render(kind, fields, meta))
+            except Exception as exc:  # noqa: BLE001 - delivered through the future
+                future.set_exception(exc)
+            return future
+        return self._pool().submit(_render, kind, fields, meta)
+
+    def pdf(self, kind: str, fields: dict[str, Any], meta: DocumentMeta, *, timeout: float = 120) -> bytes:
+        """Fields must already be valid and glyph-checked (errors from workers are not typed)."""
+        return self.submit(kind, fields, meta).result(timeout=timeout)
+
+    def batch(self, items: list[tuple[str, dict[str, Any], DocumentMeta]], *, timeout: float = 1800) -> bytes:
+        if self.workers == 0:
+            return _render_many(items)
+        return self._pool().submit(_render_many, items).result(timeout=timeout)
+
+    def warm(self) -> None:
+        """Start the workers now rather than on the first request."""
+        if self.workers:
+            pool = self._pool()
+            for f in [pool.submit(os.getpid) for _ in range(self.workers)]:
+                f.result()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+
+
+_pools: dict[int, RenderPool] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_pool(workers: int) -> RenderPool:
+    """One pool per process and size (tests build many runtimes; workers are costly to start)."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = RenderPool(workers)
+        return pool
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for pool in list(_pools.values()):
+        pool.shutdown()
