@@ -73,6 +73,7 @@ class Runtime:
         self.documents = DocumentService(
             vault=self.vault, ring=self.ring, regions=self.regions, blobs=self.blobs,
             pool=shared_pool(s.render_workers), base_url=s.public_base_url, db=self.db, audit=self.audit,
+            archive=self.archive,
         )
 
     def _load_signer(self) -> crypto.SigningKey | None:

@@ -11,6 +11,7 @@ old one, with a new verification code.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ from access_control.identity import Actor, Org, OrgType
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
 from archive import numbering
+from archive import prefill as P
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.models import Document, DocumentVersion, Household, Minor
-from archive.records import decode_cursor, encode_cursor
+from archive.records import Archive, decode_cursor, encode_cursor
 from core.crypto import KeyRing, sha256_hex
 from core.db import Database, new_id
 from core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, field_errors
@@ -117,7 +119,8 @@ class Subject:
 
 class DocumentService:
     def __init__(self, *, vault: Vault, ring: KeyRing, regions: RegionTree, blobs: BlobStore, pool: RenderPool,
-                 base_url: str, db: Database, audit: AuditLog):
+                 base_url: str, db: Database, audit: AuditLog, archive: Archive):
+        self.archive = archive
         self.vault = vault
         self.ring = ring
         self.regions = regions
@@ -396,6 +399,116 @@ class DocumentService:
                     details={"kind": kind, "count": len(rows)}, commit=True)
         items = [self._public(g, r, K.KINDS[r.kind]) for r in rows]
         return {"items": items, "next_cursor": encode_cursor(rows[-1].id) if more and rows else None}
+
+    def prefill(self, g: Guard, kind_name: str, subject_id: str | None) -> dict[str, Any]:
+        """Fields for ``kind`` filled in from the subject's record (an audited read)."""
+        kind = self.kind_or_422(kind_name)
+        self._gate(g, Action.DOCUMENT_PREFILL, kind, roles=kind.issuer_roles)
+        subject = self._subject(g, kind, subject_id, Action.DOCUMENT_PREFILL)
+        g.authorize(Action.DOCUMENT_PREFILL,
+                    Resource(subject.kind, subject.id, subject.region_code, required_roles=kind.issuer_roles),
+                    subjects=list(subject.hashes), details={"kind": kind.kind}, commit=True)
+        return {"kind": kind.kind, "subject_id": subject.id, "fields": self._fill(g, kind, subject)}
+
+    def _fill(self, g: Guard, kind: K.DocKind, subject: Subject) -> dict[str, Any]:
+        today = g.now.astimezone(LOCAL_TZ).date()
+        if subject.kind == "household":
+            hh = g.session.get(Household, subject.id)
+            assert hh is not None
+            minors = g.session.scalars(
+                select(Minor).where(Minor.household_id == hh.id, Minor.sealed.is_(False)).order_by(Minor.id))
+            return P.household_file(
+                household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
+                household=self.archive.household_view(g, hh).model_dump(mode="json"),
+                minors=[self.archive.minor_view(g, m).model_dump(mode="json") for m in minors],
+                surveyor=g.actor.display_name, today=today)
+        if subject.kind == "minor":
+            mn = g.session.get(Minor, subject.id)
+            assert mn is not None
+            minor = self.archive.minor_view(g, mn).model_dump(mode="json")
+            hh = g.session.get(Household, mn.household_id)
+            assert hh is not None
+            household = self.archive.household_view(g, hh).model_dump(mode="json")
+            if kind.kind == "minor_file":
+                return P.minor_file(minor=minor, household=household, caseworker=g.actor.display_name, today=today)
+            return P.about_minor(kind.kind, minor=minor, household=household, today=today)
+        return {}
+
+    def print_batch(self, g: Guard, kind_name: str, *, region: str, issue: bool,
+                    renderer: Renderer, progress: Any = None) -> tuple[bytes, list[DocumentIssued]]:
+        """Every subject of ``kind`` in ``region``'s subtree as one PDF, rendered in one pass.
+
+        Without ``issue`` the pages are archive print copies (存档打印件): not numbered,
+        not stored. With ``issue`` each is issued as an official document, numbered and
+        stored in one transaction, and the combined PDF holds the very pages stored.
+        """
+        kind = self.kind_or_422(kind_name)
+        if kind.subject not in ("household", "minor"):
+            raise InvalidInput.one("kind", "只能批量打印家庭或未成年人档案类公文")
+        self._gate(g, Action.DOCUMENT_PRINT, kind, roles=kind.issuer_roles)
+        if region not in self.regions:
+            raise InvalidInput.one("region", "未知的行政区划代码")
+        g.authorize(Action.DOCUMENT_PRINT, Resource("region", region, region, required_roles=kind.issuer_roles),
+                    details={"kind": kind.kind})
+        model = Household if kind.subject == "household" else Minor
+        node = self.regions.get(region)
+        assert node is not None
+        rows = list(g.session.scalars(
+            select(model).join(Region, Region.code == model.region_code)
+            .where(Region.path.startswith(node.path, autoescape=True), model.sealed.is_(False))
+            .order_by(model.region_code, model.id)))
+        org = self._org(g)
+        year = g.now.astimezone(LOCAL_TZ).year
+        subjects = [self._subject(g, kind, r.id, Action.DOCUMENT_PRINT) for r in rows]
+        # The read of every record is logged (and durable) before any is decrypted.
+        g.record(EventDraft(action=Action.DOCUMENT_PRINT, outcome="allowed", reason="print:records_read",
+                            resource_kind="region", resource_id=region,
+                            subjects=sorted({h for s in subjects for h in s.hashes}),
+                            details={"kind": kind.kind, "count": len(rows), "issue": issue}))
+        g.commit()
+        items: list[tuple[K.DocKind, BaseModel, DocumentMeta]] = []
+        pending: list[tuple[Document, BaseModel, str, bytes]] = []
+        for subject in subjects:
+            fields = self.validate_fields(kind, self._fill(g, kind, subject))
+            if issue:
+                doc_id = new_id("doc")
+                serial, number = numbering.allocate(g.session, issuer=org, year=year)
+                dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
+                code = new_code()
+                doc = Document(
+                    id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
+                    region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
+                    number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=list(subject.hashes),
+                    sealed=False, created_by=g.actor.user_id, created_at=g.now)
+                g.session.add(doc)
+                meta = self._meta(g, kind, org, number, code)
+                pending.append((doc, fields, code, dek))
+            else:
+                meta = self._meta(g, kind, org, "存档打印件（未编号）", None)
+                meta = dataclasses.replace(meta, draft=False)
+            self._check_glyphs(fields, meta)
+            items.append((kind, fields, meta))
+        combined, parts = renderer.render_set(items, progress=progress, parts=issue)
+        issued: list[DocumentIssued] = []
+        for (doc, fields, code, dek), pdf in zip(pending, parts, strict=True):
+            blob_key = f"documents/{doc.id}/v1"
+            payload = self.vault.seal_json(dek, doc.dek_id, {"fields": fields.model_dump(mode="json"), "reason": None},
+                                           kind="document_fields", record_id=doc.id, version=1)
+            v = DocumentVersion(
+                document_id=doc.id, version=1, sha256=sha256_hex(pdf), size=len(pdf), blob_key=blob_key,
+                fields_payload=payload, verification_code=code, supersedes=None, issued_by=g.actor.user_id,
+                issued_at=g.now, issued_on=g.now.astimezone(LOCAL_TZ).date())
+            g.session.add(v)
+            self.blobs.put(blob_key, self.vault.seal_bytes(dek, doc.dek_id, pdf, kind="document", record_id=doc.id,
+                                                           version=1))
+            g.on_rollback(lambda key=blob_key: self.blobs.delete(key))
+            g.record(EventDraft(action=Action.DOCUMENT_ISSUE, outcome="allowed", reason="print:batch_issue",
+                                resource_kind="document", resource_id=doc.id, subjects=list(doc.subject_hashes),
+                                details={"kind": kind.kind}))
+            issued.append(self._issued(doc, v))
+        if issue:
+            g.commit()
+        return combined, issued
 
     # verification (public) --------------------------------------------------------------
 

@@ -32,6 +32,14 @@ def document_kinds(g: GuardDep) -> dict[str, Any]:
     return {"items": [k.describe() for k in K.KINDS.values()]}
 
 
+@router.get("/document-kinds/{kind}/prefill", summary="Fields for a kind filled in from the subject's record")
+def prefill(
+    g: GuardDep, runtime: RuntimeDep, kind: str,
+    subject_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> dict[str, Any]:
+    return runtime.documents.prefill(g, kind, subject_id)
+
+
 @router.post("/documents/preview", response_class=Response, responses=PDF,
              summary="Render a draft (stamped 草稿, not numbered, not stored)")
 def preview(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> Response:

@@ -167,7 +167,7 @@ class Renderer:
             "verification_code": meta.verification_code,
             "verify_url": meta.verify_url,
             "qr_data_uri": qr_data_uri(meta.verify_url) if meta.verify_url else None,
-            "seal_svg": None if meta.draft else seal_svg(meta.issuer),
+            "seal_svg": seal_svg(meta.issuer) if meta.verification_code and not meta.draft else None,
             "draft": meta.draft,
             "release": meta.release,
             "print_line": True,
@@ -195,6 +195,19 @@ class Renderer:
         docs = [self.document(*item) for item in items]
         pages = [page for doc in docs for page in doc.pages]
         return self._write(docs[0].copy(pages))
+
+    def render_set(self, items: Sequence[tuple[DocKind, BaseModel, DocumentMeta]], progress: Any = None,
+                   parts: bool = True) -> tuple[bytes, list[bytes]]:
+        """Lay out each document once; return the combined PDF and (if ``parts``) each one's own PDF."""
+        docs = []
+        for i, item in enumerate(items, start=1):
+            docs.append(self.document(*item))
+            if progress:
+                progress(i, len(items))
+        if not docs:
+            raise ValueError("nothing to print")
+        pages = [page for doc in docs for page in doc.pages]
+        return self._write(docs[0].copy(pages)), [self._write(d) for d in docs] if parts else []
 
     @staticmethod
     def _write(document: Any) -> bytes:
