@@ -184,6 +184,11 @@ class UserAdmin:
         assert user is not None
         self.check_password(new, "new_password")
         if not self.passwords.verify(user.password_hash, current):
+            # A refused credential check is a decision too: log it like a failed sign-in.
+            g.record(EventDraft(action=Action.USER_CHANGE_OWN_PASSWORD, outcome="denied",
+                                reason="password:wrong_current", resource_kind="user",
+                                resource_id=user.id))
+            g.commit()
             raise InvalidInput.one("current_password", "当前密码不正确")
         g.authorize(Action.USER_CHANGE_OWN_PASSWORD, Resource("user", user.id))
         user.password_hash = self.passwords.hash(new)

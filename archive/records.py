@@ -28,7 +28,7 @@ from archive.models import Household, Minor, MinorCategory
 from core.crypto import KeyRing
 from core.db import new_id
 from core.errors import Conflict, InvalidInput, NotFound
-from core.keys import Vault
+from core.keys import DataKey, Vault
 
 MAX_LIMIT = 200
 Row = TypeVar("Row", Household, Minor)
@@ -42,9 +42,14 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        # validate=True: urlsafe_b64decode would skip stray characters and read junk as "".
+        last_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
+                                   validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput.one("cursor", "分页游标无效") from None
+        last_id = ""
+    if not last_id:
+        raise InvalidInput.one("cursor", "分页游标无效", location="query")
+    return last_id
 
 
 class Archive:
@@ -68,6 +73,9 @@ class Archive:
     def _load(self, g: Guard, model: type[Row], record_id: str, action: Action, *, read: bool) -> Row:
         """Fetch a record the actor may act on, logging the decision; else 404."""
         kind = model.__tablename__[:-1]
+        if not g.decide(action).allowed:
+            # The role refusal comes first, so it cannot tell whether the record exists.
+            g.authorize(action, Resource(kind, record_id[:64]))
         row = g.session.get(model, record_id)
         if row is None or row.sealed:
             g.record(
@@ -100,7 +108,10 @@ class Archive:
                 region: str | None) -> Select[Any]:
         path = g.policy.scope_path(g.actor)
         query = query.join(Region, Region.code == model.region_code).where(
-            Region.path.startswith(path, autoescape=True), model.sealed.is_(False)
+            Region.path.startswith(path, autoescape=True), model.sealed.is_(False),
+            # A shredded record has no content left to list: leave it out rather
+            # than fail the whole page with 410 (a direct read still answers 410).
+            exists().where(DataKey.id == model.dek_id, DataKey.wrapped.is_not(None)),
         )
         if region:
             node = self.regions.get(region)
@@ -125,10 +136,18 @@ class Archive:
         if region is None:
             return
         if region not in self.regions:
-            raise InvalidInput.one("region", "未知的行政区划代码")
+            raise InvalidInput.one("region", "未知的行政区划代码", location="query")
         # An out-of-jurisdiction region filter is refused and logged like a record.
         if not g.decide(action, Resource("region", region, region)).allowed:
             g.authorize(action, Resource("region", region, region))
+
+    def household_view(self, g: Guard, row: Household) -> S.HouseholdPublic:
+        """Decrypted view of a household; the caller has already authorized and logged the read."""
+        return self._household_public(row, self._open(g, row))
+
+    def minor_view(self, g: Guard, row: Minor) -> S.MinorPublic:
+        """Decrypted view of a minor; the caller has already authorized and logged the read."""
+        return self._minor_public(g, row, self._open(g, row))
 
     # households --------------------------------------------------------------
 
@@ -258,6 +277,9 @@ class Archive:
             raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version"}) from None
 
     def create_minor(self, g: Guard, data: S.MinorCreate) -> S.MinorPublic:
+        if not g.decide(Action.MINOR_CREATE).allowed:
+            # Refuse by role before looking the household up: no existence oracle.
+            g.authorize(Action.MINOR_CREATE, Resource("minor"))
         problems = S.birth_problems(data.birth_date, data.id_number, today=g.now.date())
         if problems:
             raise InvalidInput(problems)

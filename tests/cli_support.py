@@ -1,0 +1,145 @@
+"""Helpers for tests that run the real ``shouhu`` command as subprocesses.
+
+Each call gets a clean environment: the operator's ``SHOUHU_*`` variables are
+dropped, the data dir points into the test's tmp dir, and argon2 is made cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx
+import psycopg
+from conftest import DEMO_PASSWORD, postgres_admin_url, sqlalchemy_url
+
+SHOUHU = str(Path(sys.executable).with_name("shouhu"))
+if not Path(SHOUHU).exists():  # pragma: no cover - a venv without the script
+    SHOUHU = shutil.which("shouhu") or "shouhu"
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
+    env.update(
+        SHOUHU_DATA_DIR=str(data_dir),
+        SHOUHU_DEMO_PASSWORD=DEMO_PASSWORD,
+        SHOUHU_ARGON2_TIME_COST="1",
+        SHOUHU_ARGON2_MEMORY_KIB="1024",
+        COLUMNS="500",  # rich wraps tables and sentences at the terminal width
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None, check: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``shouhu ARGS``; with ``check`` a non-zero exit fails with the output."""
+    cwd = Path(env["SHOUHU_DATA_DIR"]).parent
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [SHOUHU, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+    if check:
+        assert proc.returncode == 0, (
+            f"shouhu {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    """stdout and stderr with whitespace runs collapsed (rich may still break lines)."""
+    return " ".join((proc.stdout + "\n" + proc.stderr).split())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    output_path: Path
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=90)
+
+
+@contextmanager
+def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60
+            ) -> Iterator[Server]:
+    """``shouhu serve`` on a free port of 127.0.0.1; always stopped on the way out."""
+    port = free_port()
+    with output_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [SHOUHU, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=Path(env["SHOUHU_DATA_DIR"]).parent, stdout=out, stderr=subprocess.STDOUT,
+        )
+        try:
+            server = Server(proc, f"http://127.0.0.1:{port}", output_path)
+            _wait_ready(server, ready_timeout)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=15)
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            code = server.proc.returncode
+            raise AssertionError(f"shouhu serve exited {code} before ready:\n{server.output()}")
+        try:
+            r = httpx.get(server.base_url + "/readyz", timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"{r.status_code} {r.text}"
+        except httpx.TransportError as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise AssertionError(f"shouhu serve not ready after {timeout}s ({last}):\n{server.output()}")
+
+
+def login(client: httpx.Client, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
+    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
+    admin = postgres_admin_url()
+    name = f"shouhu_cli_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base, _, _ = admin.rpartition("/")
+        yield sqlalchemy_url(f"{base}/{name}")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,216 @@
+"""No personal field is ever stored or logged in plain text.
+
+Distinctive canary values go in through the API, are read, updated and listed;
+then every byte the archive wrote (database file, WAL, shared memory, blobs,
+logs, and for PostgreSQL a ``pg_dump`` of the database) is searched for them in
+UTF-8, UTF-16-LE, UTF-16-BE and GBK, inside zlib/gzip streams too. A positive
+control plants canaries in plain text and checks that the same scanner finds
+them, so the scan can fail.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from conftest import household_body, minor_body, run_sql
+
+from archive.schemas import id_check_char
+
+ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
+PG_DUMP = "/usr/bin/pg_dump"
+
+
+def id_number(county: str, birth: str, seq: str) -> str:
+    first17 = f"{county}{birth}{seq}"
+    return first17 + id_check_char(first17)
+
+
+# Rare characters that occur nowhere else in the archive, each encodable in GBK.
+MINOR_NAME = "龘靐齉鱻"
+MEMBER_NAME = "麤爨灪"
+ADDRESS = "灪靐路7349号龘苑"
+NOTES = "金丝雀笔记：父母龘靐长期外出"
+MINOR_NOTES = "鸜鹆童年纪事齾齾"
+SCHOOL = "齉齉鱻小学"
+ADDRESS_2 = "爩鬱路8812号麤苑"
+NOTES_2 = "更新后的金丝雀：齾齾龘"
+MINOR_NOTES_2 = "鸜鹆更新纪事爩爩"
+PHONE = "13976543021"
+MINOR_ID = id_number("320706", "20141129", "737")
+MEMBER_ID = id_number("320706", "19830917", "593")
+
+TEXT_CANARIES = [MINOR_NAME, MEMBER_NAME, ADDRESS, NOTES, MINOR_NOTES, SCHOOL, ADDRESS_2, NOTES_2,
+                 MINOR_NOTES_2, PHONE, MINOR_ID, MEMBER_ID]
+# An ID number must not appear in digit form either, not even without its check character.
+DIGIT_CANARIES = [MINOR_ID[:17], MEMBER_ID[:17]]
+
+
+# The scanner ----------------------------------------------------------------------
+
+
+def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
+    out = []
+    for canary in canaries:
+        for enc in ENCODINGS:
+            try:
+                out.append((canary, enc, canary.encode(enc)))
+            except UnicodeEncodeError:
+                continue
+    return out
+
+
+NEEDLES = needles(TEXT_CANARIES + DIGIT_CANARIES)
+_STREAM_START = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x1f\x8b\x08")
+
+
+def inflated(data: bytes) -> Iterator[bytes]:
+    """Every zlib or gzip stream that starts somewhere in ``data``, decompressed."""
+    for m in _STREAM_START.finditer(data):
+        d = zlib.decompressobj(wbits=47)  # zlib or gzip header, auto-detected
+        try:
+            out = d.decompress(data[m.start():], 64 * 1024 * 1024)
+        except zlib.error:
+            continue
+        if out:
+            yield out
+
+
+def found(data: bytes, where: str, needle_list: list[tuple[str, str, bytes]] = NEEDLES
+          ) -> set[tuple[str, str, str]]:
+    """(canary, encoding, where) for every canary in ``data`` or in a stream inside it."""
+    hits = {(c, enc, where) for c, enc, b in needle_list if b in data}
+    for stream in inflated(data):
+        hits |= {(c, enc, where + " (inflated)") for c, enc, b in needle_list if b in stream}
+    return hits
+
+
+def scan_tree(root: Path, needle_list: list[tuple[str, str, bytes]] = NEEDLES
+              ) -> tuple[set[tuple[str, str, str]], list[Path]]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    hits: set[tuple[str, str, str]] = set()
+    for path in files:
+        hits |= found(path.read_bytes(), str(path.relative_to(root)), needle_list)
+    return hits, files
+
+
+_BYTEA_HEX = re.compile(rb"\\\\x([0-9a-fA-F]+)")
+
+
+def scan_dump(dump: bytes, needle_list: list[tuple[str, str, bytes]] = NEEDLES
+              ) -> set[tuple[str, str, str]]:
+    """A plain pg_dump: the text itself, plus every bytea value (hex in COPY text)."""
+    hits = found(dump, "pg_dump", needle_list)
+    for m in _BYTEA_HEX.finditer(dump):
+        hits |= found(bytes.fromhex(m.group(1).decode()), "pg_dump bytea", needle_list)
+    return hits
+
+
+def pg_dump(database_url: str) -> bytes:
+    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    proc = subprocess.run([PG_DUMP, "--no-owner", "--dbname", url], capture_output=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"COPY public.minors" in proc.stdout
+    return proc.stdout
+
+
+# The test ---------------------------------------------------------------------------
+
+
+def use_the_archive(client, tokens) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Create, read, update and list a household and a minor full of canaries."""
+    cw = tokens["caseworker.haizhou"]
+    body = household_body(
+        address=ADDRESS, notes=NOTES,
+        members=[{"name": MEMBER_NAME, "relation": "父亲", "id_number": MEMBER_ID, "phone": PHONE,
+                  "situation": "外出务工"}],
+    )
+    r = client.post("/api/v1/households", json=body, headers=cw)
+    assert r.status_code == 201, r.text
+    hid = r.json()["id"]
+    r = client.post("/api/v1/minors", headers=cw, json=minor_body(
+        hid, name=MINOR_NAME, id_number=MINOR_ID, birth_date="2014-11-29", notes=MINOR_NOTES,
+        school=SCHOOL, guardian=MEMBER_NAME, phone=PHONE, categories=[1, 3]))
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+
+    household = client.get(f"/api/v1/households/{hid}", headers=cw).json()
+    assert household["address"] == ADDRESS and household["members"][0]["id_number"] == MEMBER_ID
+    minor = client.get(f"/api/v1/minors/{mid}", headers=cw).json()
+    assert (minor["name"], minor["id_number"], minor["school"]) == (MINOR_NAME, MINOR_ID, SCHOOL)
+
+    r = client.patch(f"/api/v1/households/{hid}", json={"address": ADDRESS_2, "notes": NOTES_2},
+                     headers=cw)
+    assert r.status_code == 200 and r.json()["address"] == ADDRESS_2, r.text
+    r = client.patch(f"/api/v1/minors/{mid}", json={"notes": MINOR_NOTES_2, "categories": [3]},
+                     headers=cw)
+    assert r.status_code == 200 and r.json()["notes"] == MINOR_NOTES_2, r.text
+
+    listed = client.get("/api/v1/households", params={"limit": 200}, headers=cw).json()["items"]
+    assert any(h["address"] == ADDRESS_2 for h in listed)
+    listed = client.get("/api/v1/minors", params={"household_id": hid}, headers=cw).json()["items"]
+    assert [m["name"] for m in listed] == [MINOR_NAME]
+    # Other people read it too (their reads are logged, with keyed hashes only).
+    for user, status in (("village.haizhou", 200), ("caseworker.guannan", 404)):
+        assert client.get(f"/api/v1/minors/{mid}", headers=tokens[user]).status_code == status
+
+    # Refused writes carrying the canaries: a duplicate ID number, a bad field.
+    r = client.post("/api/v1/minors", headers=cw, json=minor_body(
+        hid, name=MINOR_NAME, id_number=MINOR_ID, birth_date="2014-11-29", notes=MINOR_NOTES))
+    assert r.status_code == 409
+    r = client.post("/api/v1/minors", headers=cw, json=minor_body(
+        hid, name=MINOR_NAME, id_number=MINOR_ID, birth_date="2014-11-29", sex=ADDRESS))
+    assert r.status_code == 422
+    assert MINOR_NAME not in r.text and ADDRESS not in r.text and MINOR_ID not in r.text
+    # Query strings are never logged.
+    r = client.get("/api/v1/minors", params={"household_id": hid, "q": MINOR_NAME}, headers=cw)
+    assert r.status_code == 200
+    return hid, mid
+
+
+def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt, settings):
+    hid, _ = use_the_archive(client, tokens)
+    data_dir: Path = settings.data_dir
+    postgres = rt.db.dialect == "postgresql"
+
+    hits, files = scan_tree(data_dir)
+    names = {p.relative_to(data_dir).as_posix() for p in files}
+    if not postgres:
+        assert "shouhu.db" in names  # the scan saw the database (and its WAL, if any)
+    log_file = data_dir / "logs" / "shouhu.log"
+    assert log_file.is_file() and log_file in files
+    log = log_file.read_text(encoding="utf-8")
+    assert f"PATCH /api/v1/households/{hid} 200" in log  # this app's log, with our requests
+    assert hits == set(), hits
+    for canary in TEXT_CANARIES + DIGIT_CANARIES:
+        assert canary not in log
+
+    if postgres:
+        dump = pg_dump(str(settings.database_url))
+        assert scan_dump(dump) == set()
+
+    # Positive control: canaries planted in plain text are found by the same scanner.
+    planted = needles(["探针龘靐齉鱻"])
+    for enc in ENCODINGS:
+        (data_dir / f"planted-{enc}.txt").write_bytes("前缀探针龘靐齉鱻后缀".encode(enc))
+    (data_dir / "planted.z").write_bytes(b"junk" + zlib.compress(MINOR_ID.encode()) + b"junk")
+    hits, _ = scan_tree(data_dir, planted + needles([MINOR_ID]))
+    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc) for enc in ENCODINGS}
+    assert (MINOR_ID, "utf-8", "planted.z (inflated)") in hits
+
+    # ... and inside the database, written in plain text the way a bug would.
+    run_sql(rt, "UPDATE regions SET name = :n WHERE code = '320706001001'", n=MINOR_NAME)
+    if postgres:
+        run_sql(rt, "UPDATE households SET payload = :p WHERE id = :i", p=ADDRESS_2.encode(), i=hid)
+        hits = scan_dump(pg_dump(str(settings.database_url)))
+        assert (MINOR_NAME, "utf-8", "pg_dump") in hits
+        assert (ADDRESS_2, "utf-8", "pg_dump bytea") in hits
+    else:
+        for f in data_dir.glob("planted*"):
+            f.unlink()
+        hits, _ = scan_tree(data_dir)
+        assert {c for c, _, _ in hits} == {MINOR_NAME}
