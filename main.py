@@ -24,6 +24,7 @@ import archive.api
 import archive.documents_api
 from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError, field_errors
+from core.redact import safe_path
 from core.settings import Settings
 from runtime import Runtime
 
@@ -86,6 +87,10 @@ async def _empty_receive() -> Message:
 
 def configure_logging(settings: Settings) -> None:
     """Server log to stderr and ``<data_dir>/logs/shouhu.log``: paths and ids, never bodies."""
+    for name in ("uvicorn.error", "uvicorn", "shouhu"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoExceptionText) for f in logger.filters):
+            logger.addFilter(_NoExceptionText())
     settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = logging.getLogger("shouhu")
     root.setLevel(settings.log_level)
@@ -103,6 +108,18 @@ def configure_logging(settings: Settings) -> None:
         fh.setFormatter(fmt)
         fh._shouhu = True  # type: ignore[attr-defined]
         root.addHandler(fh)
+
+
+class _NoExceptionText(logging.Filter):
+    """uvicorn logs unhandled errors with their traceback text; keep only where they happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {_safe_traceback(record.exc_info[1])}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def _safe_traceback(exc: BaseException) -> str:
@@ -181,7 +198,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if request.url.path.startswith("/api/"):
             response.headers["Cache-Control"] = "no-store"
         # The path only: query strings may carry search terms.
-        log.info("%s %s %s %d %.1fms", request.state.request_id, request.method, request.url.path,
+        log.info("%s %s %s %d %.1fms", request.state.request_id, request.method, safe_path(request.url.path),
                  response.status_code, (time.perf_counter() - started) * 1000)
         return response
 

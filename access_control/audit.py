@@ -32,6 +32,7 @@ from access_control.actions import Action
 from access_control.identity import Actor
 from core.crypto import SigningKey, verify_signature
 from core.db import Base, UTCDateTime
+from core.redact import safe_identifier
 
 FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -221,7 +222,7 @@ class AuditLog:
             roles=",".join(sorted(actor.roles)),
             action=draft.action.value,
             resource_kind=draft.resource_kind,
-            resource_id=draft.resource_id[:64],
+            resource_id=safe_identifier(draft.resource_id[:64]),
             outcome=draft.outcome,
             reason=draft.reason[:160],
             request_id=request_id,
