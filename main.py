@@ -183,6 +183,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    # Added before the request middleware below, so it runs inside it: a 413 gets
+    # the request id and security headers like every other answer.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.middleware("http")
     async def request_context(
@@ -202,7 +205,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                  response.status_code, (time.perf_counter() - started) * 1000)
         return response
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(ShouhuError)
     async def domain_error(_request: Request, exc: ShouhuError) -> JSONResponse:

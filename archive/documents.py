@@ -276,9 +276,10 @@ class DocumentService:
         )
         g.session.add(row)
         g.session.flush()
-        self.blobs.put(blob_key, sealed_pdf)
-        # If the commit that follows fails, the blob must not outlive it.
+        # If the put or the commit that follows fails, the blob must not outlive it (registered
+        # first: a put that fails after the file is in place, e.g. on fsync, leaves it behind).
         g.on_rollback(lambda: self.blobs.delete(blob_key))
+        self.blobs.put(blob_key, sealed_pdf)
         return row
 
     @staticmethod
@@ -402,7 +403,9 @@ class DocumentService:
 
     def prefill(self, g: Guard, kind_name: str, subject_id: str | None) -> dict[str, Any]:
         """Fields for ``kind`` filled in from the subject's record (an audited read)."""
-        kind = self.kind_or_422(kind_name)
+        kind = K.get(kind_name)
+        if kind is None:  # the kind is part of the path here: an unknown one is not found
+            raise NotFound("未知的公文种类。")
         self._gate(g, Action.DOCUMENT_PREFILL, kind, roles=kind.issuer_roles)
         subject = self._subject(g, kind, subject_id, Action.DOCUMENT_PREFILL)
         g.authorize(Action.DOCUMENT_PREFILL,
@@ -499,9 +502,9 @@ class DocumentService:
                 fields_payload=payload, verification_code=code, supersedes=None, issued_by=g.actor.user_id,
                 issued_at=g.now, issued_on=g.now.astimezone(LOCAL_TZ).date())
             g.session.add(v)
+            g.on_rollback(lambda key=blob_key: self.blobs.delete(key))  # before the put: see _store_version
             self.blobs.put(blob_key, self.vault.seal_bytes(dek, doc.dek_id, pdf, kind="document", record_id=doc.id,
                                                            version=1))
-            g.on_rollback(lambda key=blob_key: self.blobs.delete(key))
             g.record(EventDraft(action=Action.DOCUMENT_ISSUE, outcome="allowed", reason="print:batch_issue",
                                 resource_kind="document", resource_id=doc.id, subjects=list(doc.subject_hashes),
                                 details={"kind": kind.kind}))

@@ -195,6 +195,8 @@ def field_errors(
             message = str(ctx.get("error", "")) or "取值无效"
         else:
             template = _MESSAGES.get(etype, "取值无效")
+            if "expected" in ctx:
+                ctx = {**ctx, "expected": str(ctx["expected"]).replace(" or ", "、")}
             try:
                 message = template.format(**{k: v for k, v in ctx.items()})
             except (KeyError, IndexError):
