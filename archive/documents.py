@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
@@ -35,7 +36,7 @@ from archive.models import Document, DocumentVersion, Household, Minor
 from archive.records import Archive, decode_cursor, encode_cursor
 from core.crypto import KeyRing, sha256_hex
 from core.db import Database, new_id
-from core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, field_errors
+from core.errors import AuditUnavailable, Conflict, IntegrityFailure, InvalidInput, NotFound, field_errors
 from core.fields import id_check_char
 from core.keys import Vault
 from doc_templates import kinds as K
@@ -523,12 +524,16 @@ class DocumentService:
             doc = s.get(Document, v.document_id) if v else None
             outcome = "allowed" if doc is not None and not doc.sealed else "denied"
             matches = None if sha256 is None or v is None else sha256.lower() == v.sha256
-            self.audit.append(s, actor=PUBLIC, request_id=request_id, at=now, draft=EventDraft(
-                action=Action.DOCUMENT_VERIFY, outcome=outcome,
-                reason="verify:code_known" if outcome == "allowed" else "verify:code_unknown",
-                resource_kind="document", resource_id=doc.id if doc and outcome == "allowed" else "",
-                details={} if matches is None else {"sha256_matches": matches}))
-            s.commit()
+            try:  # nothing is answered unless the verification is logged (fail closed)
+                self.audit.append(s, actor=PUBLIC, request_id=request_id, at=now, draft=EventDraft(
+                    action=Action.DOCUMENT_VERIFY, outcome=outcome,
+                    reason="verify:code_known" if outcome == "allowed" else "verify:code_unknown",
+                    resource_kind="document", resource_id=doc.id if doc and outcome == "allowed" else "",
+                    details={} if matches is None else {"sha256_matches": matches}))
+                s.commit()
+            except SQLAlchemyError as exc:
+                s.rollback()
+                raise AuditUnavailable() from exc
             if doc is None or doc.sealed or v is None:
                 raise NotFound("核验码无效：未找到对应的公文。", details={"authentic": False})
             org = s.get(Org, doc.issuer_org_id)

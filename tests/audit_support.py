@@ -1,0 +1,252 @@
+"""Helpers for the audit runtime tests: reading the log, blocking it, serving, workers.
+
+``AuditBlocker`` makes ``audit_events`` refuse INSERTs from a connection of its
+own (not the application's pool), the way an operator's mistake or a full disk
+would look to the application: a trigger on SQLite, a trigger function that
+raises on PostgreSQL (tests connect as a superuser, so REVOKE would not bite).
+
+``read_minors`` runs in a spawned process: it builds its own ``Runtime`` from
+plain settings values and reads minors through the service, as the API does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import psycopg
+from sqlalchemy import select, text
+
+from core.settings import Settings
+
+SHOUHU = str(Path(sys.executable).with_name("shouhu"))
+if not Path(SHOUHU).exists():  # pragma: no cover - a venv without the script
+    SHOUHU = shutil.which("shouhu") or "shouhu"
+
+EVENT_COLUMNS = ("seq", "actor", "actor_id", "action", "outcome", "resource_kind", "resource_id",
+                 "reason", "request_id")
+
+
+# Reading the log ----------------------------------------------------------------------
+
+
+def log_size(engine: Any) -> int:
+    """The head row's size; it must agree with the number of event rows."""
+    with engine.connect() as conn:
+        size = conn.execute(text("SELECT size FROM audit_head WHERE id = 1")).scalar_one()
+        rows = conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one()
+    assert size == rows, f"audit_head says {size} events, the table holds {rows}"
+    return int(size)
+
+
+def events_after(engine: Any, seq: int) -> list[dict[str, Any]]:
+    cols = ", ".join(EVENT_COLUMNS)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(f"SELECT {cols} FROM audit_events WHERE seq > :s ORDER BY seq"), {"s": seq}
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def count_events(engine: Any, action: str, outcome: str | None = None) -> int:
+    sql = "SELECT count(*) FROM audit_events WHERE action = :a"
+    params: dict[str, Any] = {"a": action}
+    if outcome is not None:
+        sql += " AND outcome = :o"
+        params["o"] = outcome
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql), params).scalar_one())
+
+
+# Making the log unwritable from outside ------------------------------------------------
+
+_PG_FUNCTION = "shouhu_test_block_audit"
+
+
+class AuditBlocker:
+    """Blocks and unblocks INSERTs into ``audit_events`` from a connection of its own."""
+
+    def __init__(self, settings: Settings):
+        self.url = settings.effective_database_url
+        self.sqlite = settings.is_sqlite
+        self.blocked = False
+
+    def _sqlite(self, sql: str) -> None:
+        path = self.url.split("///", 1)[1]
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            conn.execute(sql)
+        finally:
+            conn.close()
+
+    def _pg(self, *statements: str) -> None:
+        url = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for sql in statements:
+                conn.execute(sql)
+
+    def block(self) -> None:
+        if self.sqlite:
+            self._sqlite("CREATE TRIGGER block_audit BEFORE INSERT ON audit_events "
+                         "BEGIN SELECT RAISE(ABORT, 'blocked'); END")
+        else:
+            self._pg(
+                f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'blocked'; END $$",
+                f"CREATE TRIGGER block_audit BEFORE INSERT ON audit_events "
+                f"FOR EACH ROW EXECUTE FUNCTION {_PG_FUNCTION}()",
+            )
+        self.blocked = True
+
+    def unblock(self) -> None:
+        if self.sqlite:
+            self._sqlite("DROP TRIGGER IF EXISTS block_audit")
+        else:
+            self._pg("DROP TRIGGER IF EXISTS block_audit ON audit_events",
+                     f"DROP FUNCTION IF EXISTS {_PG_FUNCTION}()")
+        self.blocked = False
+
+
+@contextmanager
+def audit_blocker(settings: Settings) -> Iterator[AuditBlocker]:
+    """An ``AuditBlocker`` that is always unblocked on the way out (the PG database is shared)."""
+    blocker = AuditBlocker(settings)
+    try:
+        yield blocker
+    finally:
+        blocker.unblock()
+
+
+# A real ``shouhu serve`` --------------------------------------------------------------
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """The environment for a ``shouhu`` subprocess on the same archive as ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
+    assert settings.master_key is not None
+    env.update(
+        SHOUHU_DATA_DIR=str(settings.data_dir),
+        SHOUHU_MASTER_KEY=settings.master_key.get_secret_value(),
+        SHOUHU_ARGON2_TIME_COST=str(settings.argon2_time_cost),
+        SHOUHU_ARGON2_MEMORY_KIB=str(settings.argon2_memory_kib),
+        SHOUHU_ARGON2_PARALLELISM=str(settings.argon2_parallelism),
+        SHOUHU_AUDIT_CHECKPOINT_INTERVAL_SECONDS="0",
+        PYTHONUNBUFFERED="1",
+    )
+    if settings.database_url:
+        env["SHOUHU_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    output_path: Path
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+
+@contextmanager
+def serving(settings: Settings, output_path: Path, *, ready_timeout: float = 60) -> Iterator[Server]:
+    """``shouhu serve`` on a free port of 127.0.0.1; always stopped on the way out."""
+    port = free_port()
+    with output_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [SHOUHU, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env(settings), cwd=settings.data_dir.parent, stdout=out, stderr=subprocess.STDOUT,
+        )
+        server = Server(proc, f"http://127.0.0.1:{port}", output_path)
+        try:
+            _wait_ready(server, ready_timeout)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=15)
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"shouhu serve exited {server.proc.returncode}:\n{server.output()}")
+        try:
+            r = httpx.get(server.base_url + "/readyz", timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"{r.status_code} {r.text}"
+        except httpx.TransportError as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise AssertionError(f"shouhu serve not ready after {timeout}s ({last}):\n{server.output()}")
+
+
+# Concurrent readers (run in spawned processes) ----------------------------------------
+
+
+def settings_values(settings: Settings) -> dict[str, Any]:
+    """Plain, picklable values that rebuild ``settings`` in another process."""
+    assert settings.master_key is not None
+    return {
+        "data_dir": str(settings.data_dir),
+        "database_url": settings.database_url,
+        "master_key": settings.master_key.get_secret_value(),
+        "argon2_time_cost": settings.argon2_time_cost,
+        "argon2_memory_kib": settings.argon2_memory_kib,
+        "argon2_parallelism": settings.argon2_parallelism,
+        "audit_checkpoint_interval_seconds": 0,
+    }
+
+
+def read_minors(values: dict[str, Any], username: str, minor_ids: list[str], expected_names: list[str],
+                count: int, barrier: Any, results: Any, worker: int) -> None:
+    """Read ``count`` minors as ``username`` through the service, each read audited."""
+    done = 0
+    try:
+        from access_control.identity import User, actor_for
+        from runtime import Runtime
+
+        rt = Runtime.open(Settings(**values))
+        try:
+            with rt.db.session() as s:
+                user = s.scalars(select(User).where(User.username == username)).one()
+                actor = actor_for(s, user)
+            barrier.wait(timeout=120)
+            for i in range(count):
+                k = (i + worker) % len(minor_ids)
+                with rt.db.session() as s:
+                    minor = rt.archive.read_minor(rt.guard(s, actor, request_id=f"req_w{worker}_{i}"),
+                                                  minor_ids[k])
+                if minor.name != expected_names[k]:
+                    raise AssertionError(f"worker {worker} read {minor.id} with the wrong content")
+                done += 1
+        finally:
+            rt.close()
+    except BaseException as exc:  # report to the parent, which fails the test
+        results.put((worker, done, f"{type(exc).__name__}: {exc}"))
+        return
+    results.put((worker, done, None))
