@@ -169,7 +169,8 @@ def doctor() -> None:
         check("主密钥 master key", False, str(exc))
         key_ok = False
 
-    for label, path in (("数据目录 data dir", s.data_dir), ("文件目录 blobs", s.blob_dir), ("日志目录 logs", s.log_dir)):
+    folders = (("数据目录 data dir", s.data_dir), ("文件目录 blobs", s.blob_dir), ("日志目录 logs", s.log_dir))
+    for label, path in folders:
         if path.exists():
             ok = os.access(path, os.W_OK)
             check(label, ok, str(path) if ok else f"{path} 不可写：运行 `chmod u+w {path}` 或以正确用户运行")
@@ -194,8 +195,8 @@ def doctor() -> None:
                     head = ScriptDirectory.from_config(alembic_config(rt.db.url)).get_current_head()
                     with rt.db.engine.connect() as conn:
                         current = MigrationContext.configure(conn).get_current_revision()
-                    check("数据库 database", current == head,
-                          f"版本 {current}" if current == head else f"版本 {current}，最新 {head}：运行 `shouhu init` 升级")
+                    outdated = f"版本 {current}，最新 {head}：运行 `shouhu init` 升级"
+                    check("数据库 database", current == head, f"版本 {current}" if current == head else outdated)
                     try:
                         rt.load()
                         check("密钥环 key ring", True, f"当前密钥 {rt.ring.current_kek_id}")
@@ -259,7 +260,8 @@ def users_add(
             try:
                 rt.users.check_password(password)
             except Exception as exc:  # noqa: BLE001
-                raise fail(getattr(exc, "details", {}).get("fields", [{}])[0].get("message", "密码不符合要求")) from None
+                fields = getattr(exc, "details", {}).get("fields", [{}])
+                raise fail(fields[0].get("message", "密码不符合要求")) from None
         with rt.db.session() as s:
             org_row = s.scalar(select(Org).where(or_(Org.id == org, Org.name == org)))
             if org_row is None:
@@ -315,7 +317,8 @@ def users_list() -> None:
         table = Table()
         for col in ("用户名", "姓名", "单位", "角色", "区划", "状态"):
             table.add_column(col)
-        for user, org_name in s.execute(select(User, Org.name).join(Org, Org.id == User.org_id).order_by(User.username)):
+        rows = s.execute(select(User, Org.name).join(Org, Org.id == User.org_id).order_by(User.username))
+        for user, org_name in rows:
             table.add_row(user.username, user.display_name, org_name, ",".join(user.roles), user.region_code,
                           "停用" if user.disabled else "启用")
         console.print(table)
@@ -370,7 +373,8 @@ def keys_shred(
     record_id: str,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: the record becomes unreadable for good.")] = False,
 ) -> None:
-    """Destroy a record's data key: its content is gone for good, backups included."""
+    """Destroy a record's data key: the live archive can never open it again (older database
+    backups still can, until they expire)."""
     if not yes:
         raise fail("销毁不可恢复：确认请加 --yes")
     with runtime() as rt:

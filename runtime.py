@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, select
 
-from access_control.audit import AuditLog
+from access_control.audit import AuditHead, AuditLog
 from access_control.audit_service import AuditDesk
 from access_control.guard import Guard
 from access_control.identity import Actor, Passwords, Throttle
@@ -121,6 +121,10 @@ class Runtime:
             ) from None
         with self.db.session() as s:
             self.regions.load(s)
+            head = s.get(AuditHead, 1)
+        if head is not None:
+            # The archive's hash (fixed at `shouhu init`) also keys its lookup hashes.
+            self.ring.pin_hash_suite(crypto.AES_SUITE if head.hash_alg == "sha256" else crypto.SM_SUITE)
 
     def initialize(self) -> bool:
         """Create the schema, the first KEK and the audit head. True if anything was new."""

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -107,10 +107,7 @@ def encode_context(context: Mapping[str, str | int | bool]) -> bytes:
     out = bytearray()
     for name in sorted(context):
         value = context[name]
-        if isinstance(value, bool):
-            text = "1" if value else "0"
-        else:
-            text = str(value)
+        text = ("1" if value else "0") if isinstance(value, bool) else str(value)
         k, v = name.encode("utf-8"), text.encode("utf-8")
         out += struct.pack(">H", len(k)) + k + struct.pack(">I", len(v)) + v
     return bytes(out)
@@ -248,23 +245,36 @@ class KeyRing:
         # the deployment; the wrap key is derived, never the master key itself.
         self._master = master_key
         self._hash_keys: dict[str, bytes] = {}
+        self._hash_suite: Suite | None = None
 
     # master-derived material
     def _kek_wrap_key(self, suite: Suite) -> bytes:
         return suite.derive(self._master, b"shouhu/v1/kek-wrap", suite.key_bytes)
 
+    @property
+    def hash_suite(self) -> Suite:
+        """The suite of keyed hashes: fixed for an archive, whatever ``cipher_suite`` says now."""
+        return self._hash_suite or self.suite
+
+    def pin_hash_suite(self, suite: Suite) -> None:
+        """Keyed hashes are lookup keys stored in the database: they must not change when
+        the deployment switches cipher suites, so the archive pins the suite it started with."""
+        if self._hash_suite is None or self._hash_suite.id != suite.id:
+            self._hash_suite = suite
+            self._hash_keys = {}
+
     def hash_subkey(self, purpose: str) -> bytes:
         """The keyed-hash key for one purpose (``id_number``, ``search``, ``audit`` ...)."""
         key = self._hash_keys.get(purpose)
         if key is None:
-            key = self.suite.derive(self._master, b"shouhu/v1/keyed-hash/" + purpose.encode(), 32)
+            key = self.hash_suite.derive(self._master, b"shouhu/v1/keyed-hash/" + purpose.encode(), 32)
             self._hash_keys[purpose] = key
         return key
 
     def keyed_hash(self, purpose: str, value: str | bytes, *, hex_chars: int = KEYED_HASH_HEX) -> str:
         """HMAC of ``value`` under the purpose's subkey, hex, truncated to ``hex_chars``."""
         data = value.encode("utf-8") if isinstance(value, str) else value
-        return self.suite.mac(self.hash_subkey(purpose), data)[: hex_chars // 2].hex()
+        return self.hash_suite.mac(self.hash_subkey(purpose), data)[: hex_chars // 2].hex()
 
     def check_value(self) -> str:
         """A value that identifies the master key without revealing it (for doctor/readyz)."""

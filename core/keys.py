@@ -3,7 +3,8 @@
 Rotation re-wraps data keys under a new KEK without touching the payloads they
 protect; retiring a KEK deletes its wrapped material once nothing needs it;
 shredding deletes a record's wrapped data key, which makes every copy of its
-ciphertext (backups included) unreadable for good.
+ciphertext unreadable for good, except through a database backup taken before
+the shred (it still holds the wrapped key; see docs/formats.md).
 """
 
 from __future__ import annotations
@@ -244,8 +245,21 @@ class Vault:
             raise Gone()
         try:
             return self.ring.unwrap_data_key(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=dek_id)
-        except crypto.DecryptionError as exc:
+        except (crypto.DecryptionError, crypto.KeyUnavailableError) as exc:
             raise IntegrityFailure() from exc
+
+    def suite_for(self, dek: bytes) -> crypto.Suite:
+        """The suite a data key was made for, told by its length (32 bytes AES, 16 SM4).
+
+        A record keeps its suite when ``cipher_suite`` changes: its data key was
+        drawn for the old suite and would not fit the new cipher.
+        """
+        if len(dek) == self.ring.suite.key_bytes:
+            return self.ring.suite
+        for suite in crypto.SUITES.values():
+            if suite.key_bytes == len(dek):
+                return suite
+        raise ValueError(f"no cipher suite takes a {len(dek)}-byte data key")
 
     @staticmethod
     def payload_context(*, kind: str, record_id: str, version: int, sealed: bool = False) -> dict[str, Any]:
@@ -257,7 +271,7 @@ class Vault:
     ) -> bytes:
         plaintext = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
         ctx = self.payload_context(kind=kind, record_id=record_id, version=version, sealed=sealed)
-        return crypto.seal(dek, plaintext, suite=self.ring.suite, key_id=dek_id, context=ctx)
+        return crypto.seal(dek, plaintext, suite=self.suite_for(dek), key_id=dek_id, context=ctx)
 
     def open_json(
         self, session: Session, envelope: bytes, dek_id: str, *, kind: str, record_id: str, version: int,
@@ -276,7 +290,7 @@ class Vault:
         self, dek: bytes, dek_id: str, data: bytes, *, kind: str, record_id: str, version: int, sealed: bool = False,
     ) -> bytes:
         ctx = self.payload_context(kind=kind, record_id=record_id, version=version, sealed=sealed)
-        return crypto.seal(dek, data, suite=self.ring.suite, key_id=dek_id, context=ctx)
+        return crypto.seal(dek, data, suite=self.suite_for(dek), key_id=dek_id, context=ctx)
 
     def open_bytes(
         self, session: Session, envelope: bytes, dek_id: str, *, kind: str, record_id: str, version: int,

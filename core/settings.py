@@ -100,6 +100,18 @@ class Settings(BaseSettings):
         description="Processes that render PDFs (one per core is right); 0 renders in the "
         "request's own process.",
     )
+    sealed_decision_days: int = Field(
+        7, ge=1, le=60, description="Days a custodian has to decide a sealed-record application."
+    )
+    sealed_grant_days: int = Field(
+        30, ge=1, le=365, description="Default term of a grant to read sealed records, in days."
+    )
+    sealed_entitled_org_types: str = Field(
+        "court,procuratorate,police",
+        pattern=r"^[a-z_]+(,[a-z_]+)*$",
+        description="Organisation types entitled by law to query sealed records (comma-separated); "
+        "applications from others can only be answered 'no criminal record'.",
+    )
     audit_signing_key_file: Path | None = Field(
         None,
         description="File holding the base64 Ed25519 seed that signs audit checkpoints "

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from doc_templates.kinds import KINDS
@@ -59,6 +60,28 @@ class RenderPool:
                 )
             return self._executor
 
+    def _discard(self, broken: ProcessPoolExecutor) -> None:
+        """Drop a pool whose worker died (killed, out of memory): it refuses all later work."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, fn: Any, *args: Any) -> Future[bytes]:
+        executor = self._pool()
+        try:
+            return executor.submit(fn, *args)
+        except BrokenProcessPool:
+            self._discard(executor)
+            return self._pool().submit(fn, *args)
+
+    def _run(self, timeout: float, fn: Any, *args: Any) -> bytes:
+        """Rendering is pure, so a render lost with a dying worker is retried once in a fresh pool."""
+        try:
+            return self._submit(fn, *args).result(timeout=timeout)
+        except BrokenProcessPool:
+            return self._submit(fn, *args).result(timeout=timeout)
+
     def submit(self, kind: str, fields: dict[str, Any], meta: DocumentMeta) -> Future[bytes]:
         if self.workers == 0:
             future: Future[bytes] = Future()
@@ -67,16 +90,18 @@ class RenderPool:
             except Exception as exc:  # noqa: BLE001 - delivered through the future
                 future.set_exception(exc)
             return future
-        return self._pool().submit(_render, kind, fields, meta)
+        return self._submit(_render, kind, fields, meta)
 
     def pdf(self, kind: str, fields: dict[str, Any], meta: DocumentMeta, *, timeout: float = 120) -> bytes:
         """Fields must already be valid and glyph-checked (errors from workers are not typed)."""
-        return self.submit(kind, fields, meta).result(timeout=timeout)
+        if self.workers == 0:
+            return self.submit(kind, fields, meta).result(timeout=timeout)
+        return self._run(timeout, _render, kind, fields, meta)
 
     def batch(self, items: list[tuple[str, dict[str, Any], DocumentMeta]], *, timeout: float = 1800) -> bytes:
         if self.workers == 0:
             return _render_many(items)
-        return self._pool().submit(_render_many, items).result(timeout=timeout)
+        return self._run(timeout, _render_many, items)
 
     def warm(self) -> None:
         """Start the workers now rather than on the first request."""

@@ -26,6 +26,9 @@ from doc_templates.kinds import CATEGORY_LABELS, CATEGORY_SHORT, DocKind
 HERE = Path(__file__).resolve().parent
 PDF_VARIANT = "pdf/a-2b"
 CN_DIGITS = "〇一二三四五六七八九"
+BLOCK_WIDTH_PT = 156 / 25.4 * 72  # the 156 mm text block
+ISSUER_MARK_PT = (16.0, 30.0)  # smallest and largest size of the red issuer mark
+ISSUER_MARK_SPACING_PT = 2.0  # its letter-spacing (gongwen.css .issuer-mark)
 
 
 class MissingGlyphs(ValueError):
@@ -74,6 +77,12 @@ def cn_num(n: int) -> str:
         return CN_DIGITS[n]
     tens, ones = divmod(n, 10)
     return ("" if tens == 1 else CN_DIGITS[tens]) + "十" + (CN_DIGITS[ones] if ones else "")
+
+
+def issuer_mark_pt(mark: str) -> float:
+    """A size that keeps the issuer mark on one line of the text block (long names get smaller, not wrapped)."""
+    fits = BLOCK_WIDTH_PT * 0.98 / max(len(mark), 1) - ISSUER_MARK_SPACING_PT
+    return round(max(ISSUER_MARK_PT[0], min(ISSUER_MARK_PT[1], fits)), 1)
 
 
 def paras(text: str) -> list[str]:
@@ -155,12 +164,14 @@ class Renderer:
     def html(self, kind: DocKind, fields: BaseModel, meta: DocumentMeta) -> str:
         data = fields.model_dump()
         self.check_glyphs(fields.model_dump(mode="json"), meta)
+        issuer_mark = meta.issuer_mark or f"{meta.issuer}文件"
         view = {
             "pdf_title": f"{meta.kind_title} {meta.doc_number}".strip(),
             "kind": meta.kind,
             "kind_title": meta.kind_title,
             "issuer": meta.issuer,
-            "issuer_mark": meta.issuer_mark or f"{meta.issuer}文件",
+            "issuer_mark": issuer_mark,
+            "issuer_mark_pt": issuer_mark_pt(issuer_mark),
             "doc_number": meta.doc_number,
             "date_cn": cn_date(meta.issued_on),
             "created_iso": meta.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
