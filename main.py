@@ -22,6 +22,7 @@ import access_control.api
 import access_control.audit_api
 import archive.api
 import archive.documents_api
+import archive.sealing_api
 from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError, field_errors
 from core.redact import safe_path
@@ -268,6 +269,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(archive.api.router)
     app.include_router(archive.documents_api.router)
     app.include_router(archive.documents_api.public)
+    app.include_router(archive.sealing_api.router)
     return app
 
 

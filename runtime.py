@@ -22,10 +22,12 @@ from access_control.guard import Guard
 from access_control.identity import Actor, Passwords, Throttle
 from access_control.policy import Policy
 from access_control.regions import RegionTree
+from access_control.sealed import SealedDesk
 from access_control.users import UserAdmin
 from archive.blobstore import FilesystemBlobStore
 from archive.documents import DocumentService
 from archive.records import Archive
+from archive.sealing import Sealing
 from core import crypto
 from core.db import Database, new_id, utcnow
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
@@ -75,6 +77,8 @@ class Runtime:
             pool=shared_pool(s.render_workers), base_url=s.public_base_url, db=self.db, audit=self.audit,
             archive=self.archive,
         )
+        self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s)
+        self.sealing = Sealing(vault=self.vault, blobs=self.blobs, documents=self.documents, desk=self.sealed)
 
     def _load_signer(self) -> crypto.SigningKey | None:
         path = self.settings.effective_audit_signing_key_file

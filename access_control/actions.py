@@ -41,6 +41,18 @@ class Action(StrEnum):
     DOCUMENT_PREFILL = "documents:fields:prefill"
     DOCUMENT_VERIFY = "documents:document:verify"
     DOCUMENT_PRINT = "documents:batch:print"
+    # sealed juvenile records
+    RECORD_SEAL = "sealed:record:seal"
+    RECORD_UNSEAL = "sealed:record:unseal"
+    SEALED_APPLY = "sealed:request:create"
+    SEALED_READ = "sealed:request:read"
+    SEALED_LIST = "sealed:request:list"
+    SEALED_DECIDE = "sealed:request:decide"
+    SEALED_REVOKE = "sealed:request:revoke"
+    SEALED_RECORDS = "sealed:grant:read"
+    SEALED_REPLY = "sealed:reply:issue"
+    SEALED_REPLY_READ = "sealed:reply:read"
+    DISCLOSURE_LIST = "sealed:disclosure:list"
     # case files
     HOUSEHOLD_CREATE = "archive:household:create"
     HOUSEHOLD_READ = "archive:household:read"

@@ -39,13 +39,28 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.ADMIN: frozenset(
         {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.ORG_LIST}
     ),
-    Role.REQUESTER: frozenset(),
-    Role.CUSTODIAN: frozenset(_DOCS_ISSUE | _DOCS_READ),
+    # Requesters read sealed documents only through a grant (Resource.sealed + grant).
+    Role.REQUESTER: frozenset(
+        {A.SEALED_APPLY, A.SEALED_READ, A.SEALED_LIST, A.SEALED_RECORDS, A.SEALED_REPLY_READ, A.RECORD_SEAL,
+         A.DOCUMENT_READ, A.DOCUMENT_DOWNLOAD}
+    ),
+    Role.CUSTODIAN: frozenset(
+        _DOCS_ISSUE | _DOCS_READ
+        | {A.SEALED_READ, A.SEALED_LIST, A.SEALED_DECIDE, A.SEALED_REVOKE, A.SEALED_REPLY, A.SEALED_REPLY_READ,
+           A.RECORD_SEAL, A.RECORD_UNSEAL, A.DISCLOSURE_LIST}
+    ),
     # Auditors read and verify the whole log (it holds no personal data) and no case content.
     Role.AUDITOR: frozenset(
         {A.AUDIT_EVENTS_READ, A.AUDIT_EVENTS_EXPORT, A.AUDIT_VERIFY, A.AUDIT_CHECKPOINT_CREATE,
-         A.AUDIT_PROOF_READ, A.AUDIT_ANOMALIES_READ} | _DOCS_ISSUE | _DOCS_READ
+         A.AUDIT_PROOF_READ, A.AUDIT_ANOMALIES_READ, A.DISCLOSURE_LIST} | _DOCS_ISSUE | _DOCS_READ
     ),
+}
+
+
+# Some grants hold only for certain organisation types: courts seal records, other
+# requesters (procuratorate, police) only apply.
+ORG_TYPE_LIMITS: dict[tuple[Role, Action], frozenset[str]] = {
+    (Role.REQUESTER, A.RECORD_SEAL): frozenset({"court"}),
 }
 
 
@@ -62,6 +77,12 @@ class Resource:
     # If set, the actor needs one of these roles too (e.g. the roles that may
     # issue or read one kind of document).
     required_roles: frozenset[str] | None = None
+    # The user a record belongs to (e.g. a sealed-record application's requester):
+    # that user passes the ``required_roles`` test.
+    owner_id: str | None = None
+    # A sealed record: readable only through an active grant, named here.
+    sealed: bool = False
+    grant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +101,9 @@ class Policy:
             return "everyone"
         for role in actor.roles:
             if action in PERMISSIONS.get(Role(role), frozenset()):
-                return role
+                limit = ORG_TYPE_LIMITS.get((Role(role), action))
+                if limit is None or actor.org_type in limit:
+                    return role
         return None
 
     def decide(self, actor: Actor, action: Action, resource: Resource | None = None) -> Decision:
@@ -88,10 +111,18 @@ class Policy:
         role = self.granting_role(actor, action)
         if role is None:
             return Decision(False, f"role:none_grants:{action.value}")
-        if resource is not None and resource.required_roles is not None:
+        if resource is not None and resource.sealed:
+            # Sealed content: the grant is the only way in; no role or region suffices.
+            if resource.grant is None:
+                return Decision(False, "sealed:no_grant", hidden=True)
+            return Decision(True, f"sealed:grant:{resource.grant}")
+        owner = resource is not None and resource.owner_id is not None and resource.owner_id == actor.user_id
+        if resource is not None and resource.required_roles is not None and not owner:
             if not set(actor.roles) & resource.required_roles:
                 return Decision(False, f"role:not_for_{resource.kind}", hidden=resource.existing)
             role = next(r for r in actor.roles if r in resource.required_roles)
+        if owner:
+            role = f"{role}+owner"
         if resource is not None and resource.region_code is not None:
             if resource.region_code not in self.regions:
                 return Decision(False, "region:unknown", hidden=resource.existing)

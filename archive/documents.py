@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from access_control.guard import Guard
 from access_control.identity import Actor, Org, OrgType
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
+from access_control.sealed import SealedDesk, SealedRequest
 from archive import numbering
 from archive import prefill as P
 from archive.blobstore import BlobNotFound, BlobStore
@@ -122,6 +124,8 @@ class DocumentService:
     def __init__(self, *, vault: Vault, ring: KeyRing, regions: RegionTree, blobs: BlobStore, pool: RenderPool,
                  base_url: str, db: Database, audit: AuditLog, archive: Archive):
         self.archive = archive
+        # Set by archive.sealing: stamps a sealed document for its granted requester.
+        self.releaser: Callable[[Guard, Document, DocumentVersion, SealedRequest], bytes] | None = None
         self.vault = vault
         self.ring = ring
         self.regions = regions
@@ -291,20 +295,34 @@ class DocumentService:
 
     # read -----------------------------------------------------------------------------
 
-    def _load(self, g: Guard, doc_id: str, action: Action, *, read: bool) -> tuple[Document, K.DocKind]:
+    def _load(self, g: Guard, doc_id: str, action: Action, *, read: bool
+              ) -> tuple[Document, K.DocKind, SealedRequest | None]:
+        """A document the caller may act on; a sealed one only through the caller's active grant."""
         if not g.decide(action).allowed:
             g.authorize(action, Resource("document", doc_id[:64]))
         doc = g.session.get(Document, doc_id)
         kind = K.get(doc.kind) if doc else None
-        if doc is None or doc.sealed or kind is None:
+        if doc is None or kind is None:
             g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
                                 resource_kind="document", resource_id=doc_id[:64]))
             g.commit()
             raise NotFound()
+        grant = None
+        if doc.sealed:
+            if action in (Action.DOCUMENT_READ, Action.DOCUMENT_DOWNLOAD):
+                grant = SealedDesk.active_grant(g.session, user_id=g.actor.user_id, record_id=doc.id, now=g.now)
+            details: dict[str, Any] = {"kind": doc.kind}
+            if grant is not None:
+                details.update(case_number=grant.case_number, legal_basis=grant.legal_basis)
+            # A sealed document without a grant is answered exactly like a missing one.
+            g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True,
+                                         grant=grant.id if grant else None),
+                        subjects=list(doc.subject_hashes or []), details=details, commit=read)
+            return doc, kind, grant
         roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else self.readers(kind)
         g.authorize(action, Resource("document", doc.id, doc.region_code, required_roles=roles),
                     subjects=list(doc.subject_hashes or []), details={"kind": doc.kind}, commit=read)
-        return doc, kind
+        return doc, kind, None
 
     def _versions(self, g: Guard, doc: Document) -> list[DocumentVersion]:
         return list(g.session.scalars(
@@ -323,14 +341,16 @@ class DocumentService:
         )
 
     def read(self, g: Guard, doc_id: str) -> DocumentPublic:
-        doc, kind = self._load(g, doc_id, Action.DOCUMENT_READ, read=True)
+        doc, kind, _grant = self._load(g, doc_id, Action.DOCUMENT_READ, read=True)
         return self._public(g, doc, kind)
 
     def pdf(self, g: Guard, doc_id: str, version: int | None = None) -> tuple[bytes, DocumentVersion]:
-        doc, _kind = self._load(g, doc_id, Action.DOCUMENT_DOWNLOAD, read=True)
+        doc, _kind, grant = self._load(g, doc_id, Action.DOCUMENT_DOWNLOAD, read=True)
         v = g.session.get(DocumentVersion, (doc.id, version or doc.current_version))
         if v is None:
             raise NotFound("该版本不存在。")
+        if grant is not None and self.releaser is not None:
+            return self.releaser(g, doc, v, grant), v
         return self.open_version(g, doc, v), v
 
     def open_version(self, g: Guard, doc: Document, v: DocumentVersion) -> bytes:
@@ -347,13 +367,18 @@ class DocumentService:
 
     def fields_of(self, g: Guard, doc: Document, v: DocumentVersion) -> dict[str, Any]:
         data = self.vault.open_json(g.session, v.fields_payload, doc.dek_id, kind="document_fields",
-                                    record_id=doc.id, version=v.version)
+                                    record_id=doc.id, version=v.version, sealed=doc.sealed)
         return dict(data["fields"])
 
     # corrections -----------------------------------------------------------------------
 
     def new_version(self, g: Guard, doc_id: str, req: VersionRequest) -> DocumentIssued:
-        doc, kind = self._load(g, doc_id, Action.DOCUMENT_CORRECT, read=False)
+        doc, kind, _grant = self._load(g, doc_id, Action.DOCUMENT_CORRECT, read=False)
+        if doc.sealed:
+            raise NotFound()
+        # Concurrent corrections queue on the document row, and each then numbers its version after
+        # the one committed before it (not after the stale current_version read in _load).
+        g.session.refresh(doc, with_for_update=True)
         fields = self.validate_fields(kind, req.fields)
         org = g.session.get(Org, doc.issuer_org_id)
         assert org is not None
@@ -461,6 +486,8 @@ class DocumentService:
             select(model).join(Region, Region.code == model.region_code)
             .where(Region.path.startswith(node.path, autoescape=True), model.sealed.is_(False))
             .order_by(model.region_code, model.id)))
+        if not rows:  # the renderer refuses an empty set: say so, not a traceback
+            raise InvalidInput.one("region", "该区域内没有可打印的档案")
         org = self._org(g)
         year = g.now.astimezone(LOCAL_TZ).year
         subjects = [self._subject(g, kind, r.id, Action.DOCUMENT_PRINT) for r in rows]

@@ -112,3 +112,42 @@ class NumberCounter(Base):
     issuer_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
     year: Mapped[int] = mapped_column(primary_key=True)
     last_serial: Mapped[int] = mapped_column(default=0)
+
+
+class SealedRecord(Base):
+    """A sealed juvenile record (a minor and its case documents, or one document).
+
+    ``subject_hash`` is the keyed hash of the minor's ID number, kept here rather
+    than on the minor, so duplicate checks and lookups never see a sealed person.
+    """
+
+    __tablename__ = "sealed_records"
+
+    record_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    record_kind: Mapped[str] = mapped_column(String(20))
+    subject_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
+    legal_basis: Mapped[str] = mapped_column(String(200))
+    case_number: Mapped[str] = mapped_column(String(80))
+    sealed_by: Mapped[str] = mapped_column(String(40))
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))  # sealed | unsealed
+    unsealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    unsealed_by: Mapped[str | None] = mapped_column(String(40))
+    unseal_basis: Mapped[str | None] = mapped_column(String(200))
+
+
+class Disclosure(Base):
+    """The disclosure register: every stamped copy of a sealed record, to whom, when, its hash."""
+
+    __tablename__ = "disclosures"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("sealed_requests.id"), index=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    version: Mapped[int] = mapped_column()
+    requester_id: Mapped[str] = mapped_column(String(40))
+    requester_org_id: Mapped[str] = mapped_column(String(40))
+    released_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    stamped_sha256: Mapped[str] = mapped_column(String(64))

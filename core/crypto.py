@@ -358,26 +358,28 @@ class KeyRing:
         return os.urandom(self.suite.key_bytes)
 
     def wrap_data_key(
-        self, dek: bytes, *, dek_id: str, kek_id: str | None = None
+        self, dek: bytes, *, dek_id: str, kek_id: str | None = None, purpose: str = "dek"
     ) -> WrappedKey:
+        """Wrap a data key. ``purpose`` is ``dek``, or ``sealed-dek`` for sealed records, whose
+        keys therefore never unwrap through the ordinary path."""
         kid = kek_id or self.current_kek_id
         kek, suite = self._kek(kid)
-        env = seal(kek, dek, suite=suite, key_id=kid, context={"purpose": "dek", "dek_id": dek_id})
+        env = seal(kek, dek, suite=suite, key_id=kid, context={"purpose": purpose, "dek_id": dek_id})
         return WrappedKey(kid, env)
 
-    def unwrap_data_key(self, wrapped: WrappedKey, *, dek_id: str) -> bytes:
+    def unwrap_data_key(self, wrapped: WrappedKey, *, dek_id: str, purpose: str = "dek") -> bytes:
         head = parse_header(wrapped.wrapped)
         if head.key_id != wrapped.kek_id:
             raise DecryptionError()
         kek, suite = self._kek(wrapped.kek_id)
         if head.suite.id != suite.id:
             raise DecryptionError()
-        return open_envelope(kek, wrapped.wrapped, context={"purpose": "dek", "dek_id": dek_id})
+        return open_envelope(kek, wrapped.wrapped, context={"purpose": purpose, "dek_id": dek_id})
 
-    def rewrap(self, wrapped: WrappedKey, *, dek_id: str, to_kek: str) -> WrappedKey:
+    def rewrap(self, wrapped: WrappedKey, *, dek_id: str, to_kek: str, purpose: str = "dek") -> WrappedKey:
         """Re-wrap a data key under another KEK; the payload it protects is untouched."""
-        dek = self.unwrap_data_key(wrapped, dek_id=dek_id)
-        return self.wrap_data_key(dek, dek_id=dek_id, kek_id=to_kek)
+        dek = self.unwrap_data_key(wrapped, dek_id=dek_id, purpose=purpose)
+        return self.wrap_data_key(dek, dek_id=dek_id, kek_id=to_kek, purpose=purpose)
 
 
 def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:

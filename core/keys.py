@@ -22,6 +22,8 @@ from core import crypto
 from core.db import Base, Database, UTCDateTime, new_id, utcnow
 from core.errors import Gone, IntegrityFailure
 
+SEALED_DEK = "sealed-dek"
+
 
 class KeyEncryptionKey(Base):
     __tablename__ = "key_encryption_keys"
@@ -44,6 +46,8 @@ class DataKey(Base):
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     shredded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # "dek", or "sealed-dek" for sealed juvenile records: bound into the wrapping.
+    purpose: Mapped[str] = mapped_column(String(16), default="dek", server_default="dek")
 
 
 class DbKekStore(crypto.KekStore):
@@ -120,7 +124,8 @@ def rotate(
                 break
             for row in rows:
                 assert row.wrapped is not None
-                w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=new_kek)
+                w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=new_kek,
+                                purpose=row.purpose)
                 row.kek_id, row.wrapped = w.kek_id, w.wrapped
             s.commit()
             done += len(rows)
@@ -161,7 +166,8 @@ def retire(db: Database, ring: crypto.KeyRing, kek_id: str) -> int:
             select(DataKey).where(DataKey.kek_id == kek_id, DataKey.wrapped.is_not(None))
         ):
             assert row.wrapped is not None
-            w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=current)
+            w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=current,
+                        purpose=row.purpose)
             row.kek_id, row.wrapped = w.kek_id, w.wrapped
             moved += 1
         kek.state, kek.wrapped, kek.retired_at = "retired", None, utcnow()
@@ -202,10 +208,13 @@ class Vault:
     def __init__(self, ring: crypto.KeyRing):
         self.ring = ring
 
-    def new_data_key(self, session: Session, *, owner_kind: str, owner_id: str) -> tuple[str, bytes]:
+    def new_data_key(
+        self, session: Session, *, owner_kind: str, owner_id: str, sealed: bool = False
+    ) -> tuple[str, bytes]:
         dek_id = new_id("dk")
         dek = self.ring.new_data_key()
-        wrapped = self.ring.wrap_data_key(dek, dek_id=dek_id, kek_id=self._live_kek(session))
+        purpose = SEALED_DEK if sealed else "dek"
+        wrapped = self.ring.wrap_data_key(dek, dek_id=dek_id, kek_id=self._live_kek(session), purpose=purpose)
         session.add(
             DataKey(
                 id=dek_id,
@@ -214,6 +223,7 @@ class Vault:
                 kek_id=wrapped.kek_id,
                 wrapped=wrapped.wrapped,
                 created_at=utcnow(),
+                purpose=purpose,
             )
         )
         session.flush()  # the key row must exist before the record that points at it
@@ -237,14 +247,17 @@ class Vault:
             self.ring.refresh()
         raise crypto.KeyUnavailableError("no active key-encryption key")
 
-    def data_key(self, session: Session, dek_id: str) -> bytes:
+    def data_key(self, session: Session, dek_id: str, *, sealed: bool = False) -> bytes:
+        """A record's data key; a sealed record's key opens only when ``sealed`` is asked for."""
         row = session.get(DataKey, dek_id)
         if row is None:
             raise IntegrityFailure()
         if row.wrapped is None:
             raise Gone()
+        purpose = SEALED_DEK if sealed else "dek"
         try:
-            return self.ring.unwrap_data_key(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=dek_id)
+            return self.ring.unwrap_data_key(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=dek_id,
+                                             purpose=purpose)
         except (crypto.DecryptionError, crypto.KeyUnavailableError) as exc:
             raise IntegrityFailure() from exc
 
@@ -277,7 +290,7 @@ class Vault:
         self, session: Session, envelope: bytes, dek_id: str, *, kind: str, record_id: str, version: int,
         sealed: bool = False,
     ) -> dict[str, Any]:
-        dek = self.data_key(session, dek_id)
+        dek = self.data_key(session, dek_id, sealed=sealed)
         ctx = self.payload_context(kind=kind, record_id=record_id, version=version, sealed=sealed)
         try:
             plaintext = crypto.open_envelope(dek, envelope, context=ctx, key_id=dek_id)
@@ -296,12 +309,17 @@ class Vault:
         self, session: Session, envelope: bytes, dek_id: str, *, kind: str, record_id: str, version: int,
         sealed: bool = False,
     ) -> bytes:
-        dek = self.data_key(session, dek_id)
+        dek = self.data_key(session, dek_id, sealed=sealed)
         ctx = self.payload_context(kind=kind, record_id=record_id, version=version, sealed=sealed)
         try:
             return crypto.open_envelope(dek, envelope, context=ctx, key_id=dek_id)
         except crypto.DecryptionError as exc:
             raise IntegrityFailure() from exc
+
+    @staticmethod
+    def shred_key(session: Session, dek_id: str) -> None:
+        """Destroy one data key (after its record was re-encrypted under another)."""
+        session.execute(update(DataKey).where(DataKey.id == dek_id).values(wrapped=None, shredded_at=utcnow()))
 
     @staticmethod
     def shred(session: Session, *, owner_id: str) -> int:

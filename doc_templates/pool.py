@@ -39,6 +39,10 @@ def _render(kind: str, fields: dict[str, Any], meta: DocumentMeta) -> bytes:
     return _local().pdf(k, k.validate(fields), meta)
 
 
+def _stamp(pdf: bytes, lines: list[str]) -> bytes:
+    return _local().stamp(pdf, lines)
+
+
 def _render_many(items: list[tuple[str, dict[str, Any], DocumentMeta]]) -> bytes:
     renderer = _local()
     return renderer.batch([(KINDS[k], KINDS[k].validate(f), m) for k, f, m in items])
@@ -102,6 +106,12 @@ class RenderPool:
         if self.workers == 0:
             return _render_many(items)
         return self._run(timeout, _render_many, items)
+
+    def stamp(self, pdf: bytes, lines: list[str], *, timeout: float = 120) -> bytes:
+        """Print ``lines`` in the top margin of every page of ``pdf``."""
+        if self.workers == 0:
+            return _stamp(pdf, lines)
+        return self._run(timeout, _stamp, pdf, lines)
 
     def warm(self) -> None:
         """Start the workers now rather than on the first request."""

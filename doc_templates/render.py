@@ -220,6 +220,30 @@ class Renderer:
         pages = [page for doc in docs for page in doc.pages]
         return self._write(docs[0].copy(pages)), [self._write(d) for d in docs] if parts else []
 
+    def stamp(self, pdf: bytes, lines: Sequence[str]) -> bytes:
+        """``pdf`` with ``lines`` printed in red in the top margin of every page (sealed releases)."""
+        import io
+        import logging
+
+        from pypdf import PdfReader, PdfWriter
+
+        # pypdf warns about WeasyPrint's (valid) cross-reference layout; nothing to act on.
+        logging.getLogger("pypdf").setLevel(logging.ERROR)
+        from weasyprint import HTML
+
+        self.check_glyphs({"stamp": list(lines)}, DocumentMeta(kind="", kind_title="", issuer="", doc_number="",
+                                                               issued_on=date.today()))
+        html = self.env.get_template("stamp.html.j2").render(lines=lines)
+        overlay = PdfReader(io.BytesIO(HTML(string=html, base_url=str(HERE)).write_pdf(
+            stylesheets=[self.css], font_config=self.font_config))).pages[0]
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+        for page in writer.pages:
+            page.merge_page(overlay)
+        writer.add_metadata({"/Title": "封存记录（依法提供）", "/Producer": "Shouhu 守护"})
+        out = io.BytesIO()
+        writer.write(out)
+        return out.getvalue()
+
     @staticmethod
     def _write(document: Any) -> bytes:
         out: bytes = document.write_pdf(pdf_variant=PDF_VARIANT)

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 import access_control.audit  # noqa: F401  (register tables on Base.metadata)
 import access_control.identity  # noqa: F401
 import access_control.regions  # noqa: F401
+import access_control.sealed  # noqa: F401
 import archive.models  # noqa: F401
 import core.keys  # noqa: F401
 from core.db import Base

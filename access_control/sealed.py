@@ -1,0 +1,258 @@
+"""Sealed juvenile records: applications, decisions, time-boxed grants (DOMAIN.md).
+
+A requester from an entitled organisation (court, procuratorate, police by
+default) applies in writing with case number, legal basis, purpose and the
+subject's name and ID number. A custodian decides within the deadline; nobody
+decides their own application or one from their own organisation. An approval
+grants the subject's sealed records until ``expires_at``; a grant can be
+revoked. Nothing a requester sees depends on whether the subject has a sealed
+record: the application, its status and the reply read the same either way.
+
+Which records a subject has is the archive's business: ``find_records`` is
+injected by the archive layer (access_control never imports archive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, or_, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from access_control.actions import Action
+from access_control.audit import EventDraft
+from access_control.guard import Guard
+from access_control.policy import Resource
+from core.crypto import KeyRing
+from core.db import Base, UTCDateTime, new_id
+from core.errors import Conflict, Forbidden, NotFound
+from core.fields import IdNumber, Name, Text, normalize_id_number
+from core.keys import Vault
+from core.settings import Settings
+
+
+class SealedRequest(Base):
+    __tablename__ = "sealed_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    requester_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    requester_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    entitled: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | approved | denied | revoked
+    case_number: Mapped[str] = mapped_column(String(80))
+    legal_basis: Mapped[str] = mapped_column(String(200))
+    subject_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # purpose and the subject's name and ID number, sealed with the request's data key
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_by: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(40))
+    decision_reason: Mapped[str | None] = mapped_column(String(300))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reply_document_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class SealedGrant(Base):
+    """One record an approved request may read, while the request's grant lasts."""
+
+    __tablename__ = "sealed_grants"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("sealed_requests.id"), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+    record_kind: Mapped[str] = mapped_column(String(20))
+
+
+class SubjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Name = Field(title="被查询人姓名")
+    id_number: IdNumber = Field(title="被查询人公民身份号码")
+
+
+class SealedRequestCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    case_number: str = Field(min_length=1, max_length=80, title="案号")
+    legal_basis: str = Field(min_length=1, max_length=200, title="法律依据")
+    purpose: Text = Field(min_length=1, title="查询用途")
+    subject: SubjectIn
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    decision: Literal["approve", "deny"]
+    reason: str = Field(min_length=1, max_length=300, title="理由")
+    expires_at: datetime | None = Field(None, description="When the grant ends (default: the configured term)")
+
+
+class Revocation(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=300)
+
+
+CUSTODIANS = frozenset({"custodian"})
+FindRecords = Callable[[Session, str], list[tuple[str, str]]]
+
+
+class SealedDesk:
+    def __init__(self, *, vault: Vault, ring: KeyRing, settings: Settings, find_records: FindRecords | None = None):
+        self.vault = vault
+        self.ring = ring
+        self.decision_days = settings.sealed_decision_days
+        self.grant_days = settings.sealed_grant_days
+        self.entitled_types = frozenset(t.strip() for t in settings.sealed_entitled_org_types.split(",") if t.strip())
+        self.find_records = find_records
+
+    def subject_hash(self, id_number: str) -> str:
+        return self.ring.keyed_hash("id_number", normalize_id_number(id_number))
+
+    @staticmethod
+    def status(req: SealedRequest, now: datetime) -> str:
+        if req.status == "approved" and req.expires_at is not None and req.expires_at <= now:
+            return "expired"
+        if req.status == "pending" and req.due_by < now:
+            return "overdue"
+        return req.status
+
+    def _details(self, req: SealedRequest, **extra: Any) -> dict[str, Any]:
+        return {"case_number": req.case_number, "legal_basis": req.legal_basis, **extra}
+
+    def public(self, g: Guard, req: SealedRequest, *, full: bool) -> dict[str, Any]:
+        """The request as its requester (or a custodian, ``full``) sees it."""
+        data = self.vault.open_json(g.session, req.payload, req.dek_id, kind="sealed_request", record_id=req.id,
+                                    version=1)
+        out: dict[str, Any] = {
+            "id": req.id, "status": self.status(req, g.now), "due_by": req.due_by, "created_at": req.created_at,
+            "case_number": req.case_number, "legal_basis": req.legal_basis, "purpose": data["purpose"],
+            "subject": data["subject"], "decided_at": req.decided_at, "reason": req.decision_reason,
+            "expires_at": req.expires_at, "reply_document_id": req.reply_document_id,
+        }
+        if full:
+            out["requester_id"] = req.requester_id
+            out["requester_org_id"] = req.requester_org_id
+            out["entitled"] = req.entitled
+        return out
+
+    # applying --------------------------------------------------------------------------
+
+    def apply(self, g: Guard, body: SealedRequestCreate) -> dict[str, Any]:
+        """File an application. Its answer never depends on what the archive holds."""
+        rid = new_id("sq")
+        subject_hash = self.subject_hash(body.subject.id_number)
+        g.authorize(Action.SEALED_APPLY, Resource("sealed_request", rid, existing=False), subjects=[subject_hash],
+                    details={"case_number": body.case_number, "legal_basis": body.legal_basis})
+        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="sealed_request", owner_id=rid)
+        payload = {"purpose": body.purpose, "subject": body.subject.model_dump()}
+        req = SealedRequest(
+            id=rid, requester_id=g.actor.user_id, requester_org_id=g.actor.org_id,
+            entitled=g.actor.org_type in self.entitled_types, status="pending", case_number=body.case_number,
+            legal_basis=body.legal_basis, subject_hash=subject_hash,
+            payload=self.vault.seal_json(dek, dek_id, payload, kind="sealed_request", record_id=rid, version=1),
+            dek_id=dek_id, created_at=g.now, due_by=g.now + timedelta(days=self.decision_days),
+        )
+        g.session.add(req)
+        g.commit()
+        return {"id": rid, "status": "pending", "due_by": req.due_by, "created_at": req.created_at}
+
+    def _load(self, g: Guard, rid: str, action: Action, *, read: bool, own_only: bool = False) -> SealedRequest:
+        """A request the caller may see: its requester, or (unless ``own_only``) a custodian; else 404."""
+        if not g.decide(action).allowed:
+            g.authorize(action, Resource("sealed_request", rid[:64]))
+        req = g.session.get(SealedRequest, rid)
+        if req is None:
+            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
+                                resource_kind="sealed_request", resource_id=rid[:64]))
+            g.commit()
+            raise NotFound()
+        parties = frozenset() if own_only else CUSTODIANS
+        g.authorize(action, Resource("sealed_request", req.id, required_roles=parties, owner_id=req.requester_id),
+                    subjects=[req.subject_hash], details=self._details(req), commit=read)
+        return req
+
+    def get(self, g: Guard, rid: str) -> dict[str, Any]:
+        req = self._load(g, rid, Action.SEALED_READ, read=True)
+        return self.public(g, req, full="custodian" in g.actor.roles)
+
+    def list(self, g: Guard, *, status: str | None) -> dict[str, Any]:
+        custodian = "custodian" in g.actor.roles
+        g.authorize(Action.SEALED_LIST, Resource("sealed_request"), details={"status": status}, commit=True)
+        q = select(SealedRequest)
+        if not custodian:
+            q = q.where(SealedRequest.requester_id == g.actor.user_id)
+        if status == "overdue":
+            q = q.where(SealedRequest.status == "pending", SealedRequest.due_by < g.now)
+        elif status == "expired":
+            q = q.where(SealedRequest.status == "approved", SealedRequest.expires_at <= g.now)
+        elif status == "approved":
+            q = q.where(SealedRequest.status == "approved",
+                        or_(SealedRequest.expires_at.is_(None), SealedRequest.expires_at > g.now))
+        elif status:
+            q = q.where(SealedRequest.status == status)
+        rows = g.session.scalars(q.order_by(SealedRequest.due_by, SealedRequest.id).limit(500))
+        return {"items": [self.public(g, r, full=custodian) for r in rows], "next_cursor": None}
+
+    # deciding ----------------------------------------------------------------------------
+
+    def decide(self, g: Guard, rid: str, body: Decision) -> dict[str, Any]:
+        req = self._load(g, rid, Action.SEALED_DECIDE, read=False)
+        if req.requester_id == g.actor.user_id:
+            raise Forbidden("sealed:own_request", "不能审批本人提出的申请。")
+        if req.requester_org_id == g.actor.org_id:
+            raise Forbidden("sealed:same_org", "不能审批本单位提出的申请。")
+        if req.status != "pending":
+            raise Conflict("该申请已经处理。", details={"field": "decision", "status": req.status})
+        if body.decision == "approve" and not req.entitled:
+            raise Conflict("申请单位无权依法查询封存记录，只能不予批准。",
+                           details={"field": "decision", "rule": "sealed:requester_not_entitled"})
+        req.decided_at, req.decided_by, req.decision_reason = g.now, g.actor.user_id, body.reason
+        if body.decision == "approve":
+            expires = body.expires_at or g.now + timedelta(days=self.grant_days)
+            if expires <= g.now:
+                raise Conflict("授权到期时间应晚于现在。", details={"field": "expires_at"})
+            req.status, req.expires_at = "approved", expires
+            records = self.find_records(g.session, req.subject_hash) if self.find_records else []
+            g.session.add_all(SealedGrant(request_id=req.id, record_id=rec_id, record_kind=kind)
+                              for kind, rec_id in records)
+        else:
+            req.status = "denied"
+        g.session.flush()
+        g.commit()
+        return self.public(g, req, full=True)
+
+    def revoke(self, g: Guard, rid: str, body: Revocation) -> dict[str, Any]:
+        req = self._load(g, rid, Action.SEALED_REVOKE, read=False)
+        if req.status != "approved" or (req.expires_at is not None and req.expires_at <= g.now):
+            raise Conflict("只能撤销仍然有效的授权。", details={"field": "status"})
+        req.status, req.revoked_at = "revoked", g.now
+        req.decision_reason = f"{req.decision_reason or ''}；撤销：{body.reason}"[:300]
+        g.commit()
+        return self.public(g, req, full=True)
+
+    # grants ----------------------------------------------------------------------------------
+
+    def granted_records(self, g: Guard, rid: str) -> list[tuple[str, str]]:
+        """(kind, id) of what an active grant covers; 404 once it has ended."""
+        req = self._load(g, rid, Action.SEALED_RECORDS, read=True, own_only=True)
+        if self.status(req, g.now) != "approved":
+            raise NotFound("授权不存在或已失效。")
+        rows = g.session.execute(select(SealedGrant.record_kind, SealedGrant.record_id)
+                                 .where(SealedGrant.request_id == req.id).order_by(SealedGrant.record_id))
+        return [(k, i) for k, i in rows]
+
+    @staticmethod
+    def active_grant(session: Session, *, user_id: str, record_id: str, now: datetime) -> SealedRequest | None:
+        """The approved, unexpired, unrevoked request of ``user_id`` that covers ``record_id``."""
+        return session.scalars(
+            select(SealedRequest).join(SealedGrant, SealedGrant.request_id == SealedRequest.id)
+            .where(SealedGrant.record_id == record_id, SealedRequest.requester_id == user_id,
+                   SealedRequest.status == "approved", SealedRequest.expires_at > now)
+            .order_by(SealedRequest.expires_at.desc())
+        ).first()

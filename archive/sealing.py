@@ -1,0 +1,301 @@
+"""Sealing, unsealing and releasing juvenile criminal records (DOMAIN.md, "Sealed records").
+
+Sealing re-encrypts a record under a fresh data key of the ``sealed-dek``
+purpose, with the sealed flag in the associated data, and destroys the old key:
+the ordinary read path can no longer open it, and the record disappears from
+every list, count, search and duplicate check (its ID-number hash moves off the
+minor into ``sealed_records``). Unsealing needs a statutory cause and reverses
+it. While a grant lasts, its requester reads each granted document as a PDF
+stamped on every page; each stamped copy goes into the disclosure register.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from access_control.actions import Action
+from access_control.audit import EventDraft
+from access_control.guard import Guard
+from access_control.identity import Org, User
+from access_control.policy import Resource
+from access_control.sealed import SealedDesk, SealedGrant, SealedRequest
+from archive.blobstore import BlobStore
+from archive.documents import DocumentIssued, DocumentRequest, DocumentService
+from archive.models import Disclosure, Document, DocumentVersion, Minor, SealedRecord
+from core.crypto import sha256_hex
+from core.db import new_id
+from core.errors import Conflict, NotFound
+from core.keys import Vault
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+CONFIDENTIALITY = "依据《中华人民共和国刑事诉讼法》第二百八十六条，本件为依法提供的封存记录，仅限申请事项使用，不得泄露、复制或转交他人。"
+
+
+class SealBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    legal_basis: str = Field(min_length=1, max_length=200, title="法律依据")
+    case_number: str = Field(min_length=1, max_length=80, title="案号")
+
+
+class UnsealBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    legal_basis: str = Field(min_length=1, max_length=200, title="解除封存的法定事由")
+
+
+class Sealing:
+    def __init__(self, *, vault: Vault, blobs: BlobStore, documents: DocumentService, desk: SealedDesk):
+        self.vault = vault
+        self.blobs = blobs
+        self.documents = documents
+        self.desk = desk
+        desk.find_records = self.find_records
+        documents.releaser = self.release
+
+    # which records a subject has ----------------------------------------------------------
+
+    @staticmethod
+    def find_records(session: Session, subject_hash: str) -> list[tuple[str, str]]:
+        """The sealed documents of the person with this ID-number hash (what a grant names)."""
+        rows = session.execute(
+            select(SealedRecord.record_kind, SealedRecord.record_id)
+            .where(SealedRecord.subject_hash == subject_hash, SealedRecord.state == "sealed",
+                   SealedRecord.record_kind == "document")
+            .order_by(SealedRecord.record_id))
+        return [(k, i) for k, i in rows]
+
+    # sealing -------------------------------------------------------------------------------
+
+    def _target(self, g: Guard, record_id: str, action: Action) -> Minor | Document:
+        """A minor or document by id; unknown ids are logged and answered 404."""
+        if not g.decide(action).allowed:
+            g.authorize(action, Resource("record", record_id[:64]))
+        row: Minor | Document | None = g.session.get(Minor, record_id) or g.session.get(Document, record_id)
+        if row is None:
+            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
+                                resource_kind="record", resource_id=record_id[:64]))
+            g.commit()
+            raise NotFound()
+        return row
+
+    def seal(self, g: Guard, record_id: str, body: SealBody) -> dict[str, Any]:
+        row = self._target(g, record_id, Action.RECORD_SEAL)
+        kind = "minor" if isinstance(row, Minor) else "document"
+        subject_hash = self._subject_hash(g, row)
+        g.authorize(Action.RECORD_SEAL, Resource(kind, row.id, row.region_code),
+                    subjects=[subject_hash] if subject_hash else [],
+                    details={"case_number": body.case_number, "legal_basis": body.legal_basis})
+        if row.sealed:
+            raise Conflict("该记录已封存。", details={"field": "record_id"})
+        old_blobs: list[str] = []
+        sealed_ids: list[str] = []
+        if isinstance(row, Minor):
+            self._reseal_minor(g, row, sealed=True)
+            row.id_hash = None  # the person vanishes from duplicate checks and lookups
+            self._register(g, row.id, "minor", subject_hash, row.region_code, body)
+            sealed_ids.append(row.id)
+            docs = g.session.scalars(select(Document).where(Document.subject_id == row.id,
+                                                            Document.sealed.is_(False))).all()
+        else:
+            docs = [row]
+        for doc in docs:
+            old_blobs += self._reseal_document(g, doc, sealed=True)
+            self._register(g, doc.id, "document", subject_hash, doc.region_code, body)
+            sealed_ids.append(doc.id)
+        g.session.flush()
+        g.commit()
+        for key in old_blobs:  # only once the new ciphertexts are committed
+            self.blobs.delete(key)
+        return {"record_id": row.id, "record_kind": kind, "sealed": sealed_ids, "sealed_at": g.now}
+
+    def unseal(self, g: Guard, record_id: str, body: UnsealBody) -> dict[str, Any]:
+        row = self._target(g, record_id, Action.RECORD_UNSEAL)
+        kind = "minor" if isinstance(row, Minor) else "document"
+        reg = g.session.get(SealedRecord, row.id)
+        g.authorize(Action.RECORD_UNSEAL, Resource(kind, row.id, row.region_code),
+                    subjects=[reg.subject_hash] if reg and reg.subject_hash else [],
+                    details={"legal_basis": body.legal_basis, "case_number": reg.case_number if reg else None})
+        if not row.sealed or reg is None or reg.state != "sealed":
+            raise Conflict("该记录未封存。", details={"field": "record_id"})
+        old_blobs: list[str] = []
+        unsealed: list[str] = []
+        if isinstance(row, Minor):
+            self._reseal_minor(g, row, sealed=False)
+            taken = reg.subject_hash and g.session.scalar(select(Minor.id).where(Minor.id_hash == reg.subject_hash))
+            row.id_hash = None if taken else reg.subject_hash
+            self._unregister(g, reg, body)
+            unsealed.append(row.id)
+            docs = [d for d in g.session.scalars(select(Document).where(Document.subject_id == row.id,
+                                                                      Document.sealed.is_(True)))]
+        else:
+            docs = [row]
+        for doc in docs:
+            doc_reg = g.session.get(SealedRecord, doc.id)
+            old_blobs += self._reseal_document(g, doc, sealed=False)
+            if doc_reg is not None:
+                self._unregister(g, doc_reg, body)
+            unsealed.append(doc.id)
+        g.session.flush()
+        g.commit()
+        for key in old_blobs:
+            self.blobs.delete(key)
+        return {"record_id": row.id, "record_kind": kind, "unsealed": unsealed, "unsealed_at": g.now}
+
+    def _subject_hash(self, g: Guard, row: Minor | Document) -> str | None:
+        if isinstance(row, Minor):
+            return row.id_hash
+        if row.subject_kind == "minor" and row.subject_id:
+            minor = g.session.get(Minor, row.subject_id)
+            if minor is not None and minor.id_hash:
+                return minor.id_hash
+            reg = g.session.get(SealedRecord, row.subject_id)
+            if reg is not None:
+                return reg.subject_hash
+        return (row.subject_hashes or [None])[0]
+
+    def _register(self, g: Guard, record_id: str, kind: str, subject_hash: str | None, region: str,
+                  body: SealBody) -> None:
+        reg = g.session.get(SealedRecord, record_id)
+        if reg is None:
+            reg = SealedRecord(record_id=record_id)
+            g.session.add(reg)
+        reg.record_kind, reg.subject_hash, reg.region_code = kind, subject_hash, region
+        reg.legal_basis, reg.case_number = body.legal_basis, body.case_number
+        reg.sealed_by, reg.sealed_at, reg.state = g.actor.user_id, g.now, "sealed"
+        reg.unsealed_at = reg.unsealed_by = reg.unseal_basis = None
+
+    @staticmethod
+    def _unregister(g: Guard, reg: SealedRecord, body: UnsealBody) -> None:
+        reg.state, reg.unsealed_at, reg.unsealed_by, reg.unseal_basis = (
+            "unsealed", g.now, g.actor.user_id, body.legal_basis)
+
+    def _reseal_minor(self, g: Guard, row: Minor, *, sealed: bool) -> None:
+        data = self.vault.open_json(g.session, row.payload, row.dek_id, kind="minor", record_id=row.id,
+                                    version=row.version, sealed=row.sealed)
+        old = row.dek_id
+        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="minor", owner_id=row.id, sealed=sealed)
+        row.payload = self.vault.seal_json(dek, dek_id, data, kind="minor", record_id=row.id, version=row.version,
+                                           sealed=sealed)
+        row.dek_id, row.sealed = dek_id, sealed
+        self.vault.shred_key(g.session, old)
+
+    def _reseal_document(self, g: Guard, doc: Document, *, sealed: bool) -> list[str]:
+        """Re-encrypt every version under a new key; returns the blob keys to delete after commit."""
+        old_dek = doc.dek_id
+        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc.id, sealed=sealed)
+        suffix = "sealed" if sealed else "open"
+        stale: list[str] = []
+        for v in g.session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == doc.id)):
+            pdf = self.documents.open_version(g, doc, v)
+            fields = self.vault.open_json(g.session, v.fields_payload, old_dek, kind="document_fields",
+                                          record_id=doc.id, version=v.version, sealed=doc.sealed)
+            new_key = f"documents/{doc.id}/v{v.version}-{suffix}-{new_id('b')[2:]}"
+            self.blobs.put(new_key, self.vault.seal_bytes(dek, dek_id, pdf, kind="document", record_id=doc.id,
+                                                          version=v.version, sealed=sealed))
+            g.on_rollback(lambda key=new_key: self.blobs.delete(key))
+            stale.append(v.blob_key)
+            v.blob_key = new_key
+            v.fields_payload = self.vault.seal_json(dek, dek_id, fields, kind="document_fields", record_id=doc.id,
+                                                    version=v.version, sealed=sealed)
+        doc.dek_id, doc.sealed = dek_id, sealed
+        self.vault.shred_key(g.session, old_dek)
+        return stale
+
+    # release -------------------------------------------------------------------------------
+
+    def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest) -> bytes:
+        """The granted document stamped on every page; the copy is entered in the register."""
+        pdf = self.documents.open_version(g, doc, version)
+        requester = g.session.get(User, grant.requester_id)
+        org = g.session.get(Org, grant.requester_org_id)
+        at = g.now.astimezone(LOCAL_TZ)
+        lines = [
+            f"封存记录 依法提供  查询人：{requester.display_name if requester else g.actor.display_name}"
+            f"（{org.name if org else g.actor.org_name}）  申请编号：{grant.id}",
+            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{grant.case_number}",
+            CONFIDENTIALITY,
+        ]
+        stamped = self.documents.pool.stamp(pdf, lines)
+        g.session.add(Disclosure(
+            id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
+            requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
+            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped)))
+        g.commit()
+        return stamped
+
+    # replies ---------------------------------------------------------------------------------
+
+    def reply(self, g: Guard, rid: str) -> DocumentIssued:
+        """Issue the 犯罪记录封存查询结果告知书 for a decided application.
+
+        "Records provided" only for an approved, entitled application whose grant names
+        records; every other application, whatever the archive holds, gets the same
+        "no criminal record" reply.
+        """
+        req = self.desk._load(g, rid, Action.SEALED_REPLY, read=False)
+        status = self.desk.status(req, g.now)
+        if status in ("pending", "overdue"):
+            raise Conflict("申请尚未审批，不能出具告知书。", details={"field": "status"})
+        if req.reply_document_id:
+            raise Conflict("该申请已出具告知书。", details={"field": "reply_document_id"})
+        granted = g.session.scalar(select(SealedGrant.record_id).where(SealedGrant.request_id == req.id).limit(1))
+        data = self.vault.open_json(g.session, req.payload, req.dek_id, kind="sealed_request", record_id=req.id,
+                                    version=1)
+        org = g.session.get(Org, req.requester_org_id)
+        fields = {
+            "recipient": (org.name if org else "查询单位")[:60],
+            "request_reference": req.id,
+            "subject_name": data["subject"]["name"],
+            "subject_id_number": data["subject"]["id_number"],
+            "query_date": req.created_at.astimezone(LOCAL_TZ).date().isoformat(),
+            "result": "records_provided" if req.status == "approved" and req.entitled and granted else "no_record",
+        }
+        if fields["result"] == "records_provided":
+            fields["case_number"] = req.case_number
+        g.commit()  # the decision to reply was logged above; issuing logs its own event
+        issued = self.documents.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
+        req = g.session.get(SealedRequest, rid)
+        assert req is not None
+        req.reply_document_id = issued.id
+        g.commit()
+        return issued
+
+    def reply_pdf(self, g: Guard, rid: str) -> tuple[bytes, DocumentVersion]:
+        req = self.desk._load(g, rid, Action.SEALED_REPLY_READ, read=True)
+        if not req.reply_document_id:
+            raise NotFound("尚未出具告知书。")
+        doc = g.session.get(Document, req.reply_document_id)
+        assert doc is not None
+        v = g.session.get(DocumentVersion, (doc.id, doc.current_version))
+        assert v is not None
+        return self.documents.open_version(g, doc, v), v
+
+    def granted(self, g: Guard, rid: str) -> dict[str, Any]:
+        records = self.desk.granted_records(g, rid)
+        req = g.session.get(SealedRequest, rid)
+        items = []
+        for kind, rec_id in records:
+            doc = g.session.get(Document, rec_id) if kind == "document" else None
+            if doc is None or not doc.sealed:
+                continue
+            items.append({"record_kind": kind, "id": doc.id, "kind": doc.kind, "doc_number": doc.doc_number,
+                          "version": doc.current_version, "pdf": f"/api/v1/documents/{doc.id}/pdf"})
+        return {"request_id": rid, "expires_at": req.expires_at if req else None, "items": items}
+
+    def disclosures(self, g: Guard, *, request_id: str | None) -> dict[str, Any]:
+        g.authorize(Action.DISCLOSURE_LIST, Resource("disclosure"), details={"request_id": request_id}, commit=True)
+        q = select(Disclosure).order_by(Disclosure.released_at, Disclosure.id)
+        if request_id:
+            q = q.where(Disclosure.request_id == request_id)
+        return {"items": [
+            {"id": d.id, "request_id": d.request_id, "document_id": d.document_id, "version": d.version,
+             "requester_id": d.requester_id, "requester_org_id": d.requester_org_id, "released_at": d.released_at,
+             "source_sha256": d.source_sha256, "stamped_sha256": d.stamped_sha256}
+            for d in g.session.scalars(q.limit(1000))]}
+
