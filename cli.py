@@ -22,6 +22,7 @@ from access_control.audit import EventDraft
 from access_control.identity import Org, User, create_user, generate_password, revoke_all_tokens, system_actor
 from core import keys as keystore
 from core.db import new_id
+from core.outbox import enqueue
 from core.settings import ConfigError, Settings, new_master_key_text, write_key_file
 from runtime import Runtime, alembic_config
 
@@ -380,6 +381,9 @@ def keys_shred(
     with runtime() as rt:
         with rt.db.session() as s:
             count = keystore.Vault.shred(s, owner_id=record_id)
+            kind = {"mn": "minor", "hh": "household", "doc": "document"}.get(record_id.split("_", 1)[0])
+            if count and kind:
+                enqueue(s, kind, record_id)  # the indexer drops what can no longer be read
             s.commit()
         if not count:
             raise fail(f"没有记录 {record_id} 的可销毁密钥")

@@ -23,6 +23,7 @@ import access_control.audit_api
 import archive.api
 import archive.documents_api
 import archive.sealing_api
+import search.api
 from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError, field_errors
 from core.redact import safe_path
@@ -169,9 +170,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         scheduler = CheckpointSchedule(rt, settings.audit_checkpoint_interval_seconds)
         scheduler.start()
+        rt.indexer.start()  # drains what earlier runs left in the outbox, then keeps up
         try:
             yield
         finally:
+            rt.indexer.stop()
             scheduler.stop()
             if runtime is None:
                 rt.close()
@@ -270,6 +273,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(archive.documents_api.router)
     app.include_router(archive.documents_api.public)
     app.include_router(archive.sealing_api.router)
+    app.include_router(search.api.router)
     return app
 
 

@@ -33,6 +33,10 @@ from core.db import Database, new_id, utcnow
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
 from doc_templates.pool import shared_pool
+from search.analyzer import Analyzer
+from search.backends import SearchBackend, open_backend
+from search.indexer import Indexer, Sources
+from search.query import SearchService
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AUDIT_HASH_FOR_SUITE = {"aes": "sha256", "sm": "sm3"}
@@ -79,6 +83,33 @@ class Runtime:
         )
         self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s)
         self.sealing = Sealing(vault=self.vault, blobs=self.blobs, documents=self.documents, desk=self.sealed)
+        self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16))
+        self.sources = Sources(vault=self.vault, regions=self.regions)
+        self._backend: SearchBackend | None = None
+        self._indexer: Indexer | None = None
+        self._search: SearchService | None = None
+
+    # Search is opened on first use: most CLI commands never touch the index.
+    @property
+    def search_backend(self) -> SearchBackend:
+        if self._backend is None:
+            self._backend = open_backend(self.settings.search_backend, folder=self.settings.effective_search_index_dir,
+                                         db=self.db, key_check=self.analyzer.check_value())
+        return self._backend
+
+    @property
+    def indexer(self) -> Indexer:
+        if self._indexer is None:
+            self._indexer = Indexer(db=self.db, backend=self.search_backend, analyzer=self.analyzer,
+                                    sources=self.sources, regions=self.regions)
+        return self._indexer
+
+    @property
+    def search(self) -> SearchService:
+        if self._search is None:
+            self._search = SearchService(backend=self.search_backend, analyzer=self.analyzer, sources=self.sources,
+                                         ring=self.ring, regions=self.regions, documents=self.documents)
+        return self._search
 
     def _load_signer(self) -> crypto.SigningKey | None:
         path = self.settings.effective_audit_signing_key_file
@@ -166,5 +197,9 @@ class Runtime:
             return cp
 
     def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.stop()
+        if self._backend is not None:
+            self._backend.close()
         self.db.dispose()
 

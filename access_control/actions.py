@@ -53,6 +53,9 @@ class Action(StrEnum):
     SEALED_REPLY = "sealed:reply:issue"
     SEALED_REPLY_READ = "sealed:reply:read"
     DISCLOSURE_LIST = "sealed:disclosure:list"
+    # search
+    SEARCH = "search:index:query"
+    REINDEX = "search:index:rebuild"
     # case files
     HOUSEHOLD_CREATE = "archive:household:create"
     HOUSEHOLD_READ = "archive:household:read"

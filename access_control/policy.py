@@ -34,20 +34,20 @@ _CASE_READ = {A.HOUSEHOLD_READ, A.HOUSEHOLD_LIST, A.MINOR_READ, A.MINOR_LIST}
 _CASE_WRITE = {A.HOUSEHOLD_CREATE, A.HOUSEHOLD_UPDATE, A.MINOR_CREATE, A.MINOR_UPDATE}
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
-    Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE | _DOCS_ISSUE | _DOCS_READ | {A.DOCUMENT_PRINT}),
-    Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ),
+    Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE | _DOCS_ISSUE | _DOCS_READ | {A.DOCUMENT_PRINT, A.SEARCH}),
+    Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ | {A.SEARCH}),
     Role.ADMIN: frozenset(
         {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.ORG_LIST}
     ),
     # Requesters read sealed documents only through a grant (Resource.sealed + grant).
     Role.REQUESTER: frozenset(
         {A.SEALED_APPLY, A.SEALED_READ, A.SEALED_LIST, A.SEALED_RECORDS, A.SEALED_REPLY_READ, A.RECORD_SEAL,
-         A.DOCUMENT_READ, A.DOCUMENT_DOWNLOAD}
+         A.DOCUMENT_READ, A.DOCUMENT_DOWNLOAD, A.SEARCH}
     ),
     Role.CUSTODIAN: frozenset(
         _DOCS_ISSUE | _DOCS_READ
         | {A.SEALED_READ, A.SEALED_LIST, A.SEALED_DECIDE, A.SEALED_REVOKE, A.SEALED_REPLY, A.SEALED_REPLY_READ,
-           A.RECORD_SEAL, A.RECORD_UNSEAL, A.DISCLOSURE_LIST}
+           A.RECORD_SEAL, A.RECORD_UNSEAL, A.DISCLOSURE_LIST, A.SEARCH}
     ),
     # Auditors read and verify the whole log (it holds no personal data) and no case content.
     Role.AUDITOR: frozenset(

@@ -162,7 +162,8 @@ class SealedDesk:
         g.commit()
         return {"id": rid, "status": "pending", "due_by": req.due_by, "created_at": req.created_at}
 
-    def _load(self, g: Guard, rid: str, action: Action, *, read: bool, own_only: bool = False) -> SealedRequest:
+    def _load(self, g: Guard, rid: str, action: Action, *, read: bool, own_only: bool = False,
+              extra: dict[str, Any] | None = None) -> SealedRequest:
         """A request the caller may see: its requester, or (unless ``own_only``) a custodian; else 404."""
         if not g.decide(action).allowed:
             g.authorize(action, Resource("sealed_request", rid[:64]))
@@ -174,7 +175,7 @@ class SealedDesk:
             raise NotFound()
         parties = frozenset() if own_only else CUSTODIANS
         g.authorize(action, Resource("sealed_request", req.id, required_roles=parties, owner_id=req.requester_id),
-                    subjects=[req.subject_hash], details=self._details(req), commit=read)
+                    subjects=[req.subject_hash], details=self._details(req, **(extra or {})), commit=read)
         return req
 
     def get(self, g: Guard, rid: str) -> dict[str, Any]:
@@ -202,7 +203,8 @@ class SealedDesk:
     # deciding ----------------------------------------------------------------------------
 
     def decide(self, g: Guard, rid: str, body: Decision) -> dict[str, Any]:
-        req = self._load(g, rid, Action.SEALED_DECIDE, read=False)
+        # The event says what was decided (the free-text reason stays on the request: it may name people).
+        req = self._load(g, rid, Action.SEALED_DECIDE, read=False, extra={"decision": body.decision})
         if req.requester_id == g.actor.user_id:
             raise Forbidden("sealed:own_request", "不能审批本人提出的申请。")
         if req.requester_org_id == g.actor.org_id:
@@ -240,9 +242,10 @@ class SealedDesk:
 
     def granted_records(self, g: Guard, rid: str) -> list[tuple[str, str]]:
         """(kind, id) of what an active grant covers; 404 once it has ended."""
-        req = self._load(g, rid, Action.SEALED_RECORDS, read=True, own_only=True)
+        req = self._load(g, rid, Action.SEALED_RECORDS, read=False, own_only=True)
         if self.status(req, g.now) != "approved":
-            raise NotFound("授权不存在或已失效。")
+            raise NotFound("授权不存在或已失效。")  # logged in place of the 'allowed' event (Guard.fail)
+        g.commit()
         rows = g.session.execute(select(SealedGrant.record_kind, SealedGrant.record_id)
                                  .where(SealedGrant.request_id == req.id).order_by(SealedGrant.record_id))
         return [(k, i) for k, i in rows]

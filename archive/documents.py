@@ -41,6 +41,7 @@ from core.db import Database, new_id
 from core.errors import AuditUnavailable, Conflict, IntegrityFailure, InvalidInput, NotFound, field_errors
 from core.fields import id_check_char
 from core.keys import Vault
+from core.outbox import enqueue
 from doc_templates import kinds as K
 from doc_templates.pool import RenderPool
 from doc_templates.render import DocumentMeta, MissingGlyphs, Renderer
@@ -262,6 +263,7 @@ class DocumentService:
         )
         g.session.add(doc)
         version = self._store_version(g, doc, kind, fields, org, dek, version=1, supersedes=None, reason=None)
+        enqueue(g.session, "document", doc.id)
         g.commit()
         return self._issued(doc, version)
 
@@ -389,6 +391,7 @@ class DocumentService:
         version = self._store_version(g, doc, kind, fields, org, self.vault.data_key(g.session, doc.dek_id),
                                       version=previous + 1, supersedes=previous, reason=req.reason)
         doc.current_version = previous + 1
+        enqueue(g.session, "document", doc.id)
         g.commit()
         return self._issued(doc, version)
 
@@ -537,6 +540,7 @@ class DocumentService:
                                 resource_kind="document", resource_id=doc.id, subjects=list(doc.subject_hashes),
                                 details={"kind": kind.kind}))
             issued.append(self._issued(doc, v))
+            enqueue(g.session, "document", doc.id)
         if issue:
             g.commit()
         return combined, issued

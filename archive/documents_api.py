@@ -78,7 +78,8 @@ def document_pdf(
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> Response:
     data, v = runtime.documents.pdf(g, document_id, version)
-    return pdf_response(data, f"{document_id}-v{v.version}.pdf", sha256=v.sha256)
+    # A sealed record's release is a stamped copy: the header names the bytes sent, not the stored ones.
+    return pdf_response(data, f"{document_id}-v{v.version}.pdf", sha256=sha256_hex(data))
 
 
 @router.post("/documents/{document_id}/versions", status_code=status.HTTP_201_CREATED,

@@ -29,6 +29,7 @@ from core.crypto import KeyRing
 from core.db import new_id
 from core.errors import Conflict, InvalidInput, NotFound
 from core.keys import DataKey, Vault
+from core.outbox import enqueue
 
 MAX_LIMIT = 200
 Row = TypeVar("Row", Household, Minor)
@@ -177,6 +178,7 @@ class Archive:
             created_at=g.now, updated_at=g.now,
         )
         g.session.add(row)
+        enqueue(g.session, "household", row.id)
         g.commit()
         return self._household_public(row, payload)
 
@@ -203,6 +205,10 @@ class Archive:
         )
         row.updated_at = g.now
         self._flush(g)
+        enqueue(g.session, "household", row.id)
+        # Minors are indexed with their household's address.
+        for mid in g.session.scalars(select(Minor.id).where(Minor.household_id == row.id)):
+            enqueue(g.session, "minor", mid)
         g.commit()
         return self._household_public(row, merged)
 
@@ -311,6 +317,7 @@ class Archive:
         g.session.add_all(self._category_rows(mid, data.categories, g.now.date()))
         self._flush(g)
         public = self._minor_public(g, row, payload)
+        enqueue(g.session, "minor", row.id)
         g.commit()
         return public
 
@@ -347,6 +354,7 @@ class Archive:
         row.updated_at = g.now
         self._flush(g)
         public = self._minor_public(g, row, merged)
+        enqueue(g.session, "minor", row.id)
         g.commit()
         return public
 

@@ -31,6 +31,7 @@ from core.crypto import sha256_hex
 from core.db import new_id
 from core.errors import Conflict, NotFound
 from core.keys import Vault
+from core.outbox import enqueue
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 CONFIDENTIALITY = "依据《中华人民共和国刑事诉讼法》第二百八十六条，本件为依法提供的封存记录，仅限申请事项使用，不得泄露、复制或转交他人。"
@@ -108,6 +109,8 @@ class Sealing:
             old_blobs += self._reseal_document(g, doc, sealed=True)
             self._register(g, doc.id, "document", subject_hash, doc.region_code, body)
             sealed_ids.append(doc.id)
+        for rid in sealed_ids:
+            enqueue(g.session, "minor" if rid == row.id and kind == "minor" else "document", rid)
         g.session.flush()
         g.commit()
         for key in old_blobs:  # only once the new ciphertexts are committed
@@ -141,6 +144,8 @@ class Sealing:
             if doc_reg is not None:
                 self._unregister(g, doc_reg, body)
             unsealed.append(doc.id)
+        for rid in unsealed:
+            enqueue(g.session, "minor" if rid == row.id and kind == "minor" else "document", rid)
         g.session.flush()
         g.commit()
         for key in old_blobs:
@@ -267,9 +272,10 @@ class Sealing:
         return issued
 
     def reply_pdf(self, g: Guard, rid: str) -> tuple[bytes, DocumentVersion]:
-        req = self.desk._load(g, rid, Action.SEALED_REPLY_READ, read=True)
+        req = self.desk._load(g, rid, Action.SEALED_REPLY_READ, read=False)
         if not req.reply_document_id:
-            raise NotFound("尚未出具告知书。")
+            raise NotFound("尚未出具告知书。")  # logged in place of the 'allowed' event (Guard.fail)
+        g.commit()
         doc = g.session.get(Document, req.reply_document_id)
         assert doc is not None
         v = g.session.get(DocumentVersion, (doc.id, doc.current_version))

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         description="Processes that render PDFs (one per core is right); 0 renders in the "
         "request's own process.",
     )
+    search_backend: Literal["tantivy", "whoosh", "postgres"] = Field(
+        "tantivy",
+        description="Search engine over the blind tokens: `tantivy` (embedded, default), `whoosh` "
+        "(embedded) or `postgres` (in the PostgreSQL database, for several app processes). "
+        "Switching is a `shouhu reindex`.",
+    )
+    search_index_dir: Path | None = Field(
+        None, description="Folder of the embedded search index. Default: `<data_dir>/index`."
+    )
     sealed_decision_days: int = Field(
         7, ge=1, le=60, description="Days a custodian has to decide a sealed-record application."
     )
@@ -173,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def effective_audit_signing_key_file(self) -> Path:
         return self.audit_signing_key_file or self.data_dir / "keys" / "audit-signing.key"
+
+    @property
+    def effective_search_index_dir(self) -> Path:
+        return self.search_index_dir or self.data_dir / "index"
 
     @property
     def blob_dir(self) -> Path:

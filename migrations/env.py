@@ -11,6 +11,7 @@ import access_control.regions  # noqa: F401
 import access_control.sealed  # noqa: F401
 import archive.models  # noqa: F401
 import core.keys  # noqa: F401
+import core.outbox  # noqa: F401
 from core.db import Base
 
 config = context.config

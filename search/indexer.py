@@ -1,0 +1,245 @@
+"""The single indexer: drains the outbox into the search backend; ``shouhu reindex``.
+
+Records are decrypted here (the indexer holds the vault) and turned into blind
+tokens before anything reaches the backend. An outbox row is deleted only after
+the backend has committed its document, so a crash at any point leaves rows to
+redo, never a committed record missing from the index. Re-indexing a record is
+idempotent (upsert by id), so redoing is harmless.
+
+One process drains at a time: on PostgreSQL a session advisory lock elects it;
+the embedded archive has one server process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import date
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
+
+from access_control.regions import RegionTree
+from archive.models import Document, DocumentVersion, Household, Minor, MinorCategory
+from core.db import Database
+from core.errors import Gone, IntegrityFailure
+from core.keys import DataKey, Vault
+from core.outbox import SearchOutbox
+from doc_templates import kinds as K
+from doc_templates.fonts import texts
+from search.analyzer import Analyzer, Tokens
+from search.backends import IndexDoc, SearchBackend
+
+log = logging.getLogger("shouhu.search")
+ADVISORY_LOCK = 7_406_330_001  # "shouhu indexer"
+BATCH = 200
+
+
+class Sources:
+    """Readable text of a record, for the indexer and for snippets (after an audited read)."""
+
+    def __init__(self, *, vault: Vault, regions: RegionTree):
+        self.vault = vault
+        self.regions = regions
+
+    def minor_text(self, s: Session, m: Minor) -> list[str]:
+        data = self.vault.open_json(s, m.payload, m.dek_id, kind="minor", record_id=m.id, version=m.version,
+                                    sealed=m.sealed)
+        parts = [data.get("name"), data.get("id_number"), data.get("school"), data.get("guardian"),
+                 data.get("phone"), data.get("notes")]
+        hh = s.get(Household, m.household_id)
+        if hh is not None and not hh.sealed:
+            with suppress(Gone, IntegrityFailure):
+                parts.append(self.household_data(s, hh).get("address"))
+        parts.append(self.regions.full_name(m.region_code))
+        return [p for p in parts if p]
+
+    def household_data(self, s: Session, h: Household) -> dict[str, Any]:
+        return self.vault.open_json(s, h.payload, h.dek_id, kind="household", record_id=h.id, version=h.version)
+
+    def household_text(self, s: Session, h: Household) -> list[str]:
+        data = self.household_data(s, h)
+        parts = [data.get("address"), data.get("notes")]
+        for mem in data.get("members", []):
+            parts += [mem.get("name"), mem.get("relation"), mem.get("id_number"), mem.get("phone"),
+                      mem.get("situation")]
+        parts.append(self.regions.full_name(h.region_code))
+        return [p for p in parts if p]
+
+    def document_text(self, s: Session, d: Document) -> list[str]:
+        v = s.get(DocumentVersion, (d.id, d.current_version))
+        if v is None:
+            return []
+        data = self.vault.open_json(s, v.fields_payload, d.dek_id, kind="document_fields", record_id=d.id,
+                                    version=v.version, sealed=d.sealed)
+        kind = K.get(d.kind)
+        parts = [kind.title if kind else d.kind, d.doc_number]
+        parts += [t for _path, t in texts(data.get("fields", {}))]
+        return [p for p in parts if p]
+
+
+class Indexer:
+    def __init__(self, *, db: Database, backend: SearchBackend, analyzer: Analyzer, sources: Sources,
+                 regions: RegionTree):
+        self.db = db
+        self.backend = backend
+        self.analyzer = analyzer
+        self.sources = sources
+        self.regions = regions
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drain_lock = threading.Lock()
+
+    # documents -------------------------------------------------------------------------
+
+    def _tokens(self, parts: Iterable[str]) -> Tokens:
+        out = Tokens()
+        for p in parts:
+            out.extend(self.analyzer.tokens(p))
+        return out
+
+    def _regions(self, code: str) -> list[str]:
+        node = self.regions.get(code)
+        return [c for c in (node.path.strip("/").split("/") if node else [code]) if c]
+
+    def build(self, s: Session, kind: str, record_id: str) -> IndexDoc | None:
+        """The index entry for a record, or None if it should not be in the index."""
+        row: Any
+        try:
+            if kind == "minor":
+                row = s.get(Minor, record_id)
+                if row is None or not _live(s, row.dek_id):
+                    return None
+                cats = sorted({c.category for c in s.scalars(select(MinorCategory).where(
+                    MinorCategory.minor_id == row.id, MinorCategory.ended_on.is_(None)))})
+                tokens = self._tokens(self.sources.minor_text(s, row))
+                return IndexDoc(row.id, "minor", "minor", self._regions(row.region_code), cats,
+                                row.created_at.date(), row.sealed, tokens.grams, tokens.words)
+            if kind == "household":
+                row = s.get(Household, record_id)
+                if row is None or not _live(s, row.dek_id):
+                    return None
+                tokens = self._tokens(self.sources.household_text(s, row))
+                return IndexDoc(row.id, "household", "household", self._regions(row.region_code), [],
+                                row.created_at.date(), row.sealed, tokens.grams, tokens.words)
+            if kind == "document":
+                row = s.get(Document, record_id)
+                if row is None or not _live(s, row.dek_id):
+                    return None
+                tokens = self._tokens(self.sources.document_text(s, row))
+                v = s.get(DocumentVersion, (row.id, row.current_version))
+                day: date = v.issued_on if v else row.created_at.date()
+                cats: list[int] = []
+                if row.subject_kind == "minor" and row.subject_id:
+                    cats = sorted({c.category for c in s.scalars(select(MinorCategory).where(
+                        MinorCategory.minor_id == row.subject_id, MinorCategory.ended_on.is_(None)))})
+                return IndexDoc(row.id, "document", row.kind, self._regions(row.region_code), cats, day,
+                                row.sealed, tokens.grams, tokens.words)
+        except (Gone, IntegrityFailure):
+            log.error("search: %s %s cannot be decrypted; left out of the index", kind, record_id)
+            return None
+        return None
+
+    # the outbox -------------------------------------------------------------------------
+
+    def drain(self, *, limit: int | None = None) -> int:
+        """Index everything waiting in the outbox. Returns how many rows were handled."""
+        with self._drain_lock, self._elected() as elected:
+            if not elected:
+                return 0  # another process is the indexer
+            done = 0
+            while limit is None or done < limit:
+                # Read and decrypt without the write lock; the index commits; then the
+                # rows go in a short transaction of their own.
+                with self.db.read_session() as s:
+                    rows = s.execute(select(SearchOutbox.id, SearchOutbox.record_kind, SearchOutbox.record_id)
+                                     .order_by(SearchOutbox.id).limit(BATCH)).all()
+                    if not rows:
+                        break
+                    upserts, deletes = [], []
+                    for kind, rid in dict.fromkeys((r.record_kind, r.record_id) for r in rows):
+                        doc = self.build(s, kind, rid)
+                        if doc is None:
+                            deletes.append(rid)
+                        else:
+                            upserts.append(doc)
+                self.backend.upsert(upserts)
+                self.backend.delete(deletes)
+                with self.db.session() as s:
+                    s.execute(delete(SearchOutbox).where(SearchOutbox.id.in_([r.id for r in rows])))
+                    s.commit()
+                done += len(rows)
+            return done
+
+    @contextmanager
+    def _elected(self) -> Iterator[bool]:
+        """On PostgreSQL, a session advisory lock makes one process the indexer."""
+        if self.db.dialect != "postgresql":
+            yield True
+            return
+        with self.db.engine.connect() as conn:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK})
+                    conn.commit()
+
+    def pending(self) -> int:
+        with self.db.read_session() as s:
+            return len(s.scalars(select(SearchOutbox.id).limit(100_000)).all())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self, interval: float = 1.0) -> None:
+        """Drain in a background thread: now, after every wake-up, and every ``interval`` s."""
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.drain()
+                except Exception as exc:  # noqa: BLE001 - keep indexing; say where it failed
+                    log.error("search indexer: %s", type(exc).__name__)
+                self._wake.wait(interval)
+                self._wake.clear()
+
+        self._thread = threading.Thread(target=run, name="search-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # rebuild -------------------------------------------------------------------------------
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the whole index from the archive. Safe to rerun; safe to stop midway."""
+        with self.db.read_session() as s:
+            ids = ([("household", i) for i in s.scalars(select(Household.id))]
+                   + [("minor", i) for i in s.scalars(select(Minor.id))]
+                   + [("document", i) for i in s.scalars(select(Document.id))])
+        self.backend.clear()
+        total, done = len(ids), 0
+        for start in range(0, total, BATCH):
+            chunk = ids[start : start + BATCH]
+            with self.db.read_session() as s:
+                docs = [d for k, i in chunk if (d := self.build(s, k, i)) is not None]
+            self.backend.upsert(docs)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        # Everything queued before the rebuild began is now in the index.
+        self.drain()
+        return total
+
+
+def _live(s: Session, dek_id: str) -> bool:
+    return bool(s.scalar(select(DataKey.wrapped.is_not(None)).where(DataKey.id == dek_id)))
