@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +24,7 @@ import archive.api
 import archive.documents_api
 import archive.sealing_api
 import search.api
+import web.app
 from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError, field_errors
 from core.redact import safe_path
@@ -202,34 +203,52 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "public, max-age=3600"
+        else:
+            # Pages and API answers hold case data: never cache them.
             response.headers["Cache-Control"] = "no-store"
+        if request.url.path.startswith(("/api/", "/healthz", "/readyz")):
+            response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        elif not request.url.path.startswith("/docs"):
+            response.headers["Content-Security-Policy"] = web.app.CSP
         # The path only: query strings may carry search terms.
         log.info("%s %s %s %d %.1fms", request.state.request_id, request.method, safe_path(request.url.path),
                  response.status_code, (time.perf_counter() - started) * 1000)
         return response
 
 
+    def wants_html(request: Request) -> bool:
+        return not request.url.path.startswith(("/api/", "/healthz", "/readyz", "/openapi.json", "/docs"))
+
     @app.exception_handler(ShouhuError)
-    async def domain_error(_request: Request, exc: ShouhuError) -> JSONResponse:
+    async def domain_error(request: Request, exc: ShouhuError) -> Response:
+        if wants_html(request):
+            return web.app.error_page(request, exc.status, exc.message)
         return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if wants_html(request):
+            return web.app.error_page(request, 422, "提交的数据有误，请返回检查后重试。")
         body = {"error": {"code": "invalid_input", "message": "提交的数据有误，请检查标出的字段。",
                           "details": {"fields": field_errors(exc.errors())}}}
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: ("not_found", "请求的地址不存在。"), 405: ("method_not_allowed", "不支持该请求方法。")}
         code, message = codes.get(exc.status_code, ("http_error", "请求无法处理。"))
+        if wants_html(request):
+            return web.app.error_page(request, exc.status_code, message)
         return JSONResponse({"error": {"code": code, "message": message, "details": {}}},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("%s unhandled %s", getattr(request.state, "request_id", "-"), _safe_traceback(exc))
+        if wants_html(request):
+            return web.app.error_page(request, 500, "服务器内部错误，请稍后重试。")
         return JSONResponse(
             {"error": {"code": "internal_error", "message": "服务器内部错误。", "details": {}}},
             status_code=500,
@@ -274,6 +293,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(archive.documents_api.public)
     app.include_router(archive.sealing_api.router)
     app.include_router(search.api.router)
+    web.app.install(app)
     return app
 
 

@@ -28,6 +28,7 @@ from archive.blobstore import FilesystemBlobStore
 from archive.documents import DocumentService
 from archive.records import Archive
 from archive.sealing import Sealing
+from archive.visits import Visits
 from core import crypto
 from core.db import Database, new_id, utcnow
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
@@ -81,6 +82,7 @@ class Runtime:
             pool=shared_pool(s.render_workers), base_url=s.public_base_url, db=self.db, audit=self.audit,
             archive=self.archive,
         )
+        self.visits = Visits(vault=self.vault, regions=self.regions)
         self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s)
         self.sealing = Sealing(vault=self.vault, blobs=self.blobs, documents=self.documents, desk=self.sealed)
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16))

@@ -65,6 +65,9 @@ class Action(StrEnum):
     MINOR_READ = "archive:minor:read"
     MINOR_UPDATE = "archive:minor:update"
     MINOR_LIST = "archive:minor:list"
+    VISIT_CREATE = "archive:visit:create"
+    VISIT_LIST = "archive:visit:list"
+    STATS_READ = "archive:statistics:read"
 
 
 class Role(StrEnum):

@@ -76,6 +76,9 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # "api" (bearer) or "web" (the pages' session cookie, which also ends when idle)
+    kind: Mapped[str] = mapped_column(String(8), default="api", server_default="api")
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class LoginThrottle(Base):
@@ -148,7 +151,8 @@ def token_hash(ring: KeyRing, token: str) -> str:
     return ring.keyed_hash("token", token, hex_chars=64)
 
 
-def issue_token(session: Session, ring: KeyRing, user: User, *, now: datetime, ttl: int) -> tuple[str, Token]:
+def issue_token(session: Session, ring: KeyRing, user: User, *, now: datetime, ttl: int,
+                kind: str = "api") -> tuple[str, Token]:
     text = new_token_text()
     row = Token(
         id=new_id("tok"),
@@ -156,6 +160,8 @@ def issue_token(session: Session, ring: KeyRing, user: User, *, now: datetime, t
         user_id=user.id,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
+        kind=kind,
+        last_used_at=now,
     )
     session.add(row)
     return text, row
@@ -176,11 +182,18 @@ def actor_for(session: Session, user: User) -> Actor:
     )
 
 
-def resolve_token(session: Session, ring: KeyRing, token: str, *, now: datetime) -> Actor | None:
-    """The actor a bearer token stands for, or None if unknown, expired, revoked or disabled."""
+def resolve_token(session: Session, ring: KeyRing, token: str, *, now: datetime, kind: str = "api",
+                  idle_seconds: int | None = None) -> Actor | None:
+    """The actor a token stands for, or None if unknown, of another kind, expired, idle too
+    long (web sessions), revoked or disabled."""
     row = session.scalar(select(Token).where(Token.token_hash == token_hash(ring, token)))
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
+    if row is None or row.kind != kind or row.revoked_at is not None or row.expires_at <= now:
         return None
+    if idle_seconds is not None:
+        if row.last_used_at is not None and (now - row.last_used_at).total_seconds() > idle_seconds:
+            row.revoked_at = now  # idle time-out ends the session for good
+            return None
+        row.last_used_at = now
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         return None

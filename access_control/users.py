@@ -215,6 +215,7 @@ def login(
     request_id: str,
     now: datetime,
     ttl: int,
+    kind: str = "api",
 ) -> str:
     """Check a password and hand out a bearer token; every attempt is logged."""
     username = username.strip().lower()
@@ -251,6 +252,6 @@ def login(
     throttle.success(session, username)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
-    token, _ = issue_token(session, ring, user, now=now, ttl=ttl)
+    token, _ = issue_token(session, ring, user, now=now, ttl=ttl, kind=kind)
     log_and_commit("allowed", "login:password_ok")
     return token

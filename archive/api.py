@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
 from access_control.deps import GuardDep, RuntimeDep
 from archive import schemas as S
+from archive.visits import VisitCreate, VisitPublic
 
 router = APIRouter(prefix="/api/v1", tags=["case files"])
 
@@ -65,3 +66,20 @@ def read_minor(g: GuardDep, runtime: RuntimeDep, minor_id: str) -> S.MinorPublic
 @router.patch("/minors/{minor_id}", response_model=S.MinorPublic)
 def update_minor(g: GuardDep, runtime: RuntimeDep, minor_id: str, body: S.MinorUpdate) -> S.MinorPublic:
     return runtime.archive.update_minor(g, minor_id, body)
+
+
+@router.post("/households/{household_id}/visits", status_code=status.HTTP_201_CREATED, response_model=VisitPublic,
+             summary="Record a home visit")
+def create_visit(g: GuardDep, runtime: RuntimeDep, household_id: str, body: VisitCreate) -> VisitPublic:
+    return runtime.visits.create(g, household_id, body)
+
+
+@router.get("/households/{household_id}/visits", response_model=dict[str, list[VisitPublic]],
+            summary="The household's visit log, newest first")
+def list_visits(g: GuardDep, runtime: RuntimeDep, household_id: str) -> dict[str, list[VisitPublic]]:
+    return {"items": runtime.visits.list(g, household_id)}
+
+
+@router.get("/statistics/minors", summary="Minors by region (children of `region`) and category; sealed never count")
+def statistics(g: GuardDep, runtime: RuntimeDep, region: RegionFilter = None) -> dict[str, Any]:
+    return runtime.visits.statistics(g, region=region)

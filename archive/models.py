@@ -151,3 +151,18 @@ class Disclosure(Base):
     released_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source_sha256: Mapped[str] = mapped_column(String(64))
     stamped_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Visit(Base):
+    """A home visit: when, and (sealed) who visited and what was found."""
+
+    __tablename__ = "visits"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    household_id: Mapped[str] = mapped_column(ForeignKey("households.id"), index=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    visited_on: Mapped[date] = mapped_column(Date)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -178,7 +178,7 @@ def retire(db: Database, ring: crypto.KeyRing, kek_id: str) -> int:
 
 def status(db: Database) -> list[dict[str, Any]]:
     """Each KEK with the number of live data keys it wraps."""
-    with db.session() as s:
+    with db.read_session() as s:  # read-only: never waits for (or holds) the write lock
         counts = dict(
             s.execute(
                 select(DataKey.kek_id, func.count())

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
         description="Processes that render PDFs (one per core is right); 0 renders in the "
         "request's own process.",
     )
+    cookie_secure: bool = Field(
+        True,
+        description="Mark the pages' session cookie Secure (browsers accept it on https and on "
+        "localhost/127.0.0.1). Turn off only behind plain http on another host, which you should not do.",
+    )
+    session_idle_minutes: int = Field(
+        30, ge=1, le=24 * 60, description="A pages' session unused for this long ends (sign in again)."
+    )
     search_backend: Literal["tantivy", "whoosh", "postgres"] = Field(
         "tantivy",
         description="Search engine over the blind tokens: `tantivy` (embedded, default), `whoosh` "

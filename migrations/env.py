@@ -18,6 +18,13 @@ config = context.config
 target_metadata = Base.metadata
 
 
+RAW_TABLES = {"search_docs", "search_meta"}  # PostgreSQL-only tables made with raw SQL (0005)
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
+    return not (type_ == "table" and name in RAW_TABLES)
+
+
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
@@ -35,6 +42,7 @@ def _migrate(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

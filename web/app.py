@@ -1,0 +1,142 @@
+"""The pages people use: sign-in, the home page of each role, and the feature pages.
+
+Feature pages live in their own modules (web/casework.py, web/documents.py,
+web/sealed.py, web/audit.py, web/admin.py) and are included here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import func, select
+
+from access_control.actions import Action
+from access_control.audit import AuditLog
+from access_control.deps import get_runtime
+from access_control.identity import User
+from access_control.policy import Resource
+from access_control.sealed import SealedRequest
+from access_control.users import login as password_login
+from core.errors import LoginFailed, LoginThrottled
+from core.keys import status as key_status
+from web.pages import HERE, render
+from web.session import (
+    CsrfChecked,
+    LoginRequired,
+    PageGuard,
+    PageSession,
+    clear_cookie,
+    login_url,
+    logout,
+    set_cookie,
+)
+
+router = APIRouter(include_in_schema=False)
+
+FEATURES = ("web.casework", "web.documents", "web.sealed", "web.audit", "web.admin")
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; connect-src 'self'")
+
+
+def install(app: FastAPI) -> None:
+    """Mount the pages, their static files and their error handling on the app."""
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)
+    for name in FEATURES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        app.include_router(module.router)
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(_request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    titles = {401: "请先登录", 403: "无权访问", 404: "未找到", 409: "操作冲突", 410: "记录已销毁",
+              413: "提交内容过大", 422: "输入有误", 503: "暂不可用"}
+    return render(request, "error.html.j2", status_code=status, title=titles.get(status, "出错了"), message=message,
+                  status=status)
+
+
+# sign-in --------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002
+    return render(request, "login.html.j2", next=next if next and next.startswith("/") else "/", error=None,
+                  username="")
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login_submit(
+    request: Request,
+    session: PageSession,
+    username: Annotated[str, Form(max_length=64)] = "",
+    password: Annotated[str, Form(max_length=256)] = "",
+    next: Annotated[str, Form(max_length=300)] = "/",  # noqa: A002
+) -> Response:
+    runtime = get_runtime(request)
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    try:
+        token = password_login(
+            session, ring=runtime.ring, passwords=runtime.passwords, throttle=runtime.throttle, audit=runtime.audit,
+            username=username, password=password, request_id=request.state.request_id, now=runtime.clock(),
+            ttl=runtime.settings.token_ttl_seconds, kind="web")
+    except (LoginFailed, LoginThrottled) as exc:
+        return render(request, "login.html.j2", status_code=exc.status, next=target, error=exc.message,
+                      username=username)
+    response = RedirectResponse(target, status_code=303)
+    set_cookie(response, runtime, token)
+    return response
+
+
+@router.post("/logout", dependencies=[CsrfChecked])
+def logout_submit(request: Request, session: PageSession, g: PageGuard) -> Response:
+    runtime = get_runtime(request)
+    g.authorize(Action.AUTH_LOGOUT, Resource("token"))
+    g.commit()
+    logout(request, runtime, session)
+    response = RedirectResponse("/login", status_code=303)
+    clear_cookie(response, runtime)
+    return response
+
+
+# home ------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, g: PageGuard) -> HTMLResponse:
+    runtime = get_runtime(request)
+    roles = set(g.actor.roles)
+    context: dict[str, Any] = {"stats": None, "requests": None, "audit": None, "admin": None}
+    if roles & {"caseworker", "supervisor"}:
+        context["stats"] = runtime.visits.statistics(g)
+    elif roles & {"requester", "custodian"}:
+        context["requests"] = runtime.sealed.list(g, status=None)["items"]
+    elif "auditor" in roles:
+        g.authorize(Action.AUDIT_CHECKPOINT_READ, Resource("audit_log"), commit=True)
+        with runtime.db.read_session() as s:
+            checkpoints = runtime.audit.checkpoints(s)
+            context["audit"] = {"size": AuditLog.size(s), "checkpoint": checkpoints[-1] if checkpoints else None}
+    elif "admin" in roles:
+        g.authorize(Action.USER_LIST, Resource("user", None, g.actor.region_code), commit=True)
+        context["admin"] = {
+            "users": g.session.scalar(select(func.count()).select_from(User)),
+            "keys": key_status(runtime.db),
+            "pending": g.session.scalar(select(func.count()).select_from(SealedRequest)
+                                        .where(SealedRequest.status == "pending")),
+        }
+    else:
+        g.authorize(Action.ME_READ, Resource("user", g.actor.user_id), commit=True)
+    return render(request, "home.html.j2", **context)
+

@@ -1,0 +1,159 @@
+"""Shared pieces of the pages: the template environment, navigation, form helpers.
+
+Pages call the same services as the API with a Guard of the signed-in user,
+so policy and audit apply unchanged. Templates are Jinja2 with autoescape;
+there is no inline script or style anywhere (the Content-Security-Policy
+forbids both), so templates use classes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+
+from access_control.identity import Actor
+from core.errors import InvalidInput, ShouhuError, field_errors
+from doc_templates.kinds import CATEGORY_LABELS, CATEGORY_SHORT
+
+HERE = Path(__file__).resolve().parent
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+# (path, label, roles that see the entry)
+NAV: list[tuple[str, str, set[str]]] = [
+    ("/", "首页", {"caseworker", "supervisor", "requester", "custodian", "auditor", "admin"}),
+    ("/households", "家庭档案", {"caseworker", "supervisor"}),
+    ("/minors", "未成年人", {"caseworker", "supervisor"}),
+    ("/documents", "公文", {"caseworker", "supervisor", "custodian", "auditor"}),
+    ("/search", "检索", {"caseworker", "supervisor", "custodian", "requester"}),
+    ("/statistics", "督查统计", {"supervisor"}),
+    ("/sealed", "封存记录查询", {"requester", "custodian"}),
+    ("/audit", "访问日志", {"auditor"}),
+    ("/admin", "系统管理", {"admin"}),
+]
+
+ROLE_NAMES = {"caseworker": "专干", "supervisor": "督导", "requester": "查询申请人", "custodian": "封存记录保管人",
+              "auditor": "审计员", "admin": "系统管理员"}
+SEX_NAMES = {"male": "男", "female": "女"}
+
+
+def local_time(value: datetime | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def cn_date(value: date | str | None) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = date.fromisoformat(value[:10])
+    return f"{value.year}年{value.month}月{value.day}日"
+
+
+env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+env.filters.update(local_time=local_time, cn_date=cn_date)
+env.globals.update(category_labels=CATEGORY_LABELS, category_short=CATEGORY_SHORT, role_names=ROLE_NAMES,
+                   sex_names=SEX_NAMES)
+
+
+def nav_for(actor: Actor | None) -> list[tuple[str, str]]:
+    if actor is None:
+        return []
+    roles = set(actor.roles)
+    return [(path, label) for path, label, who in NAV if roles & who]
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    actor: Actor | None = getattr(request.state, "actor", None)
+    html = env.get_template(template).render(
+        request=request, actor=actor, nav=nav_for(actor), csrf=getattr(request.state, "csrf", ""),
+        path=request.url.path, **context,
+    )
+    return HTMLResponse(html, status_code=status_code)
+
+
+def form_to_nested(form: FormData | Mapping[str, Any], *, skip: tuple[str, ...] = ("csrf_token",)) -> dict[str, Any]:
+    """``members.0.name=…`` style names into nested dicts and lists; empty strings dropped,
+    empty list rows dropped, ``x[]`` names collected into lists."""
+    out: dict[str, Any] = {}
+    items = form.multi_items() if isinstance(form, FormData) else list(form.items())
+    for key, value in items:
+        if key in skip or not isinstance(value, str):
+            continue
+        value = value.strip()
+        if key.endswith("[]"):
+            if value:
+                out.setdefault(key[:-2], []).append(value)
+            continue
+        if value == "":
+            continue
+        parts = key.split(".")
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            nxt: Any = None if last else ([] if parts[i + 1].isdigit() else {})
+            if isinstance(node, list):
+                idx = int(part)
+                while len(node) <= idx:
+                    node.append(None)
+                if last:
+                    node[idx] = value
+                else:
+                    node[idx] = node[idx] if node[idx] is not None else nxt
+                    node = node[idx]
+            else:
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, nxt)
+    return _compact(out)
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value if v not in (None, {}, [])]
+    return value
+
+
+def errors_by_field(exc: ShouhuError | ValidationError, prefix: str = "") -> dict[str, str]:
+    """Field path -> Chinese message, for showing next to each field."""
+    if isinstance(exc, ValidationError):
+        fields = field_errors(exc.errors(), location="body")
+    else:
+        fields = exc.details.get("fields", []) if isinstance(exc, InvalidInput) else []
+        if not fields and "field" in exc.details:
+            fields = [{"field": exc.details["field"], "message": exc.message}]
+    out: dict[str, str] = {}
+    for f in fields:
+        name = f["field"]
+        if prefix and name.startswith(prefix):
+            name = name[len(prefix):]
+        out.setdefault(name, f["message"])
+    return out
+
+
+def validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    """Validate form data; a failure is an InvalidInput naming the fields."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(field_errors(exc.errors(), location="body")) from None

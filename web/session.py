@@ -1,0 +1,132 @@
+"""Sign-in for the pages: a session cookie, CSRF tokens, idle time-out.
+
+The cookie holds a token of kind ``web`` (stored, like API tokens, only as a
+keyed hash). It is HttpOnly, SameSite=Strict and Secure (browsers treat
+http://127.0.0.1 and localhost as secure). A session unused for
+``SHOUHU_SESSION_IDLE_MINUTES`` ends. Every form carries a CSRF token derived
+from the session (HMAC with its own subkey); htmx sends it as a header.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from access_control.deps import get_runtime
+from access_control.guard import Guard
+from access_control.identity import Actor, resolve_token, revoke_token
+from core.errors import ShouhuError
+
+COOKIE = "shouhu_session"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+class LoginRequired(Exception):
+    """No valid session: the page answers with a redirect to the sign-in page."""
+
+    def __init__(self, next_url: str):
+        self.next_url = next_url
+
+
+class CsrfFailed(ShouhuError):
+    status = 403
+    code = "csrf_failed"
+    message = "表单已过期或来源不明，请刷新页面后重试。"
+
+
+def csrf_for(runtime: Any, session_token: str) -> str:
+    return str(runtime.ring.keyed_hash("csrf", session_token, hex_chars=32))
+
+
+def set_cookie(response: Any, runtime: Any, token: str) -> None:
+    s = runtime.settings
+    response.set_cookie(COOKIE, token, max_age=s.token_ttl_seconds, httponly=True, secure=s.cookie_secure,
+                        samesite="strict", path="/")
+
+
+def clear_cookie(response: Any, runtime: Any) -> None:
+    response.delete_cookie(COOKIE, path="/", httponly=True, secure=runtime.settings.cookie_secure, samesite="strict")
+
+
+def page_session(request: Request) -> Iterator[Session]:
+    runtime = get_runtime(request)
+    with runtime.db.session() as session:
+        yield session
+
+
+PageSession = Annotated[Session, Depends(page_session)]
+
+
+def page_actor(request: Request, session: PageSession) -> Actor:
+    runtime = get_runtime(request)
+    token = request.cookies.get(COOKIE)
+    if token:
+        actor = resolve_token(session, runtime.ring, token, now=runtime.clock(), kind="web",
+                              idle_seconds=runtime.settings.session_idle_minutes * 60)
+        session.commit()  # the idle clock (or the time-out) is recorded either way
+        if actor is not None:
+            request.state.csrf = csrf_for(runtime, token)
+            request.state.actor = actor
+            return actor
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    raise LoginRequired(target)
+
+
+PageActor = Annotated[Actor, Depends(page_actor)]
+
+
+async def check_csrf(request: Request) -> None:
+    """Every state-changing page request must carry the session's CSRF token."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    expected = getattr(request.state, "csrf", None)
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        raise CsrfFailed()
+
+
+def page_guard(request: Request, session: PageSession, actor: PageActor) -> Iterator[Guard]:
+    runtime = get_runtime(request)
+    guard = Guard(session=session, actor=actor, request_id=request.state.request_id, now=runtime.clock(),
+                  policy=runtime.policy, audit=runtime.audit)
+    try:
+        yield guard
+    except Exception as exc:
+        guard.fail(exc)
+        raise
+
+
+PageGuard = Annotated[Guard, Depends(page_guard)]
+CsrfChecked = Depends(check_csrf)
+
+
+async def read_form(request: Request) -> FormData:
+    """The submitted form (parsed once; the CSRF check reads the same copy)."""
+    return await request.form()
+
+
+# Page routes are plain (sync) functions run in the thread pool: they take the parsed
+# form through this dependency instead of awaiting it themselves.
+FormDep = Annotated[FormData, Depends(read_form)]
+
+
+def logout(request: Request, runtime: Any, session: Session) -> None:
+    token = request.cookies.get(COOKIE)
+    if token:
+        revoke_token(session, runtime.ring, token, now=runtime.clock())
+        session.commit()
+
+
+def login_url(next_url: str | None) -> str:
+    return "/login" + (f"?next={quote(next_url, safe='/')}" if next_url and next_url.startswith("/") else "")
