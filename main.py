@@ -172,6 +172,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         scheduler = CheckpointSchedule(rt, settings.audit_checkpoint_interval_seconds)
         scheduler.start()
         rt.indexer.start()  # drains what earlier runs left in the outbox, then keeps up
+        # Start the render workers now, not on the first issue (5-7 s cold).
+        threading.Thread(target=rt.documents.pool.warm, name="render-warm", daemon=True).start()
         try:
             yield
         finally:

@@ -35,6 +35,7 @@ class Guard:
     audit: AuditLog
     _pending: list[EventDraft] = field(default_factory=list)
     _undo: list[Callable[[], None]] = field(default_factory=list)
+    _deferred: list[EventDraft] = field(default_factory=list)
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Run ``undo`` if the current transaction does not commit (e.g. remove a written blob)."""
@@ -57,8 +58,15 @@ class Guard:
         subjects: list[str] | tuple[str, ...] = (),
         details: dict[str, Any] | None = None,
         commit: bool = False,
+        defer: bool = False,
     ) -> Decision:
-        """Decide and log; raise on refusal; with ``commit`` make the event durable now."""
+        """Decide and log; raise on refusal; with ``commit`` make the event durable now.
+
+        ``defer`` (allowed writes that do slow work, like rendering a PDF): the event
+        is appended at ``commit``, in the same transaction as the write, so the log's
+        head row is not locked for everyone while the slow work runs. A failure
+        before the commit still leaves its one ``error`` event.
+        """
         decision = self.policy.decide(self.actor, action, resource)
         draft = EventDraft(
             action=action,
@@ -69,6 +77,9 @@ class Guard:
             subjects=list(subjects),
             details=dict(details or {}),
         )
+        if decision.allowed and defer:
+            self._deferred.append(draft)
+            return decision
         self.record(draft)
         if not decision.allowed:
             self.commit()
@@ -92,6 +103,9 @@ class Guard:
 
     def commit(self) -> None:
         """Commit the transaction; if it cannot be committed, nothing is served."""
+        deferred, self._deferred = self._deferred, []
+        for draft in deferred:
+            self.record(draft)
         try:
             self.session.commit()
         except SQLAlchemyError as exc:
@@ -104,7 +118,8 @@ class Guard:
 
     def fail(self, exc: BaseException) -> None:
         """After an error, replace uncommitted 'allowed' events by 'error' events."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending + self._deferred, []
+        self._deferred = []
         self.session.rollback()
         self._rolled_back()
         if not pending or isinstance(exc, AuditUnavailable):

@@ -252,7 +252,7 @@ class DocumentService:
         g.authorize(Action.DOCUMENT_ISSUE,
                     Resource("document", doc_id, subject.region_code, existing=False,
                              required_roles=kind.issuer_roles),
-                    subjects=hashes, details={"kind": kind.kind})
+                    subjects=hashes, details={"kind": kind.kind}, defer=True)
         serial, number = numbering.allocate(g.session, issuer=org, year=year)
         dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
         doc = Document(
@@ -322,8 +322,10 @@ class DocumentService:
                         subjects=list(doc.subject_hashes or []), details=details, commit=read)
             return doc, kind, grant
         roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else self.readers(kind)
+        # A correction renders a PDF before it commits: its event waits for the commit.
         g.authorize(action, Resource("document", doc.id, doc.region_code, required_roles=roles),
-                    subjects=list(doc.subject_hashes or []), details={"kind": doc.kind}, commit=read)
+                    subjects=list(doc.subject_hashes or []), details={"kind": doc.kind}, commit=read,
+                    defer=action == Action.DOCUMENT_CORRECT)
         return doc, kind, None
 
     def _versions(self, g: Guard, doc: Document) -> list[DocumentVersion]:

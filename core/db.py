@@ -63,6 +63,11 @@ def new_id(prefix: str) -> str:
     return prefix + "_" + "".join(secrets.choice(alphabet) for _ in range(20))
 
 
+# As many connections as the server has request threads (anyio's default is 40), so a
+# request waits for a lock it needs, never for a free connection.
+POOL = {"pool_size": 5, "max_overflow": 35, "pool_timeout": 120}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine; on SQLite with WAL, full sync, foreign keys and immediate write locks."""
     if url.startswith("sqlite"):
@@ -70,7 +75,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
+            url, connect_args={"timeout": 60, "check_same_thread": False}, **{**POOL, **kwargs}
         )
 
         @event.listens_for(engine, "connect")
@@ -81,7 +86,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives a crash
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -95,7 +100,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, **{**POOL, **kwargs})
 
 
 class Database:
