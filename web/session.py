@@ -10,7 +10,7 @@ from the session (HMAC with its own subkey); htmx sends it as a header.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -82,20 +82,6 @@ def page_actor(request: Request, session: PageSession) -> Actor:
 PageActor = Annotated[Actor, Depends(page_actor)]
 
 
-async def check_csrf(request: Request) -> None:
-    """Every state-changing page request must carry the session's CSRF token."""
-    if request.method in ("GET", "HEAD", "OPTIONS"):
-        return
-    sent = request.headers.get(CSRF_HEADER)
-    if sent is None:
-        form = await request.form()
-        value = form.get(CSRF_FIELD)
-        sent = value if isinstance(value, str) else None
-    expected = getattr(request.state, "csrf", None)
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
-        raise CsrfFailed()
-
-
 def page_guard(request: Request, session: PageSession, actor: PageActor) -> Iterator[Guard]:
     runtime = get_runtime(request)
     guard = Guard(session=session, actor=actor, request_id=request.state.request_id, now=runtime.clock(),
@@ -108,17 +94,44 @@ def page_guard(request: Request, session: PageSession, actor: PageActor) -> Iter
 
 
 PageGuard = Annotated[Guard, Depends(page_guard)]
-CsrfChecked = Depends(check_csrf)
 
 
-async def read_form(request: Request) -> FormData:
-    """The submitted form (parsed once; the CSRF check reads the same copy)."""
-    return await request.form()
+async def read_form(request: Request) -> AsyncIterator[FormData]:
+    """The submitted form (parsed once; the CSRF check reads the same copy).
+
+    Uploaded files are spooled to temporary files: closed once the request is done.
+    """
+    form = await request.form()
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 # Page routes are plain (sync) functions run in the thread pool: they take the parsed
 # form through this dependency instead of awaiting it themselves.
 FormDep = Annotated[FormData, Depends(read_form)]
+
+
+async def check_csrf(request: Request, _actor: PageActor, form: FormDep) -> None:
+    """Every state-changing page request must carry the session's CSRF token.
+
+    Depends on the signed-in actor: route-level dependencies run before the
+    route's own parameters, and the expected token is only known once the
+    session cookie has been resolved.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    expected = getattr(request.state, "csrf", None)
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        raise CsrfFailed()
+
+
+CsrfChecked = Depends(check_csrf)
 
 
 def logout(request: Request, runtime: Any, session: Session) -> None:
