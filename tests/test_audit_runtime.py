@@ -112,6 +112,18 @@ DOC_LIST, DOC_READ = ("GET", f"{API}/documents"), ("GET", f"{API}/documents/{{do
 DOC_PDF = ("GET", f"{API}/documents/{{document_id}}/pdf")
 DOC_CORRECT = ("POST", f"{API}/documents/{{document_id}}/versions")
 DOC_VERIFY, DOC_VERIFY_COPY = ("GET", f"{API}/verify/{{code}}"), ("POST", f"{API}/verify/{{code}}")
+VISIT_CREATE = ("POST", f"{API}/households/{{household_id}}/visits")
+VISIT_LIST = ("GET", f"{API}/households/{{household_id}}/visits")
+STATS, FIND = ("GET", f"{API}/statistics/minors"), ("GET", f"{API}/search")
+SEAL, UNSEAL = ("POST", f"{API}/records/{{record_id}}/seal"), ("POST", f"{API}/records/{{record_id}}/unseal")
+SQ_CREATE, SQ_LIST = ("POST", f"{API}/sealed-requests"), ("GET", f"{API}/sealed-requests")
+SQ_READ = ("GET", f"{API}/sealed-requests/{{request_id}}")
+SQ_DECIDE = ("POST", f"{API}/sealed-requests/{{request_id}}/decision")
+SQ_REVOKE = ("POST", f"{API}/sealed-requests/{{request_id}}/revoke")
+SQ_RECORDS = ("GET", f"{API}/sealed-requests/{{request_id}}/records")
+SQ_REPLY = ("POST", f"{API}/sealed-requests/{{request_id}}/reply")
+SQ_REPLY_READ = ("GET", f"{API}/sealed-requests/{{request_id}}/reply")
+DISCLOSURES = ("GET", f"{API}/disclosures")
 
 # Every route, and the kinds of call the walk must make on it:
 #   undecided: no decision, no event (health checks);
@@ -120,6 +132,7 @@ DOC_VERIFY, DOC_VERIFY_COPY = ("GET", f"{API}/verify/{{code}}"), ("POST", f"{API
 #   region: outside the caller's jurisdiction, one 'denied' event;
 #   missing: no such record, 404 and one 'denied' event;
 #   error: fails after an allowed decision, one 'error' event in its place;
+#   sealed: a sealed record read without a grant, 404 and one 'denied' event;
 #   invalid: refused by validation before any decision, 422 and no event.
 # A route added to the application must be added here (the walk fails otherwise).
 CASE = {"allowed", "role", "region", "invalid"}
@@ -162,11 +175,26 @@ ROUTES: dict[R, set[str]] = {
     DOC_PREVIEW: CASE,
     DOC_ISSUE: CASE,
     DOC_LIST: CASE,
-    DOC_READ: RECORD,
-    DOC_PDF: RECORD,
+    DOC_READ: RECORD | {"sealed"},
+    DOC_PDF: RECORD | {"sealed"},
     DOC_CORRECT: RECORD | {"error", "invalid"},
     DOC_VERIFY: {"allowed", "missing", "invalid"},
     DOC_VERIFY_COPY: {"allowed", "missing"},
+    VISIT_CREATE: RECORD | {"invalid"},
+    VISIT_LIST: RECORD,
+    STATS: CASE,
+    FIND: CASE,
+    SEAL: RECORD | {"error", "invalid"},
+    UNSEAL: {"allowed", "role", "missing", "error", "invalid"},
+    SQ_CREATE: {"allowed", "role", "invalid"},
+    SQ_LIST: {"allowed", "role", "invalid"},
+    SQ_READ: {"allowed", "role", "missing"},
+    SQ_DECIDE: {"allowed", "role", "missing", "error", "invalid"},
+    SQ_REVOKE: {"allowed", "role", "missing", "error", "invalid"},
+    SQ_RECORDS: {"allowed", "role", "missing", "error"},
+    SQ_REPLY: {"allowed", "role", "missing", "error"},
+    SQ_REPLY_READ: {"allowed", "role", "missing", "error"},
+    DISCLOSURES: {"allowed", "role", "invalid"},
 }
 
 NEW_HH = re.compile(r"hh_[a-z2-9]{20}")
@@ -505,6 +533,158 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     assert r.json()["authentic"] is True
     walk(DOC_VERIFY_COPY, "missing", None, status=404, url=f"{API}/verify/0000-0000-0000", content=pdf,
          events=[E(check, "denied", "", "verify:code_unknown", actor="public")])
+
+    # Home visits, statistics and search.
+    here, nowhere = f"{API}/households/{hh}/visits", f"{API}/households/hh_nothing/visits"
+    visit = {"visited_on": "2026-01-15", "visitor": "李走访", "findings": "家中情况稳定，祖母照料较好。"}
+    walk(VISIT_CREATE, "allowed", CW, status=201, url=here, json=visit, events=[E(A.VISIT_CREATE, "allowed", hh)])
+    walk(VISIT_CREATE, "role", SUP, status=403, url=here, json=visit, events=[E(A.VISIT_CREATE, "denied", hh, deny)])
+    walk(VISIT_CREATE, "region", GN, status=404, url=here, json=visit,
+         events=[E(A.VISIT_CREATE, "denied", hh, outside)])
+    walk(VISIT_CREATE, "missing", CW, status=404, url=nowhere, json=visit,
+         events=[E(A.VISIT_CREATE, "denied", "hh_nothing", "record:not_found")])
+    walk(VISIT_CREATE, "invalid", CW, status=422, url=here, json={**visit, "findings": ""})
+    r = walk(VISIT_LIST, "allowed", SUP, status=200, url=here, events=[E(A.VISIT_LIST, "allowed", hh)])
+    assert [v["visitor"] for v in r.json()["items"]] == ["李走访"]
+    walk(VISIT_LIST, "role", AUDITOR, status=403, url=here, events=[E(A.VISIT_LIST, "denied", hh, deny)])
+    walk(VISIT_LIST, "region", GN, status=404, url=here, events=[E(A.VISIT_LIST, "denied", hh, outside)])
+    walk(VISIT_LIST, "missing", CW, status=404, url=nowhere,
+         events=[E(A.VISIT_LIST, "denied", "hh_nothing", "record:not_found")])
+
+    stats = A.STATS_READ
+    walk(STATS, "allowed", CW, status=200,
+         events=[E(stats, "allowed", "320706", "role:caseworker+region:within_jurisdiction")])
+    walk(STATS, "role", AUDITOR, status=403, events=[E(stats, "denied", "320700", deny)])
+    walk(STATS, "region", GN, status=404, params={"region": "320706"}, events=[E(stats, "denied", "320706", outside)])
+    walk(STATS, "invalid", CW, status=422, params={"region": "3207"})
+    walk(FIND, "allowed", CW, status=200, params={"q": CANARY_NAME}, events=[E(A.SEARCH, "allowed", "", "role:")])
+    walk(FIND, "role", AUDITOR, status=403, params={"q": "x"}, events=[E(A.SEARCH, "denied", "", deny)])
+    walk(FIND, "region", GN, status=404, params={"q": "x", "region": "320706"},
+         events=[E(A.SEARCH, "denied", "320706", outside)])
+    walk(FIND, "invalid", CW, status=422)
+
+    # Sealed records: the minor and its documents sealed, applied for, decided, read, replied to, unsealed.
+    cust, court = "custodian.city", "court.haizhou"
+    basis = "《中华人民共和国刑事诉讼法》第二百八十六条"
+    seal = {"legal_basis": basis, "case_number": "(2026)苏0706刑初1号"}
+    r = client.post(f"{API}/households", json=household_body("320724001001"), headers=tokens[GN])
+    gn_mn = client.post(f"{API}/minors", json=minor_body(r.json()["id"], id_number=make_id_number("320724")),
+                        headers=tokens[GN]).json()["id"]
+    here = f"{API}/records/{mn}/seal"
+    walk(SEAL, "role", CW, status=403, url=here, json=seal, events=[E(A.RECORD_SEAL, "denied", mn, deny)])
+    walk(SEAL, "region", court, status=404, url=f"{API}/records/{gn_mn}/seal", json=seal,
+         events=[E(A.RECORD_SEAL, "denied", gn_mn, outside)])
+    walk(SEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/seal", json=seal,
+         events=[E(A.RECORD_SEAL, "denied", "mn_nothing", "record:not_found")])
+    walk(SEAL, "invalid", cust, status=422, url=here, json={"legal_basis": basis})
+    r = walk(SEAL, "allowed", cust, status=200, url=here, json=seal,
+             events=[E(A.RECORD_SEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
+    assert set(r.json()["sealed"]) == {mn, doc}
+    walk(SEAL, "error", cust, status=409, url=here, json=seal, events=[E(A.RECORD_SEAL, "error", mn, "error:conflict")])
+
+    sq = re.compile(r"sq_[a-z2-9]{20}")
+    application = {"case_number": "(2026)苏0706刑初2号", "legal_basis": basis, "purpose": "审理案件需要",
+                   "subject": {"name": CANARY_NAME, "id_number": body["id_number"]}}
+    r = walk(SQ_CREATE, "allowed", court, status=201, json=application,
+             events=[E(A.SEALED_APPLY, "allowed", sq, "role:requester")])
+    denied = r.json()["id"]
+    walk(SQ_CREATE, "role", CW, status=403, json=application, events=[E(A.SEALED_APPLY, "denied", sq, deny)])
+    walk(SQ_CREATE, "invalid", court, status=422, json={**application, "purpose": ""})
+    granted = walk(SQ_CREATE, "allowed", court, status=201, json=application,
+                   events=[E(A.SEALED_APPLY, "allowed", sq, "role:requester")]).json()["id"]
+    walk(SQ_LIST, "allowed", court, status=200, events=[E(A.SEALED_LIST, "allowed", "", "role:requester")])
+    walk(SQ_LIST, "role", CW, status=403, events=[E(A.SEALED_LIST, "denied", "", deny)])
+    walk(SQ_LIST, "invalid", cust, status=422, params={"status": "lost"})
+
+    def sq_url(rid: str, tail: str = "") -> str:
+        return f"{API}/sealed-requests/{rid}{tail}"
+
+    walk(SQ_READ, "allowed", court, status=200, url=sq_url(denied),
+         events=[E(A.SEALED_READ, "allowed", denied, "role:requester+owner")])
+    walk(SQ_READ, "allowed", cust, status=200, url=sq_url(denied),
+         events=[E(A.SEALED_READ, "allowed", denied, "role:custodian")])
+    walk(SQ_READ, "role", CW, status=403, url=sq_url(denied), events=[E(A.SEALED_READ, "denied", denied, deny)])
+    walk(SQ_READ, "missing", court, status=404, url=sq_url("sq_nothing"),
+         events=[E(A.SEALED_READ, "denied", "sq_nothing", "record:not_found")])
+
+    no, yes = {"decision": "deny", "reason": "不符合法定情形"}, {"decision": "approve", "reason": "符合法定情形"}
+    walk(SQ_DECIDE, "role", court, status=403, url=sq_url(denied, "/decision"), json=no,
+         events=[E(A.SEALED_DECIDE, "denied", denied, deny)])
+    walk(SQ_DECIDE, "invalid", cust, status=422, url=sq_url(denied, "/decision"), json={**no, "decision": "maybe"})
+    walk(SQ_DECIDE, "missing", cust, status=404, url=sq_url("sq_nothing", "/decision"), json=no,
+         events=[E(A.SEALED_DECIDE, "denied", "sq_nothing", "record:not_found")])
+    walk(SQ_DECIDE, "allowed", cust, status=200, url=sq_url(denied, "/decision"), json=no,
+         events=[E(A.SEALED_DECIDE, "allowed", denied, "role:custodian")])
+    walk(SQ_DECIDE, "error", cust, status=409, url=sq_url(denied, "/decision"), json=yes,
+         events=[E(A.SEALED_DECIDE, "error", denied, "error:conflict")])
+    walk(SQ_DECIDE, "allowed", cust, status=200, url=sq_url(granted, "/decision"), json=yes,
+         events=[E(A.SEALED_DECIDE, "allowed", granted, "role:custodian")])
+
+    grant = A.SEALED_RECORDS
+    walk(SQ_RECORDS, "error", court, status=404, url=sq_url(denied, "/records"),
+         events=[E(grant, "error", denied, "error:not_found")])
+    walk(SQ_RECORDS, "role", cust, status=403, url=sq_url(granted, "/records"),
+         events=[E(grant, "denied", granted, deny)])
+    walk(SQ_RECORDS, "missing", court, status=404, url=sq_url("sq_nothing", "/records"),
+         events=[E(grant, "denied", "sq_nothing", "record:not_found")])
+    r = walk(SQ_RECORDS, "allowed", court, status=200, url=sq_url(granted, "/records"),
+             events=[E(grant, "allowed", granted, "role:requester+owner")])
+    assert [i["id"] for i in r.json()["items"]] == [doc]
+    for route, action in ((DOC_READ, A.DOCUMENT_READ), (DOC_PDF, A.DOCUMENT_DOWNLOAD)):
+        here = route[1].replace("{document_id}", doc)
+        for who in (CW, cust, SUP):
+            walk(route, "sealed", who, status=404, url=here, events=[E(action, "denied", doc, "sealed:no_grant")])
+        walk(route, "allowed", court, status=200, url=here,
+             events=[E(action, "allowed", doc, f"sealed:grant:{granted}")])
+    walk(DOC_VERIFY, "missing", None, status=404, url=f"{API}/verify/{code}",
+         events=[E(check, "denied", "", "verify:code_unknown", actor="public")])
+
+    walk(SQ_REVOKE, "role", court, status=403, url=sq_url(granted, "/revoke"), json={"reason": "撤销"},
+         events=[E(A.SEALED_REVOKE, "denied", granted, deny)])
+    walk(SQ_REVOKE, "invalid", cust, status=422, url=sq_url(granted, "/revoke"), json={})
+    walk(SQ_REVOKE, "missing", cust, status=404, url=sq_url("sq_nothing", "/revoke"), json={"reason": "撤销"},
+         events=[E(A.SEALED_REVOKE, "denied", "sq_nothing", "record:not_found")])
+    walk(SQ_REVOKE, "error", cust, status=409, url=sq_url(denied, "/revoke"), json={"reason": "撤销"},
+         events=[E(A.SEALED_REVOKE, "error", denied, "error:conflict")])
+
+    reply, read_reply = A.SEALED_REPLY, A.SEALED_REPLY_READ
+    walk(SQ_REPLY_READ, "error", court, status=404, url=sq_url(denied, "/reply"),  # not issued yet
+         events=[E(read_reply, "error", denied, "error:not_found")])
+    walk(SQ_REPLY, "role", court, status=403, url=sq_url(denied, "/reply"), events=[E(reply, "denied", denied, deny)])
+    walk(SQ_REPLY, "missing", cust, status=404, url=sq_url("sq_nothing", "/reply"),
+         events=[E(reply, "denied", "sq_nothing", "record:not_found")])
+    # Two decisions, one event each: the reply, and issuing the letter as an official document.
+    walk(SQ_REPLY, "allowed", cust, status=201, url=sq_url(denied, "/reply"),
+         events=[E(reply, "allowed", denied, "role:custodian"),
+                 E(A.DOCUMENT_ISSUE, "allowed", re.compile(r"doc_[a-z2-9]{20}"), "role:custodian")])
+    walk(SQ_REPLY, "error", cust, status=409, url=sq_url(denied, "/reply"),
+         events=[E(reply, "error", denied, "error:conflict")])
+    r = walk(SQ_REPLY_READ, "allowed", court, status=200, url=sq_url(denied, "/reply"),
+             events=[E(read_reply, "allowed", denied, "role:requester+owner")])
+    assert r.headers["content-type"] == "application/pdf"
+    walk(SQ_REPLY_READ, "role", CW, status=403, url=sq_url(denied, "/reply"),
+         events=[E(read_reply, "denied", denied, deny)])
+    walk(SQ_REPLY_READ, "missing", court, status=404, url=sq_url("sq_nothing", "/reply"),
+         events=[E(read_reply, "denied", "sq_nothing", "record:not_found")])
+
+    walk(SQ_REVOKE, "allowed", cust, status=200, url=sq_url(granted, "/revoke"), json={"reason": "案件已审结"},
+         events=[E(A.SEALED_REVOKE, "allowed", granted, "role:custodian")])
+    r = walk(DISCLOSURES, "allowed", AUDITOR, status=200, events=[E(A.DISCLOSURE_LIST, "allowed", "", "role:auditor")])
+    assert [(i["request_id"], i["document_id"]) for i in r.json()["items"]] == [(granted, doc)]
+    walk(DISCLOSURES, "role", CW, status=403, events=[E(A.DISCLOSURE_LIST, "denied", "", deny)])
+    walk(DISCLOSURES, "invalid", AUDITOR, status=422, params={"request_id": "x" * 41})
+
+    here, unseal = f"{API}/records/{mn}/unseal", {"legal_basis": "发现漏罪，数罪并罚超过五年有期徒刑"}
+    walk(UNSEAL, "role", court, status=403, url=here, json=unseal, events=[E(A.RECORD_UNSEAL, "denied", mn, deny)])
+    walk(UNSEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/unseal", json=unseal,
+         events=[E(A.RECORD_UNSEAL, "denied", "mn_nothing", "record:not_found")])
+    walk(UNSEAL, "invalid", cust, status=422, url=here, json={})
+    walk(UNSEAL, "error", cust, status=409, url=f"{API}/records/{gn_mn}/unseal", json=unseal,  # never sealed
+         events=[E(A.RECORD_UNSEAL, "error", gn_mn, "error:conflict")])
+    walk(UNSEAL, "allowed", cust, status=200, url=here, json=unseal,
+         events=[E(A.RECORD_UNSEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
+    r = walk(MN_READ, "allowed", CW, status=200, url=f"{API}/minors/{mn}", events=[E(A.MINOR_READ, "allowed", mn)])
+    assert r.json()["name"] == CANARY_NAME  # readable again, unchanged
 
     missing = {route: sorted(kinds - walk.done[route]) for route, kinds in ROUTES.items()
                if kinds - walk.done[route]}
@@ -871,11 +1051,13 @@ def test_auditor_reads_the_log_but_no_case_file_and_admin_not_the_log(app, clien
     # ... and gets 403 (by role, before any lookup) on every case-file route, the minor's too.
     ids = {"household_id": hh, "minor_id": mn}
     bodies: dict[R, Any] = {HH_CREATE: household_body(), HH_UPDATE: {"notes": "x"},
-                            MN_CREATE: minor_body(hh), MN_UPDATE: {"school": "x"}}
+                            MN_CREATE: minor_body(hh), MN_UPDATE: {"school": "x"},
+                            VISIT_CREATE: {"visited_on": "2026-01-15", "visitor": "李走访", "findings": "x"}}
     routes = openapi_routes(app)
     case_routes = sorted(r for r in routes if "case files" in
                          app.openapi()["paths"][r[1]][r[0].lower()].get("tags", []))
-    assert set(case_routes) == {HH_CREATE, HH_LIST, HH_READ, HH_UPDATE, MN_CREATE, MN_LIST, MN_READ, MN_UPDATE}
+    assert set(case_routes) == {HH_CREATE, HH_LIST, HH_READ, HH_UPDATE, MN_CREATE, MN_LIST, MN_READ, MN_UPDATE,
+                                VISIT_CREATE, VISIT_LIST, STATS}
     for who, headers in ((AUDITOR, aud), (ADMIN, adm)):
         for method, path in case_routes:
             size = log_size(rt.db.engine)
