@@ -286,7 +286,7 @@ class Archive:
         if not g.decide(Action.MINOR_CREATE).allowed:
             # Refuse by role before looking the household up: no existence oracle.
             g.authorize(Action.MINOR_CREATE, Resource("minor"))
-        problems = S.birth_problems(data.birth_date, data.id_number, today=g.now.date())
+        problems = S.birth_problems(data.birth_date, data.id_number, today=S.local_date(g.now))
         if problems:
             raise InvalidInput(problems)
         household = g.session.get(Household, data.household_id)
@@ -314,7 +314,7 @@ class Archive:
             created_at=g.now, updated_at=g.now,
         )
         g.session.add(row)
-        g.session.add_all(self._category_rows(mid, data.categories, g.now.date()))
+        g.session.add_all(self._category_rows(mid, data.categories, S.local_date(g.now)))
         self._flush(g)
         public = self._minor_public(g, row, payload)
         enqueue(g.session, "minor", row.id)
@@ -335,7 +335,7 @@ class Archive:
         merged = {**current, **changes}
         if "birth_date" in changes or "id_number" in changes:
             problems = S.birth_problems(
-                date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=g.now.date()
+                date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=S.local_date(g.now)
             )
             if problems:
                 raise InvalidInput(problems)
@@ -360,7 +360,7 @@ class Archive:
 
     def _replace_categories(self, g: Guard, minor_id: str, cats: list[int | S.CategoryIn]) -> None:
         """Categories not listed any more are ended today; listed ones are (re)opened."""
-        today = g.now.date()
+        today = S.local_date(g.now)
         wanted = {(c if isinstance(c, int) else c.category): c for c in cats}
         existing = g.session.scalars(select(MinorCategory).where(MinorCategory.minor_id == minor_id)).all()
         open_cats = {c.category: c for c in existing if c.ended_on is None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -114,6 +115,14 @@ class MinorUpdate(MinorFields):
     sex: Literal["male", "female"] | None = None
     categories: list[Category | CategoryIn] | None = Field(None, min_length=1, max_length=10)
     expected_version: int | None = None
+
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def local_date(now: datetime) -> date:
+    """Today where the archive is used: 00:00-08:00 in China is still yesterday in UTC."""
+    return now.astimezone(LOCAL_TZ).date()
 
 
 def birth_problems(birth_date: date, id_number: str | None, *, today: date) -> list[dict[str, str]]:

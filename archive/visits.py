@@ -15,6 +15,7 @@ from access_control.guard import Guard
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
 from archive.models import Household, Minor, MinorCategory, Visit
+from archive.schemas import local_date
 from core.db import new_id
 from core.errors import InvalidInput, NotFound
 from core.fields import Name, check_text
@@ -60,7 +61,7 @@ class Visits:
         return hh
 
     def create(self, g: Guard, household_id: str, body: VisitCreate) -> VisitPublic:
-        if body.visited_on > g.now.date():
+        if body.visited_on > local_date(g.now):
             raise InvalidInput.one("visited_on", "走访日期不能晚于今天")
         hh = self._household(g, household_id, Action.VISIT_CREATE, read=False)
         vid = new_id("vis")

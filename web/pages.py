@@ -34,7 +34,7 @@ NAV: list[tuple[str, str, set[str]]] = [
     ("/minors", "未成年人", {"caseworker", "supervisor"}),
     ("/documents", "公文", {"caseworker", "supervisor", "custodian", "auditor"}),
     ("/search", "检索", {"caseworker", "supervisor", "custodian", "requester"}),
-    ("/statistics", "督查统计", {"supervisor"}),
+    ("/statistics", "督查统计", {"caseworker", "supervisor"}),
     ("/sealed", "封存记录查询", {"requester", "custodian"}),
     ("/audit", "访问日志", {"auditor"}),
     ("/admin", "系统管理", {"admin"}),
