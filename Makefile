@@ -36,6 +36,7 @@ run: install
 	$(BIN)/shouhu serve --host $(HOST) --port $(PORT)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install

@@ -34,7 +34,8 @@ from core.keys import Vault
 from core.outbox import enqueue
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
-CONFIDENTIALITY = "依据《中华人民共和国刑事诉讼法》第二百八十六条，本件为依法提供的封存记录，仅限申请事项使用，不得泄露、复制或转交他人。"
+CONFIDENTIALITY = ("依据《中华人民共和国刑事诉讼法》第二百八十六条，本件为依法提供的封存记录，"
+                   "仅限申请事项使用，不得泄露、复制或转交他人。")
 
 
 class SealBody(BaseModel):
