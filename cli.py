@@ -150,6 +150,42 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
+# search -------------------------------------------------------------------------
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild the search index from the archive, with a progress bar. Safe to rerun or to stop midway.
+
+    An embedded index (tantivy, Whoosh) has one writer: stop the server first. An index built with
+    another key or backend is thrown away and rebuilt."""
+    from sqlalchemy import text
+
+    from search.backends import SearchUnavailable, remove_index
+
+    with runtime() as rt:
+        s = rt.settings
+        try:
+            rt.search_backend  # noqa: B018 - opens it: refused if built with another key or broken
+        except SearchUnavailable:
+            if s.search_backend == "postgres":
+                with rt.db.engine.begin() as conn:
+                    conn.execute(text("DELETE FROM search_docs"))
+                    conn.execute(text("DELETE FROM search_meta"))
+            else:
+                remove_index(s.search_backend, s.effective_search_index_dir)
+            console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("重建搜索索引", total=None)
+                total = rt.indexer.reindex(
+                    progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except SearchUnavailable as exc:
+            raise fail(f"{exc}（嵌入式索引只能有一个写入者：请先停止 `shouhu serve`）") from None
+        log_operator(rt, Action.REINDEX, kind="search_index", rid=s.search_backend, details={"records": total})
+    console.print(f"搜索索引已重建（{s.search_backend}）：{total} 条记录。")
+
+
 # doctor -------------------------------------------------------------------------
 
 
@@ -474,9 +510,7 @@ def audit_checkpoint(
 
     with runtime() as rt:
         try:
-            with rt.db.session() as s:
-                cp = rt.audit.checkpoint(s, now=rt.clock())
-                s.commit()
+            cp = rt.audit.sign_checkpoint(rt.db, now=rt.clock())
         except AuditTampered as exc:
             raise fail(f"日志校验未通过，未签署检查点：{exc}") from None
         log_operator(rt, Action.AUDIT_CHECKPOINT_CREATE, kind="audit_log", rid=str(cp["size"]))

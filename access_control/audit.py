@@ -32,7 +32,7 @@ from access_control import merkle
 from access_control.actions import Action
 from access_control.identity import Actor
 from core.crypto import SigningKey, verify_signature
-from core.db import Base, UTCDateTime
+from core.db import Base, Database, UTCDateTime
 from core.redact import safe_identifier
 
 FORMAT_VERSION = 1
@@ -70,7 +70,7 @@ class AuditEventSubject(Base):
     __tablename__ = "audit_event_subjects"
 
     subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seq: Mapped[int] = mapped_column(ForeignKey("audit_events.seq"), primary_key=True)
+    seq: Mapped[int] = mapped_column(ForeignKey("audit_events.seq"), primary_key=True, index=True)
 
 
 class AuditHead(Base):
@@ -309,7 +309,8 @@ class AuditLog:
         compact = merkle.CompactRange(h)
         prev = GENESIS_HASH
         expected = 1
-        subjects = self._subject_index(session)
+        subjects = self._subjects_in_order(session)
+        pending = next(subjects, None)
 
         def bad(seq: int, problem: str) -> VerifyResult:
             return VerifyResult(False, compact.size, prev, first_bad_seq=seq, problem=problem,
@@ -323,7 +324,13 @@ class AuditLog:
                 return bad(seq, "prev_hash does not match the previous event's hash")
             if event_hash(alg, ev) != ev["hash"]:
                 return bad(seq, "the event's content does not match its hash")
-            if subjects.pop(seq, set()) != set(ev["subjects"] or []):
+            indexed: set[str] = set()
+            while pending is not None and pending[0] <= seq:
+                if pending[0] < seq:  # only possible for an index row of an event that is not there
+                    return bad(pending[0], "the subject index names an event that does not exist")
+                indexed.add(pending[1])
+                pending = next(subjects, None)
+            if indexed != set(ev["subjects"] or []):
                 return bad(seq, "the subject index does not match the event")
             compact.append(bytes.fromhex(ev["hash"]))
             prev = ev["hash"]
@@ -337,18 +344,22 @@ class AuditLog:
         longer = [s for s in wanted if s > size]
         if longer:
             return bad(size + 1, f"a checkpoint covers {max(longer)} events but the log holds only {size}")
-        if subjects:
-            return bad(min(subjects), "the subject index names an event that does not exist")
+        if pending is not None:
+            return bad(pending[0], "the subject index names an event that does not exist")
         if head.size != size or head.head_hash != prev:
             return bad(min(head.size, size) + 1, "the head row does not match the last event")
         return VerifyResult(True, size, prev, checkpoints_checked=checked)
 
     @staticmethod
-    def _subject_index(session: Session) -> dict[int, set[str]]:
-        index: dict[int, set[str]] = {}
-        for subject, seq in session.execute(select(AuditEventSubject.subject, AuditEventSubject.seq)):
-            index.setdefault(seq, set()).add(subject)
-        return index
+    def _subjects_in_order(session: Session, window: int = 50_000) -> Iterator[tuple[int, str]]:
+        """(seq, subject) rows in seq order, a window of events at a time (constant memory)."""
+        t = AuditEventSubject
+        top = session.scalar(select(func.max(t.seq))) or 0
+        for lo in range(0, top, window):
+            for seq, subject in session.execute(
+                select(t.seq, t.subject).where(t.seq > lo, t.seq <= lo + window).order_by(t.seq, t.subject)
+            ):
+                yield seq, subject
 
     @staticmethod
     def _check_checkpoint(cp: Mapping[str, Any], root: str, head_hash: str, alg: str,
@@ -380,11 +391,38 @@ class AuditLog:
             "at": format_time(cp.at), "key_id": cp.key_id, "signature": cp.signature,
         }
 
+    def sign_checkpoint(self, db: Database, *, now: datetime) -> dict[str, Any]:
+        """Sign the current tree head and store it; the re-hash runs without the write lock.
+
+        Only inserting the checkpoint row takes a (short) write transaction, so on
+        SQLite the requests that append events are not held up by a long re-hash.
+        """
+        with db.read_session() as rs:
+            cp = self._prepare(rs, now=now)
+        if isinstance(cp, dict):
+            return cp
+        with db.session() as s:
+            existing = s.get(AuditCheckpoint, cp.size)
+            if existing is not None:  # another process signed the same size meanwhile
+                return self.checkpoint_dict(existing)
+            s.add(cp)
+            s.commit()
+            return self.checkpoint_dict(cp)
+
     def checkpoint(self, session: Session, *, now: datetime) -> dict[str, Any]:
-        """Sign the current tree head; continues from the last checkpoint's frontier.
+        """Sign the current tree head in the caller's transaction (the caller commits)."""
+        cp = self._prepare(session, now=now)
+        if isinstance(cp, dict):
+            return cp
+        session.add(cp)
+        session.flush()
+        return self.checkpoint_dict(cp)
+
+    def _prepare(self, session: Session, *, now: datetime) -> AuditCheckpoint | dict[str, Any]:
+        """A new signed checkpoint row (not added), or the existing one if nothing was appended.
 
         Re-hashes every event since the last checkpoint before signing, so a
-        checkpoint never vouches for altered events. The caller commits.
+        checkpoint never vouches for altered events.
         """
         if self.signer is None:
             raise AuditTampered("no audit signing key is configured")
@@ -420,11 +458,9 @@ class AuditLog:
         signature = self.signer.sign(
             checkpoint_message(hash_alg=alg, size=size, root=root, head_hash=prev, at=at)
         ).hex()
-        cp = AuditCheckpoint(size=size, root=root, head_hash=prev, hash_alg=alg, at=now, key_id=self.signer.key_id,
-                             signature=signature, frontier=[x.hex() for x in compact.frontier])
-        session.add(cp)
-        session.flush()
-        return self.checkpoint_dict(cp)
+        return AuditCheckpoint(size=size, root=root, head_hash=prev, hash_alg=alg, at=now,
+                               key_id=self.signer.key_id, signature=signature,
+                               frontier=[x.hex() for x in compact.frontier])
 
     @staticmethod
     def checkpoints(session: Session) -> list[dict[str, Any]]:
