@@ -30,6 +30,7 @@ from core.errors import PayloadTooLarge, ShouhuError, field_errors
 from core.redact import safe_path
 from core.settings import Settings
 from runtime import Runtime
+from search.backends import SearchUnavailable
 
 log = logging.getLogger("shouhu")
 
@@ -171,13 +172,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         scheduler = CheckpointSchedule(rt, settings.audit_checkpoint_interval_seconds)
         scheduler.start()
-        rt.indexer.start()  # drains what earlier runs left in the outbox, then keeps up
+        try:
+            rt.indexer.start()  # drains what earlier runs left in the outbox, then keeps up
+        except SearchUnavailable as exc:
+            # Serve everything else; searches answer 503 until the index is rebuilt.
+            log.error("search index unavailable: %s", exc)
         # Start the render workers now, not on the first issue (5-7 s cold).
         threading.Thread(target=rt.documents.pool.warm, name="render-warm", daemon=True).start()
         try:
             yield
         finally:
-            rt.indexer.stop()
+            if rt._indexer is not None:
+                rt.indexer.stop()
             scheduler.stop()
             if runtime is None:
                 rt.close()

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 
 from access_control.audit import AuditHead, AuditLog
 from access_control.audit_service import AuditDesk
@@ -102,8 +103,17 @@ class Runtime:
     @property
     def indexer(self) -> Indexer:
         if self._indexer is None:
-            self._indexer = Indexer(db=self.db, backend=self.search_backend, analyzer=self.analyzer,
-                                    sources=self.sources, regions=self.regions)
+            indexer = Indexer(db=self.db, backend=self.search_backend, analyzer=self.analyzer,
+                              sources=self.sources, regions=self.regions)
+
+            # Wake the indexer as soon as a transaction that queued outbox rows commits,
+            # rather than at its next poll.
+            @event.listens_for(self.db.sessions, "after_commit")
+            def _wake(session: Any) -> None:
+                if session.info.pop("outbox", False):
+                    indexer.wake()
+
+            self._indexer = indexer
         return self._indexer
 
     @property

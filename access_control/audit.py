@@ -356,10 +356,10 @@ class AuditLog:
         t = AuditEventSubject
         top = session.scalar(select(func.max(t.seq))) or 0
         for lo in range(0, top, window):
-            for seq, subject in session.execute(
+            rows = session.execute(
                 select(t.seq, t.subject).where(t.seq > lo, t.seq <= lo + window).order_by(t.seq, t.subject)
-            ):
-                yield seq, subject
+            ).all()
+            yield from ((seq, subject) for seq, subject in rows)
 
     @staticmethod
     def _check_checkpoint(cp: Mapping[str, Any], root: str, head_hash: str, alg: str,

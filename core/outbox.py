@@ -30,3 +30,4 @@ class SearchOutbox(Base):
 def enqueue(session: Session, record_kind: str, record_id: str) -> None:
     """Ask for ``record_id`` to be (re)indexed once this transaction commits."""
     session.add(SearchOutbox(record_kind=record_kind, record_id=record_id, created_at=utcnow()))
+    session.info["outbox"] = True  # after the commit, the indexer is woken (runtime.py)

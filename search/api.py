@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from access_control.deps import GuardDep, RuntimeDep
+from core.errors import ServiceUnavailable
+from search.backends import SearchUnavailable
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
@@ -25,5 +27,9 @@ def search(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
-    return runtime.search.search(g, q=q, kind=kind, region=region, category=category, date_from=date_from,
-                                 date_to=date_to, limit=limit, cursor=cursor)
+    try:
+        service = runtime.search
+    except SearchUnavailable:
+        raise ServiceUnavailable("检索索引暂不可用，请管理员运行 `shouhu reindex`。") from None
+    return service.search(g, q=q, kind=kind, region=region, category=category, date_from=date_from,
+                          date_to=date_to, limit=limit, cursor=cursor)

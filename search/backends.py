@@ -180,7 +180,9 @@ class TantivyBackend:
                 in_region.append((Occ.Must, T.term_set_query(s, "kind", scope.kinds or ["\x00"])))
             visible.append((Occ.Should, T.boolean_query(in_region)))
         if scope.grants:
-            visible.append((Occ.Should, T.term_set_query(s, "id", scope.grants)))
+            # A grant opens sealed records only: once unsealed, a record is read by region and role.
+            visible.append((Occ.Should, T.boolean_query([(Occ.Must, T.term_set_query(s, "id", scope.grants)),
+                                                         (Occ.Must, T.term_query(s, "sealed", True))])))
         if not visible:
             return T.empty_query()
         must.append((Occ.Must, T.boolean_query(visible)))
@@ -302,7 +304,8 @@ class WhooshBackend:
                 parts.append(Q.Or([Q.Term("kind", k) for k in scope.kinds]) if scope.kinds else Q.NullQuery)
             visible.append(Q.And(parts))
         if scope.grants:
-            visible.append(Q.Or([Q.Term("id", g) for g in scope.grants]))
+            # A grant opens sealed records only: once unsealed, a record is read by region and role.
+            visible.append(Q.And([Q.Or([Q.Term("id", g) for g in scope.grants]), Q.Term("sealed", True)]))
         if not visible:
             return Q.NullQuery
         must.append(Q.Or(visible))
@@ -323,7 +326,9 @@ class WhooshBackend:
     def search(self, q: BlindQuery, scope: Scope, f: Filters, *, limit: int, offset: int
                ) -> tuple[int, list[tuple[str, float]]]:
         with self.ix.searcher() as s:
-            results = s.search(self._query(q, scope, f), limit=offset + limit)
+            # optimize=False: count every match in the one pass. With block-quality skipping on,
+            # len(results) runs the whole query a second time (bench/bench_search.py).
+            results = s.search(self._query(q, scope, f), limit=offset + limit, optimize=False)
             total = len(results)
             hits = [(r["id"], float(r.score or 0.0)) for r in results[offset : offset + limit]]
         return total, hits
@@ -416,7 +421,8 @@ class PostgresBackend:
                 params["scope_kinds"] = scope.kinds
             visible.append(cond + ")")
         if scope.grants:
-            visible.append("id = ANY(:grants)")
+            # A grant opens sealed records only: once unsealed, a record is read by region and role.
+            visible.append("(id = ANY(:grants) AND sealed)")
             params["grants"] = scope.grants
         if not visible:
             return 0, []

@@ -67,7 +67,9 @@ class Backend:
         if self.name != "postgres":
             return
         assert self.pg_url is not None
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        # search_docs and search_meta are PostgreSQL-only tables made outside the ORM metadata.
+        names = [*(t.name for t in Base.metadata.sorted_tables), "search_docs", "search_meta"]
+        tables = ", ".join(f'"{n}"' for n in names)
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
