@@ -4,12 +4,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := fonts-noto-cjk fonts-lxgw-wenkai fontconfig poppler-utils libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 postgresql-client
+DEBS   := fonts-noto-cjk fonts-lxgw-wenkai fontconfig poppler-utils libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 postgresql-client chromium chromium-l10n
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export SHOUHU_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install debs run test bench lint clean
+.PHONY: install debs run test screenshots bench lint clean
 
 install: debs $(VENV)/.installed
 
@@ -38,6 +38,10 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The browser tests, writing their screenshots into docs/screenshots (with its README).
+screenshots: install
+	E2E_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/e2e -q
 
 bench: install
 	$(BIN)/python -m bench

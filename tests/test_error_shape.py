@@ -6,8 +6,9 @@ The operations are read from the app's own OpenAPI document, so a new route is
 covered the day it is added (after datasette's ``tests/test_error_shape.py``).
 For each operation: no token is a 401 (public paths aside), unknown ids are a
 404 for a caller who may act on such records and never anything but 403/404 for
-anyone, and wrong methods and unknown paths are errors in the same shape. No
-answer is ever a 500.
+anyone, and wrong methods and unknown paths under /api/ are errors in the same
+shape (elsewhere an unknown path is the pages' HTML 404 page). No answer is ever
+a 500.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ UNKNOWN_IDS = ("unknown_0000000000000000000", "x" * 300, "不存在的编号")
 # unknown id, not the body, decides the answer. Others get ``{}``.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/documents/{document_id}/versions"): {"fields": {}, "reason": "更正笔误"},
+    ("post", "/api/v1/households/{household_id}/visits"): {
+        "visited_on": "2026-03-01", "visitor": "王明", "findings": "入户走访，家中无人。"},
+    ("post", "/api/v1/records/{record_id}/seal"): {
+        "legal_basis": "《中华人民共和国刑事诉讼法》第二百八十六条", "case_number": "（2026）苏0706刑初1号"},
+    ("post", "/api/v1/records/{record_id}/unseal"): {"legal_basis": "发现漏罪"},
+    ("post", "/api/v1/sealed-requests/{request_id}/decision"): {"decision": "deny", "reason": "不符合查询条件"},
+    ("post", "/api/v1/sealed-requests/{request_id}/revoke"): {"reason": "案件已办结"},
+}
+# Required query parameters other than the ones a test is about, with valid values.
+REQUIRED_QUERY: dict[str, dict[str, str]] = {
+    "/api/v1/search": {"q": "王"},
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -196,9 +208,10 @@ def test_wrong_methods_are_405_in_the_error_shape(client, tokens):
 
 
 def test_unknown_paths_are_404_in_the_error_shape(client, tokens):
+    """Under /api/ (and the health checks) an unknown path is the JSON error; elsewhere
+    it is the pages' HTML 404 page, never a 500."""
     failures = []
     paths = [
-        "/nope",
         "/api/v1/nope",
         "/api/v2/households",
         "/api/v1/households/x/y/z",
@@ -213,7 +226,26 @@ def test_unknown_paths_are_404_in_the_error_shape(client, tokens):
             for method in ("get", "post"):
                 r = call(client, method, path, headers)
                 failures += [f"{method.upper()} {path}: {p}" for p in shape_problems(r, 404, "not_found")]
+    for path in ("/nope", "/households/x/y/z", "/%E4%B8%AD%E6%96%87"):
+        for headers in (None, tokens["caseworker.haizhou"]):
+            for method in ("get", "post"):
+                r = call(client, method, path, headers)
+                failures += [f"{method.upper()} {path}: {p}" for p in html_404_problems(r)]
     assert not failures, "\n".join(failures)
+
+
+def html_404_problems(r: Response) -> list[str]:
+    """What is wrong with ``r`` as the pages' 404: an HTML page in Chinese, no JSON."""
+    if r.status_code != 404:
+        return [f"status {r.status_code}, expected 404: {r.text[:300]}"]
+    if not r.headers.get("content-type", "").startswith("text/html"):
+        return [f"content-type {r.headers.get('content-type')!r}, expected the HTML page"]
+    problems = []
+    if "<html" not in r.text or "未找到" not in r.text:
+        problems.append(f"not the 404 page: {r.text[:300]}")
+    if "script-src 'self'" not in r.headers.get("content-security-policy", ""):
+        problems.append("the 404 page has no Content-Security-Policy")
+    return problems
 
 
 def test_bad_query_parameters_are_422_naming_the_parameter(client, tokens):
@@ -225,12 +257,18 @@ def test_bad_query_parameters_are_422_naming_the_parameter(client, tokens):
         if "limit" not in names:
             continue
         checked += 1
+        required = {p["name"] for p in op.get("parameters", []) if p["in"] == "query" and p.get("required")}
+        if required - set(REQUIRED_QUERY.get(path, {})):
+            failures.append(f"{method.upper()} {path}: add valid values for its required query parameters "
+                            f"{sorted(required - set(REQUIRED_QUERY.get(path, {})))} to REQUIRED_QUERY")
+            continue
         for params, field in (
             ({"limit": 0}, "limit"),
             ({"limit": 100000}, "limit"),
             ({"limit": "lots"}, "limit"),
             ({"cursor": "%%%"}, "cursor"),
         ):
+            params = {**REQUIRED_QUERY.get(path, {}), **params}
             r = client.request(method.upper(), path, params=params, headers=tokens["caseworker.haizhou"])
             problems = shape_problems(r, 422, "invalid_input")
             if not problems:

@@ -23,7 +23,9 @@ from access_control.sealed import SealedRequest
 from access_control.users import login as password_login
 from core.errors import LoginFailed, LoginThrottled
 from core.keys import status as key_status
+from web.admin import KEY_STATES
 from web.pages import HERE, render
+from web.sealed import STATUS_NAMES
 from web.session import (
     CsrfChecked,
     LoginRequired,
@@ -138,5 +140,5 @@ def home(request: Request, g: PageGuard) -> HTMLResponse:
         }
     else:
         g.authorize(Action.ME_READ, Resource("user", g.actor.user_id), commit=True)
-    return render(request, "home.html.j2", **context)
+    return render(request, "home.html.j2", status_names=STATUS_NAMES, key_states=KEY_STATES, **context)
 
