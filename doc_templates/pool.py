@@ -14,6 +14,7 @@ import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import date
 from typing import Any
 
 from doc_templates.kinds import KINDS
@@ -25,6 +26,10 @@ _renderer: Renderer | None = None
 def _worker_init() -> None:
     global _renderer
     _renderer = Renderer()
+    # Pay the first-render costs (glyph-coverage table, font loading) now, not on a request.
+    kind = KINDS["sealed_query_reply"]
+    _renderer.pdf(kind, kind.validate(kind.example), DocumentMeta(
+        kind=kind.kind, kind_title=kind.title, issuer="预热", doc_number="预热", issued_on=date(2026, 1, 1)))
 
 
 def _local() -> Renderer:
