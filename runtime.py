@@ -7,6 +7,7 @@ one per test database with their own settings.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,7 +87,8 @@ class Runtime:
         self.visits = Visits(vault=self.vault, regions=self.regions)
         self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s)
         self.sealing = Sealing(vault=self.vault, blobs=self.blobs, documents=self.documents, desk=self.sealed)
-        self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16))
+        self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
+                                 portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)
         self._backend: SearchBackend | None = None
         self._indexer: Indexer | None = None
@@ -104,7 +106,8 @@ class Runtime:
     def indexer(self) -> Indexer:
         if self._indexer is None:
             indexer = Indexer(db=self.db, backend=self.search_backend, analyzer=self.analyzer,
-                              sources=self.sources, regions=self.regions)
+                              sources=self.sources, regions=self.regions,
+                              workers=self.settings.reindex_workers or os.cpu_count() or 1)
 
             # Wake the indexer as soon as a transaction that queued outbox rows commits,
             # rather than at its next poll.

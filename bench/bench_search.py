@@ -77,7 +77,7 @@ from search.backends import (
     TantivyBackend,
     WhooshBackend,
 )
-from search.indexer import BATCH
+from search.indexer import BATCH, Pending, index_batches
 
 ENGINES = ("tantivy", "postgres", "whoosh")  # the order they run in: the slowest last
 PLAIN_ENGINES = ("tantivy", "whoosh")  # PostgreSQL has no plain baseline
@@ -431,7 +431,8 @@ def log_rows(rows: Sequence[Result]) -> None:
 def blind_analyzer() -> Analyzer:
     """As ``Runtime`` builds it: HMAC under the search subkey of a (random) master key."""
     ring = crypto.KeyRing(os.urandom(32), suite=crypto.AES_SUITE)
-    return Analyzer(lambda token: ring.keyed_hash("search", token, hex_chars=16))
+    return Analyzer(lambda token: ring.keyed_hash("search", token, hex_chars=16),
+                    portable=lambda: ring.keyed_hasher("search", hex_chars=16))
 
 
 def plain_analyzer() -> Analyzer:
@@ -724,7 +725,6 @@ def size_rows(n: int, opts: Options, folder: Path) -> tuple[list[Result], dict[s
     goal["tokenize_cpu_s"] = tok_meters["blind"].cpu_seconds
     specs = {kind: queries(docs, kind, opts.queries) for kind in QUERY_KINDS}
     reference: dict[str, tuple[str, list[int]]] = {}
-    del docs
     for engine in opts.engines:
         case = f"build · {_k(n)} docs"
         if engine == "whoosh" and opts.whoosh_max is not None and n > opts.whoosh_max:
@@ -752,6 +752,12 @@ def size_rows(n: int, opts: Options, folder: Path) -> tuple[list[Result], dict[s
                 goal["p95"] = p95s
                 built = next(ix.build for ix in indexes if ix.variant == "blind")
                 goal["build_s"], goal["build_cpu_s"] = built.seconds, built.cpu_seconds
+    if "tantivy" in opts.engines:
+        log(f"{n:,} docs: the reindex pipeline into tantivy")
+        row, goal["pipeline_s"] = pipeline_row(n, docs, analyzers["blind"], folder, goal)
+        rows.append(row)
+        log_rows([row])
+    del docs
     return rows, goal
 
 
@@ -766,6 +772,37 @@ def _indexes(engine: str, variants: list[str], folder: Path, analyzers: dict[str
             else:
                 built.append(stack.enter_context(embedded(engine, v, folder, analyzers[v], tokens[v])))
         yield sorted(built, key=lambda ix: ix.variant)  # blind, plain
+
+
+def pipeline_row(n: int, docs: Sequence[CaseDoc], analyzer: Analyzer, folder: Path, goal: dict[str, Any]
+                 ) -> tuple[Result, float]:
+    """``search.indexer.index_batches`` as ``Indexer.reindex`` runs it: the corpus' text as read
+    records (``Pending``) in batches, tokenized by one worker process per core, upserted into tantivy."""
+    workers = os.cpu_count() or 1
+    path = folder / "tantivy-pipeline"
+    backend = TantivyBackend(path, key_check=analyzer.check_value())
+    pending = [Pending(d.id, d.record_kind, d.kind, d.village.regions, d.categories, d.day, d.sealed, d.parts)
+               for d in docs]
+    batches = ((len(pending[i:i + BATCH]), pending[i:i + BATCH]) for i in range(0, n, BATCH))
+    gc.collect()
+    meter = CpuMeter()
+    try:
+        with meter:
+            backend.clear()
+            index_batches(backend, analyzer, batches, workers=workers, total=n)
+            backend.close()  # waits for the merges
+            backend.index.reload()
+        indexed = backend.count()
+    finally:
+        backend.close()
+        shutil.rmtree(path, ignore_errors=True)
+    serial = goal.get("tokenize_s", 0.0) + goal.get("build_s", 0.0)
+    note = (f"{workers} tokenizing worker processes (spawned: included), batches of {BATCH}; "
+            f"CPU {meter.cpu_seconds:.0f} s in this process; {indexed:,} docs indexed")
+    if serial:
+        note += f"; in one process (tokenize + build above) {serial:.0f} s = {serial / meter.seconds:.2f}× this"
+    return rate(case=f"reindex pipeline · {_k(n)} docs", variant=f"tantivy, {workers} workers", unit="docs/s",
+                count=n, seconds=meter.seconds, peak_rss_mib=meter.peak_rss_mib, note=note), meter.seconds
 
 
 # The real archive ------------------------------------------------------------------------
@@ -787,13 +824,35 @@ def archive_rows(backend: str, minors: int) -> tuple[list[Result], float | None]
         with meter:
             records = rt.indexer.reindex()
         rt.search_backend.close()
+        read_only = CpuMeter()
+        with read_only:  # the reindex's own reading and decrypting, without tokenizing or indexing
+            read = read_and_decrypt(rt)
     per = meter.seconds / records
+    per_read = read_only.seconds / read
     row = rate(case=case, variant=f"{backend} → tantivy", unit="records/s", count=records,
                seconds=meter.seconds, peak_rss_mib=meter.peak_rss_mib,
                note=f"{minors} minors + their households; {statements.total / records:.1f} SQL statements/record; "
                     f"CPU {meter.cpu_seconds / records * 1e3:.2f} ms/record (this process); "
                     f"× {GOAL_DOCS:,} = {per * GOAL_DOCS:.0f} s")
-    return [row], per
+    read_row = rate(case=case, variant=f"{backend}: read + decrypt only", unit="records/s", count=read,
+                    seconds=read_only.seconds, note=f"Indexer.prefetch + gather per batch of {BATCH}, no tokenizing; "
+                                                     f"× {GOAL_DOCS:,} = {per_read * GOAL_DOCS:.0f} s")
+    return [row, read_row], per_read
+
+
+def read_and_decrypt(rt: Any) -> int:
+    """What ``Indexer.reindex`` does in its own process per batch, before tokenizing: list, load, decrypt."""
+    with rt.db.read_session() as s:
+        ids = ([("household", i) for i in s.scalars(text("SELECT id FROM households"))]
+               + [("minor", i) for i in s.scalars(text("SELECT id FROM minors"))]
+               + [("document", i) for i in s.scalars(text("SELECT id FROM documents"))])
+    got = 0
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start:start + BATCH]
+        with rt.db.read_session() as s:
+            batch = rt.indexer.prefetch(s, chunk)
+            got += sum(1 for k, i in chunk if rt.indexer.gather(s, k, i, batch=batch) is not None)
+    return got
 
 
 # Run -------------------------------------------------------------------------------------
@@ -832,18 +891,20 @@ def goal_rows(goal_at: dict[int, dict[str, Any]], archive_per: dict[str, float])
     worst_kind = max(g["p95"], key=g["p95"].get)
     worst = g["p95"][worst_kind]
     p95_ok = all(v < GOAL_P95_MS for v in g["p95"].values())
-    index_side = g["tokenize_s"] + g["build_s"]
+    serial = g["tokenize_s"] + g["build_s"]
+    index_side = g.get("pipeline_s", serial)
     rows = [Result(case=case, variant="max p95 (all 5 types)", value=worst, unit="ms",
                    note=f"{'MET' if p95_ok else 'NOT MET'}: worst is {worst_kind}; goal < {GOAL_P95_MS:.0f} ms")]
-    cpu = g["tokenize_cpu_s"] + g["build_cpu_s"]
-    note = (f"tokenize {g['tokenize_s']:.0f} s + tantivy build {g['build_s']:.0f} s; "
-            f"{'MET' if index_side < GOAL_REINDEX_S else 'NOT MET'} for the index side (goal < 300 s); "
-            f"CPU {cpu:.0f} s")
+    how = ("the reindex pipeline (tokenizing workers + tantivy)" if "pipeline_s" in g
+           else f"tokenize {g['tokenize_s']:.0f} s + tantivy build {g['build_s']:.0f} s in one process")
+    note = (f"{how}; {'MET' if index_side < GOAL_REINDEX_S else 'NOT MET'} for the index side (goal < 300 s); "
+            f"in one process: {serial:.0f} s")
     rows.append(Result(case=case, variant="reindex, index side", value=index_side, unit="s", note=note))
     for db, per in archive_per.items():
         total = index_side + per * GOAL_DOCS
         rows.append(Result(case=case, variant=f"reindex + archive ({db}, extrapolated)", value=total, unit="s",
-                           note=f"index side + {per * 1e3:.2f} ms/record × {GOAL_DOCS:,}; "
+                           note=f"index side + read and decrypt {per * 1e3:.2f} ms/record × {GOAL_DOCS:,} (an upper "
+                                f"bound: reindex reads while the workers tokenize); "
                                 f"{'MET' if total < GOAL_REINDEX_S else 'NOT MET'} (goal < 300 s)"))
     return rows
 

@@ -216,6 +216,34 @@ class WrappedKey:
     wrapped: bytes
 
 
+class KeyedHasher:
+    """One purpose's keyed hash as a small picklable callable, for worker processes.
+
+    Pickling it copies the subkey (never the master key) to the worker through a
+    pipe; nothing is written to a file. Its repr hides the key.
+    """
+
+    __slots__ = ("_suite_id", "_key", "_bytes")
+
+    def __init__(self, suite: Suite, key: bytes, hex_chars: int) -> None:
+        self._suite_id = suite.id
+        self._key = key
+        self._bytes = hex_chars // 2
+
+    def __call__(self, value: str | bytes) -> str:
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        return SUITES[self._suite_id].mac(self._key, data)[: self._bytes].hex()
+
+    def __getstate__(self) -> tuple[int, bytes, int]:
+        return self._suite_id, self._key, self._bytes
+
+    def __setstate__(self, state: tuple[int, bytes, int]) -> None:
+        self._suite_id, self._key, self._bytes = state
+
+    def __repr__(self) -> str:
+        return f"KeyedHasher(suite={SUITES[self._suite_id].name}, hex_chars={self._bytes * 2}, key=<hidden>)"
+
+
 class KeyRing:
     """Versioned key-encryption keys under one master key, plus keyed-hash subkeys.
 
@@ -275,6 +303,10 @@ class KeyRing:
         """HMAC of ``value`` under the purpose's subkey, hex, truncated to ``hex_chars``."""
         data = value.encode("utf-8") if isinstance(value, str) else value
         return self.hash_suite.mac(self.hash_subkey(purpose), data)[: hex_chars // 2].hex()
+
+    def keyed_hasher(self, purpose: str, *, hex_chars: int = KEYED_HASH_HEX) -> KeyedHasher:
+        """``keyed_hash`` for one purpose as a picklable callable (same results), for worker processes."""
+        return KeyedHasher(self.hash_suite, self.hash_subkey(purpose), hex_chars)
 
     def check_value(self) -> str:
         """A value that identifies the master key without revealing it (for doctor/readyz)."""

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         "(embedded) or `postgres` (in the PostgreSQL database, for several app processes). "
         "Switching is a `shouhu reindex`.",
     )
+    reindex_workers: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Worker processes that tokenize text during a full `shouhu reindex` of 400 or more "
+        "records: 0 = one per core, 1 = none (the reindexing process does it all).",
+    )
     search_index_dir: Path | None = Field(
         None, description="Folder of the embedded search index. Default: `<data_dir>/index`."
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import opencc
@@ -87,9 +87,25 @@ def _bigrams(run: str) -> list[str]:
 class Analyzer:
     """Turns text and queries into blind tokens with one secret (the search subkey)."""
 
-    def __init__(self, keyed_hash: Callable[[str], str]):
+    def __init__(self, keyed_hash: Callable[[str], str], *,
+                 portable: Callable[[], Callable[[str], str]] | None = None):
+        """``portable`` makes a picklable copy of ``keyed_hash`` for worker processes (reindex)."""
         # Memoized: the same few thousand tokens recur across a whole corpus.
         self._hash = functools.lru_cache(maxsize=1 << 18)(keyed_hash)
+        self._portable = portable
+
+    def portable_hash(self) -> Callable[[str], str]:
+        """A picklable keyed hash giving the same tokens, to build this analyzer in another process."""
+        if self._portable is None:
+            raise RuntimeError("this analyzer has no portable keyed hash")
+        return self._portable()
+
+    def text_tokens(self, parts: Iterable[str]) -> Tokens:
+        """The tokens of a record: one run per field, separated, so no phrase spans two fields."""
+        out = Tokens()
+        for p in parts:
+            out.extend(self.tokens(p))
+        return out
 
     def _blind(self, kind: str, token: str) -> str:
         return self._hash(f"{kind}:{token}")

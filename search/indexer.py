@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -34,10 +34,12 @@ from doc_templates import kinds as K
 from doc_templates.fonts import texts
 from search.analyzer import Analyzer, Tokens
 from search.backends import IndexDoc, SearchBackend
+from search.tokenize_pool import TokenizerPool
 
 log = logging.getLogger("shouhu.search")
 ADVISORY_LOCK = 7_406_330_001  # "shouhu indexer"
 BATCH = 200
+PARALLEL_MIN = 2 * BATCH  # below this a reindex tokenizes in its own process (a worker starts in ~1 s)
 
 
 class Sources:
@@ -93,8 +95,9 @@ class Prefetched:
 
 class Indexer:
     def __init__(self, *, db: Database, backend: SearchBackend, analyzer: Analyzer, sources: Sources,
-                 regions: RegionTree):
+                 regions: RegionTree, workers: int = 1):
         self.db = db
+        self.workers = workers
         self.backend = backend
         self.analyzer = analyzer
         self.sources = sources
@@ -105,12 +108,6 @@ class Indexer:
         self._drain_lock = threading.Lock()
 
     # documents -------------------------------------------------------------------------
-
-    def _tokens(self, parts: Iterable[str]) -> Tokens:
-        out = Tokens()
-        for p in parts:
-            out.extend(self.analyzer.tokens(p))
-        return out
 
     def _regions(self, code: str) -> list[str]:
         node = self.regions.get(code)
@@ -153,8 +150,8 @@ class Indexer:
         return sorted({c.category for c in s.scalars(select(MinorCategory).where(
             MinorCategory.minor_id == minor_id, MinorCategory.ended_on.is_(None)))})
 
-    def build(self, s: Session, kind: str, record_id: str, *, batch: Prefetched | None = None) -> IndexDoc | None:
-        """The index entry for a record, or None if it should not be in the index.
+    def gather(self, s: Session, kind: str, record_id: str, *, batch: Prefetched | None = None) -> Pending | None:
+        """A record's index entry with its readable text not yet tokenized; None if it stays out.
 
         ``batch``: what ``prefetch`` loaded for the batch this record is in (optional).
         """
@@ -164,33 +161,36 @@ class Indexer:
                 row = s.get(Minor, record_id)
                 if row is None or not _live(s, row.dek_id):
                     return None
-                cats = self._categories(s, row.id, batch)
-                tokens = self._tokens(self.sources.minor_text(s, row))
-                return IndexDoc(row.id, "minor", "minor", self._regions(row.region_code), cats,
-                                row.created_at.date(), row.sealed, tokens.grams, tokens.words)
+                return Pending(row.id, "minor", "minor", self._regions(row.region_code),
+                               self._categories(s, row.id, batch), row.created_at.date(), row.sealed,
+                               self.sources.minor_text(s, row))
             if kind == "household":
                 row = s.get(Household, record_id)
                 if row is None or not _live(s, row.dek_id):
                     return None
-                tokens = self._tokens(self.sources.household_text(s, row))
-                return IndexDoc(row.id, "household", "household", self._regions(row.region_code), [],
-                                row.created_at.date(), row.sealed, tokens.grams, tokens.words)
+                return Pending(row.id, "household", "household", self._regions(row.region_code), [],
+                               row.created_at.date(), row.sealed, self.sources.household_text(s, row))
             if kind == "document":
                 row = s.get(Document, record_id)
                 if row is None or not _live(s, row.dek_id):
                     return None
-                tokens = self._tokens(self.sources.document_text(s, row))
+                parts = self.sources.document_text(s, row)
                 v = s.get(DocumentVersion, (row.id, row.current_version))
                 day: date = v.issued_on if v else row.created_at.date()
                 cats: list[int] = []
                 if row.subject_kind == "minor" and row.subject_id:
                     cats = self._categories(s, row.subject_id, batch)
-                return IndexDoc(row.id, "document", row.kind, self._regions(row.region_code), cats, day,
-                                row.sealed, tokens.grams, tokens.words)
+                return Pending(row.id, "document", row.kind, self._regions(row.region_code), cats, day,
+                               row.sealed, parts)
         except (Gone, IntegrityFailure):
             log.error("search: %s %s cannot be decrypted; left out of the index", kind, record_id)
             return None
         return None
+
+    def build(self, s: Session, kind: str, record_id: str, *, batch: Prefetched | None = None) -> IndexDoc | None:
+        """The index entry for a record, or None if it should not be in the index."""
+        pending = self.gather(s, kind, record_id, batch=batch)
+        return None if pending is None else pending.done(self.analyzer.text_tokens(pending.parts))
 
     # the outbox -------------------------------------------------------------------------
 
@@ -270,26 +270,84 @@ class Indexer:
 
     # rebuild -------------------------------------------------------------------------------
 
-    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Rebuild the whole index from the archive. Safe to rerun; safe to stop midway."""
+    def reindex(self, progress: Callable[[int, int], None] | None = None, *, workers: int | None = None) -> int:
+        """Rebuild the whole index from the archive. Safe to rerun; safe to stop midway.
+
+        Records are read and decrypted here; with ``workers`` > 1 (default: the setting given to
+        the indexer) and at least ``PARALLEL_MIN`` records, their text is tokenized in that many
+        worker processes while the next batch is read.
+        """
         with self.db.read_session() as s:
             ids = ([("household", i) for i in s.scalars(select(Household.id))]
                    + [("minor", i) for i in s.scalars(select(Minor.id))]
                    + [("document", i) for i in s.scalars(select(Document.id))])
         self.backend.clear()
-        total, done = len(ids), 0
-        for start in range(0, total, BATCH):
-            chunk = ids[start : start + BATCH]
-            with self.db.read_session() as s:
-                batch = self.prefetch(s, chunk)
-                docs = [d for k, i in chunk if (d := self.build(s, k, i, batch=batch)) is not None]
-            self.backend.upsert(docs)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
+        total = len(ids)
+
+        def batches() -> Iterator[tuple[int, list[Pending]]]:
+            for start in range(0, total, BATCH):
+                chunk = ids[start : start + BATCH]
+                with self.db.read_session() as s:
+                    batch = self.prefetch(s, chunk)
+                    yield len(chunk), [p for k, i in chunk if (p := self.gather(s, k, i, batch=batch)) is not None]
+
+        n = self.workers if workers is None else workers
+        index_batches(self.backend, self.analyzer, batches(), workers=n if total >= PARALLEL_MIN else 1,
+                      total=total, progress=progress)
         # Everything queued before the rebuild began is now in the index.
         self.drain()
         return total
+
+
+@dataclass
+class Pending:
+    """A record's index entry before its text becomes tokens (the text is readable: memory only)."""
+
+    id: str
+    record_kind: str
+    kind: str
+    regions: list[str]
+    categories: list[int]
+    day: date
+    sealed: bool
+    parts: list[str]
+
+    def done(self, tokens: Tokens) -> IndexDoc:
+        return IndexDoc(self.id, self.record_kind, self.kind, self.regions, self.categories, self.day,
+                        self.sealed, tokens.grams, tokens.words)
+
+
+def index_batches(backend: SearchBackend, analyzer: Analyzer, batches: Iterable[tuple[int, list[Pending]]], *,
+                  workers: int, total: int, progress: Callable[[int, int], None] | None = None) -> int:
+    """Tokenize and upsert batches of ``(records read, entries)``; returns the records counted.
+
+    With ``workers`` > 1 the tokenizing runs in a ``TokenizerPool`` and up to ``workers`` batches
+    are in flight, so reading the next batch, tokenizing and the backend's commits overlap.
+    """
+    done = 0
+
+    def upsert(count: int, docs: list[IndexDoc]) -> None:
+        nonlocal done
+        backend.upsert(docs)
+        done += count
+        if progress:
+            progress(done, total)
+
+    if workers <= 1:
+        for count, pending in batches:
+            upsert(count, [p.done(analyzer.text_tokens(p.parts)) for p in pending])
+        return done
+    with TokenizerPool(analyzer, workers) as pool:
+        inflight: deque[tuple[int, list[Pending], Any]] = deque()
+        for count, pending in batches:
+            inflight.append((count, pending, pool.submit([p.parts for p in pending])))
+            if len(inflight) > workers:
+                c, ps, futures = inflight.popleft()
+                upsert(c, [p.done(t) for p, t in zip(ps, pool.collect(futures), strict=True)])
+        while inflight:
+            c, ps, futures = inflight.popleft()
+            upsert(c, [p.done(t) for p, t in zip(ps, pool.collect(futures), strict=True)])
+    return done
 
 
 def _live(s: Session, dek_id: str) -> bool:

@@ -27,6 +27,7 @@ import pytest
 from cli_support import cli_env, fresh_postgres_database, login, output, run_cli, serving
 
 from archive.schemas import id_check_char
+from search.indexer import PARALLEL_MIN
 
 pytestmark = pytest.mark.slow
 
@@ -228,27 +229,33 @@ def snapshot(env: dict[str, str], tmp_path: Path, label: str, scalar: Scalar) ->
         return out
 
 
-def reindex_twice_gives_the_same_hits(env: dict[str, str], tmp_path: Path, scalar: Scalar) -> None:
+def reindex_twice_gives_the_same_hits(env: dict[str, str], tmp_path: Path, scalar: Scalar, *,
+                                      households: int = 30) -> int:
+    """Returns how many records each rebuild indexed."""
     run_cli(env, "init")
-    loaded = output(run_cli(env, "demo", "--households", "30"))
+    loaded = output(run_cli(env, "demo", "--households", str(households)))
     minors = int(loaded.split("户家庭，")[1].split("名未成年人")[0])
     assert scalar("SELECT count(*) FROM search_outbox") > 30  # `shouhu demo` leaves the indexing to the server
     before = snapshot(env, tmp_path, "outbox", scalar)  # built by the server's indexer from the outbox
     for attempt in (1, 2):
         proc = run_cli(env, "reindex")
         backend = env.get("SHOUHU_SEARCH_BACKEND", "tantivy")
-        assert f"搜索索引已重建（{backend}）：{30 + minors} 条记录" in output(proc), output(proc)
+        assert f"搜索索引已重建（{backend}）：{households + minors} 条记录" in output(proc), output(proc)
         assert scalar("SELECT count(*) FROM search_outbox") == 0
         after = snapshot(env, tmp_path, f"reindex-{attempt}", scalar)
         assert after == before
     # Each rebuild is logged as the operator's.
     assert scalar("SELECT count(*) FROM audit_events WHERE action = 'search:index:rebuild'") == 2
+    return households + minors
 
 
 def test_reindex_reruns_safely_on_sqlite_with_tantivy(tmp_path):
+    """Large enough that the text is tokenized in two worker processes (PARALLEL_MIN records)."""
     data_dir = tmp_path / "var"
-    env = cli_env(data_dir)
-    reindex_twice_gives_the_same_hits(env, tmp_path, lambda sql: int(sqlite_rows(data_dir, sql)[0][0]))
+    env = cli_env(data_dir, SHOUHU_REINDEX_WORKERS="2")
+    records = reindex_twice_gives_the_same_hits(env, tmp_path, lambda sql: int(sqlite_rows(data_dir, sql)[0][0]),
+                                                households=200)
+    assert records >= PARALLEL_MIN
     assert (data_dir / "index" / "tantivy" / "meta.json").is_file()
 
 
