@@ -287,9 +287,10 @@ class Indexer:
         def batches() -> Iterator[tuple[int, list[Pending]]]:
             for start in range(0, total, BATCH):
                 chunk = ids[start : start + BATCH]
-                with self.db.read_session() as s:
+                with self.db.read_session() as s:  # closed before the batch is handed on
                     batch = self.prefetch(s, chunk)
-                    yield len(chunk), [p for k, i in chunk if (p := self.gather(s, k, i, batch=batch)) is not None]
+                    pending = [p for k, i in chunk if (p := self.gather(s, k, i, batch=batch)) is not None]
+                yield len(chunk), pending
 
         n = self.workers if workers is None else workers
         index_batches(self.backend, self.analyzer, batches(), workers=n if total >= PARALLEL_MIN else 1,
