@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import date
 from typing import Any
 
+from core.workers import exit_with_parent
 from doc_templates.kinds import KINDS
 from doc_templates.render import DocumentMeta, Renderer
 
@@ -25,6 +26,7 @@ _renderer: Renderer | None = None
 
 def _worker_init() -> None:
     global _renderer
+    exit_with_parent()
     _renderer = Renderer()
     # Pay the first-render costs (glyph-coverage table, font loading) now, not on a request.
     kind = KINDS["sealed_query_reply"]

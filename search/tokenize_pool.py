@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
 
+from core.workers import exit_with_parent
 from search.analyzer import Analyzer, Tokens
 
 _analyzer: Analyzer | None = None
@@ -24,6 +25,7 @@ _analyzer: Analyzer | None = None
 
 def _start(keyed_hash: Callable[[str], str], check: str) -> None:
     global _analyzer
+    exit_with_parent()
     analyzer = Analyzer(keyed_hash)
     if analyzer.check_value() != check:
         raise RuntimeError("the worker's search key differs from the index's")
