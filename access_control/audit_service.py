@@ -87,8 +87,8 @@ class AuditDesk:
         subject = self.subject_hash(f.subject) if f.subject else None
         g.authorize(
             Action.AUDIT_EVENTS_READ, Resource("audit_log"), subjects=[subject] if subject else [],
-            details={k: v for k, v in {"actor": f.actor, "action": f.action, "outcome": f.outcome,
-                                       "resource": f.resource, "by_subject": bool(subject)}.items() if v},
+            filters={"actor": f.actor, "action": f.action, "outcome": f.outcome, "resource": f.resource},
+            details={"by_subject": True} if subject else {},
             commit=True,
         )
         q = select(AuditEvent)

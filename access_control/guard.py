@@ -23,6 +23,13 @@ from access_control.audit import AuditLog, EventDraft
 from access_control.identity import Actor
 from access_control.policy import Decision, Policy, Resource
 from core.errors import AuditUnavailable, Forbidden, NotFound, ShouhuError
+from core.redact import safe_identifier
+
+
+def _typed(filters: dict[str, Any]) -> dict[str, Any]:
+    """Client-typed filter values as they may be logged: strings only if id-shaped, empty ones left out."""
+    return {k: safe_identifier(v) if isinstance(v, str) else v
+            for k, v in filters.items() if v is not None and v != ""}
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Guard:
         *,
         subjects: list[str] | tuple[str, ...] = (),
         details: dict[str, Any] | None = None,
+        filters: dict[str, Any] | None = None,
         commit: bool = False,
         defer: bool = False,
     ) -> Decision:
@@ -66,6 +74,10 @@ class Guard:
         is appended at ``commit``, in the same transaction as the write, so the log's
         head row is not locked for everyone while the slow work runs. A failure
         before the commit still leaves its one ``error`` event.
+
+        ``filters`` are what the client typed into a query (a household id, a kind, an
+        actor): they go into the event's details only where id-shaped, so an ID number
+        or a name typed into a filter never lands in the permanent log.
         """
         decision = self.policy.decide(self.actor, action, resource)
         draft = EventDraft(
@@ -75,7 +87,7 @@ class Guard:
             resource_kind=resource.kind if resource else "",
             resource_id=(resource.id or "") if resource else "",
             subjects=list(subjects),
-            details=dict(details or {}),
+            details={**_typed(filters or {}), **(details or {})},
         )
         if decision.allowed and defer:
             self._deferred.append(draft)

@@ -184,7 +184,7 @@ class SealedDesk:
 
     def list(self, g: Guard, *, status: str | None) -> dict[str, Any]:
         custodian = "custodian" in g.actor.roles
-        g.authorize(Action.SEALED_LIST, Resource("sealed_request"), details={"status": status}, commit=True)
+        g.authorize(Action.SEALED_LIST, Resource("sealed_request"), filters={"status": status}, commit=True)
         q = select(SealedRequest)
         if not custodian:
             q = q.where(SealedRequest.requester_id == g.actor.user_id)

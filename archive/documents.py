@@ -428,7 +428,7 @@ class DocumentService:
         rows = rows[:limit]
         g.authorize(Action.DOCUMENT_LIST, Resource("document", None, region or g.actor.region_code),
                     subjects=[h for r in rows for h in (r.subject_hashes or [])],
-                    details={"kind": kind, "count": len(rows)}, commit=True)
+                    filters={"kind": kind, "subject_id": subject_id}, details={"count": len(rows)}, commit=True)
         items = [self._public(g, r, K.KINDS[r.kind]) for r in rows]
         return {"items": items, "next_cursor": encode_cursor(rows[-1].id) if more and rows else None}
 

@@ -121,13 +121,14 @@ class Archive:
         return query
 
     def _authorize_list(self, g: Guard, action: Action, kind: str, region: str | None,
-                        rows: Sequence[Household | Minor], details: dict[str, Any]) -> None:
+                        rows: Sequence[Household | Minor], filters: dict[str, Any]) -> None:
         subjects = [h for r in rows for h in self._subjects(r)]
         g.authorize(
             action,
             Resource(kind, None, region or g.actor.region_code),
             subjects=subjects,
-            details={**details, "count": len(rows)},
+            filters=filters,
+            details={"count": len(rows)},
             commit=True,
         )
 

@@ -296,7 +296,7 @@ class Sealing:
         return {"request_id": rid, "expires_at": req.expires_at if req else None, "items": items}
 
     def disclosures(self, g: Guard, *, request_id: str | None) -> dict[str, Any]:
-        g.authorize(Action.DISCLOSURE_LIST, Resource("disclosure"), details={"request_id": request_id}, commit=True)
+        g.authorize(Action.DISCLOSURE_LIST, Resource("disclosure"), filters={"request_id": request_id}, commit=True)
         q = select(Disclosure).order_by(Disclosure.released_at, Disclosure.id)
         if request_id:
             q = q.where(Disclosure.request_id == request_id)

@@ -89,7 +89,7 @@ class Visits:
         root = region or g.actor.region_code
         if root not in self.regions:
             raise InvalidInput.one("region", "未知的行政区划代码", location="query")
-        g.authorize(Action.STATS_READ, Resource("region", root, root), details={"region": root}, commit=True)
+        g.authorize(Action.STATS_READ, Resource("region", root, root), filters={"region": root}, commit=True)
         node = self.regions.get(root)
         assert node is not None
         children = self.regions.children(root) or [node]

@@ -124,9 +124,9 @@ class SearchService:
         subjects = sorted({h for row in rows.values() if row is not None for h in _subjects(row)})
         g.authorize(Action.SEARCH, Resource("search"), subjects=subjects, commit=True, details={
             "query": self.ring.keyed_hash("search-query", normalize(q)), "total": total, "page": len(hits),
-            "kind": kind, "region": region, "category": category,
             "date_from": date_from.isoformat() if date_from else None,
-            "date_to": date_to.isoformat() if date_to else None})
+            "date_to": date_to.isoformat() if date_to else None},
+            filters={"kind": kind, "region": region, "category": category})
         needles = [normalize(part) for part in q.split() if part]
         out = []
         for rid, score in hits:

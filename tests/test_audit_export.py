@@ -59,7 +59,11 @@ def make_log(client: TestClient, tokens: Any) -> dict[str, Any]:
     ok(client.get(f"/api/v1/minors/{m1['id']}", headers=hz))
     assert client.get(f"/api/v1/minors/{m1['id']}", headers=gn).status_code == 404
     ok(client.get("/api/v1/minors", headers=hz))
-    # Non-ASCII, quotes, a backslash, a comma and a newline end up in `details`.
+    # Non-ASCII, quotes, a backslash, a comma and a newline end up in `details` (an application's
+    # case number is logged as typed; a typed filter value would be redacted).
+    ok(client.post("/api/v1/sealed-requests", headers=tokens["court.haizhou"], json={
+        "case_number": '海州 "专干", a\\b\nc', "legal_basis": "刑事诉讼法第二百八十六条", "purpose": "审理案件需要",
+        "subject": {"name": "测试人", "id_number": make_id_number("320706", "20080101")}}), 201)
     ok(client.get("/api/v1/audit/events", params={"actor": '海州 "专干", a\\b\nc'}, headers=auditor))
     mid = ok(client.post("/api/v1/audit/checkpoints", headers=auditor), 201).json()
     m2 = ok(client.post("/api/v1/minors", json=minor_body(hh["id"], categories=[2]), headers=hz), 201).json()

@@ -169,6 +169,23 @@ def use_the_archive(client, tokens) -> tuple[str, str]:  # type: ignore[no-untyp
     # Query strings are never logged.
     r = client.get("/api/v1/minors", params={"household_id": hid, "q": MINOR_NAME}, headers=cw)
     assert r.status_code == 200
+    # Personal data typed into filters and paths: refused or empty answers, and none of it logged
+    # (the audit events of these decisions keep only id-shaped values).
+    for path, params in (("/api/v1/minors", {"household_id": MINOR_ID}),
+                         ("/api/v1/minors", {"household_id": MINOR_NAME}),
+                         ("/api/v1/documents", {"kind": MINOR_NAME, "subject_id": MINOR_ID}),
+                         ("/api/v1/search", {"q": MINOR_NAME, "kind": MEMBER_NAME}),
+                         ("/api/v1/search", {"q": MINOR_ID}),
+                         (f"/api/v1/minors/{MINOR_ID}", {}),
+                         (f"/api/v1/households/{MEMBER_NAME}", {}),
+                         (f"/api/v1/households/{hid}/visits", {"q": ADDRESS})):
+        r = client.get(path, params=params, headers=cw)
+        assert r.status_code in (200, 404, 422), (path, r.status_code, r.text)
+        if r.status_code != 200:  # a refusal never echoes what was typed
+            assert MINOR_ID not in r.text and MEMBER_NAME not in r.text, path
+    auditor = tokens["auditor.city"]
+    r = client.get("/api/v1/audit/events", params={"actor": MINOR_NAME, "resource": MINOR_ID}, headers=auditor)
+    assert r.status_code == 200, r.text
     return hid, mid
 
 
