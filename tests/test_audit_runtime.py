@@ -1148,6 +1148,8 @@ def test_database_triggers_refuse_update_and_delete(client, tokens, rt, table):
         "audit_checkpoints": ["UPDATE audit_checkpoints SET key_id = 'forged'",
                               "DELETE FROM audit_checkpoints"],
     }
+    if rt.db.dialect == "postgresql":  # one statement that fires no row trigger
+        statements[table].append(f"TRUNCATE {table} CASCADE")
     for sql in statements[table]:
         with pytest.raises(DBAPIError, match="append-only"):
             run_sql(rt, sql)
