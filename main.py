@@ -95,6 +95,11 @@ def configure_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoExceptionText) for f in logger.filters):
             logger.addFilter(_NoExceptionText())
+    # `shouhu serve` turns uvicorn's access log off; `uvicorn main:app` keeps it on: there, it
+    # logs paths as our own log does, redacted and without the query string.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactedAccessLine) for f in access.filters):
+        access.addFilter(_RedactedAccessLine())
     settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = logging.getLogger("shouhu")
     root.setLevel(settings.log_level)
@@ -123,6 +128,16 @@ class _NoExceptionText(logging.Filter):
             record.args = ()
             record.exc_info = None
             record.exc_text = None
+        return True
+
+
+class _RedactedAccessLine(logging.Filter):
+    """uvicorn's access line is (client, method, path with query, HTTP version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], safe_path(args[2].split("?", 1)[0]), *args[3:])
         return True
 
 

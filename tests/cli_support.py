@@ -83,13 +83,13 @@ class Server:
 
 
 @contextmanager
-def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60
-            ) -> Iterator[Server]:
-    """``shouhu serve`` on a free port of 127.0.0.1; always stopped on the way out."""
+def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60,
+            command: tuple[str, ...] = (SHOUHU, "serve")) -> Iterator[Server]:
+    """``shouhu serve`` (or ``command``) on a free port of 127.0.0.1; always stopped on the way out."""
     port = free_port()
     with output_path.open("wb") as out:
         proc = subprocess.Popen(
-            [SHOUHU, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=Path(env["SHOUHU_DATA_DIR"]).parent, stdout=out, stderr=subprocess.STDOUT,
         )
         try:

@@ -45,7 +45,7 @@ from typing import Any
 import pypdf
 import pytest
 from cli_support import cli_env, run_cli
-from conftest import DEMO_PASSWORD, Tokens, household_body, make_id_number, minor_body, run_sql
+from conftest import DEMO_PASSWORD, Tokens, household_body, make_id_number, minor_body, run_sql, web_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -634,7 +634,7 @@ def test_indistinguishable_sealed_record_and_no_record(client, rt):
 def web_home(app: Any, username: str) -> str:
     """The user's home page (dashboard) through the pages' cookie sign-in; per-session tokens taken out."""
     with TestClient(app, base_url="https://testserver") as web:
-        r = web.post("/login", data={"username": username, "password": DEMO_PASSWORD, "next": "/"})
+        r = web_login(web, username)
         assert r.status_code == 200 and r.url.path == "/", r.text[:300]
         return re.sub(r"(csrf_token\" value=\"|X-CSRF-Token\": \")[^\"]+", r"\1<csrf>", r.text)
 

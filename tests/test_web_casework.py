@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from conftest import DEMO_PASSWORD, make_id_number
+from conftest import DEMO_PASSWORD, make_id_number, web_login
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -119,8 +119,7 @@ def sign_in(app: Any) -> Iterator[Callable[[str], TestClient]]:
     def open_as(username: str) -> TestClient:
         c = TestClient(app, base_url="https://testserver")
         opened.append(c)
-        r = c.post("/login", data={"username": username, "password": DEMO_PASSWORD, "next": "/"},
-                   follow_redirects=False)
+        r = web_login(c, username, follow_redirects=False)
         assert r.status_code == 303, r.text
         assert c.cookies.get("shouhu_session")
         return c
@@ -220,7 +219,7 @@ def test_every_page_renders_for_caseworker_and_supervisor(sign_in: Any, rt: Runt
     read_pages = [
         "/households", f"/households?region={HAIZHOU_VILLAGE}", f"/households/{hid}",
         "/minors", "/minors?region=320706&category=3", "/minors?category=", f"/minors/{mid}",
-        "/search", "/search?q=王子涵", "/search?q=王子涵&kind=minor&category=3", "/search/results?q=王子涵",
+        "/search",
         "/statistics", "/statistics?region=320706", "/statistics?region=320706001000", "/",
     ]
     write_pages = ["/households/new", f"/households/{hid}/edit", f"/minors/new?household_id={hid}",
@@ -591,6 +590,42 @@ def test_posts_without_the_csrf_token_are_refused(sign_in: Any, rt: Runtime) -> 
     assert count(rt, Household) == before[0]
 
 
+def test_sign_in_form_needs_its_csrf_token_and_stays_on_this_site(app: Any) -> None:
+    c = TestClient(app, base_url="https://testserver")
+    try:
+        # Without the form's token, or with a token that belongs to another browser's cookie: refused.
+        r = c.post("/login", data={"username": "caseworker.haizhou", "password": DEMO_PASSWORD}, follow_redirects=False)
+        assert r.status_code == 403 and "shouhu_session" not in c.cookies
+        assert "登录页面已过期" in r.text and 'value="caseworker.haizhou"' in r.text
+        other = TestClient(app, base_url="https://testserver")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', other.get("/login").text).group(1)  # type: ignore[union-attr]
+        other.close()
+        c.get("/login")  # this browser's own cookie, but the other browser's token
+        r = c.post("/login", data={"username": "caseworker.haizhou", "password": DEMO_PASSWORD, "csrf_token": token},
+                   follow_redirects=False)
+        assert r.status_code == 403 and "shouhu_session" not in c.cookies
+        cookie = r.headers["set-cookie"]
+        assert "shouhu_login=" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+
+        # After signing in, only a path on this site; query values only where id-shaped.
+        for typed, lands in (("/\\evil.example/x", "/"), ("//evil.example", "/"), ("https://evil.example/", "/"),
+                             ("/\t/evil.example", "/"),
+                             ("/minors?region=320706&category=3", "/minors?region=320706&category=3"),
+                             ("/search?q=王子涵", "/search"), ("/minors?household_id=320706201411297374", "/minors")):
+            c.cookies.clear()
+            r = web_login(c, "caseworker.haizhou", next=typed, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == lands, (typed, r.headers["location"])
+
+        # Sent to sign in: the address to come back to carries no search term or ID number.
+        c.cookies.clear()
+        r = c.get("/minors", params={"region": "320706", "household_id": "320706201411297374"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=/minors%3Fregion%3D320706"
+        r = c.get("/login", params={"next": "/\\evil.example"})
+        assert 'name="next" value="/"' in r.text
+    finally:
+        c.close()
+
+
 # Search -------------------------------------------------------------------------------------------
 
 
@@ -603,57 +638,71 @@ def test_search_full_page_and_htmx_results(sign_in: Any, rt: Runtime, monkeypatc
 
     page = cw.get("/search")
     form = clean(page)
-    hx = next(a for a in form.hx if a.get("hx-get") == "/search/results")
-    assert hx["hx-target"] == "#results" and hx["hx-push-url"] == "true"
-    assert 'action="/search"' in page.text and 'method="get"' in page.text
+    hx = next(a for a in form.hx if a.get("hx-post") == "/search/results")
+    assert hx["hx-target"] == "#results" and "hx-push-url" not in hx
+    assert 'action="/search"' in page.text and 'method="post"' in page.text
+    token = form.inputs["csrf_token"]
+
+    def search(path: str = "/search", htmx: bool = False, **fields: str) -> Any:
+        return cw.post(path, data={"csrf_token": token, **fields}, headers={"HX-Request": "true"} if htmx else {})
+
+    # Search terms never travel in a URL: a query string is ignored, and no answer names one.
+    r = cw.get("/search", params={"q": "幸福路"})
+    assert r.status_code == 200 and "<mark>" not in r.text and "共找到" not in r.text
+    assert cw.post("/search", data={"q": "幸福路"}).status_code == 403  # no CSRF token
 
     # Without JavaScript: the whole page, with marked snippets.
-    r = cw.get("/search", params={"q": "幸福路"})
+    r = search(q="幸福路")
     assert r.status_code == 200
     clean(r)
     assert f'href="/households/{hid}"' in r.text and "<mark>幸福路</mark>" in r.text
     assert "<script>alert" not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
     assert Page(r.text).inputs["q"] == "幸福路"
+    assert "幸福路" not in r.headers.get("location", "") and "HX-Push-Url" not in r.headers
 
-    r = cw.get("/search", params={"q": "王子涵", "kind": "minor", "category": "3"})
+    r = search(q="王子涵", kind="minor", category="3")
     assert f'href="/minors/{mid}"' in r.text and "<mark>" in r.text
     sel = Page(r.text).selected
     assert sel["kind"] == "minor" and sel["category"] == "3"
-    r = cw.get("/search", params={"q": "王子涵", "kind": "household"})
+    r = search(q="王子涵", kind="household")
     assert f'href="/minors/{mid}"' not in r.text
 
-    # With htmx: the results alone, and the page's own address for the history.
-    r = cw.get("/search/results", params={"q": "王子涵"}, headers={"HX-Request": "true"})
+    # With htmx: the results alone, and nothing pushed into the address bar.
+    r = search("/search/results", htmx=True, q="王子涵")
     assert r.status_code == 200
     frag = clean(r)
     assert not frag.has_html and f'href="/minors/{mid}"' in r.text
-    assert r.headers["HX-Push-Url"] == "/search?q=%E7%8E%8B%E5%AD%90%E6%B6%B5"
-    # A reload of that address without htmx is the whole page.
-    full = cw.get("/search/results", params={"q": "王子涵"})
+    assert "HX-Push-Url" not in r.headers
+    # The same post without htmx is the whole page.
+    full = search("/search/results", q="王子涵")
     assert Page(full.text).has_html and f'href="/minors/{mid}"' in full.text
 
-    # Pages of hits, by htmx and by plain links.
+    # Pages of hits: small forms that post the query again with the cursor, by htmx or plainly.
     monkeypatch.setattr(web.casework, "PAGE_SIZE", 1)
-    r = cw.get("/search/results", params={"q": "王子"}, headers={"HX-Request": "true"})
+    r = search("/search/results", htmx=True, q="王子")
     frag = clean(r)
-    nxt = [a for a in frag.hx if "cursor=" in a.get("hx-get", "")]
-    assert nxt and nxt[0]["hx-get"].startswith("/search/results?") and nxt[0]["href"].startswith("/search?")
-    assert nxt[0]["hx-target"] == "#results"
-    r2 = cw.get(nxt[0]["href"])
+    nxt = [a for a in frag.hx if a.get("hx-post") == "/search/results"]
+    assert nxt and nxt[0]["hx-target"] == "#results"
+    cursor = re.search(r'name="cursor" value="([^"]+)"', r.text)
+    assert cursor and 'name="q" value="王子"' in r.text
+    r2 = search(q="王子", cursor=cursor.group(1))
     assert r2.status_code == 200 and "第一页" in r2.text
+    assert {h for h in Page(r2.text).links if h.startswith("/minors/")} != \
+        {h for h in Page(r.text).links if h.startswith("/minors/")}
 
     # Messages: an empty query, an unknown kind.
-    r = cw.get("/search", params={"q": " "})
+    r = search(q=" ")
     assert r.status_code == 422 and "请输入要查找的内容" in r.text
-    r = cw.get("/search/results", params={"q": "王", "kind": "nonsense"}, headers={"HX-Request": "true"})
+    r = search("/search/results", htmx=True, q="王", kind="nonsense")
     assert r.status_code == 200 and "未知的种类" in r.text
 
     # Other regions' records are not found.
     guannan = sign_in("caseworker.guannan")
     gid = new_household(guannan, region_code=GUANNAN_VILLAGE, address="灌南独有路1号", **{"members.0.id_number": ""})
     rt.indexer.drain()
-    assert f"/households/{gid}" in guannan.get("/search", params={"q": "灌南独有路"}).text
-    assert f"/households/{gid}" not in cw.get("/search", params={"q": "灌南独有路"}).text
+    g_token = csrf_of(guannan, "/search")
+    assert f"/households/{gid}" in guannan.post("/search", data={"csrf_token": g_token, "q": "灌南独有路"}).text
+    assert f"/households/{gid}" not in search(q="灌南独有路").text
 
 
 def test_snippets_pass_only_text_and_mark() -> None:

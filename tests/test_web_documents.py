@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import pypdf
 import pytest
-from conftest import DEMO_PASSWORD, household_body, login, minor_body, run_sql
+from conftest import household_body, login, minor_body, run_sql, web_login
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
@@ -49,8 +49,7 @@ def browser(app: Any) -> Iterator[TestClient]:
 
 def sign_in(c: TestClient, username: str) -> None:
     c.cookies.clear()
-    r = c.post("/login", data={"username": username, "password": DEMO_PASSWORD, "next": "/"},
-               follow_redirects=False)
+    r = web_login(c, username, follow_redirects=False)
     assert r.status_code == 303, r.text
     assert "shouhu_session" in c.cookies
 

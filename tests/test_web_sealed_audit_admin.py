@@ -27,7 +27,7 @@ from html import unescape
 from typing import Any
 
 import pytest
-from conftest import DEMO_PASSWORD, household_body, make_id_number, minor_body, run_sql
+from conftest import DEMO_PASSWORD, household_body, make_id_number, minor_body, run_sql, web_login
 from fastapi.testclient import TestClient
 
 from doc_templates.kinds import KINDS
@@ -64,7 +64,7 @@ class Browser:
             self.login(username)
 
     def login(self, username: str, password: str = DEMO_PASSWORD) -> None:
-        r = self.client.post("/login", data={"username": username, "password": password}, follow_redirects=False)
+        r = web_login(self.client, username, password, follow_redirects=False)
         assert r.status_code == 303, r.text
         cookie = r.headers["set-cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
@@ -583,7 +583,7 @@ def test_admin_creates_resets_and_disables_users(app: Any, rt: Runtime, browsers
     fresh = unescape(re.search(r'<strong class="mono temp-password">([^<]+)</strong>', r.text).group(1))
     assert fresh != password
     assert newbie.get("/", follow_redirects=False).status_code == 303
-    r = browsers().client.post("/login", data={"username": "cw.new", "password": password}, follow_redirects=False)
+    r = web_login(browsers().client, "cw.new", password, follow_redirects=False)
     assert r.status_code == 401
     browsers().login("cw.new", fresh)
     # disable
@@ -591,7 +591,7 @@ def test_admin_creates_resets_and_disables_users(app: Any, rt: Runtime, browsers
     assert r.status_code == 303 and r.headers["location"] == "/admin?done=disabled"
     r = admin.get(r.headers["location"])
     assert "账号已停用" in r.text and "已停用" in r.text
-    r = browsers().client.post("/login", data={"username": "cw.new", "password": fresh}, follow_redirects=False)
+    r = web_login(browsers().client, "cw.new", fresh, follow_redirects=False)
     assert r.status_code == 401
     # orgs and keys, no case content
     r = admin.get("/admin/orgs")

@@ -32,9 +32,14 @@ from web.session import (
     PageGuard,
     PageSession,
     clear_cookie,
+    local_target,
+    login_csrf,
+    login_csrf_ok,
+    login_nonce,
     login_url,
     logout,
     set_cookie,
+    set_login_cookie,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -75,8 +80,17 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str | None = None) -> HTMLResponse:  # noqa: A002
-    return render(request, "login.html.j2", next=next if next and next.startswith("/") else "/", error=None,
-                  username="")
+    return _login_form(request, next=local_target(next))
+
+
+def _login_form(request: Request, *, next: str, error: str | None = None, username: str = "",  # noqa: A002
+                status_code: int = 200) -> HTMLResponse:
+    runtime = get_runtime(request)
+    nonce = login_nonce(request)
+    response = render(request, "login.html.j2", status_code=status_code, next=next, error=error, username=username,
+                      login_csrf=login_csrf(runtime, nonce))
+    set_login_cookie(response, runtime, nonce)
+    return response
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -86,17 +100,20 @@ def login_submit(
     username: Annotated[str, Form(max_length=64)] = "",
     password: Annotated[str, Form(max_length=256)] = "",
     next: Annotated[str, Form(max_length=300)] = "/",  # noqa: A002
+    csrf_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     runtime = get_runtime(request)
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    target = local_target(next)
+    if not login_csrf_ok(runtime, request, csrf_token):
+        return _login_form(request, next=target, username=username, status_code=403,
+                           error="登录页面已过期或来源不明，请重新输入用户名和密码。")
     try:
         token = password_login(
             session, ring=runtime.ring, passwords=runtime.passwords, throttle=runtime.throttle, audit=runtime.audit,
             username=username, password=password, request_id=request.state.request_id, now=runtime.clock(),
             ttl=runtime.settings.token_ttl_seconds, kind="web")
     except (LoginFailed, LoginThrottled) as exc:
-        return render(request, "login.html.j2", status_code=exc.status, next=target, error=exc.message,
-                      username=username)
+        return _login_form(request, next=target, error=exc.message, username=username, status_code=exc.status)
     response = RedirectResponse(target, status_code=303)
     set_cookie(response, runtime, token)
     return response

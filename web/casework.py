@@ -10,6 +10,7 @@ again with the values typed and a Chinese message next to each field.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -484,20 +485,27 @@ def _hit_url(hit: dict[str, Any]) -> str:
     return f"/documents/{hit['id']}"
 
 
-def _search(request: Request, g: PageGuard, q: str | None, kind: str | None, category: str | None,
-            cursor: str | None, *, fragment: bool) -> HTMLResponse:
+def _search(request: Request, g: PageGuard, form: Mapping[str, Any] | None, *, fragment: bool) -> HTMLResponse:
+    """The search page; ``form`` is what was posted (None: the empty form).
+
+    Search terms are names, ID numbers and addresses: they travel only in POST bodies,
+    never in a URL (browser history, proxy logs, the sign-in redirect), as the
+    auditor's ID-number lookup does.
+    """
     rt = _rt(request)
     kind_options = _kind_options(rt, g)
+    data = {k: str(v)[:200] for k, v in form_to_nested(form or {}).items()}
+    q = data.get("q", "") if form is not None else None
+    kind, category, cursor = _opt(data.get("kind")), _opt(data.get("category")), _opt(data.get("cursor"))
     values = {"q": q or "", "kind": kind or "", "category": category or ""}
     errors: dict[str, str] = {}
     result: dict[str, Any] | None = None
-    params = {"q": (q or "").strip(), "kind": _opt(kind), "category": _opt(category)}
     if q is not None:
         try:
             if len(q.strip()) > 100:
-                raise InvalidInput.one("q", "长度不能超过100个字符", location="query")
-            result = rt.search.search(g, q=q, kind=_opt(kind), region=None, category=_category_param(category),
-                                      date_from=None, date_to=None, limit=PAGE_SIZE, cursor=_opt(cursor))
+                raise InvalidInput.one("q", "长度不能超过100个字符")
+            result = rt.search.search(g, q=q, kind=kind, region=None, category=_category_param(category),
+                                      date_from=None, date_to=None, limit=PAGE_SIZE, cursor=cursor)
         except InvalidInput as exc:
             g.fail(exc)
             errors = _errors(exc)
@@ -505,31 +513,28 @@ def _search(request: Request, g: PageGuard, q: str | None, kind: str | None, cat
              "kind_label": RECORD_KIND_LABELS.get(h["kind"]) or (K.KINDS[h["kind"]].title if h["kind"] in K.KINDS
                                                                   else h["kind"])}
             for h in (result or {}).get("hits", [])]
-    pager = _pager("/search", params, (result or {}).get("next_cursor"), _opt(cursor))
-    context = dict(title="检索", values=values, errors=errors, result=result, hits=hits, pager=pager,
-                   kind_options=kind_options, categories=CATEGORIES)
-    if fragment:
-        # htmx swaps only 2xx answers: the messages come back with 200.
-        response = render(request, "casework/search_results.html.j2", **context)
-        keep = {k: v for k, v in {**params, "cursor": _opt(cursor)}.items() if v}
-        response.headers["HX-Push-Url"] = "/search" + (f"?{urlencode(keep)}" if keep else "")
-        return response
+    pager = {"next": (result or {}).get("next_cursor"), "first": bool(cursor)}
+    context = dict(title="检索", values={**values, "q": (q or "").strip()} if result else values, errors=errors,
+                   result=result, hits=hits, pager=pager, kind_options=kind_options, categories=CATEGORIES)
+    if fragment:  # htmx swaps only 2xx answers: the messages come back with 200
+        return render(request, "casework/search_results.html.j2", **context)
     return render(request, "casework/search.html.j2", status_code=422 if errors else 200, **context)
 
 
 @router.get("/search", response_class=HTMLResponse)
-def search_page(request: Request, g: PageGuard, q: TextQuery = None, kind: TextQuery = None,
-                category: TextQuery = None, cursor: CursorQuery = None) -> HTMLResponse:
-    return _search(request, g, q, kind, category, cursor, fragment=False)
+def search_page(request: Request, g: PageGuard) -> HTMLResponse:
+    return _search(request, g, None, fragment=False)
 
 
-@router.get("/search/results", response_class=HTMLResponse)
-def search_results(request: Request, g: PageGuard, q: TextQuery = None, kind: TextQuery = None,
-                   category: TextQuery = None, cursor: CursorQuery = None) -> HTMLResponse:
-    # htmx asks for the results alone; anyone else (no JS, a reload) gets the whole page.
-    fragment = request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") \
-        != "true"
-    return _search(request, g, q if q is not None else "", kind, category, cursor, fragment=fragment)
+@router.post("/search", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def search_submit(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
+    return _search(request, g, form, fragment=False)
+
+
+@router.post("/search/results", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def search_results(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
+    # htmx asks for the results alone; anyone else (no JS) gets the whole page.
+    return _search(request, g, form, fragment=request.headers.get("HX-Request") == "true")
 
 
 # statistics ------------------------------------------------------------------------------

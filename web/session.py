@@ -10,9 +10,10 @@ from the session (HMAC with its own subkey); htmx sends it as a header.
 from __future__ import annotations
 
 import hmac
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -22,8 +23,10 @@ from access_control.deps import get_runtime
 from access_control.guard import Guard
 from access_control.identity import Actor, resolve_token, revoke_token
 from core.errors import ShouhuError
+from core.redact import safe_identifier
 
 COOKIE = "shouhu_session"
+LOGIN_COOKIE = "shouhu_login"  # the sign-in form's CSRF cookie (there is no session yet)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -43,6 +46,48 @@ class CsrfFailed(ShouhuError):
 
 def csrf_for(runtime: Any, session_token: str) -> str:
     return str(runtime.ring.keyed_hash("csrf", session_token, hex_chars=32))
+
+
+def login_nonce(request: Request) -> str:
+    """The sign-in form's random cookie value (a new one if the browser has none)."""
+    return request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
+
+
+def login_csrf(runtime: Any, nonce: str) -> str:
+    """The sign-in form's CSRF token: an HMAC of its cookie.
+
+    There is no session yet to derive it from; without it another site could sign a
+    victim's browser in under the attacker's account (login CSRF) and collect what
+    the victim then types.
+    """
+    return str(runtime.ring.keyed_hash("login-csrf", nonce, hex_chars=32))
+
+
+def set_login_cookie(response: Any, runtime: Any, nonce: str) -> None:
+    response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, secure=runtime.settings.cookie_secure,
+                        samesite="strict", path="/login")
+
+
+def login_csrf_ok(runtime: Any, request: Request, sent: str) -> bool:
+    nonce = request.cookies.get(LOGIN_COOKIE)
+    return bool(nonce and sent) and hmac.compare_digest(sent, login_csrf(runtime, str(nonce)))
+
+
+def local_target(url: str | None) -> str:
+    """Where to go after signing in: a path on this site, else ``/``.
+
+    ``//host`` and ``/\\host`` (which browsers read as ``//host``) lead elsewhere and are
+    refused. Query values are kept only where id-shaped, so a search term or an ID
+    number never rides along in the sign-in redirect.
+    """
+    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url \
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "/"
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc:
+        return "/"
+    keep = [(k, v) for k, v in parse_qsl(parts.query) if safe_identifier(k) == k and safe_identifier(v) == v]
+    return parts.path + (f"?{urlencode(keep)}" if keep else "")
 
 
 def set_cookie(response: Any, runtime: Any, token: str) -> None:
@@ -142,4 +187,5 @@ def logout(request: Request, runtime: Any, session: Session) -> None:
 
 
 def login_url(next_url: str | None) -> str:
-    return "/login" + (f"?next={quote(next_url, safe='/')}" if next_url and next_url.startswith("/") else "")
+    target = local_target(next_url)
+    return "/login" + (f"?next={quote(target, safe='/')}" if target != "/" else "")
