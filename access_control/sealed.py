@@ -52,6 +52,11 @@ class SealedRequest(Base):
     due_by: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decided_by: Mapped[str | None] = mapped_column(String(40))
+    # The decision and revocation reasons (free text that may name people), sealed with the
+    # request's data key: {"decision": ..., "revocation": ...} (migration 0009).
+    reasons: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Before 0009 the reasons were kept here in plain text. Never written now; read only for
+    # rows decided before 0009, and emptied when such a request is next written (revoked).
     decision_reason: Mapped[str | None] = mapped_column(String(300))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -95,10 +100,11 @@ class Decision(BaseModel):
 class Revocation(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    reason: str = Field(min_length=1, max_length=300)
+    reason: str = Field(min_length=1, max_length=300, title="撤销理由")
 
 
 CUSTODIANS = frozenset({"custodian"})
+REASON_HASH = "sealed-reason"  # the keyed-hash purpose of decision, revocation and unseal reasons
 FindRecords = Callable[[Session, str], list[tuple[str, str]]]
 
 
@@ -125,15 +131,35 @@ class SealedDesk:
     def _details(self, req: SealedRequest, **extra: Any) -> dict[str, Any]:
         return {"case_number": req.case_number, "legal_basis": req.legal_basis, **extra}
 
+    def reason_hash(self, reason: str) -> str:
+        """The keyed hash an audit event keeps in place of a free-text reason."""
+        return self.ring.keyed_hash(REASON_HASH, reason)
+
+    def reasons(self, session: Session, req: SealedRequest) -> dict[str, str | None]:
+        """The decision and revocation reasons: from the sealed envelope, or a pre-0009 plain column."""
+        if req.reasons is None:
+            return {"decision": req.decision_reason, "revocation": None}
+        data = self.vault.open_json(session, req.reasons, req.dek_id, kind="sealed_request_reasons",
+                                    record_id=req.id, version=1)
+        return {"decision": data.get("decision"), "revocation": data.get("revocation")}
+
+    def _store_reasons(self, session: Session, req: SealedRequest, reasons: dict[str, str | None]) -> None:
+        dek = self.vault.data_key(session, req.dek_id)
+        req.reasons = self.vault.seal_json(dek, req.dek_id, reasons, kind="sealed_request_reasons",
+                                           record_id=req.id, version=1)
+        req.decision_reason = None  # a pre-0009 plain reason now lives in the envelope only
+
     def public(self, g: Guard, req: SealedRequest, *, full: bool) -> dict[str, Any]:
         """The request as its requester (or a custodian, ``full``) sees it."""
         data = self.vault.open_json(g.session, req.payload, req.dek_id, kind="sealed_request", record_id=req.id,
                                     version=1)
+        reasons = self.reasons(g.session, req)
         out: dict[str, Any] = {
             "id": req.id, "status": self.status(req, g.now), "due_by": req.due_by, "created_at": req.created_at,
             "case_number": req.case_number, "legal_basis": req.legal_basis, "purpose": data["purpose"],
-            "subject": data["subject"], "decided_at": req.decided_at, "reason": req.decision_reason,
-            "expires_at": req.expires_at, "reply_document_id": req.reply_document_id,
+            "subject": data["subject"], "decided_at": req.decided_at, "reason": reasons["decision"],
+            "revocation_reason": reasons["revocation"], "revoked_at": req.revoked_at, "expires_at": req.expires_at,
+            "reply_document_id": req.reply_document_id,
         }
         if full:
             out["requester_id"] = req.requester_id
@@ -203,8 +229,10 @@ class SealedDesk:
     # deciding ----------------------------------------------------------------------------
 
     def decide(self, g: Guard, rid: str, body: Decision) -> dict[str, Any]:
-        # The event says what was decided (the free-text reason stays on the request: it may name people).
-        req = self._load(g, rid, Action.SEALED_DECIDE, read=False, extra={"decision": body.decision})
+        # The event says what was decided; the free-text reason may name people, so the event keeps
+        # its keyed hash and the request keeps it sealed.
+        req = self._load(g, rid, Action.SEALED_DECIDE, read=False,
+                         extra={"decision": body.decision, "reason_hash": self.reason_hash(body.reason)})
         if req.requester_id == g.actor.user_id:
             raise Forbidden("sealed:own_request", "不能审批本人提出的申请。")
         if req.requester_org_id == g.actor.org_id:
@@ -214,7 +242,8 @@ class SealedDesk:
         if body.decision == "approve" and not req.entitled:
             raise Conflict("申请单位无权依法查询封存记录，只能不予批准。",
                            details={"field": "decision", "rule": "sealed:requester_not_entitled"})
-        req.decided_at, req.decided_by, req.decision_reason = g.now, g.actor.user_id, body.reason
+        req.decided_at, req.decided_by = g.now, g.actor.user_id
+        self._store_reasons(g.session, req, {"decision": body.reason, "revocation": None})
         if body.decision == "approve":
             expires = body.expires_at or g.now + timedelta(days=self.grant_days)
             if expires <= g.now:
@@ -230,11 +259,12 @@ class SealedDesk:
         return self.public(g, req, full=True)
 
     def revoke(self, g: Guard, rid: str, body: Revocation) -> dict[str, Any]:
-        req = self._load(g, rid, Action.SEALED_REVOKE, read=False)
+        req = self._load(g, rid, Action.SEALED_REVOKE, read=False,
+                         extra={"reason_hash": self.reason_hash(body.reason)})
         if req.status != "approved" or (req.expires_at is not None and req.expires_at <= g.now):
             raise Conflict("只能撤销仍然有效的授权。", details={"field": "status"})
         req.status, req.revoked_at = "revoked", g.now
-        req.decision_reason = f"{req.decision_reason or ''}；撤销：{body.reason}"[:300]
+        self._store_reasons(g.session, req, {**self.reasons(g.session, req), "revocation": body.reason})
         g.commit()
         return self.public(g, req, full=True)
 

@@ -134,7 +134,11 @@ class SealedRecord(Base):
     state: Mapped[str] = mapped_column(String(16))  # sealed | unsealed
     unsealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unsealed_by: Mapped[str | None] = mapped_column(String(40))
-    unseal_basis: Mapped[str | None] = mapped_column(String(200))
+    unseal_basis: Mapped[str | None] = mapped_column(String(200))  # the legal basis cited (no personal data)
+    unseal_cause: Mapped[str | None] = mapped_column(String(32))  # archive.sealing.UNSEAL_CAUSES
+    # The free-text explanation of an unsealing, sealed with a data key of its own (migration 0009).
+    unseal_note: Mapped[bytes | None] = mapped_column(LargeBinary)
+    unseal_dek_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class Disclosure(Base):

@@ -11,7 +11,7 @@ stamped on every page; each stamped copy goes into the disclosure register.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,10 +45,28 @@ class SealBody(BaseModel):
     case_number: str = Field(min_length=1, max_length=80, title="案号")
 
 
+# The statutory causes for unsealing (Procuratorate Criminal Procedure Rules art. 485; the 2022
+# Implementing Measures): a crime the combined sentence of which exceeds five years' imprisonment.
+UNSEAL_CAUSES: dict[str, str] = {
+    "new_crime": "实施新的犯罪，与封存记录之罪数罪并罚后被决定执行五年有期徒刑以上刑罚",
+    "undiscovered_crime": "发现漏罪，与封存记录之罪数罪并罚后被决定执行五年有期徒刑以上刑罚",
+    "retrial": "经审判监督程序改判五年有期徒刑以上刑罚",
+    "other_statutory": "法律规定的其他解除封存情形",
+}
+UnsealCause = Literal["new_crime", "undiscovered_crime", "retrial", "other_statutory"]
+assert set(get_args(UnsealCause)) == set(UNSEAL_CAUSES)
+
+
 class UnsealBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    legal_basis: str = Field(min_length=1, max_length=200, title="解除封存的法定事由")
+    cause: UnsealCause = Field(
+        title="解除封存的法定事由",
+        description="; ".join(f"`{k}`: {v}" for k, v in UNSEAL_CAUSES.items()))
+    legal_basis: str = Field(min_length=1, max_length=200, title="法律依据",
+                             description="The provision cited (no personal data: it is logged as given)")
+    reason: str | None = Field(None, min_length=1, max_length=300, title="说明",
+                               description="Free text; stored encrypted, the log keeps only its keyed hash")
 
 
 class Sealing:
@@ -90,9 +108,14 @@ class Sealing:
         row = self._target(g, record_id, Action.RECORD_SEAL)
         kind = "minor" if isinstance(row, Minor) else "document"
         subject_hash = self._subject_hash(g, row)
+        details = {"case_number": body.case_number, "legal_basis": body.legal_basis}
+        if row.sealed and not self._may_know_sealed(g, row):
+            # "Sealed already" would tell the caller that a record it may not see exists:
+            # refused (and logged) as sealed content without a grant, a 404 like an unknown id.
+            g.authorize(Action.RECORD_SEAL, Resource(kind, row.id, row.region_code, sealed=True),
+                        subjects=[subject_hash] if subject_hash else [], details=details)
         g.authorize(Action.RECORD_SEAL, Resource(kind, row.id, row.region_code),
-                    subjects=[subject_hash] if subject_hash else [],
-                    details={"case_number": body.case_number, "legal_basis": body.legal_basis})
+                    subjects=[subject_hash] if subject_hash else [], details=details)
         if row.sealed:
             raise Conflict("该记录已封存。", details={"field": "record_id"})
         old_blobs: list[str] = []
@@ -122,9 +145,16 @@ class Sealing:
         row = self._target(g, record_id, Action.RECORD_UNSEAL)
         kind = "minor" if isinstance(row, Minor) else "document"
         reg = g.session.get(SealedRecord, row.id)
-        g.authorize(Action.RECORD_UNSEAL, Resource(kind, row.id, row.region_code),
-                    subjects=[reg.subject_hash] if reg and reg.subject_hash else [],
-                    details={"legal_basis": body.legal_basis, "case_number": reg.case_number if reg else None})
+        subjects = [reg.subject_hash] if reg and reg.subject_hash else []
+        details: dict[str, Any] = {"cause": body.cause, "legal_basis": body.legal_basis,
+                                   "case_number": reg.case_number if reg else None}
+        if body.reason:
+            details["reason_hash"] = self.desk.reason_hash(body.reason)
+        if row.sealed and not self._may_know_sealed(g, row):
+            g.authorize(Action.RECORD_UNSEAL, Resource(kind, row.id, row.region_code, sealed=True),
+                        subjects=subjects, details=details)  # as in ``seal``: a 404 like an unknown id
+        g.authorize(Action.RECORD_UNSEAL, Resource(kind, row.id, row.region_code), subjects=subjects,
+                    details=details)
         if not row.sealed or reg is None or reg.state != "sealed":
             raise Conflict("该记录未封存。", details={"field": "record_id"})
         old_blobs: list[str] = []
@@ -151,7 +181,17 @@ class Sealing:
         g.commit()
         for key in old_blobs:
             self.blobs.delete(key)
-        return {"record_id": row.id, "record_kind": kind, "unsealed": unsealed, "unsealed_at": g.now}
+        return {"record_id": row.id, "record_kind": kind, "unsealed": unsealed, "unsealed_at": g.now,
+                "cause": body.cause}
+
+    @staticmethod
+    def _may_know_sealed(g: Guard, row: Minor | Document) -> bool:
+        """Whether the caller may know that this sealed record exists: a custodian (who keeps the
+        sealed archive), or the requester whose live grant names it."""
+        if "custodian" in g.actor.roles:
+            return True
+        return isinstance(row, Document) and SealedDesk.active_grant(
+            g.session, user_id=g.actor.user_id, record_id=row.id, now=g.now) is not None
 
     def _subject_hash(self, g: Guard, row: Minor | Document) -> str | None:
         if isinstance(row, Minor):
@@ -174,12 +214,30 @@ class Sealing:
         reg.record_kind, reg.subject_hash, reg.region_code = kind, subject_hash, region
         reg.legal_basis, reg.case_number = body.legal_basis, body.case_number
         reg.sealed_by, reg.sealed_at, reg.state = g.actor.user_id, g.now, "sealed"
-        reg.unsealed_at = reg.unsealed_by = reg.unseal_basis = None
+        if reg.unseal_dek_id:  # a note of an earlier unsealing goes for good
+            self.vault.shred_key(g.session, reg.unseal_dek_id)
+        reg.unsealed_at = reg.unsealed_by = reg.unseal_basis = reg.unseal_cause = None
+        reg.unseal_note = reg.unseal_dek_id = None
 
-    @staticmethod
-    def _unregister(g: Guard, reg: SealedRecord, body: UnsealBody) -> None:
-        reg.state, reg.unsealed_at, reg.unsealed_by, reg.unseal_basis = (
-            "unsealed", g.now, g.actor.user_id, body.legal_basis)
+    def _unregister(self, g: Guard, reg: SealedRecord, body: UnsealBody) -> None:
+        reg.state, reg.unsealed_at, reg.unsealed_by = "unsealed", g.now, g.actor.user_id
+        reg.unseal_basis, reg.unseal_cause = body.legal_basis, body.cause
+        if reg.unseal_dek_id:
+            self.vault.shred_key(g.session, reg.unseal_dek_id)
+        reg.unseal_note = reg.unseal_dek_id = None
+        if body.reason:  # free text that may name people: sealed under a data key of its own
+            dek_id, dek = self.vault.new_data_key(g.session, owner_kind="sealed_record", owner_id=reg.record_id)
+            reg.unseal_note = self.vault.seal_json(dek, dek_id, {"reason": body.reason}, kind="unseal_note",
+                                                   record_id=reg.record_id, version=1)
+            reg.unseal_dek_id = dek_id
+
+    def unseal_reason(self, session: Session, reg: SealedRecord) -> str | None:
+        """The free-text explanation given when the record was unsealed, if any."""
+        if reg.unseal_note is None or reg.unseal_dek_id is None:
+            return None
+        data = self.vault.open_json(session, reg.unseal_note, reg.unseal_dek_id, kind="unseal_note",
+                                    record_id=reg.record_id, version=1)
+        return data.get("reason")
 
     def _reseal_minor(self, g: Guard, row: Minor, *, sealed: bool) -> None:
         data = self.vault.open_json(g.session, row.payload, row.dek_id, kind="minor", record_id=row.id,

@@ -674,7 +674,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     walk(DISCLOSURES, "role", CW, status=403, events=[E(A.DISCLOSURE_LIST, "denied", "", deny)])
     walk(DISCLOSURES, "invalid", AUDITOR, status=422, params={"request_id": "x" * 41})
 
-    here, unseal = f"{API}/records/{mn}/unseal", {"legal_basis": "发现漏罪，数罪并罚超过五年有期徒刑"}
+    here, unseal = f"{API}/records/{mn}/unseal", {"cause": "undiscovered_crime", "legal_basis": "发现漏罪"}
     walk(UNSEAL, "role", court, status=403, url=here, json=unseal, events=[E(A.RECORD_UNSEAL, "denied", mn, deny)])
     walk(UNSEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/unseal", json=unseal,
          events=[E(A.RECORD_UNSEAL, "denied", "mn_nothing", "record:not_found")])

@@ -231,3 +231,70 @@ def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt,
             f.unlink()
         hits, _ = scan_tree(data_dir)
         assert {c for c, _, _ in hits} == {MINOR_NAME}
+
+
+# Sealed-record reasons ------------------------------------------------------------------
+
+# Free text a custodian types when deciding, revoking or unsealing: it may name people.
+DENY_REASON = "驳回龘靐齉：未附鱻麤爨决定书"
+APPROVE_REASON = "批准灪爩鬱：附齾鸜鹆立案书"
+CONFLICT_REASON = "重复审批龘齾：应予拒绝"
+REVOKE_REASON = "撤销鬱麤灪：案件已审结"
+UNSEAL_REASON = "解封爨齉鸜：又犯新罪并罚六年"
+REASON_CANARIES = [DENY_REASON, APPROVE_REASON, CONFLICT_REASON, REVOKE_REASON, UNSEAL_REASON]
+
+
+def test_sealed_record_reasons_are_never_stored_or_logged_in_plain_text(client, tokens, rt, settings):
+    api = "/api/v1"
+    cw, court, cust = tokens["caseworker.haizhou"], tokens["court.haizhou"], tokens["custodian.city"]
+    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
+    subject_id = id_number("320706", "20090101", "417")
+    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    basis = "《中华人民共和国刑事诉讼法》第二百八十六条"
+    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": basis, "case_number": "(2026)苏0706刑初7号"},
+                    headers=cust)
+    assert r.status_code == 200, r.text
+    application = {"case_number": "(2026)苏0706刑初8号", "legal_basis": basis, "purpose": "审理案件需要",
+                   "subject": {"name": "测试童", "id_number": subject_id}}
+
+    def decide(rid: str, decision: str, reason: str, status: int = 200) -> None:
+        r = client.post(f"{api}/sealed-requests/{rid}/decision", json={"decision": decision, "reason": reason},
+                        headers=cust)
+        assert r.status_code == status, r.text
+
+    denied = client.post(f"{api}/sealed-requests", json=application, headers=court).json()["id"]
+    decide(denied, "deny", DENY_REASON)
+    granted = client.post(f"{api}/sealed-requests", json=application, headers=court).json()["id"]
+    decide(granted, "approve", APPROVE_REASON)
+    decide(granted, "deny", CONFLICT_REASON, status=409)  # refused: its 'error' event is logged
+    r = client.post(f"{api}/sealed-requests/{granted}/revoke", json={"reason": REVOKE_REASON}, headers=cust)
+    assert r.status_code == 200, r.text
+    r = client.post(f"{api}/records/{mid}/unseal", headers=cust,
+                    json={"cause": "new_crime", "legal_basis": "《人民检察院刑事诉讼规则》第四百八十五条",
+                          "reason": UNSEAL_REASON})
+    assert r.status_code == 200, r.text
+    # The reasons went in and read back (requester and custodian, one by one and listed).
+    for headers in (court, cust):
+        assert client.get(f"{api}/sealed-requests/{denied}", headers=headers).json()["reason"] == DENY_REASON
+        shown = client.get(f"{api}/sealed-requests/{granted}", headers=headers).json()
+        assert (shown["reason"], shown["revocation_reason"]) == (APPROVE_REASON, REVOKE_REASON)
+        listed = client.get(f"{api}/sealed-requests", headers=headers).json()["items"]
+        assert {i["reason"] for i in listed} == {DENY_REASON, APPROVE_REASON}
+    r = client.get(f"{api}/audit/events", params={"action": "sealed:request:decide", "limit": 200},
+                   headers=tokens["auditor.city"])
+    assert r.status_code == 200 and all("reason_hash" in e["details"] for e in r.json()["items"])
+
+    reason_needles = needles(REASON_CANARIES)
+    hits, files = scan_tree(settings.data_dir, reason_needles)
+    assert files and hits == set(), hits
+    if rt.db.dialect == "postgresql":
+        assert scan_dump(pg_dump(str(settings.database_url)), reason_needles) == set()
+    # Positive control: the same needles find a reason written the way a pre-0009 archive kept it.
+    run_sql(rt, "UPDATE sealed_requests SET decision_reason = :r WHERE id = :i", r=DENY_REASON, i=denied)
+    if rt.db.dialect == "postgresql":
+        hits = scan_dump(pg_dump(str(settings.database_url)), reason_needles)
+    else:
+        hits, _ = scan_tree(settings.data_dir, reason_needles)
+    assert DENY_REASON in {c for c, _, _ in hits}

@@ -24,6 +24,13 @@
 - ``test_sealing_reencrypts_*``: sealing re-encrypts under ``sealed-dek`` keys and
   shreds the old ones; the ordinary path cannot open a sealed payload; unsealing
   restores it unchanged.
+- ``test_reasons_*``: decision, revocation and unseal reasons are stored sealed, the
+  log keeps their keyed hash; a reason written in plain text before migration 0009
+  still reads, and moves into the envelope when the request is revoked.
+- ``test_seal_and_unseal_*``: sealing or unsealing what the caller may not know of
+  answers exactly as for an unknown id; unsealing needs a cause from the list.
+- configuration and the rest: a non-default decision deadline, a configured
+  entitled org type, sealing one document, and the "records provided" reply.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ import random
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +53,7 @@ from typing import Any
 import pypdf
 import pytest
 from cli_support import cli_env, run_cli
-from conftest import DEMO_PASSWORD, Tokens, household_body, make_id_number, minor_body, run_sql, web_login
+from conftest import DEMO_PASSWORD, Tokens, household_body, make_id_number, minor_body, run_sql, seed_world, web_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -53,11 +61,12 @@ from access_control.actions import Action as A
 from access_control.identity import Org, OrgType, create_user
 from archive.blobstore import BlobNotFound
 from archive.models import Document, DocumentVersion, Minor, SealedRecord
-from archive.sealing import CONFIDENTIALITY
+from archive.sealing import CONFIDENTIALITY, UNSEAL_CAUSES
 from core.db import new_id
 from core.errors import Gone, IntegrityFailure
 from core.keys import SEALED_DEK
 from doc_templates.kinds import KINDS
+from main import create_app
 from runtime import Runtime
 
 API = "/api/v1"
@@ -76,6 +85,7 @@ LEGAL_BASIS = "《中华人民共和国刑事诉讼法》第二百八十六条"
 SEAL_CASE = "(2026)苏0706刑初17号"
 APPLY_CASE = "(2026)苏0706刑初88号"
 PURPOSE = "审理案件需要核实被告人有无前科"
+UNSEAL_BASIS = "《人民检察院刑事诉讼规则》第四百八十五条"
 T0 = datetime(2026, 11, 30, 2, 0, 0, 123456, tzinfo=UTC)  # 10:00 in Lianyungang; microseconds fix JSON sizes
 
 
@@ -396,12 +406,14 @@ def test_role_by_route_only_the_granted_requester_reads_sealed_content(client, r
          {**no_role, **custodians, COURT: 200, CLERK: 404, SCHOOL: 404}, None),
         ("disclosures", "GET", f"{API}/disclosures", None,
          {**dict.fromkeys(EVERYONE, 403), CUST: 200, COURT_CUST: 200, COURT_BOTH: 200, AUDITOR: 200}, None),
+        # Only those who may know of the sealed record (custodians; the court, whose grant names it)
+        # hear that it is sealed already; any other court user gets the 404 of an unknown id.
         ("seal (sealed already)", "POST", f"{API}/records/{case.doc}/seal",
          {"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
-         {**dict.fromkeys(EVERYONE, 403), CUST: 409, COURT_CUST: 409, COURT_BOTH: 409, COURT: 409, CLERK: 409},
-         None),
+         {**dict.fromkeys(EVERYONE, 403), CUST: 409, COURT_CUST: 409, COURT_BOTH: 409, COURT: 409, CLERK: 404},
+         f"{API}/records/{nowhere}/seal"),
         ("unseal (of a record never sealed)", "POST", f"{API}/records/{case.sibling}/unseal",
-         {"legal_basis": "发现漏罪"},
+         {"cause": "undiscovered_crime", "legal_basis": "发现漏罪"},
          {**dict.fromkeys(EVERYONE, 403), CUST: 409, COURT_CUST: 409, COURT_BOTH: 409}, None),
         ("apply", "POST", f"{API}/sealed-requests", application(SEALED_NAME, case.id_number),
          {**dict.fromkeys(EVERYONE, 403), COURT: 201, CLERK: 201, COURT_BOTH: 201, SCHOOL: 201}, None),
@@ -889,8 +901,8 @@ def test_sealing_reencrypts_under_sealed_keys_and_unsealing_restores(client, tok
         sealed_minor_key, sealed_doc_key = mn.dek_id, doc.dek_id
 
     # Unsealing (custodian, statutory cause) reverses it: ordinary keys again, the content unchanged.
-    r = client.post(f"{API}/records/{case.minor}/unseal", json={"legal_basis": "发现漏罪，数罪并罚超过五年有期徒刑"},
-                    headers=tokens[CUST])
+    r = client.post(f"{API}/records/{case.minor}/unseal", headers=tokens[CUST],
+                    json={"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS})
     assert r.status_code == 200, r.text
     assert set(r.json()["unsealed"]) == {case.minor, case.doc}
     with rt.db.read_session() as s:
@@ -909,7 +921,7 @@ def test_sealing_reencrypts_under_sealed_keys_and_unsealing_restores(client, tok
     assert r.status_code == 200 and r.content == original_pdf and sha256(r.content) == case.doc_sha256
     unseal = events(rt, "action = :a", a=A.RECORD_UNSEAL.value)
     assert [(e["outcome"], e["details"]) for e in unseal] == [
-        ("allowed", {"legal_basis": "发现漏罪，数罪并罚超过五年有期徒刑", "case_number": SEAL_CASE})]
+        ("allowed", {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS, "case_number": SEAL_CASE})]
 
 
 def _open_with_ordinary_context(rt: Runtime, s: Any, mn: Minor) -> Any:
@@ -922,3 +934,294 @@ def _open_with_ordinary_context(rt: Runtime, s: Any, mn: Minor) -> Any:
         return crypto.open_envelope(dek, mn.payload, context=ctx, key_id=mn.dek_id)
     except crypto.DecryptionError as exc:
         raise IntegrityFailure() from exc
+
+
+# 7. Reasons sealed, no existence leak through sealing, causes, configuration ----------------------
+
+DENY_REASON = "申请材料不全，未附立案决定书"
+APPROVE_REASON = "附立案决定书，符合法定情形"
+REVOKE_REASON = "案件已审结，授权提前终止"
+UNSEAL_REASON = "又犯盗窃罪，数罪并罚决定执行六年有期徒刑"
+
+
+def _reason_hash(rt: Runtime, text: str) -> str:
+    from access_control.sealed import REASON_HASH
+
+    return rt.ring.keyed_hash(REASON_HASH, text)
+
+
+def test_reasons_are_stored_sealed_and_the_log_keeps_their_keyed_hash(client, rt):
+    pin_clock(rt)
+    tokens = Tokens(client)
+    case = make_case(client, tokens, seal_by=CUST)
+    court, cust = tokens[COURT], tokens[CUST]
+    denied = apply(client, court, SEALED_NAME, case.id_number)
+    assert decide(client, cust, denied, "deny", DENY_REASON).status_code == 200
+    granted = apply(client, court, SEALED_NAME, case.id_number)
+    assert decide(client, cust, granted, "approve", APPROVE_REASON).status_code == 200
+    assert decide(client, cust, granted, "deny", "再次审批").status_code == 409  # an 'error' event, hashed too
+    r = client.post(f"{API}/sealed-requests/{granted}/revoke", json={"reason": REVOKE_REASON}, headers=cust)
+    assert r.status_code == 200, r.text
+    assert (r.json()["reason"], r.json()["revocation_reason"]) == (APPROVE_REASON, REVOKE_REASON)
+    r = client.post(f"{API}/records/{case.minor}/unseal", headers=cust,
+                    json={"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "reason": UNSEAL_REASON})
+    assert r.status_code == 200 and r.json()["cause"] == "new_crime", r.text
+
+    # The requester reads the reasons back; the columns hold ciphertext only.
+    shown = client.get(f"{API}/sealed-requests/{denied}", headers=court).json()
+    assert (shown["reason"], shown["revocation_reason"]) == (DENY_REASON, None)
+    shown = client.get(f"{API}/sealed-requests/{granted}", headers=court).json()
+    assert (shown["status"], shown["reason"], shown["revocation_reason"]) == ("revoked", APPROVE_REASON, REVOKE_REASON)
+    rows = run_sql(rt, "SELECT decision_reason, reasons FROM sealed_requests WHERE id IN (:a, :b)", a=denied, b=granted)
+    assert len(rows) == 2
+    for plain, sealed in rows:
+        assert plain is None and sealed is not None
+        for text in (DENY_REASON, APPROVE_REASON, REVOKE_REASON):
+            assert text.encode() not in bytes(sealed)
+    regs = run_sql(rt, "SELECT record_id, unseal_cause, unseal_basis, unseal_note FROM sealed_records ORDER BY 1")
+    assert {r[0] for r in regs} == {case.minor, case.doc}
+    assert all(r[1] == "new_crime" and r[2] == UNSEAL_BASIS and UNSEAL_REASON.encode() not in bytes(r[3])
+               for r in regs)
+    with rt.db.read_session() as s:
+        for record_id in (case.minor, case.doc):
+            reg = s.get(SealedRecord, record_id)
+            assert reg is not None and rt.sealing.unseal_reason(s, reg) == UNSEAL_REASON
+
+    # The log: the keyed hash of each reason (its own purpose), case number and legal basis; never the text.
+    decided = events(rt, "action = :a", a=A.SEALED_DECIDE.value)
+    assert [(e["resource_id"], e["outcome"], e["details"]) for e in decided] == [
+        (denied, "allowed", {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "decision": "deny",
+                             "reason_hash": _reason_hash(rt, DENY_REASON)}),
+        (granted, "allowed", {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "decision": "approve",
+                              "reason_hash": _reason_hash(rt, APPROVE_REASON)}),
+        (granted, "error", {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "decision": "deny",
+                            "reason_hash": _reason_hash(rt, "再次审批")}),
+    ]
+    assert _reason_hash(rt, DENY_REASON) != rt.ring.keyed_hash("id_number", DENY_REASON)  # a purpose of its own
+    revoked = events(rt, "action = :a", a=A.SEALED_REVOKE.value)
+    assert [e["details"] for e in revoked] == [
+        {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "reason_hash": _reason_hash(rt, REVOKE_REASON)}]
+    unsealed = events(rt, "action = :a", a=A.RECORD_UNSEAL.value)
+    assert [e["details"] for e in unsealed] == [
+        {"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "case_number": SEAL_CASE,
+         "reason_hash": _reason_hash(rt, UNSEAL_REASON)}]
+    dump = json.dumps([[str(v) for v in row] for row in run_sql(rt, "SELECT * FROM audit_events")],
+                      ensure_ascii=False)
+    for text in (DENY_REASON, APPROVE_REASON, REVOKE_REASON, UNSEAL_REASON, "再次审批"):
+        assert text not in dump
+
+
+def test_reasons_written_in_plain_text_before_0009_still_read_and_move_into_the_envelope(client, rt):
+    tokens = Tokens(client)
+    case = make_case(client, tokens, seal_by=CUST)
+    court, cust = tokens[COURT], tokens[CUST]
+    rid = apply(client, court, SEALED_NAME, case.id_number)
+    assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+    legacy = "旧版明文理由"  # as a request decided before migration 0009 holds it
+    run_sql(rt, "UPDATE sealed_requests SET reasons = NULL, decision_reason = :r WHERE id = :i", r=legacy, i=rid)
+    assert client.get(f"{API}/sealed-requests/{rid}", headers=court).json()["reason"] == legacy
+    r = client.post(f"{API}/sealed-requests/{rid}/revoke", json={"reason": REVOKE_REASON}, headers=cust)
+    assert r.status_code == 200, r.text
+    assert (r.json()["reason"], r.json()["revocation_reason"]) == (legacy, REVOKE_REASON)
+    ((plain, sealed),) = run_sql(rt, "SELECT decision_reason, reasons FROM sealed_requests WHERE id = :i", i=rid)
+    assert plain is None and sealed is not None and legacy.encode() not in bytes(sealed)
+
+
+def test_seal_and_unseal_of_a_record_the_caller_may_not_know_of_answer_as_for_an_unknown_id(client, rt):
+    pin_clock(rt)
+    add_extra_users(rt)
+    tokens = Tokens(client)
+    case = make_case(client, tokens, seal_by=CUST)
+    seal_body = {"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE}
+    unseal_body = {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS}
+    nowhere = {"minor": "mn_nonexistent000000000", "document": "doc_nonexistent0000000"}
+
+    def as_unknown(who: str, verb: str, body: dict[str, Any], record_id: str, kind: str) -> None:
+        r = client.post(f"{API}/records/{record_id}/{verb}", json=body, headers=tokens[who])
+        t = client.post(f"{API}/records/{nowhere[kind]}/{verb}", json=body, headers=tokens[who])
+        assert (r.status_code, r.json()) == (t.status_code, t.json()) == (404, t.json()), (who, verb, kind, r.text)
+        assert r.headers["content-length"] == t.headers["content-length"]
+
+    # Court users may seal but may not see a sealed record: "sealed already" would say it exists.
+    for who in (COURT, CLERK):
+        as_unknown(who, "seal", seal_body, case.minor, "minor")
+        as_unknown(who, "seal", seal_body, case.doc, "document")
+    hidden = events(rt, "action = :a AND outcome = 'denied' AND resource_id IN (:m, :d)", a=A.RECORD_SEAL.value,
+                    m=case.minor, d=case.doc)
+    assert {(e["actor"], e["reason"]) for e in hidden} == {(COURT, "sealed:no_grant"), (CLERK, "sealed:no_grant")}
+    assert all(e["details"] == seal_body for e in hidden)
+    # The custodian may know: told it is sealed already.
+    r = client.post(f"{API}/records/{case.minor}/seal", json=seal_body, headers=tokens[CUST])
+    assert r.status_code == 409 and r.json()["error"]["message"] == "该记录已封存。"
+
+    # A record outside the custodian's region: sealing and unsealing are a 404 like an unknown id.
+    r = client.post(f"{API}/households", json=household_body("320724001001"), headers=tokens[GN])
+    gn_mn = client.post(f"{API}/minors", json=minor_body(r.json()["id"], id_number=make_id_number("320724")),
+                        headers=tokens[GN]).json()["id"]
+    assert client.post(f"{API}/records/{gn_mn}/seal", json=seal_body, headers=tokens[CUST]).status_code == 200
+    for verb, body in (("unseal", unseal_body), ("seal", seal_body)):
+        as_unknown(COURT_CUST, verb, body, gn_mn, "minor")  # a custodian of the Haizhou court
+    as_unknown(COURT, "seal", seal_body, gn_mn, "minor")
+
+
+def test_unsealing_needs_a_cause_from_the_list(client, tokens, rt):
+    case = make_case(client, tokens, seal_by=CUST)
+    url = f"{API}/records/{case.minor}/unseal"
+    for body in ({"legal_basis": UNSEAL_BASIS}, {"cause": "", "legal_basis": UNSEAL_BASIS},
+                 {"cause": "remorse", "legal_basis": UNSEAL_BASIS}, {"cause": None, "legal_basis": UNSEAL_BASIS}):
+        r = client.post(url, json=body, headers=tokens[CUST])
+        assert r.status_code == 422, (body, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "invalid_input"
+        assert [f["field"] for f in err["details"]["fields"]] == ["cause"], (body, err)
+    r = client.post(url, json={"cause": "remorse", "legal_basis": UNSEAL_BASIS}, headers=tokens[CUST])
+    message = r.json()["error"]["details"]["fields"][0]["message"]
+    assert all(cause in message for cause in UNSEAL_CAUSES)
+    r = client.post(url, json={"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "reason": ""}, headers=tokens[CUST])
+    assert r.status_code == 422 and r.json()["error"]["details"]["fields"][0]["field"] == "reason"
+    assert not events(rt, "action = :a", a=A.RECORD_UNSEAL.value)  # refused input is no decision
+    # The OpenAPI document lists the causes.
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["UnsealBody"]
+    assert schema["required"] == ["cause", "legal_basis"]
+    assert schema["properties"]["cause"]["enum"] == list(UNSEAL_CAUSES)
+    for cause in UNSEAL_CAUSES:
+        r = client.post(url, json={"cause": cause, "legal_basis": UNSEAL_BASIS}, headers=tokens[CUST])
+        assert r.status_code == 200 and r.json()["cause"] == cause, r.text
+        assert client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": LEGAL_BASIS,
+                                                                     "case_number": SEAL_CASE},
+                           headers=tokens[CUST]).status_code == 200
+
+
+@contextmanager
+def configured(settings: Any, **overrides: Any) -> Iterator[tuple[Runtime, TestClient]]:
+    """A runtime and client on the test database with some settings changed."""
+    runtime = Runtime.open(settings.model_copy(update=overrides), require_schema=False)
+    runtime.initialize()
+    seed_world(runtime)
+    try:
+        with TestClient(create_app(runtime=runtime)) as c:
+            yield runtime, c
+    finally:
+        runtime.close()
+
+
+def test_a_configured_decision_deadline_sets_due_by_and_overdue(settings):
+    with configured(settings, sealed_decision_days=3) as (rt, client):
+        clock = pin_clock(rt)
+        tokens = Tokens(client)
+        rid = apply(client, tokens[COURT], SEALED_NAME, make_id_number(birth="20090101"))
+        r = client.get(f"{API}/sealed-requests/{rid}", headers=tokens[COURT])
+        assert datetime.fromisoformat(r.json()["due_by"]) == T0 + timedelta(days=3)
+        clock.advance(days=3)
+        tokens = Tokens(client)
+        assert client.get(f"{API}/sealed-requests/{rid}", headers=tokens[COURT]).json()["status"] == "pending"
+        clock.advance(seconds=1)
+        tokens = Tokens(client)
+        assert client.get(f"{API}/sealed-requests/{rid}", headers=tokens[COURT]).json()["status"] == "overdue"
+        r = client.get(f"{API}/sealed-requests", params={"status": "overdue"}, headers=tokens[CUST])
+        assert [i["id"] for i in r.json()["items"]] == [rid]
+
+
+JUSTICE_ORG = "连云港市海州区司法局（演示）"
+JUSTICE = "justice.requester"
+
+
+def test_a_configured_entitled_org_type_may_apply_and_be_granted_others_get_no_record(settings):
+    with configured(settings, sealed_entitled_org_types="court,procuratorate,police,justice") as (rt, client):
+        pin_clock(rt)
+        add_extra_users(rt)  # with the school requester, whose org type is not listed
+        with rt.db.session() as s:
+            org = Org(id=new_id("org"), name=JUSTICE_ORG, type=OrgType.JUSTICE, region_code="320706",
+                      doc_prefix=None)
+            s.add(org)
+            s.flush()
+            create_user(s, rt.passwords, username=JUSTICE, display_name="司法局查询人", org=org,
+                        roles=["requester"], password=DEMO_PASSWORD, now=rt.clock())
+            s.commit()
+        tokens = Tokens(client)
+        case = make_case(client, tokens, seal_by=CUST)
+        cust = tokens[CUST]
+
+        # The justice bureau, entitled by configuration: approved, reads the stamped record.
+        rid = apply(client, tokens[JUSTICE], SEALED_NAME, case.id_number)
+        assert client.get(f"{API}/sealed-requests/{rid}", headers=cust).json()["entitled"] is True
+        assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+        r = client.get(f"{API}/sealed-requests/{rid}/records", headers=tokens[JUSTICE])
+        assert [i["id"] for i in r.json()["items"]] == [case.doc]
+        r = client.get(f"{API}/documents/{case.doc}/pdf", headers=tokens[JUSTICE])
+        assert r.status_code == 200 and JUSTICE_ORG in "".join(pdf_pages(r.content))
+
+        # The school, not listed: only a denial, and the reply reads as for a person with no record.
+        other_id = make_id_number(birth="20090101")
+        qa = apply(client, tokens[SCHOOL], SEALED_NAME, case.id_number)
+        qb = apply(client, tokens[SCHOOL], SEALED_NAME, other_id)
+        r = decide(client, cust, qa, "approve", "同意")
+        assert r.status_code == 409 and r.json()["error"]["details"]["rule"] == "sealed:requester_not_entitled"
+        texts = []
+        for q in (qa, qb):
+            assert decide(client, cust, q, "deny", "申请单位无权查询").status_code == 200
+            assert client.post(f"{API}/sealed-requests/{q}/reply", headers=cust).status_code == 201
+            r = client.get(f"{API}/sealed-requests/{q}/reply", headers=tokens[SCHOOL])
+            assert r.status_code == 200
+            texts.append("".join(pdf_pages(r.content)))
+        norm = {"names": (SEALED_NAME,), "id_numbers": (case.id_number, other_id)}
+        assert normalized(texts[0], **norm) == normalized(texts[1], **norm)
+        assert f"未发现{SEALED_NAME}（公民身份号码：{case.id_number}）有犯罪记录" in texts[0]
+
+
+def test_sealing_one_document_hides_it_and_a_grant_releases_it_stamped(client, rt):
+    pin_clock(rt)
+    tokens = Tokens(client)
+    case = make_case(client, tokens, seal_by=None)
+    cw, court, cust = tokens[CW], tokens[COURT], tokens[CUST]
+    r = client.post(f"{API}/records/{case.doc}/seal", json={"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
+                    headers=cust)
+    assert r.status_code == 200, r.text
+    assert (r.json()["record_kind"], r.json()["sealed"]) == ("document", [case.doc])
+
+    # The minor stays; the document is gone from lists and the ordinary read path.
+    assert client.get(f"{API}/minors/{case.minor}", headers=cw).status_code == 200
+    for params in ({}, {"subject_id": case.minor}):
+        listed = client.get(f"{API}/documents", params=params, headers=cw).json()["items"]
+        assert case.doc not in [i["id"] for i in listed], params
+    assert case.sibling_doc in [i["id"] for i in client.get(f"{API}/documents", headers=cw).json()["items"]]
+    for tail in ("", "/pdf"):
+        r = client.get(f"{API}/documents/{case.doc}{tail}", headers=cw)
+        t = client.get(f"{API}/documents/doc_nonexistent0000000{tail}", headers=cw)
+        assert (r.status_code, r.json()) == (t.status_code, t.json()) == (404, t.json())
+    with rt.db.read_session() as s:
+        doc, mn = s.get(Document, case.doc), s.get(Minor, case.minor)
+        assert doc is not None and doc.sealed and mn is not None and not mn.sealed and mn.id_hash
+
+    # A grant about the minor's ID number names the document; the PDF comes stamped.
+    rid = apply(client, court, SEALED_NAME, case.id_number)
+    assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+    r = client.get(f"{API}/sealed-requests/{rid}/records", headers=court)
+    assert [(i["id"], i["kind"]) for i in r.json()["items"]] == [(case.doc, "referral_notice")]
+    r = client.get(f"{API}/documents/{case.doc}/pdf", headers=court)
+    assert r.status_code == 200
+    pages = pdf_pages(r.content)
+    assert pages and all(f"申请编号：{rid}" in p and re.sub(r"\s+", "", CONFIDENTIALITY) in p for p in pages)
+    assert client.get(f"{API}/documents/{case.doc}/pdf", headers=cw).status_code == 404  # still sealed to others
+
+
+def test_a_records_provided_reply_says_so(client, rt):
+    pin_clock(rt)
+    tokens = Tokens(client)
+    case = make_case(client, tokens, seal_by=CUST)
+    court, cust = tokens[COURT], tokens[CUST]
+    rid = apply(client, court, SEALED_NAME, case.id_number)
+    assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+    r = client.post(f"{API}/sealed-requests/{rid}/reply", headers=cust)
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "sealed_query_reply"
+    r = client.get(f"{API}/sealed-requests/{rid}/reply", headers=court)
+    assert r.status_code == 200
+    text = "".join(pdf_pages(r.content))
+    assert "犯罪记录封存查询结果告知书" in text
+    assert COURT_ORG in text  # the recipient
+    assert f"你单位于{T0.year}年{T0.month}月{T0.day}日提出的查询申请（编号：{rid}）收悉。" in text
+    assert (f"经审查，你单位关于{SEALED_NAME}（公民身份号码：{case.id_number}）的查询申请（案号：{APPLY_CASE}）"
+            "符合法律规定，相关封存记录已依法提供。") in text
+    assert "你单位对所获记录负有保密义务，不得泄露，不得用于所申请事项以外的用途。" in text
+    assert "未发现" not in text and "有犯罪记录" not in text

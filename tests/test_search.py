@@ -396,7 +396,8 @@ class World:
                   {"legal_basis": "《刑事诉讼法》第二百八十六条", "case_number": f"（2026）苏0706刑初{rid[-4:]}号"})
 
     def unseal(self, rid: str) -> None:
-        self.post(self.custodian, f"/api/v1/records/{rid}/unseal", {"legal_basis": "发现漏罪，依法解除封存"})
+        self.post(self.custodian, f"/api/v1/records/{rid}/unseal",
+                  {"cause": "undiscovered_crime", "legal_basis": "发现漏罪，依法解除封存"})
 
     def grant(self, requester: str, minor: dict[str, Any]) -> None:
         req = self.post(self.headers[requester], "/api/v1/sealed-requests", {

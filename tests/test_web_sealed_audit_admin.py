@@ -259,6 +259,12 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     assert "已封存记录" in r.text and doc in r.text
     r = cust.post("/sealed/seal", {"record_id": minor, "legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE})
     assert r.status_code == 409 and "该记录已封存。" in field_error(r.text, "record_id")
+    # a court user may seal, but may not know of the sealed minor: told what an unknown id is told
+    r = court.post("/sealed/seal", {"record_id": minor, "legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE})
+    unknown = court.post("/sealed/seal", {"record_id": "mn_nosuchrecord", "legal_basis": LEGAL_BASIS,
+                                          "case_number": SEAL_CASE})
+    assert r.status_code == unknown.status_code == 422
+    assert field_error(r.text, "record_id") == field_error(unknown.text, "record_id") == "记录不存在或无权查看。"
 
     # the application form: Chinese messages next to the fields, typed values kept
     r = court.get("/sealed/new")
@@ -353,15 +359,25 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     r = cust.post(f"/sealed/{rid}/revoke", {"reason": "案件已审结"})
     assert r.status_code == 303
     assert "已撤销" in court.get(f"/sealed/{rid}").text
+    assert "案件已审结" in text_of(cust.get(f"/sealed/{rid}").text)  # the revocation reason, shown
     assert "授权查阅的记录" not in court.get(f"/sealed/{rid}").text
     assert court.get(link).status_code == 404
 
-    # unsealing needs a statutory cause
+    # unsealing needs a statutory cause, chosen from the list, and a legal basis
+    r = cust.get("/sealed/seal")
+    assert '<select id="f-unseal.cause" name="unseal.cause"' in r.text
+    assert '<option value="undiscovered_crime">发现漏罪' in r.text
     r = cust.post("/sealed/unseal", {"unseal.record_id": minor, "unseal.legal_basis": ""})
     assert r.status_code == 422 and field_error(r.text, "unseal.legal_basis") == "必填字段"
+    assert field_error(r.text, "unseal.cause") == "必填字段"
     assert input_value(r.text, "unseal.record_id") == minor
-    r = cust.post("/sealed/unseal", {"unseal.record_id": minor, "unseal.legal_basis": "发现漏罪"})
-    assert r.status_code == 200 and "已解除封存记录" in r.text
+    r = cust.post("/sealed/unseal", {"unseal.record_id": minor, "unseal.cause": "just_because",
+                                     "unseal.legal_basis": "发现漏罪", "unseal.reason": "说明文字"})
+    assert r.status_code == 422 and field_error(r.text, "unseal.cause").startswith("取值应为")
+    assert textarea_value(r.text, "unseal.reason") == "说明文字"
+    r = cust.post("/sealed/unseal", {"unseal.record_id": minor, "unseal.cause": "undiscovered_crime",
+                                     "unseal.legal_basis": "发现漏罪", "unseal.reason": "说明文字"})
+    assert r.status_code == 200 and "已解除封存记录" in r.text and "事由：发现漏罪" in r.text
 
     # every step is in the log, and no page put the ID number in a URL or the log
     assert idn not in audit_dump(rt)

@@ -23,7 +23,7 @@ from access_control.identity import Org, User
 from access_control.policy import Resource
 from access_control.sealed import Decision, Revocation, SealedRequestCreate
 from archive.documents_api import pdf_response
-from archive.sealing import SealBody, UnsealBody
+from archive.sealing import UNSEAL_CAUSES, SealBody, UnsealBody
 from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
 from doc_templates.kinds import KINDS
@@ -140,7 +140,7 @@ def _seal_page(request: Request, g: Guard, *, status_code: int = 200, seal: dict
                unseal_errors: dict[str, str] | None = None, done: dict[str, Any] | None = None) -> HTMLResponse:
     return page(request, "sealed/seal.html.j2", status_code=status_code, title="封存与解除封存",
                 seal=seal or {}, seal_errors=seal_errors or {}, unseal=unseal or {},
-                unseal_errors=unseal_errors or {}, done=done,
+                unseal_errors=unseal_errors or {}, done=done, unseal_causes=UNSEAL_CAUSES,
                 can_unseal=g.decide(Action.RECORD_UNSEAL).allowed)
 
 
@@ -206,9 +206,9 @@ def unseal_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
     rt = get_runtime(request)
     require(g, Action.RECORD_UNSEAL, Resource("record"))
     data = form_to_nested(form).get("unseal") or {}
-    data = {k: data[k] for k in ("record_id", "legal_basis") if k in data}
+    data = {k: data[k] for k in ("record_id", "cause", "legal_basis", "reason") if k in data}
     try:
-        record_id, body = _record_form(data, UnsealBody)
+        record_id, body = _record_form(data, UnsealBody)  # empty fields were dropped: "必填字段"
         done = rt.sealing.unseal(g, record_id, body)
     except FORM_ERRORS as exc:
         errors = failed(g, exc)
