@@ -44,6 +44,10 @@ def get_actor(
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized()
     actor = resolve_token(session, runtime.ring, creds.credentials, now=runtime.clock())
+    # End the token lookup's transaction: on SQLite it holds the database's write lock, which the
+    # request's own work should take only when it starts (and not while it waits, e.g. in the
+    # issuing queue of archive.documents).
+    session.rollback()
     if actor is None:
         raise Unauthorized()
     return actor

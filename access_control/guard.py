@@ -100,6 +100,17 @@ class Guard:
             self.commit()
         return decision
 
+    def release(self) -> None:
+        """End the transaction so far (only reads) before slow work, such as rendering a PDF.
+
+        On SQLite every transaction holds the database's write lock from its first
+        statement: without this, one render would stall every other request. Deferred
+        events stay deferred (appended at ``commit``); loaded rows expire and are read
+        again by the next statement, in a new transaction.
+        """
+        assert not self._pending and not self._undo, "release() after a write"
+        self.session.rollback()
+
     def record(self, draft: EventDraft) -> None:
         """Append an event in the current transaction."""
         try:

@@ -1,10 +1,13 @@
 """Issuing, correcting, reading and verifying official documents.
 
 Issue: policy -> fields validated -> subject resolved in the caller's
-jurisdiction -> glyph check -> number allocated (gapless, in this transaction)
--> PDF rendered in the worker pool -> sealed with the document's data key ->
+jurisdiction -> glyph check -> the next number peeked -> the reading
+transaction ended -> PDF rendered in the worker pool, holding no database lock
+-> number allocated (gapless, in the storing transaction; rendered again if
+another process took the peeked one) -> sealed with the document's data key ->
 blob stored -> rows and audit event committed together. A failure anywhere
 rolls the transaction back, so no number is burnt and the blob is removed.
+One issuer's issues queue in the process before they touch the database.
 Issued bytes never change: a correction is a new version that points to the
 old one, with a new verification code.
 """
@@ -14,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -135,6 +140,8 @@ class DocumentService:
         self.base_url = base_url.rstrip("/")
         self.db = db
         self.audit = audit
+        self._queues: dict[str, threading.Lock] = {}
+        self._queues_lock = threading.Lock()
 
     # helpers ----------------------------------------------------------------------
 
@@ -241,37 +248,59 @@ class DocumentService:
         kind = self.kind_or_422(req.kind)
         self._gate(g, Action.DOCUMENT_ISSUE, kind, roles=kind.issuer_roles)
         fields = self.validate_fields(kind, req.fields)
-        subject = self._subject(g, kind, req.subject_id, Action.DOCUMENT_ISSUE)
-        org = self._org(g)
-        if not org.doc_prefix:
-            raise Conflict("本单位尚未设置发文字号代字，无法编号。", details={"field": "issuer"})
-        year = g.now.astimezone(LOCAL_TZ).year
-        self._check_glyphs(fields, self._meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1), None))
-        doc_id = new_id("doc")
-        hashes = sorted(set(subject.hashes) | self._id_hashes(req.fields))
-        g.authorize(Action.DOCUMENT_ISSUE,
-                    Resource("document", doc_id, subject.region_code, existing=False,
-                             required_roles=kind.issuer_roles),
-                    subjects=hashes, details={"kind": kind.kind}, defer=True)
-        serial, number = numbering.allocate(g.session, issuer=org, year=year)
-        dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
-        doc = Document(
-            id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
-            region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
-            number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=hashes, sealed=False,
-            created_by=g.actor.user_id, created_at=g.now,
-        )
-        g.session.add(doc)
-        version = self._store_version(g, doc, kind, fields, org, dek, version=1, supersedes=None, reason=None)
-        enqueue(g.session, "document", doc.id)
-        g.commit()
+        # One issuer's issues queue here, before any statement: they wait without a database
+        # connection or lock, in order, and the number peeked below is the one allocated.
+        with self._issuer_queue(g.actor.org_id):
+            subject = self._subject(g, kind, req.subject_id, Action.DOCUMENT_ISSUE)
+            org = self._org(g)
+            if not org.doc_prefix:
+                raise Conflict("本单位尚未设置发文字号代字，无法编号。", details={"field": "issuer"})
+            year = g.now.astimezone(LOCAL_TZ).year
+            self._check_glyphs(fields, self._meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1),
+                                                  None))
+            doc_id = new_id("doc")
+            hashes = sorted(set(subject.hashes) | self._id_hashes(req.fields))
+            g.authorize(Action.DOCUMENT_ISSUE,
+                        Resource("document", doc_id, subject.region_code, existing=False,
+                                 required_roles=kind.issuer_roles),
+                        subjects=hashes, details={"kind": kind.kind}, defer=True)
+            _serial, predicted = numbering.peek(g.session, issuer=org, year=year)
+            code = new_code()
+            meta = self._meta(g, kind, org, predicted, code)
+            g.release()  # render without holding the database
+            pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+            if self._subject(g, kind, req.subject_id, Action.DOCUMENT_ISSUE) != subject:
+                raise Conflict("档案在出具期间已变更，请重试。", details={"field": "subject_id"})
+            serial, number = numbering.allocate(g.session, issuer=org, year=year)
+            if number != predicted:  # another process issued meanwhile: render again, under the lock
+                meta = self._meta(g, kind, org, number, code)
+                pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+            dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
+            doc = Document(
+                id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
+                region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
+                number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=hashes, sealed=False,
+                created_by=g.actor.user_id, created_at=g.now,
+            )
+            g.session.add(doc)
+            version = self._store_version(g, doc, fields, dek, code=code, meta=meta, pdf=pdf, version=1,
+                                          supersedes=None, reason=None)
+            enqueue(g.session, "document", doc.id)
+            g.commit()
         return self._issued(doc, version)
 
-    def _store_version(self, g: Guard, doc: Document, kind: K.DocKind, fields: BaseModel, org: Org, dek: bytes, *,
-                       version: int, supersedes: int | None, reason: str | None) -> DocumentVersion:
-        code = new_code()
-        meta = self._meta(g, kind, org, doc.doc_number, code)
-        pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+    @contextmanager
+    def _issuer_queue(self, org_id: str) -> Iterator[None]:
+        """One issuer's issues and corrections, one after the other in this process."""
+        with self._queues_lock:
+            lock = self._queues.setdefault(org_id, threading.Lock())
+        with lock:
+            yield
+
+    def _store_version(self, g: Guard, doc: Document, fields: BaseModel, dek: bytes, *, code: str,
+                       meta: DocumentMeta, pdf: bytes, version: int, supersedes: int | None, reason: str | None
+                       ) -> DocumentVersion:
+        """Store a rendered version (its blob and row) in the current transaction."""
         blob_key = f"documents/{doc.id}/v{version}"
         sealed_pdf = self.vault.seal_bytes(dek, doc.dek_id, pdf, kind="document", record_id=doc.id, version=version)
         payload = self.vault.seal_json(dek, doc.dek_id, {"fields": fields.model_dump(mode="json"), "reason": reason},
@@ -377,24 +406,32 @@ class DocumentService:
     # corrections -----------------------------------------------------------------------
 
     def new_version(self, g: Guard, doc_id: str, req: VersionRequest) -> DocumentIssued:
-        doc, kind, _grant = self._load(g, doc_id, Action.DOCUMENT_CORRECT, read=False)
-        if doc.sealed:
-            raise NotFound()
-        # Concurrent corrections queue on the document row, and each then numbers its version after
-        # the one committed before it (not after the stale current_version read in _load).
-        g.session.refresh(doc, with_for_update=True)
-        fields = self.validate_fields(kind, req.fields)
-        org = g.session.get(Org, doc.issuer_org_id)
-        assert org is not None
-        if org.id != g.actor.org_id:
-            raise Conflict("只有发文单位可以更正本公文。", details={"field": "issuer"})
-        self._check_glyphs(fields, self._meta(g, kind, org, doc.doc_number, None))
-        previous = doc.current_version
-        version = self._store_version(g, doc, kind, fields, org, self.vault.data_key(g.session, doc.dek_id),
-                                      version=previous + 1, supersedes=previous, reason=req.reason)
-        doc.current_version = previous + 1
-        enqueue(g.session, "document", doc.id)
-        g.commit()
+        # Only the issuer may correct: corrections queue with its issues (the caller's org).
+        with self._issuer_queue(g.actor.org_id):
+            doc, kind, _grant = self._load(g, doc_id, Action.DOCUMENT_CORRECT, read=False)
+            if doc.sealed:
+                raise NotFound()
+            fields = self.validate_fields(kind, req.fields)
+            org = g.session.get(Org, doc.issuer_org_id)
+            assert org is not None
+            if org.id != g.actor.org_id:
+                raise Conflict("只有发文单位可以更正本公文。", details={"field": "issuer"})
+            self._check_glyphs(fields, self._meta(g, kind, org, doc.doc_number, None))
+            code = new_code()
+            meta = self._meta(g, kind, org, doc.doc_number, code)
+            g.release()  # render without holding the database
+            pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+            # Corrections from other processes queue on the document row; each numbers its version
+            # after the one committed before it.
+            g.session.refresh(doc, with_for_update=True)
+            if doc.sealed:
+                raise NotFound()
+            version = self._store_version(g, doc, fields, self.vault.data_key(g.session, doc.dek_id), code=code,
+                                          meta=meta, pdf=pdf, version=doc.current_version + 1,
+                                          supersedes=doc.current_version, reason=req.reason)
+            doc.current_version = version.version
+            enqueue(g.session, "document", doc.id)
+            g.commit()
         return self._issued(doc, version)
 
     # lists and prefill -----------------------------------------------------------------

@@ -4,7 +4,11 @@ The serial is taken from a counter row locked in the issuing transaction
 (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write lock serializes
 anyway). If the issue fails, the transaction rolls back and the number was
 never used: two issues never share a number and a failed issue never burns one.
-The price is that issues by one issuer are serialized while the PDF renders.
+
+The PDF carries its number, but is rendered before that transaction, with the
+number ``peek`` predicts (``archive.documents`` queues one issuer's issues in the
+process, so the prediction holds there); only if another process took it
+meanwhile is the document rendered again, under the lock.
 """
 
 from __future__ import annotations
@@ -21,6 +25,16 @@ from archive.models import NumberCounter
 def format_number(prefix: str, year: int, serial: int) -> str:
     """GB/T 9704-2012 7.2.4: agency code, year in hexagonal brackets 〔〕, serial without leading zeros."""
     return f"{prefix}〔{year}〕{serial}号"
+
+
+def peek(session: Session, *, issuer: Org, year: int) -> tuple[int, str]:
+    """The serial ``allocate`` would give now, without locking or taking it."""
+    assert issuer.doc_prefix
+    last = session.scalar(
+        select(NumberCounter.last_serial).where(NumberCounter.issuer_org_id == issuer.id, NumberCounter.year == year)
+    )
+    serial = (last or 0) + 1
+    return serial, format_number(issuer.doc_prefix, year, serial)
 
 
 def allocate(session: Session, *, issuer: Org, year: int) -> tuple[int, str]:
