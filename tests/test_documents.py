@@ -215,6 +215,31 @@ def test_fifty_concurrent_issues_get_numbers_one_to_fifty_once(rt, settings, tmp
     assert len(document_blob_files(settings)) == ISSUES
 
 
+def test_number_taken_by_another_process_while_rendering_is_rendered_again(client, tokens, rt, monkeypatch):
+    """The PDF is rendered with the number peeked before; if another process (here: a stale peek)
+    took it meanwhile, the document gets the next number and is rendered again with it."""
+    from archive import numbering
+
+    cw = tokens["caseworker.haizhou"]
+    minor_id = make_minor(client, cw)
+    year = year_now(rt)
+    assert client.post("/api/v1/documents", json=referral(minor_id), headers=cw).status_code == 201
+    peeked: list[str] = []
+
+    def stale_peek(session: Any, *, issuer: Any, year: int) -> tuple[int, str]:
+        peeked.append(numbering.format_number(issuer.doc_prefix, year, 1))
+        return 1, peeked[-1]  # number 1 is long taken
+
+    monkeypatch.setattr(numbering, "peek", stale_peek)
+    r = client.post("/api/v1/documents", json=referral(minor_id), headers=cw)
+    assert r.status_code == 201, r.text
+    assert peeked == [number(1, year)] and r.json()["doc_number"] == number(2, year)
+    pdf = client.get(f"/api/v1/documents/{r.json()['id']}/pdf", headers=cw).content
+    assert hashlib.sha256(pdf).hexdigest() == r.json()["sha256"]
+    text = pdf_text(pdf).replace(" ", "")
+    assert number(2, year) in text and number(1, year) not in text
+
+
 @pytest.mark.parametrize("after_write", [False, True], ids=["put-fails", "put-fails-after-writing"])
 def test_failed_issue_burns_no_number_and_leaves_nothing(app, client, tokens, rt, settings, after_write):
     cw = tokens["caseworker.haizhou"]
