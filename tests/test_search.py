@@ -151,6 +151,7 @@ def build_corpus(http: TestClient, rt: Runtime) -> Corpus:
     assert len(minors) > DEMO_HOUSEHOLDS
     rng = random.Random(20261128)
     cw = login(http, "caseworker.haizhou")
+    minors += rare_named_minors(http, cw)
     haizhou = [m for m in minors if m["region_code"].startswith("320706")]
     today = date.today()
     notices = []
@@ -172,6 +173,32 @@ def build_corpus(http: TestClient, rt: Runtime) -> Corpus:
     return Corpus(minors, notices)
 
 
+# Names the demo never makes: rare characters from the basic block and CJK extensions A (㛃 U+36C3,
+# 䶮 U+4DAE), B (𠇗 U+201D7) and E (𬌗 U+2C317), compound surnames, one- and three-character given
+# names. Each is found by its full name, and by its given name where that has two characters (the
+# index holds bigrams: a one-character query finds nothing, rare or not).
+RARE_NAMES = ["王喆", "李堃", "张玥", "陈㛃妍", "刘䶮华", "赵𠇗琳", "孙𬌗宇", "堃喆", "欧阳子涵", "司马玥", "诸葛堃",
+              "上官婉儿", "慕容𬌗㛃", "欧阳玥堃琳"]
+
+
+def rare_named_minors(http: TestClient, cw: dict[str, str]) -> list[dict[str, Any]]:
+    r = http.post("/api/v1/households", json=household_body(), headers=cw)
+    assert r.status_code == 201, r.text
+    household_id = r.json()["id"]
+    out = []
+    for name in RARE_NAMES:
+        id_number, birth = unique_id_number("320706")
+        r = http.post("/api/v1/minors", headers=cw, json=minor_body(
+            household_id, name=name, id_number=id_number, birth_date=birth.isoformat()))
+        assert r.status_code == 201, (name, r.text)
+        out.append(r.json())
+    return out
+
+
+def given_name(name: str) -> str:
+    return name[2:] if name[:2] in ("欧阳", "司马", "诸葛", "上官") else name[1:]
+
+
 def recall(city: Searcher, corpus: Corpus, label: str) -> None:
     """Every minor by name, ID number and two-character given name; every notice by a phrase
     (searching as supervisor.city, who may read every unsealed record of the city)."""
@@ -180,6 +207,9 @@ def recall(city: Searcher, corpus: Corpus, label: str) -> None:
         "minors by ID number": [(m["id_number"], m["id"]) for m in corpus.minors if m["id_number"]],
         "minors by two-character given name": [(m["name"][1:], m["id"]) for m in corpus.minors
                                                if len(m["name"]) == 3],
+        "rare-character and compound-surname minors by two-character given name": [
+            (given_name(m["name"]), m["id"]) for m in corpus.minors
+            if m["name"] in RARE_NAMES and len(given_name(m["name"])) == 2],
         "referral notices by 8 characters of the narrative": [(p, d) for d, p in corpus.notices],
     }
     missing: dict[str, list[tuple[str, str]]] = {}
@@ -222,7 +252,7 @@ def test_recall_on_the_demo_archive_and_generated_notices(demo_rt, settings):
         corpus = build_corpus(http, rt)
         rt.indexer.drain()
         assert rt.indexer.pending() == 0
-        records = DEMO_HOUSEHOLDS + len(corpus.minors) + len(corpus.notices)
+        records = DEMO_HOUSEHOLDS + 1 + len(corpus.minors) + len(corpus.notices)  # + the rare names' household
         assert rt.search_backend.count() == records
         recall(via_api(http, login(http, "supervisor.city")), corpus, f"{rt.db.dialect}, tantivy, API")
 
