@@ -16,12 +16,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, make_url, or_, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from access_control.actions import Action, Role
 from access_control.audit import EventDraft
+from access_control.guard import Guard
 from access_control.identity import Org, User, create_user, generate_password, revoke_all_tokens, system_actor
 from core import keys as keystore
 from core.db import new_id
+from core.errors import AuditUnavailable, InvalidInput, ShouhuError
 from core.outbox import enqueue
 from core.settings import ConfigError, Settings, new_master_key_text, write_key_file
 from runtime import Runtime, alembic_config
@@ -71,20 +75,97 @@ def runtime(require_schema: bool = True) -> Iterator[Runtime]:
         raise fail(str(exc)) from None
     try:
         yield rt
+    except AuditUnavailable:
+        # Only raised where an event could not be written with its change, which was then
+        # rolled back: nothing happened that the log does not show.
+        raise fail("访问日志暂时无法写入，操作未执行（没有记录的更改均已撤销）。请检查数据库后重试。") from None
     finally:
         rt.close()
 
 
-def log_operator(rt: Runtime, action: Action, *, kind: str, rid: str, details: dict[str, object] | None = None
-                 ) -> None:
-    """Operator commands are logged like API calls, as the system actor."""
-    with rt.db.session() as s:
-        rt.audit.append(
-            s, actor=system_actor(), request_id=new_id("cli"), at=rt.clock(),
-            draft=EventDraft(action=action, outcome="allowed", reason="cli:operator",
-                             resource_kind=kind, resource_id=rid, details=dict(details or {})),
-        )
-        s.commit()
+OPERATOR_RULE = "cli:operator"
+
+
+class Operator:
+    """One operator command's entries in the access log, as the CLI's system actor.
+
+    Whoever runs ``shouhu`` holds the master key and the database, so an operator
+    command is allowed by rule ``cli:operator``; what the archive refuses (an unknown
+    user, the current KEK, nothing to shred) is logged 'denied', and what fails
+    midway 'error', as the API logs its decisions. A change commits its 'allowed'
+    event in the change's own transaction (``change``, or the ``on_start`` /
+    ``on_commit`` hooks of ``core.keys``), so a crash leaves neither a change
+    without its event nor an event without its change.
+    """
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.actor = system_actor()
+        self.request_id = new_id("cli")
+
+    @staticmethod
+    def draft(action: Action, *, kind: str, rid: str = "", outcome: str = "allowed", reason: str = OPERATOR_RULE,
+              details: dict[str, object] | None = None) -> EventDraft:
+        return EventDraft(action=action, outcome=outcome, reason=reason, resource_kind=kind, resource_id=rid,
+                          details=dict(details or {}))
+
+    def append(self, session: Session, action: Action, **draft: object) -> None:
+        """Add an event in the caller's transaction; the caller commits it with its change."""
+        try:
+            self.rt.audit.append(session, actor=self.actor, request_id=self.request_id, at=self.rt.clock(),
+                                 draft=self.draft(action, **draft))  # type: ignore[arg-type]
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable() from exc
+
+    def record(self, action: Action, **draft: object) -> None:
+        """An event in a transaction of its own (no other session of this command may be open)."""
+        try:
+            with self.rt.db.session() as s:
+                self.append(s, action, **draft)
+                s.commit()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable() from exc
+
+    def username_hash(self, username: str) -> str:
+        """A username that names no user, as failed sign-ins log it: a keyed hash, not the name."""
+        return self.rt.ring.keyed_hash("login-throttle", username.strip().lower())
+
+    def refuse(self, action: Action, message: str, *, kind: str, rid: str = "", reason: str) -> typer.Exit:
+        """Log a refusal in its own transaction; the caller raises what this returns."""
+        self.record(action, kind=kind, rid=rid, outcome="denied", reason=reason)
+        return fail(message)
+
+    def deny(self, g: Guard, action: Action, message: str, *, kind: str, rid: str = "", reason: str,
+             details: dict[str, object] | None = None) -> typer.Exit:
+        """Inside ``change``: undo what the transaction did, log the refusal, commit it."""
+        g.session.rollback()
+        g.record(self.draft(action, kind=kind, rid=rid, outcome="denied", reason=reason, details=details))
+        g.commit()
+        return fail(message)
+
+    def failed(self, action: Action, exc: BaseException, *, kind: str, rid: str = "",
+               details: dict[str, object] | None = None) -> None:
+        """Log an 'error' event for an operation that stopped; never hides ``exc`` itself."""
+        code = exc.code if isinstance(exc, ShouhuError) else type(exc).__name__
+        try:
+            self.record(action, kind=kind, rid=rid, outcome="error", reason=f"error:{code}", details=details)
+        except AuditUnavailable:
+            err.print("[red]警告：[/red]访问日志无法写入，本次失败未能记录。")
+
+    @contextmanager
+    def change(self) -> Iterator[Guard]:
+        """One transaction for a change and its event: ``g.record(...)``, the change, ``g.commit()``.
+
+        Any exception before that commit rolls the change back and logs the recorded
+        event again as 'error' (``Guard.fail``), in the same way as an API request.
+        """
+        with self.rt.db.session() as s:
+            g = self.rt.guard(s, self.actor, request_id=self.request_id)
+            try:
+                yield g
+            except BaseException as exc:
+                g.fail(exc)
+                raise
 
 
 # init / demo / serve ------------------------------------------------------------
@@ -165,24 +246,33 @@ def reindex() -> None:
 
     with runtime() as rt:
         s = rt.settings
+        op = Operator(rt)
+        # A rebuild spans many transactions and the index files, so it cannot commit its event
+        # with the change: the 'allowed' event is committed before the first change (deleting
+        # an unusable index, the first batch), and an 'error' event follows if it stops midway.
+        # The log then never misses a rebuild that touched the index; if the process is killed
+        # midway, 'allowed' without 'error' still says only what happened: a rebuild began.
+        op.record(Action.REINDEX, kind="search_index", rid=s.search_backend)
         try:
-            rt.search_backend  # noqa: B018 - opens it: refused if built with another key or broken
-        except SearchUnavailable:
-            if s.search_backend == "postgres":
-                with rt.db.engine.begin() as conn:
-                    conn.execute(text("DELETE FROM search_docs"))
-                    conn.execute(text("DELETE FROM search_meta"))
-            else:
-                remove_index(s.search_backend, s.effective_search_index_dir)
-            console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
-        try:
+            try:
+                rt.search_backend  # noqa: B018 - opens it: refused if built with another key or broken
+            except SearchUnavailable:
+                if s.search_backend == "postgres":
+                    with rt.db.engine.begin() as conn:
+                        conn.execute(text("DELETE FROM search_docs"))
+                        conn.execute(text("DELETE FROM search_meta"))
+                else:
+                    remove_index(s.search_backend, s.effective_search_index_dir)
+                console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("重建搜索索引", total=None)
                 total = rt.indexer.reindex(
                     progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except SearchUnavailable as exc:
-            raise fail(f"{exc}（嵌入式索引只能有一个写入者：请先停止 `shouhu serve`）") from None
-        log_operator(rt, Action.REINDEX, kind="search_index", rid=s.search_backend, details={"records": total})
+        except BaseException as exc:
+            op.failed(Action.REINDEX, exc, kind="search_index", rid=s.search_backend)
+            if isinstance(exc, SearchUnavailable):
+                raise fail(f"{exc}（嵌入式索引只能有一个写入者：请先停止 `shouhu serve`）") from None
+            raise
     console.print(f"搜索索引已重建（{s.search_backend}）：{total} 条记录。")
 
 
@@ -282,6 +372,15 @@ def _find_user(rt: Runtime, s, username: str) -> User:  # type: ignore[no-untype
     return user
 
 
+def _operator_target(op: Operator, g: Guard, action: Action, username: str) -> User:
+    """The user an operator command acts on; an unknown name is a logged refusal."""
+    user = g.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise op.deny(g, action, f"没有用户 {username}", kind="user", reason="record:not_found",
+                      details={"username_hash": op.username_hash(username)})
+    return user
+
+
 @users_app.command("add")
 def users_add(
     username: str,
@@ -291,26 +390,41 @@ def users_add(
     password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
 ) -> None:
     """Create a user. Without --password-stdin a temporary password is printed once."""
+    action = Action.USER_CREATE
     with runtime() as rt:
+        op = Operator(rt)
         password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
-        if password_stdin:
-            try:
-                rt.users.check_password(password)
-            except Exception as exc:  # noqa: BLE001
-                fields = getattr(exc, "details", {}).get("fields", [{}])
-                raise fail(fields[0].get("message", "密码不符合要求")) from None
-        with rt.db.session() as s:
+        # Refused before the user exists, an event has no user id to name: it holds the
+        # username's keyed hash, as a failed sign-in does (events never hold names).
+        new_name = {"username_hash": op.username_hash(username)}
+        with op.change() as g:
+            s = g.session
+            if password_stdin:
+                try:
+                    rt.users.check_password(password)
+                except InvalidInput as exc:
+                    message = exc.details["fields"][0]["message"]
+                    raise op.deny(g, action, message, kind="user", reason="password:too_weak",
+                                  details=new_name) from None
             org_row = s.scalar(select(Org).where(or_(Org.id == org, Org.name == org)))
             if org_row is None:
-                raise fail(f"没有单位 {org}")
-            if s.scalar(select(User.id).where(User.username == username)):
-                raise fail(f"用户名 {username} 已存在")
+                raise op.deny(g, action, f"没有单位 {org}", kind="user", reason="org:not_found", details=new_name)
+            taken = s.scalar(select(User.id).where(User.username == username))
+            if taken:
+                raise op.deny(g, action, f"用户名 {username} 已存在", kind="user", rid=taken,
+                              reason="user:username_taken")
             user = create_user(s, rt.passwords, username=username, display_name=name, org=org_row,
-                               roles=role, password=password, now=rt.clock(),
+                               roles=role, password=password, now=g.now,
                                must_change_password=not password_stdin)
-            s.commit()
+            try:
+                s.flush()
+            except IntegrityError:  # taken meanwhile by another process
+                raise op.deny(g, action, f"用户名 {username} 已存在", kind="user", reason="user:username_taken",
+                              details=new_name) from None
             uid = user.id
-        log_operator(rt, Action.USER_CREATE, kind="user", rid=uid, details={"roles": [r.value for r in role]})
+            g.record(op.draft(action, kind="user", rid=uid,
+                              details={"org_id": org_row.id, "roles": sorted(r.value for r in role)}))
+            g.commit()
     console.print(f"已创建用户 {username}（{uid}）。")
     if not password_stdin:
         console.print(f"临时密码（只显示这一次）：{password}")
@@ -320,13 +434,13 @@ def users_add(
 def users_disable(username: str) -> None:
     """Disable a user and revoke their tokens."""
     with runtime() as rt:
-        with rt.db.session() as s:
-            user = _find_user(rt, s, username)
+        op = Operator(rt)
+        with op.change() as g:
+            user = _operator_target(op, g, Action.USER_DISABLE, username)
+            g.record(op.draft(Action.USER_DISABLE, kind="user", rid=user.id))
             user.disabled = True
-            revoke_all_tokens(s, user.id, now=rt.clock())
-            s.commit()
-            uid = user.id
-        log_operator(rt, Action.USER_DISABLE, kind="user", rid=uid)
+            revoke_all_tokens(g.session, user.id, now=g.now)
+            g.commit()
     console.print(f"已停用用户 {username}。")
 
 
@@ -334,16 +448,16 @@ def users_disable(username: str) -> None:
 def users_reset_password(username: str) -> None:
     """Give a user a new temporary password (printed once) and revoke their tokens."""
     with runtime() as rt:
+        op = Operator(rt)
         password = generate_password()
-        with rt.db.session() as s:
-            user = _find_user(rt, s, username)
+        with op.change() as g:
+            user = _operator_target(op, g, Action.USER_RESET_PASSWORD, username)
+            g.record(op.draft(Action.USER_RESET_PASSWORD, kind="user", rid=user.id))
             user.password_hash = rt.passwords.hash(password)
             user.must_change_password = True
-            user.password_changed_at = rt.clock()
-            revoke_all_tokens(s, user.id, now=rt.clock())
-            s.commit()
-            uid = user.id
-        log_operator(rt, Action.USER_RESET_PASSWORD, kind="user", rid=uid)
+            user.password_changed_at = g.now
+            revoke_all_tokens(g.session, user.id, now=g.now)
+            g.commit()
     console.print(f"用户 {username} 的临时密码（只显示这一次）：{password}")
 
 
@@ -368,11 +482,36 @@ def users_list() -> None:
 def keys_rotate() -> None:
     """Make a new KEK current and re-wrap every data key under it (payloads untouched)."""
     with runtime() as rt:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("重新包裹数据密钥", total=None)
-            result = keystore.rotate(rt.db, rt.ring,
-                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
-        log_operator(rt, Action.KEY_ROTATE, kind="kek", rid=result.new_kek, details={"rewrapped": result.rewrapped})
+        op = Operator(rt)
+        # Rotation is many transactions: one makes the new KEK current, then batches re-wrap the
+        # data keys under it. The 'allowed' event is committed with the first of them, the new
+        # KEK (the change that matters: from then on new records are wrapped under it), so the
+        # KEK never exists without its event and the event never without the KEK. If the
+        # re-wrapping stops midway, an 'error' event says how far it got; every record still
+        # reads (stragglers stay under the old KEK, which `keys retire` re-wraps first).
+        # An error before the KEK committed leaves the 'error' event alone: nothing changed.
+        where = {"kek": "", "rewrapped": 0}
+
+        def started(session: Session, kek_id: str, live: int) -> None:
+            where["kek"] = kek_id
+            op.append(session, Action.KEY_ROTATE, kind="kek", rid=kek_id, details={"data_keys": live})
+
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("重新包裹数据密钥", total=None)
+
+                def rewrapped(done: int, total: int) -> None:
+                    where["rewrapped"] = done
+                    progress.update(task, completed=done, total=total)
+
+                result = keystore.rotate(rt.db, rt.ring, progress=rewrapped, on_start=started)
+        except BaseException as exc:
+            op.failed(Action.KEY_ROTATE, exc, kind="kek", rid=str(where["kek"]),
+                      details={"rewrapped": where["rewrapped"]})
+            err.print(f"[red]密钥轮换未完成[/red]（已重新包裹 {where['rewrapped']} 个数据密钥），所有记录仍可读取。"
+                      "运行 `shouhu keys status` 查看，再运行 `shouhu keys rotate` 重试，"
+                      "或用 `shouhu keys retire <旧密钥>` 把其余数据密钥重新包裹到当前密钥下。")
+            raise
     console.print(f"新的密钥加密密钥 {result.new_kek} 已启用；重新包裹了 {result.rewrapped} 个数据密钥。")
     console.print("运行中的服务会在几秒内使用新密钥；确认无误后可用 `shouhu keys retire <旧密钥>` 销毁旧密钥。")
 
@@ -380,14 +519,24 @@ def keys_rotate() -> None:
 @keys_app.command("retire")
 def keys_retire(kek_id: str) -> None:
     """Destroy an old KEK's material once nothing is wrapped under it."""
+    action = Action.KEY_RETIRE
     with runtime() as rt:
+        op = Operator(rt)
+
+        def retiring(session: Session, moved: int) -> None:  # in the retiring transaction
+            op.append(session, action, kind="kek", rid=kek_id, details={"rewrapped": moved})
+
         try:
-            moved = keystore.retire(rt.db, rt.ring, kek_id)
-        except keystore.KekInUse as exc:
-            raise fail(f"{kek_id} 是当前使用的密钥，请先运行 `shouhu keys rotate`。") from exc
+            moved = keystore.retire(rt.db, rt.ring, kek_id, on_commit=retiring)
+        except keystore.KekInUse:
+            raise op.refuse(action, f"{kek_id} 是当前使用的密钥，请先运行 `shouhu keys rotate`。",
+                            kind="kek", rid=kek_id, reason="kek:current") from None
         except KeyError:
-            raise fail(f"没有可退役的密钥 {kek_id}") from None
-        log_operator(rt, Action.KEY_RETIRE, kind="kek", rid=kek_id, details={"rewrapped": moved})
+            raise op.refuse(action, f"没有可退役的密钥 {kek_id}", kind="kek", rid=kek_id,
+                            reason="kek:not_found_or_retired") from None
+        except BaseException as exc:
+            op.failed(action, exc, kind="kek", rid=kek_id)
+            raise
     console.print(f"密钥 {kek_id} 已退役并销毁（另重新包裹了 {moved} 个数据密钥）。")
 
 
@@ -415,15 +564,17 @@ def keys_shred(
     if not yes:
         raise fail("销毁不可恢复：确认请加 --yes")
     with runtime() as rt:
-        with rt.db.session() as s:
-            count = keystore.Vault.shred(s, owner_id=record_id)
+        op = Operator(rt)
+        with op.change() as g:
+            count = keystore.Vault.shred(g.session, owner_id=record_id)
+            if not count:
+                raise op.deny(g, Action.KEY_SHRED, f"没有记录 {record_id} 的可销毁密钥", kind="record",
+                              rid=record_id, reason="record:no_live_data_key")
+            g.record(op.draft(Action.KEY_SHRED, kind="record", rid=record_id, details={"data_keys": count}))
             kind = {"mn": "minor", "hh": "household", "doc": "document"}.get(record_id.split("_", 1)[0])
-            if count and kind:
-                enqueue(s, kind, record_id)  # the indexer drops what can no longer be read
-            s.commit()
-        if not count:
-            raise fail(f"没有记录 {record_id} 的可销毁密钥")
-        log_operator(rt, Action.KEY_SHRED, kind="record", rid=record_id, details={"data_keys": count})
+            if kind:
+                enqueue(g.session, kind, record_id)  # the indexer drops what can no longer be read
+            g.commit()
     console.print(f"记录 {record_id} 的数据密钥已销毁，内容不可再读取。")
 
 
@@ -487,10 +638,19 @@ def audit_verify(
         except (OSError, ValueError) as exc:
             raise fail(f"无法读取检查点文件 {checkpoint}：{type(exc).__name__}") from None
     with runtime() as rt:
-        with rt.db.read_session() as s:
-            result = rt.audit.verify(s, checkpoints=extra)
-        log_operator(rt, Action.AUDIT_VERIFY, kind="audit_log", rid="",
-                     details={"ok": result.ok, "length": result.length})
+        op = Operator(rt)
+        size = extra[0].get("size") if extra and isinstance(extra[0], dict) else None
+        details: dict[str, object] = {"against_checkpoint": size if isinstance(size, int) else None}
+        # A check of the log, not a change: its event follows the check, so that it is not
+        # part of what was checked (the first bad position reported is the log's, not moved
+        # by the check's own entry), and it carries the result.
+        try:
+            with rt.db.read_session() as s:
+                result = rt.audit.verify(s, checkpoints=extra)
+        except BaseException as exc:
+            op.failed(Action.AUDIT_VERIFY, exc, kind="audit_log", details=details)
+            raise
+        op.record(Action.AUDIT_VERIFY, kind="audit_log", details={**details, "ok": result.ok, "length": result.length})
     if result.ok:
         console.print(f"访问日志完整：{result.length} 条事件，校验了 {result.checkpoints_checked} 个检查点；"
                       f"末条哈希 {result.head_hash}")
@@ -508,12 +668,22 @@ def audit_checkpoint(
 
     from access_control.audit import AuditTampered
 
+    action = Action.AUDIT_CHECKPOINT_CREATE
     with runtime() as rt:
+        op = Operator(rt)
+        # As in the API: the request is logged and committed first, so the checkpoint it asks
+        # for covers it; signing re-hashes the log outside the write lock (appends are not held
+        # up), so it cannot share the event's transaction. A refusal to sign (the log does not
+        # verify) or any other failure adds an 'error' event.
+        op.record(action, kind="audit_log")
         try:
             cp = rt.audit.sign_checkpoint(rt.db, now=rt.clock())
         except AuditTampered as exc:
+            op.failed(action, exc, kind="audit_log")
             raise fail(f"日志校验未通过，未签署检查点：{exc}") from None
-        log_operator(rt, Action.AUDIT_CHECKPOINT_CREATE, kind="audit_log", rid=str(cp["size"]))
+        except BaseException as exc:
+            op.failed(action, exc, kind="audit_log")
+            raise
         cp = {**cp, "public_key": rt.audit_desk.public_key()["public_key"]}
     text = json.dumps(cp, ensure_ascii=False, indent=2)
     if out is not None:
@@ -532,17 +702,26 @@ def audit_export(
 
     if format not in ("jsonl", "csv"):
         raise fail("--format 只能是 jsonl 或 csv")
+    action = Action.AUDIT_EVENTS_EXPORT
     with runtime() as rt:
-        count = 0
-        with rt.db.read_session() as s, out.open("wb") as fh:
+        op = Operator(rt)
+        with rt.db.read_session() as s:
             limit = upto if upto is not None else AuditLog.size(s)
-            if format == "csv":
-                fh.write(export_csv_header())
-            for ev in AuditLog.iter_events(s, upto=limit):
-                fh.write(export_csv_row(ev) if format == "csv" else export_jsonl_line(ev))
-                count += 1
-        log_operator(rt, Action.AUDIT_EVENTS_EXPORT, kind="audit_log", rid="",
-                     details={"format": format, "upto": limit})
+        details: dict[str, object] = {"format": format, "upto": limit}
+        # A read, logged as the API logs reads: the event is committed before anything is
+        # written out (fail closed), an 'error' event follows if the export stops.
+        op.record(action, kind="audit_log", details=details)
+        count = 0
+        try:
+            with rt.db.read_session() as s, out.open("wb") as fh:
+                if format == "csv":
+                    fh.write(export_csv_header())
+                for ev in AuditLog.iter_events(s, upto=limit):
+                    fh.write(export_csv_row(ev) if format == "csv" else export_jsonl_line(ev))
+                    count += 1
+        except BaseException as exc:
+            op.failed(action, exc, kind="audit_log", details=details)
+            raise
     console.print(f"已导出 {count} 条事件到 {out}。")
 
 

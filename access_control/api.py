@@ -101,14 +101,7 @@ def change_password(g: GuardDep, runtime: RuntimeDep, body: PasswordChange) -> N
             summary="The region tree below the caller's node (the whole tree for admins and auditors)")
 def regions(g: GuardDep, runtime: RuntimeDep) -> dict[str, Any]:
     g.authorize(Action.REGION_LIST, Resource("region", g.actor.region_code), commit=True)
-    tree = runtime.regions
-    if any(r in ("admin", "auditor") for r in g.actor.roles):
-        items = [tree.as_tree(r.code) for r in tree.roots()]
-    elif g.actor.region_code in tree:
-        items = [tree.as_tree(g.actor.region_code)]
-    else:
-        items = []
-    return {"items": items}
+    return {"items": [runtime.regions.as_tree(code) for code in g.policy.region_list_roots(g.actor)]}
 
 
 @router.get("/orgs", response_model=dict[str, list[OrgPublic]], tags=["identity"])

@@ -5,13 +5,16 @@ A refusal is written to the log and committed before the error is raised; an
 allowed read is committed before any content is decrypted (``commit=True``);
 an allowed write commits its event with the write itself. If anything after
 ``authorize`` fails, ``fail`` rolls the transaction back and logs the decision
-again as an error, so every decision leaves exactly one event.
+again as an error, so every decision leaves exactly one event. A read whose
+content then fails to decrypt (``IntegrityFailure``) already has its 'allowed'
+event committed; ``fail`` adds an 'error' event for it, so the log shows that
+nothing was served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +25,7 @@ from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
 from access_control.identity import Actor
 from access_control.policy import Decision, Policy, Resource
-from core.errors import AuditUnavailable, Forbidden, NotFound, ShouhuError
+from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, ShouhuError
 from core.redact import safe_identifier
 
 
@@ -43,6 +46,8 @@ class Guard:
     _pending: list[EventDraft] = field(default_factory=list)
     _undo: list[Callable[[], None]] = field(default_factory=list)
     _deferred: list[EventDraft] = field(default_factory=list)
+    # The 'allowed' events of the last commit: a read commits its event before decrypting.
+    _committed: list[EventDraft] = field(default_factory=list)
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Run ``undo`` if the current transaction does not commit (e.g. remove a written blob)."""
@@ -136,13 +141,22 @@ class Guard:
             self._pending.clear()
             self._rolled_back()
             raise AuditUnavailable() from exc
+        self._committed = [d for d in self._pending if d.outcome == "allowed"]
         self._pending.clear()
         self._undo.clear()
 
     def fail(self, exc: BaseException) -> None:
-        """After an error, replace uncommitted 'allowed' events by 'error' events."""
+        """After an error, replace uncommitted 'allowed' events by 'error' events.
+
+        A decryption failure after a read's 'allowed' event was committed (fail closed:
+        the event is durable before any content is opened) gets an 'error' event of its
+        own for the same decision: the client was given no content.
+        """
         pending, self._pending = self._pending + self._deferred, []
         self._deferred = []
+        committed, self._committed = self._committed, []
+        if not pending and isinstance(exc, IntegrityFailure):
+            pending = [replace(d, subjects=list(d.subjects), details=dict(d.details)) for d in committed]
         self.session.rollback()
         self._rolled_back()
         if not pending or isinstance(exc, AuditUnavailable):

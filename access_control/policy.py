@@ -57,6 +57,12 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
 }
 
 
+# Who is shown the whole region tree by the region list, not only their own subtree:
+# admins place users and orgs anywhere, auditors read a log that spans every region.
+# Region names and codes are not case content.
+WHOLE_REGION_TREE: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR})
+
+
 # Some grants hold only for certain organisation types: courts seal records, other
 # requesters (procuratorate, police) only apply.
 ORG_TYPE_LIMITS: dict[tuple[Role, Action], frozenset[str]] = {
@@ -130,6 +136,18 @@ class Policy:
                 return Decision(False, "region:outside_jurisdiction", hidden=resource.existing)
             return Decision(True, f"role:{role}+region:within_jurisdiction")
         return Decision(True, f"role:{role}")
+
+    def region_list_roots(self, actor: Actor) -> list[str]:
+        """The region nodes whose subtrees ``actor`` is shown by the region list.
+
+        Every tree root for the roles in ``WHOLE_REGION_TREE``; otherwise the actor's
+        own node (and so everything below it); nothing if that node is unknown.
+        """
+        if any(r in WHOLE_REGION_TREE for r in actor.roles):
+            return [node.code for node in self.regions.roots()]
+        if actor.region_code in self.regions:
+            return [actor.region_code]
+        return []
 
     def scope_path(self, actor: Actor) -> str:
         """The region path prefix an actor's lists are limited to."""

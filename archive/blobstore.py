@@ -15,6 +15,10 @@ class BlobNotFound(KeyError):
     """No blob under that key (backends translate their own errors into this)."""
 
 
+class InvalidBlobKey(ValueError):
+    """A key that is not one Shouhu makes, or that would lead out of the store."""
+
+
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
@@ -38,9 +42,14 @@ class FilesystemBlobStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
+        # The pattern admits no absolute path and no empty, '.' or '..' segment; a symlink
+        # placed in the folder could still lead out of it, so the resolved path must stay inside.
         if not _KEY.fullmatch(key):
-            raise ValueError("invalid blob key")
-        return self.root / key
+            raise InvalidBlobKey("invalid blob key")
+        path = self.root / key
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise InvalidBlobKey("invalid blob key")
+        return path
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)

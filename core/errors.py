@@ -112,7 +112,12 @@ class AuditUnavailable(ShouhuError):
 
 
 class IntegrityFailure(ShouhuError):
-    """A stored ciphertext failed authentication: never shown as data."""
+    """A stored ciphertext failed authentication: never shown as data.
+
+    The message says the error was recorded: a guarded read or write that raises this
+    leaves an 'error' event in the access log (``Guard.fail``), even after the read's
+    'allowed' event was committed.
+    """
 
     status = 500
     code = "decryption_failed"

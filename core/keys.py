@@ -100,14 +100,22 @@ def rotate(
     *,
     batch: int = 500,
     progress: Callable[[int, int], None] | None = None,
+    on_start: Callable[[Session, str, int], None] | None = None,
 ) -> RotationResult:
     """Make a new KEK current and re-wrap every live data key under it.
 
     Runs in batches of short transactions so a running server keeps serving;
     servers pick up the new KEK within ``keyring_refresh_seconds``.
+
+    ``on_start(session, new_kek, live_data_keys)`` runs in the transaction that
+    creates the new KEK, before it commits: the caller adds its audit event there,
+    so the KEK and the event are durable together or not at all.
     """
     with db.session() as s:
         new_kek = create_kek(s, ring)
+        if on_start is not None:
+            live = s.scalar(select(func.count()).select_from(DataKey).where(DataKey.wrapped.is_not(None))) or 0
+            on_start(s, new_kek, live)
         s.commit()
     ring.refresh()
     total = _count_live_not_under(db, new_kek)
@@ -147,8 +155,13 @@ class KekInUse(Exception):
     pass
 
 
-def retire(db: Database, ring: crypto.KeyRing, kek_id: str) -> int:
-    """Destroy an old KEK's material; re-wraps stragglers first. Returns how many."""
+def retire(db: Database, ring: crypto.KeyRing, kek_id: str, *,
+           on_commit: Callable[[Session, int], None] | None = None) -> int:
+    """Destroy an old KEK's material; re-wraps stragglers first. Returns how many.
+
+    ``on_commit(session, moved)`` runs in the retiring transaction just before it
+    commits (the caller's audit event goes there, with the change).
+    """
     ring.refresh()
     current = ring.current_kek_id
     if kek_id == current:
@@ -171,6 +184,8 @@ def retire(db: Database, ring: crypto.KeyRing, kek_id: str) -> int:
             row.kek_id, row.wrapped = w.kek_id, w.wrapped
             moved += 1
         kek.state, kek.wrapped, kek.retired_at = "retired", None, utcnow()
+        if on_commit is not None:
+            on_commit(s, moved)
         s.commit()
     ring.refresh()
     return moved

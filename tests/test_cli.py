@@ -1,21 +1,27 @@
 """The real ``shouhu`` command, run as subprocesses with a clean environment.
 
 SQLite throughout; the `make run` flow (init, demo, serve, read) also on a fresh
-PostgreSQL database of its own.
+PostgreSQL database of its own. The operator commands' audit events are checked in
+process (typer's CliRunner) on the test archive, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import re
 import shutil
 import sqlite3
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
+from audit_support import audit_blocker, log_size
 from cli_support import (
     cli_env,
     fresh_postgres_database,
@@ -24,13 +30,19 @@ from cli_support import (
     run_cli,
     serving,
 )
-from conftest import DEMO_PASSWORD
+from click.testing import Result
+from conftest import DEMO_PASSWORD, household_body, minor_body, run_sql
 from conftest import login as api_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+import cli
 from archive import schemas as S
 from archive.models import Household, Minor, MinorCategory
+from core import crypto
+from core import keys as keystore
+from core.keys import create_kek
 from core.settings import Settings
 from main import create_app
 from runtime import Runtime
@@ -362,3 +374,293 @@ def _make_run(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     log = (data_dir / "logs" / "shouhu.log").read_text()
     assert f"GET /api/v1/households/{listed['id']} 200" in log
     assert "Traceback" not in server.output() and "unhandled" not in log
+
+
+# Operator commands in the access log -----------------------------------------------------
+#
+# In process (typer's CliRunner) on SQLite and PostgreSQL, against the test's archive: each
+# command leaves exactly the expected events, as the actor system:cli under one request id,
+# and a change whose event cannot be written does not happen.
+
+OPERATOR = "system:cli"
+HZ_ORG = "连云港市海州区民政局"
+
+
+@dataclass(frozen=True)
+class Ev:
+    action: str
+    outcome: str
+    kind: str
+    rid: str
+    reason: str = "cli:operator"
+
+
+class Shouhu:
+    """Runs `shouhu` commands in this process on the test's archive and reads what they logged."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.runner = CliRunner()
+        self.seen = self.size()
+
+    def size(self) -> int:
+        return log_size(self.rt.db.engine)
+
+    def __call__(self, *args: str, stdin: str | None = None, ok: bool = True) -> Result:
+        result = self.runner.invoke(cli.app, list(args), input=stdin)
+        if ok:
+            assert result.exit_code == 0, (args, result.output, result.exception)
+        else:
+            assert result.exit_code != 0, (args, result.output)
+            assert not isinstance(result.exception, AssertionError), result.exception
+        return result
+
+    def new_events(self) -> list[dict[str, Any]]:
+        """The events since the last call, each checked to be the operator's, one request id each call."""
+        rows = run_sql(self.rt, "SELECT seq, actor, actor_id, action, outcome, resource_kind, resource_id, reason, "
+                                "request_id, details FROM audit_events WHERE seq > :s ORDER BY seq", s=self.seen)
+        events = [dict(r._mapping) for r in rows]
+        for ev in events:
+            if isinstance(ev["details"], str):
+                ev["details"] = json.loads(ev["details"])
+        self.seen = self.size()
+        return events
+
+    def logged(self, *expected: Ev) -> list[dict[str, Any]]:
+        """Assert the events since the last call are exactly ``expected``; return them."""
+        events = self.new_events()
+        got = [Ev(e["action"], e["outcome"], e["resource_kind"], e["resource_id"], e["reason"]) for e in events]
+        assert got == list(expected)
+        for ev in events:
+            assert (ev["actor"], ev["actor_id"]) == (OPERATOR, "system")
+            assert ev["request_id"].startswith("cli_")
+        assert len({e["request_id"] for e in events}) <= 1  # one command, one request id
+        return events
+
+
+@pytest.fixture
+def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Shouhu:
+    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
+    return Shouhu(rt)
+
+
+def user_row(rt: Runtime, username: str) -> tuple[str, bool, str] | None:
+    rows = run_sql(rt, "SELECT id, disabled, password_hash FROM users WHERE username = :u", u=username)
+    return (rows[0][0], bool(rows[0][1]), rows[0][2]) if rows else None
+
+
+def test_user_commands_log_exactly_their_events_and_refusals(rt, shouhu):
+    create, disable, reset = "identity:user:create", "identity:user:disable", "identity:user:reset_password"
+    chosen = "a-long-chosen-password-7"
+    shouhu("users", "add", "li.si", "--name", "李四", "--org", HZ_ORG, "--role", "caseworker",
+           "--password-stdin", stdin=chosen + "\n")
+    li_si = user_row(rt, "li.si")
+    assert li_si is not None and li_si[1] is False
+    (ev,) = shouhu.logged(Ev(create, "allowed", "user", li_si[0]))
+    assert ev["details"]["roles"] == ["caseworker"]
+    assert "李四" not in json.dumps(ev, ensure_ascii=False, default=str)
+
+    # Refusals: each one denied event, and nothing created.
+    cw = ("--org", HZ_ORG, "--role", "caseworker")
+    out = shouhu("users", "add", "li.si", "--name", "李四", *cw, ok=False).output
+    assert "已存在" in out
+    shouhu.logged(Ev(create, "denied", "user", li_si[0], "user:username_taken"))
+    shouhu("users", "add", "zhao.liu", "--name", "赵六", "--org", "不存在的单位", "--role", "caseworker", ok=False)
+    (ev,) = shouhu.logged(Ev(create, "denied", "user", "", "org:not_found"))
+    name_hash = ev["details"]["username_hash"]
+    assert name_hash == rt.ring.keyed_hash("login-throttle", "zhao.liu") and "zhao" not in name_hash
+    shouhu("users", "add", "zhao.liu", "--name", "赵六", *cw, "--password-stdin", stdin="short\n", ok=False)
+    shouhu.logged(Ev(create, "denied", "user", "", "password:too_weak"))
+    assert user_row(rt, "zhao.liu") is None
+
+    shouhu("users", "disable", "li.si")
+    assert user_row(rt, "li.si")[1] is True  # type: ignore[index]
+    shouhu.logged(Ev(disable, "allowed", "user", li_si[0]))
+    shouhu("users", "disable", "nobody.here", ok=False)
+    (ev,) = shouhu.logged(Ev(disable, "denied", "user", "", "record:not_found"))
+    assert ev["details"] == {"username_hash": rt.ring.keyed_hash("login-throttle", "nobody.here")}
+
+    before = user_row(rt, "caseworker.guannan")
+    assert before is not None
+    shouhu("users", "reset-password", "caseworker.guannan")
+    after = user_row(rt, "caseworker.guannan")
+    assert after is not None and after[2] != before[2]
+    shouhu.logged(Ev(reset, "allowed", "user", before[0]))
+    shouhu("users", "reset-password", "nobody.here", ok=False)
+    shouhu.logged(Ev(reset, "denied", "user", "", "record:not_found"))
+
+    with rt.db.read_session() as s:
+        assert rt.audit.verify(s).ok
+
+
+def make_records(client: TestClient, headers: dict[str, str]) -> tuple[str, str]:
+    r = client.post("/api/v1/households", json=household_body(), headers=headers)
+    assert r.status_code == 201, r.text
+    hid = r.json()["id"]
+    r = client.post("/api/v1/minors", json=minor_body(hid), headers=headers)
+    assert r.status_code == 201, r.text
+    return hid, r.json()["id"]
+
+
+def kek_states(rt: Runtime) -> dict[str, str]:
+    return {r[0]: r[1] for r in run_sql(rt, "SELECT id, state FROM key_encryption_keys")}
+
+
+def live_keys_under(rt: Runtime) -> dict[str, int]:
+    rows = run_sql(rt, "SELECT kek_id, count(*) FROM data_keys WHERE wrapped IS NOT NULL GROUP BY kek_id")
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def test_key_commands_log_exactly_their_events_and_refusals(rt, client, tokens, shouhu):
+    rotate, retire, shred = "keys:kek:rotate", "keys:kek:retire", "keys:record:shred"
+    hid, mid = make_records(client, tokens["caseworker.haizhou"])
+    shouhu.new_events()  # the API's own events
+    assert kek_states(rt) == {"kek-0001": "active"}
+
+    out = " ".join(shouhu("keys", "rotate").output.split())
+    assert "kek-0002 已启用" in out and "重新包裹了 2 个数据密钥" in out
+    (ev,) = shouhu.logged(Ev(rotate, "allowed", "kek", "kek-0002"))
+    assert ev["details"] == {"data_keys": 2}
+    assert live_keys_under(rt) == {"kek-0002": 2}
+
+    shouhu("keys", "retire", "kek-0002", ok=False)
+    shouhu.logged(Ev(retire, "denied", "kek", "kek-0002", "kek:current"))
+    shouhu("keys", "retire", "kek-0099", ok=False)
+    shouhu.logged(Ev(retire, "denied", "kek", "kek-0099", "kek:not_found_or_retired"))
+    assert kek_states(rt) == {"kek-0001": "active", "kek-0002": "active"}
+
+    shouhu("keys", "retire", "kek-0001")
+    (ev,) = shouhu.logged(Ev(retire, "allowed", "kek", "kek-0001"))
+    assert ev["details"] == {"rewrapped": 0}
+    assert kek_states(rt) == {"kek-0001": "retired", "kek-0002": "active"}
+    shouhu("keys", "retire", "kek-0001", ok=False)
+    shouhu.logged(Ev(retire, "denied", "kek", "kek-0001", "kek:not_found_or_retired"))
+
+    shouhu("keys", "shred", mid, "--yes")
+    (ev,) = shouhu.logged(Ev(shred, "allowed", "record", mid))
+    assert ev["details"] == {"data_keys": 1}
+    assert live_keys_under(rt) == {"kek-0002": 1}
+    shouhu("keys", "shred", mid, "--yes", ok=False)
+    shouhu.logged(Ev(shred, "denied", "record", mid, "record:no_live_data_key"))
+    assert client.get(f"/api/v1/households/{hid}", headers=tokens["caseworker.haizhou"]).status_code == 200
+
+
+def test_audit_and_reindex_commands_log_exactly_their_events(rt, shouhu, tmp_path, monkeypatch):
+    verify, checkpoint, export = "audit:log:verify", "audit:checkpoint:create", "audit:events:export"
+    size = shouhu.size()
+    shouhu("audit", "verify")
+    (ev,) = shouhu.logged(Ev(verify, "allowed", "audit_log", ""))
+    assert ev["seq"] == size + 1  # after the check: not part of what it checked
+    assert ev["details"] == {"against_checkpoint": None, "ok": True, "length": size}
+
+    saved = tmp_path / "cp.json"
+    shouhu("audit", "checkpoint", "--out", str(saved))
+    (ev,) = shouhu.logged(Ev(checkpoint, "allowed", "audit_log", ""))
+    assert json.loads(saved.read_text())["size"] == ev["seq"]  # the checkpoint covers its own request
+
+    out = tmp_path / "log.jsonl"
+    shouhu("audit", "export", "--out", str(out))
+    (ev,) = shouhu.logged(Ev(export, "allowed", "audit_log", ""))
+    assert ev["details"] == {"format": "jsonl", "upto": ev["seq"] - 1}
+    assert len(out.read_bytes().splitlines()) == ev["seq"] - 1
+
+    backend = rt.settings.search_backend
+    shouhu("reindex")
+    shouhu.logged(Ev("search:index:rebuild", "allowed", "search_index", backend))
+
+    # A rebuild that stops midway: its 'allowed' event, then an 'error' event.
+    from search.backends import SearchUnavailable
+    from search.indexer import Indexer
+
+    def broken(self: Any, **_: Any) -> int:
+        raise SearchUnavailable("index locked")
+
+    monkeypatch.setattr(Indexer, "reindex", broken)
+    assert "请先停止" in shouhu("reindex", ok=False).output
+    shouhu.logged(Ev("search:index:rebuild", "allowed", "search_index", backend),
+                  Ev("search:index:rebuild", "error", "search_index", backend, "error:SearchUnavailable"))
+
+    # A checkpoint the log refuses (it does not verify): 'allowed', then 'error', and no checkpoint.
+    from access_control.audit import AuditLog, AuditTampered
+
+    def tampered(self: Any, db: Any, *, now: Any) -> Any:
+        raise AuditTampered("event 3 does not verify")
+
+    monkeypatch.setattr(AuditLog, "sign_checkpoint", tampered)
+    assert "未签署检查点" in shouhu("audit", "checkpoint", ok=False).output
+    shouhu.logged(Ev(checkpoint, "allowed", "audit_log", ""),
+                  Ev(checkpoint, "error", "audit_log", "", "error:AuditTampered"))
+
+
+def test_rotation_that_stops_midway_logs_allowed_then_error(rt, client, tokens, shouhu, monkeypatch):
+    """The 'allowed' event is committed with the new KEK; the 'error' event says how far re-wrapping got."""
+    make_records(client, tokens["caseworker.haizhou"])
+    make_records(client, tokens["caseworker.haizhou"])
+    shouhu.new_events()
+    real_rotate, real_rewrap = keystore.rotate, crypto.KeyRing.rewrap
+    calls = {"n": 0}
+
+    def rewrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first batch of two committed, the second fails
+            raise RuntimeError("disk on fire")
+        return real_rewrap(self, *args, **kwargs)
+
+    monkeypatch.setattr(keystore, "rotate", functools.partial(real_rotate, batch=2))
+    monkeypatch.setattr(crypto.KeyRing, "rewrap", rewrap)
+    result = shouhu("keys", "rotate", ok=False)
+    assert isinstance(result.exception, RuntimeError)
+    assert "密钥轮换未完成" in " ".join(result.output.split())
+    allowed, error = shouhu.logged(Ev("keys:kek:rotate", "allowed", "kek", "kek-0002"),
+                                   Ev("keys:kek:rotate", "error", "kek", "kek-0002", "error:RuntimeError"))
+    assert allowed["details"] == {"data_keys": 4}
+    assert error["details"] == {"rewrapped": 2}
+    # The log says what the keys say: a current new KEK, two data keys moved under it.
+    assert kek_states(rt) == {"kek-0001": "active", "kek-0002": "active"}
+    assert live_keys_under(rt) == {"kek-0001": 2, "kek-0002": 2}
+
+    # A rotation that fails before its KEK is committed changed nothing: one 'error' event only.
+    monkeypatch.setattr(crypto.KeyRing, "rewrap", real_rewrap)
+
+    def no_kek(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("no entropy")
+
+    monkeypatch.setattr(keystore, "create_kek", no_kek)
+    shouhu("keys", "rotate", ok=False)
+    (ev,) = shouhu.logged(Ev("keys:kek:rotate", "error", "kek", "", "error:RuntimeError"))
+    assert ev["details"] == {"rewrapped": 0}
+    assert kek_states(rt) == {"kek-0001": "active", "kek-0002": "active"}
+
+
+def test_a_change_whose_event_cannot_be_written_does_not_happen(rt, client, tokens, shouhu):
+    """The event is in the change's transaction: with the log unwritable, nothing changes."""
+    _, mid = make_records(client, tokens["caseworker.haizhou"])
+    with rt.db.session() as s:  # an interrupted rotation: a second KEK, keys still under the first
+        create_kek(s, rt.ring)
+        s.commit()
+    shouhu.new_events()
+    users_before = run_sql(rt, "SELECT id, disabled, password_hash FROM users ORDER BY id")
+    keys_before = run_sql(rt, "SELECT id, kek_id, wrapped FROM data_keys ORDER BY id")
+    keks_before = kek_states(rt)
+    size = shouhu.size()
+    cw = ("--org", HZ_ORG, "--role", "caseworker")
+    with audit_blocker(rt.settings) as blocker:
+        blocker.block()
+        for args in (("users", "add", "li.si", "--name", "李四", *cw),
+                     ("users", "disable", "caseworker.guannan"),
+                     ("users", "reset-password", "caseworker.guannan"),
+                     ("keys", "rotate"),
+                     ("keys", "retire", "kek-0001"),
+                     ("keys", "shred", mid, "--yes")):
+            result = shouhu(*args, ok=False)
+            assert "访问日志暂时无法写入" in " ".join(result.output.split()), (args, result.output)
+    assert shouhu.size() == size
+    assert run_sql(rt, "SELECT id, disabled, password_hash FROM users ORDER BY id") == users_before
+    assert run_sql(rt, "SELECT id, kek_id, wrapped FROM data_keys ORDER BY id") == keys_before
+    assert kek_states(rt) == keks_before
+    # Once the log is writable again, the same commands go through, each with its event.
+    guannan = run_sql(rt, "SELECT id FROM users WHERE username = 'caseworker.guannan'")[0][0]
+    shouhu("users", "disable", "caseworker.guannan")
+    shouhu.logged(Ev("identity:user:disable", "allowed", "user", guannan))
+    shouhu("keys", "retire", "kek-0001")
+    shouhu.logged(Ev("keys:kek:retire", "allowed", "kek", "kek-0001"))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from audit_support import events_after, log_size
 from conftest import household_body, login, make_id_number, make_settings, minor_body, run_sql
 from fastapi.testclient import TestClient
 
@@ -253,6 +254,12 @@ def _flip_positions(envelope: bytes) -> dict[str, int]:
     }
 
 
+def failed_read_events(rt: Runtime, before: int) -> list[tuple[str, str, str, str, str]]:
+    """The events since ``before`` as (action, outcome, resource id, reason, request id)."""
+    return [(e["action"], e["outcome"], e["resource_id"], e["reason"], e["request_id"])
+            for e in events_after(rt.db.engine, before)]
+
+
 @pytest.mark.parametrize("part", ["magic", "suite id", "key id", "nonce", "ciphertext", "tag"])
 def test_flipped_byte_in_a_minor_payload_is_decryption_failed(rt, records, part):
     minor_id = records.minors[0]["id"]
@@ -261,7 +268,18 @@ def test_flipped_byte_in_a_minor_payload_is_decryption_failed(rt, records, part)
     tampered[_flip_positions(payload)[part]] ^= 0x01
     set_payload(rt, "minors", minor_id, bytes(tampered))
 
-    records.assert_decryption_failed(records.get_minor(0))
+    before = log_size(rt.db.engine)
+    r = records.get_minor(0)
+    records.assert_decryption_failed(r)
+    # The read's 'allowed' event was committed before decrypting (fail closed); the failure
+    # is recorded too, as the message says: an 'error' event for the same request.
+    rid = r.headers["X-Request-ID"]
+    rule = "role:caseworker+region:within_jurisdiction"
+    assert failed_read_events(rt, before) == [
+        ("archive:minor:read", "allowed", minor_id, rule, rid),
+        ("archive:minor:read", "error", minor_id, "error:decryption_failed", rid),
+    ]
+    assert "已记录此错误" in r.json()["error"]["message"]
     assert records.get_minor(1).json() == records.minors[1]
     assert records.get_household().json() == records.household
 
@@ -271,11 +289,24 @@ def test_flipped_byte_in_a_household_payload_is_decryption_failed(rt, records):
     payload = bytearray(payloads(rt)[hh_id])
     payload[len(payload) // 2] ^= 0x80
     set_payload(rt, "households", hh_id, bytes(payload))
-    records.assert_decryption_failed(records.get_household())
+    before = log_size(rt.db.engine)
+    r = records.get_household()
+    records.assert_decryption_failed(r)
+    rid = r.headers["X-Request-ID"]
+    assert [e[:4] for e in failed_read_events(rt, before)] == [
+        ("archive:household:read", "allowed", hh_id, "role:caseworker+region:within_jurisdiction"),
+        ("archive:household:read", "error", hh_id, "error:decryption_failed"),
+    ]
+    assert {e[4] for e in failed_read_events(rt, before)} == {rid}
+    before = log_size(rt.db.engine)
     records.assert_decryption_failed(
         records.client.patch(f"/api/v1/households/{hh_id}", json={"notes": "x"},
                              headers=records.headers)
     )
+    # A write's event is not committed before it fails: its one event becomes 'error'.
+    assert [e[:4] for e in failed_read_events(rt, before)] == [
+        ("archive:household:update", "error", hh_id, "error:decryption_failed"),
+    ]
     assert records.get_minor(0).json() == records.minors[0]
 
 

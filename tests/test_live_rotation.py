@@ -35,6 +35,18 @@ def database_rows(env: dict[str, str], sql: str, **params: Any) -> list[Any]:
         engine.dispose()
 
 
+def log_end(env: dict[str, str]) -> int:
+    (row,) = database_rows(env, "SELECT size FROM audit_head WHERE id = 1")
+    return int(row[0])
+
+
+def operator_events(env: dict[str, str], after: int) -> list[tuple[str, str, str, str, str]]:
+    """The operator's events after seq ``after`` (the server logs its reads meanwhile)."""
+    rows = database_rows(env, "SELECT action, outcome, resource_kind, resource_id, reason FROM audit_events "
+                              "WHERE seq > :s AND actor = 'system:cli' ORDER BY seq", s=after)
+    return [tuple(r) for r in rows]
+
+
 def current_kek(env: dict[str, str]) -> str:
     match = re.search(r"当前密钥：(kek-\d+)", output(run_cli(env, "keys", "status")))
     assert match
@@ -124,6 +136,7 @@ def _rotation_scenario(env: dict[str, str], base_url: str, http: httpx.Client) -
     paths = list(expected)
 
     old_kek = current_kek(env)
+    mark = log_end(env)
     with reading_meanwhile(base_url, city, paths) as seen:
         rotated = run_cli(env, "keys", "rotate")
     match = re.search(r"新的密钥加密密钥 (kek-\d+) 已启用", output(rotated))
@@ -133,7 +146,15 @@ def _rotation_scenario(env: dict[str, str], base_url: str, http: httpx.Client) -
     assert seen and {status for _, status in seen} == {200}, seen
     read_all(http, city, expected)
     assert database_rows(env, "SELECT DISTINCT kek_id FROM data_keys") == [(new_kek,)]
+    # One event, committed with the new KEK (see cli.keys_rotate).
+    assert operator_events(env, mark) == [("keys:kek:rotate", "allowed", "kek", new_kek, "cli:operator")]
 
+    mark = log_end(env)
+    refused = run_cli(env, "keys", "retire", new_kek, check=False)
+    assert refused.returncode != 0 and "当前使用的密钥" in output(refused)
+    assert operator_events(env, mark) == [("keys:kek:retire", "denied", "kek", new_kek, "kek:current")]
+
+    mark = log_end(env)
     with reading_meanwhile(base_url, city, paths) as seen:
         run_cli(env, "keys", "retire", old_kek)
     assert seen and {status for _, status in seen} == {200}, seen
@@ -143,6 +164,10 @@ def _rotation_scenario(env: dict[str, str], base_url: str, http: httpx.Client) -
     read_all(http, city, expected)
     again = run_cli(env, "keys", "retire", old_kek, check=False)
     assert again.returncode != 0
+    assert operator_events(env, mark) == [
+        ("keys:kek:retire", "allowed", "kek", old_kek, "cli:operator"),
+        ("keys:kek:retire", "denied", "kek", old_kek, "kek:not_found_or_retired"),
+    ]
 
     # A record made after the rotation is wrapped under the new key and reads back.
     ((hid, mid),) = _create_records(http, cw, 1)
@@ -156,6 +181,7 @@ def _rotation_scenario(env: dict[str, str], base_url: str, http: httpx.Client) -
 
     # Shredding one minor: gone for good (410), everything else unaffected.
     shredded_hid, shredded = made[0]
+    mark = log_end(env)
     run_cli(env, "keys", "shred", shredded, "--yes")
     r = http.get(f"/api/v1/minors/{shredded}", headers=cw)
     assert r.status_code == 410, r.text
@@ -169,3 +195,7 @@ def _rotation_scenario(env: dict[str, str], base_url: str, http: httpx.Client) -
     assert shredded not in {m["id"] for m in r.json()["items"]}
     again = run_cli(env, "keys", "shred", shredded, "--yes", check=False)
     assert again.returncode != 0
+    assert operator_events(env, mark) == [
+        ("keys:record:shred", "allowed", "record", shredded, "cli:operator"),
+        ("keys:record:shred", "denied", "record", shredded, "record:no_live_data_key"),
+    ]
