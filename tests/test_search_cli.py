@@ -176,7 +176,11 @@ def test_kill_9_mid_write_loses_no_acknowledged_record(tmp_path, index_state):
         threads = [threading.Thread(target=writers.run, args=(i == 0,), name=f"writer-{i}") for i in range(3)]
         for t in threads:
             t.start()
-        wait_for("40 acknowledged records", lambda: len(writers.acked) >= 40 or writers.stop.is_set(), 120)
+        def enough() -> bool:  # renders take longer than the other writes: wait for a few documents too
+            kinds = [k for k, _, _ in list(writers.acked)]
+            return (len(kinds) >= 40 and kinds.count("document") >= 3) or writers.stop.is_set()
+
+        wait_for("40 acknowledged records, 3 of them documents", enough, 120)
         server.proc.kill()  # SIGKILL: no shutdown, no flush, mid-request
         server.proc.wait(timeout=15)
         writers.stop.set()
