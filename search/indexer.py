@@ -271,7 +271,8 @@ class Indexer:
     # rebuild -------------------------------------------------------------------------------
 
     def reindex(self, progress: Callable[[int, int], None] | None = None, *, workers: int | None = None) -> int:
-        """Rebuild the whole index from the archive. Safe to rerun; safe to stop midway.
+        """Rebuild the whole index from the archive. Safe to rerun; stopped midway, the index
+        lacks the records not yet reached until the next run (the archive is never touched).
 
         Records are read and decrypted here; with ``workers`` > 1 (default: the setting given to
         the indexer) and at least ``PARALLEL_MIN`` records, their text is tokenized in that many
