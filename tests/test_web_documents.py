@@ -275,6 +275,16 @@ def test_schema_form_renders_for_every_kind_for_its_issuer(browser, rt):
     form = form_of(r.text, "/documents/new")
     assert form["subject_id"] == "320706"
     assert form["fields.statistics.0.region"] == rt.regions.get("320706001000").name
+    # ... and issued through the page: the supervisor's office numbers it, the PDF carries the counts
+    example = flat(KINDS["inspection_report"].example)
+    filled = {k: v if v or k not in example else example[k] for k, v in form.items()}
+    filled.update({k: v for k, v in example.items() if k not in filled and ".statistics." not in k})
+    r = browser.post("/documents/new", data=filled, follow_redirects=False)
+    assert r.status_code == 303, r.text[:3000]
+    report_id = re.fullmatch(r"/documents/(doc_[^?/]+)\?issued=1", r.headers["location"]).group(1)  # type: ignore[union-attr]
+    (report_number,), = run_sql(rt, "SELECT doc_number FROM documents WHERE id = :id", id=report_id)
+    text = pdf_text(browser.get(f"/documents/{report_id}/pdf").content)
+    assert report_number in text and "督查通报" in text and rt.regions.get("320706001000").name in text
 
     # rows and nested lists filled in from the records
     sign_in(browser, "caseworker.haizhou")
