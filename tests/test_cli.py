@@ -339,10 +339,21 @@ def test_make_run_serves_the_demo(backend_name, tmp_path):
         with fresh_postgres_database() as url:
             _make_run(cli_env(data_dir, SHOUHU_DATABASE_URL=url), data_dir, tmp_path)
     else:
-        _make_run(cli_env(data_dir), data_dir, tmp_path)
+        # As `make run` does it: no SHOUHU_DEMO_PASSWORD, so the README's local default signs in.
+        env = {k: v for k, v in cli_env(data_dir).items() if k != "SHOUHU_DEMO_PASSWORD"}
+        _make_run(env, data_dir, tmp_path, password=README_DEMO_PASSWORD)
 
 
-def _make_run(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
+README_DEMO_PASSWORD = "shouhu-demo-2026"
+
+
+def test_the_readme_names_the_demo_password_default() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"**`{README_DEMO_PASSWORD}`**" in readme
+    assert Settings.model_fields["demo_password"].default.get_secret_value() == README_DEMO_PASSWORD
+
+
+def _make_run(env: dict[str, str], data_dir: Path, tmp_path: Path, password: str = DEMO_PASSWORD) -> None:
     run_cli(env, "init")
     assert mode(data_dir / "keys" / "master.key") == 0o600
     run_cli(env, "init")  # idempotent on this backend too
@@ -350,7 +361,7 @@ def _make_run(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
     assert "200 户家庭" in output(loaded)
     run_cli(env, "doctor")
     with serving(env, tmp_path / "serve.out") as server, server.client() as http:
-        cw = login(http, "caseworker.haizhou")
+        cw = login(http, "caseworker.haizhou", password)
         r = http.get("/api/v1/households", params={"limit": 200}, headers=cw)
         assert r.status_code == 200, r.text
         items = r.json()["items"]
@@ -363,10 +374,10 @@ def _make_run(env: dict[str, str], data_dir: Path, tmp_path: Path) -> None:
         assert household == listed
         assert household["members"] and all(m["name"] for m in household["members"])
         # Outside the caller's jurisdiction the same record does not exist.
-        other = login(http, "caseworker.guannan")
+        other = login(http, "caseworker.guannan", password)
         assert http.get(f"/api/v1/households/{listed['id']}", headers=other).status_code == 404
         # All five categories are there to work with.
-        city = login(http, "supervisor.city")
+        city = login(http, "supervisor.city", password)
         for category in range(1, 6):
             r = http.get("/api/v1/minors", params={"category": category, "limit": 1}, headers=city)
             assert r.status_code == 200 and r.json()["items"], (category, r.text)
