@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import pypdf
@@ -283,6 +285,34 @@ def test_failed_issue_burns_no_number_and_leaves_nothing(app, client, tokens, rt
 
 
 # 2. immutability and verification ---------------------------------------------------------
+
+
+def test_printed_qr_code_leads_to_the_public_verification(client, tokens, rt, tmp_path):
+    """The QR code on the printed last page, decoded from a 150 dpi raster, is the document's
+    verification address; following it answers authentic, with the stored sha256 and nothing personal."""
+    import zxingcpp
+    from PIL import Image
+
+    cw = tokens["caseworker.haizhou"]
+    minor_id = make_minor(client, cw, name="李梦瑶")
+    issued = client.post("/api/v1/documents", json=referral(minor_id), headers=cw).json()
+    pdf = client.get(f"/api/v1/documents/{issued['id']}/pdf", headers=cw).content
+    (tmp_path / "doc.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", "150", "-png", str(tmp_path / "doc.pdf"), str(tmp_path / "page")],
+                   check=True, timeout=120)
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) == pdf_pages(pdf)
+    codes = [c for png in pages for c in zxingcpp.read_barcodes(Image.open(png))]
+    assert [c.format for c in codes] == [zxingcpp.BarcodeFormat.QRCode], codes
+    url = codes[0].text
+    code = issued["verification_code"].replace("-", "")
+    assert url == f"{rt.settings.public_base_url.rstrip('/')}/api/v1/verify/{code}"
+    r = client.get(urlsplit(url).path)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["authentic"] is True and body["sha256"] == issued["sha256"]
+    assert body["doc_number"] == issued["doc_number"]
+    assert "王子涵" in pdf_text(pdf) and "王子涵" not in r.text and "李梦瑶" not in r.text
 
 
 def test_issued_pdf_is_immutable_and_verifiable(client, tokens, rt):
