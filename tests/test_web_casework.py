@@ -24,6 +24,7 @@ import web.casework
 from access_control.actions import Action
 from access_control.audit import AuditEvent
 from archive.models import Household, Minor, MinorCategory, Visit
+from doc_templates.kinds import KINDS
 from runtime import Runtime
 from web.casework import safe_snippet
 
@@ -730,3 +731,62 @@ def test_today_is_the_local_date(sign_in: Any, rt: Runtime, monkeypatch: pytest.
         found = s.scalar(select(MinorCategory.found_on).where(MinorCategory.minor_id == mid,
                                                               MinorCategory.category == 5))
     assert found is not None and found.isoformat() == local_day
+
+
+# The pages' decisions in the access log ------------------------------------------------------------
+
+
+def request_events(rt: Runtime, request_id: str) -> list[tuple[str, str, str]]:
+    with rt.db.session() as s:
+        q = select(AuditEvent.action, AuditEvent.resource_id, AuditEvent.outcome).where(
+            AuditEvent.request_id == request_id).order_by(AuditEvent.seq)
+        return [(a, r, o) for a, r, o in s.execute(q)]
+
+
+EMPTY_FORMS = {"/search", "/households/new"}
+
+
+def test_every_page_read_leaves_one_event_per_decision(sign_in: Any, rt: Runtime, client: Any, tokens: Any) -> None:
+    """Every page a role opens, on records inside and outside its region: each of the page's decisions
+    is in the log exactly once, under the page's request id; a page about a record has that record's
+    decision (allowed, or denied for a 404), and a 404 page has nothing else."""
+    cw = sign_in("caseworker.haizhou")
+    hid = new_household(cw)
+    mid = new_minor(cw, hid)
+    r = client.post("/api/v1/documents", headers=tokens["caseworker.haizhou"], json={
+        "kind": "referral_notice", "subject_id": mid,
+        "fields": KINDS["referral_notice"].example})
+    assert r.status_code == 201, r.text
+    doc = r.json()["id"]
+    rt.indexer.drain()
+    record_pages = [f"/households/{hid}", f"/households/{hid}/edit", f"/minors/{mid}", f"/minors/{mid}/edit",
+                    f"/documents/{doc}", f"/documents/{doc}/pdf", f"/minors/new?household_id={hid}",
+                    f"/documents/new?kind=referral_notice&subject_id={mid}"]
+    other_pages = ["/", "/households", "/minors", "/documents", "/statistics", "/search", "/households/new"]
+    checked = 0
+    for username in ("caseworker.haizhou", "village.haizhou", "supervisor.city", "caseworker.guannan",
+                     "court.haizhou", "auditor.city", "admin"):
+        c = sign_in(username)
+        for path in record_pages + other_pages:
+            r = c.get(path, follow_redirects=False)
+            if r.status_code == 303:  # a role without these pages is sent home, deciding nothing
+                continue
+            events = request_events(rt, r.headers["x-request-id"])
+            decisions = [(a, rid) for a, rid, _ in events]
+            if path in EMPTY_FORMS and r.status_code == 200:
+                assert events == [], (username, path, events)  # an empty form reads nothing
+                continue
+            assert events, (username, path, r.status_code)
+            assert len(set(decisions)) == len(decisions), (username, path, events)
+            record = next((p for p in (hid, mid, doc) if p in path), None)
+            if r.status_code in (404, 422):  # 422: a prefill's subject outside the region, as if unknown
+                assert len(events) == 1 and events[0][2] == "denied", (username, path, events)
+            elif r.status_code == 403:
+                assert [o for _, _, o in events] == ["denied"], (username, path, events)
+            else:
+                assert r.status_code == 200, (username, path, r.status_code)
+                assert all(o == "allowed" for _, _, o in events), (username, path, events)
+                if record and "/new" not in path:
+                    assert any(rid == record for _, rid, _ in events), (username, path, events)
+            checked += 1
+    assert checked > 60, checked
