@@ -143,6 +143,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--archive-records", type=int, default=None,
                        help="minors created through the service for the real-archive reindex rows "
                             "(default 1000; --quick: 10; 0 skips them)")
+    group.add_argument("--archive-backends", default="sqlite,postgres",
+                       help="databases of the real-archive reindex rows (default sqlite,postgres)")
 
 
 # Arguments ----------------------------------------------------------------------------------
@@ -158,6 +160,7 @@ class Options:
     whoosh_max: int | None
     whoosh_plain_max: int | None
     archive_minors: int
+    archive_backends: tuple[str, ...]
     quick: bool
 
 
@@ -191,6 +194,8 @@ def options(args: Any) -> Options:
                    queries=queries, budget=budget, whoosh_max=getattr(args, "whoosh_max_docs", 0) or None,
                    whoosh_plain_max=getattr(args, "whoosh_plain_max_docs", WHOOSH_PLAIN_MAX_DOCS) or None,
                    archive_minors=archive if archive is not None else (10 if quick else 1000),
+                   archive_backends=_names(getattr(args, "archive_backends", None) or "sqlite,postgres",
+                                           ("sqlite", "postgres"), "archive database"),
                    quick=quick)
 
 
@@ -870,7 +875,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             gc.collect()
     archive_per: dict[str, float] = {}
     if opts.archive_minors > 0 and "tantivy" in opts.engines:
-        for db in ("sqlite", "postgres"):
+        for db in opts.archive_backends:
             got, per = archive_rows(db, opts.archive_minors)
             rows += got
             if per is not None:
