@@ -29,6 +29,7 @@ from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError, field_errors
 from core.redact import safe_path
 from core.settings import Settings
+from doc_templates.fonts import missing_fonts
 from runtime import Runtime
 from search.backends import SearchUnavailable
 
@@ -281,7 +282,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Database, key ring, blob store usable")
+    @app.get("/readyz", tags=["health"], summary="Database, key ring, blob store, search index, fonts usable")
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -301,6 +302,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             checks["blob_store"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["blob_store"] = f"failed: {type(exc).__name__}"
+        try:
+            rt.search_backend  # noqa: B018 - opened once: refused if built with another key or broken
+            checks["search_index"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["search_index"] = f"failed: {type(exc).__name__}"
+        absent = missing_fonts()
+        checks["fonts"] = "ok" if not absent else "failed: missing " + ", ".join(absent)
         ok = all(v == "ok" for v in checks.values())
         if ok:
             return JSONResponse({"status": "ready", "checks": checks})

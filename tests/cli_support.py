@@ -84,7 +84,7 @@ class Server:
 
 @contextmanager
 def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60,
-            command: tuple[str, ...] = (SHOUHU, "serve")) -> Iterator[Server]:
+            command: tuple[str, ...] = (SHOUHU, "serve"), ready_path: str = "/readyz") -> Iterator[Server]:
     """``shouhu serve`` (or ``command``) on a free port of 127.0.0.1; always stopped on the way out."""
     port = free_port()
     with output_path.open("wb") as out:
@@ -94,7 +94,7 @@ def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60
         )
         try:
             server = Server(proc, f"http://127.0.0.1:{port}", output_path)
-            _wait_ready(server, ready_timeout)
+            _wait_ready(server, ready_timeout, ready_path)
             yield server
         finally:
             if proc.poll() is None:
@@ -106,7 +106,7 @@ def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60
                     proc.wait(timeout=15)
 
 
-def _wait_ready(server: Server, timeout: float) -> None:
+def _wait_ready(server: Server, timeout: float, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -114,7 +114,7 @@ def _wait_ready(server: Server, timeout: float) -> None:
             code = server.proc.returncode
             raise AssertionError(f"shouhu serve exited {code} before ready:\n{server.output()}")
         try:
-            r = httpx.get(server.base_url + "/readyz", timeout=5)
+            r = httpx.get(server.base_url + path, timeout=5)
             if r.status_code == 200:
                 return
             last = f"{r.status_code} {r.text}"

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -225,6 +226,42 @@ def test_kill_9_mid_write_loses_no_acknowledged_record(tmp_path, index_state):
     assert "unhandled" not in log
     # The locked run's indexer said why it could not index (without the records' content).
     assert ("search indexer: SearchUnavailable" in log) == (index_state == "locked")
+
+
+# An index built with another key ---------------------------------------------------------------------
+
+
+def test_an_index_of_another_key_answers_503_until_reindex_rebuilds_it(tmp_path):
+    """The server starts and serves everything else; searches answer 503 in the one error shape and
+    readiness names the index; `shouhu reindex` replaces the index and searching works again."""
+    data_dir = tmp_path / "var"
+    env = cli_env(data_dir)
+    run_cli(env, "init")
+    run_cli(env, "demo", "--households", "3")
+    run_cli(env, "reindex")
+    meta = data_dir / "index" / "tantivy" / "shouhu-index.json"
+    stored = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**stored, "key_check": "0" * len(stored["key_check"])}))  # "another key"
+
+    with serving(env, tmp_path / "serve-broken.out", ready_path="/healthz") as server, server.client() as http:
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and "search" in ready.text, ready.text
+        headers = login(http, "caseworker.haizhou")
+        r = http.get("/api/v1/search", params={"q": "幸福村"}, headers=headers)
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert set(error) == {"code", "message", "details"} and error["code"]
+        assert "幸福村" not in r.text
+        assert http.get("/api/v1/households", params={"limit": 1}, headers=headers).status_code == 200
+
+    rebuilt = run_cli(env, "reindex")
+    assert "已删除并重建" in output(rebuilt)
+    assert json.loads(meta.read_text())["key_check"] == stored["key_check"]
+    with serving(env, tmp_path / "serve-rebuilt.out") as server, server.client() as http:
+        headers = login(http, "caseworker.haizhou")
+        minor = http.get("/api/v1/minors", params={"limit": 1}, headers=headers).json()["items"][0]
+        assert minor["id"] in search_ids(http, headers, minor["name"])[1]
+        assert http.get("/readyz").status_code == 200
 
 
 # Reindex ---------------------------------------------------------------------------------------------
