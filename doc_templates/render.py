@@ -85,6 +85,19 @@ def issuer_mark_pt(mark: str) -> float:
     return round(max(ISSUER_MARK_PT[0], min(ISSUER_MARK_PT[1], fits)), 1)
 
 
+RUN_IN_HEADING_MAX = 30  # characters: a longer first sentence is body text, not a heading
+
+
+def item(text: str, n: int) -> Markup:
+    """A numbered item ``（一）…``; if its first sentence is a short heading followed by more text,
+    the number and that sentence are a level-2 heading run into the paragraph (楷体, GB/T 9704-2012
+    7.3.1 and common practice), the rest body text. A single-sentence item is body text."""
+    head, sep, rest = text.partition("。")
+    if sep and rest.strip() and len(head) + 1 <= RUN_IN_HEADING_MAX:
+        return Markup('<span class="l2">（{}）{}。</span>{}').format(cn_num(n), head, rest)
+    return Markup("（{}）{}").format(cn_num(n), text)
+
+
 def paras(text: str) -> list[str]:
     return [p.strip() for p in text.splitlines() if p.strip()]
 
@@ -146,7 +159,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(cn_date=cn_date, cn_num=cn_num, paras=paras, at=lambda seq, i: seq[i])
+        self.env.filters.update(cn_date=cn_date, cn_num=cn_num, item=item, paras=paras, at=lambda seq, i: seq[i])
         self.font_config = FontConfiguration()
         self.css = CSS(string=_stylesheet_text(), font_config=self.font_config)
 

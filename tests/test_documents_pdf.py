@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -322,6 +323,62 @@ def test_imprint_closes_the_last_page(issued: dict[str, Issued], key: str) -> No
     assert rules, "no rules in the imprint"
     lowest = max(g["bottom"] for g in rules)
     assert abs(lowest - BOTTOM) <= TOL, f"the imprint ends at {lowest / MM:.1f} mm, not on the last line"
+
+
+def face(c: dict[str, Any]) -> str:
+    """The type face of a drawn character, as GB/T 9704 names the roles; the open fonts stand in."""
+    name = c["fontname"].split("+")[-1]
+    if "WenKai" in name or "Kai" in name:
+        return "kai"
+    if "Sans" in name or "Hei" in name:
+        return "hei"
+    return "song-bold" if "Bold" in name else "fangsong"
+
+
+def text_lines(page: Page) -> list[list[dict[str, Any]]]:
+    """The page's characters in lines (top within 2 pt), left to right; the seal left out."""
+    lines: list[list[dict[str, Any]]] = []
+    for c in sorted((c for c in page.chars if not is_seal(c, page.number)), key=lambda c: (c["top"], c["x0"])):
+        if lines and abs(lines[-1][0]["top"] - c["top"]) <= 2:
+            lines[-1].append(c)
+        else:
+            lines.append([c])
+    return [sorted(line, key=lambda c: c["x0"]) for line in lines]
+
+
+@pytest.mark.parametrize("key", LETTERS)
+def test_type_faces_and_sizes_follow_gbt_9704(issued: dict[str, Issued], key: str) -> None:
+    """Issuer mark red bold Song; title 2-hao (22 pt) bold Song; body 3-hao (16 pt) FangSong; level-1
+    headings (一、) Hei; a run-in level-2 heading (（一）…。 followed by text) Kai, its paragraph FangSong."""
+    pages = read(issued[key].pdf).pages
+    first = text_lines(pages[0])
+    mark = first[0]
+    # Its size is the issuer's to choose (GB/T 9704-2012 7.2.3): long names are set smaller to stay on one line.
+    assert {face(c) for c in mark} == {"song-bold"} and all(c["size"] >= 16 for c in mark)
+    assert all(tuple(round(x, 2) for x in c["non_stroking_color"]) == tuple(round(x, 2) for x in RED) for c in mark)
+    title = next(line for line in first if line[0]["size"] == pytest.approx(22, abs=0.1))
+    assert {face(c) for c in title} == {"song-bold"}, compact("".join(c["text"] for c in title))
+    sizes = Counter(round(c["size"], 1) for p in pages for line in text_lines(p)[(2 if p is pages[0] else 0):]
+                    for c in line if c["size"] < 20)
+    assert sizes.most_common(1)[0][0] == 16.0, f"body text is not 3-hao: {sizes}"
+    levels = {"hei": 0, "kai": 0}
+    for p in pages:
+        for line in text_lines(p):
+            text = compact("".join(c["text"] for c in line))
+            if re.match(r"[一二三四五六七八九十]+、", text) and line[0]["size"] == pytest.approx(16, abs=0.1):
+                assert {face(c) for c in line} == {"hei"}, text
+                levels["hei"] += 1
+            elif m := re.match(r"（[一二三四五六七八九十]+）([^。]{1,27})。(.)", text):
+                head = len(m.group(0)) - 1
+                assert [face(c) for c in line[:head]] == ["kai"] * head, text
+                assert {face(c) for c in line[head:]} == {"fangsong"}, text
+                levels["kai"] += 1
+            elif re.match(r"（[一二三四五六七八九十]+）", text):
+                assert {face(c) for c in line} == {"fangsong"}, text
+    if issued[key].kind in ("inspection_report", "referral_notice", "dropout_notice", "access_audit_report"):
+        assert levels["hei"] >= 2, levels
+    if issued[key].kind == "inspection_report":  # its example's findings open with run-in headings
+        assert levels["kai"] == 2, levels
 
 
 @pytest.mark.parametrize("key", ALL)
