@@ -206,6 +206,8 @@ CAPTIONS: dict[str, str] = {
     "supervisor-documents": "督导的公文列表",
     "supervisor-document-choose": "督导可签发的公文",
     "supervisor-document-new": "督查通报：按统计数据自动填写",
+    "supervisor-document": "督导签发的督查通报",
+    "supervisor-document-corrected": "更正后的督查通报：第2版，第1版仍可查阅",
     "supervisor-search": "督导的检索页",
     "supervisor-statistics": "督查统计：按县区与类别",
     "court-home": "法院用户首页：本人的封存记录查询申请",
@@ -819,6 +821,18 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
     sv.shot("document-choose")
     sv.open("/documents/new?kind=inspection_report")
     sv.shot("document-new")
+    sv.open("/documents/new?kind=inspection_report&example=1")
+    sv.submit("form.doc-form button.primary[type=submit]", status=200)
+    assert "公文已签发" in sv.text(".notice") and "督查通报" in sv.text()
+    sv.shot("document")
+    # A correction: version 2, version 1 still listed.
+    report = path_of(sv.page.url)
+    sv.page.click("details.doc-correct summary")
+    sv.page.fill("#f-reason", "统计时段有误，予以更正。")
+    sv.page.fill("[id='f-fields.period']", "2026年第三季度（更正）")
+    sv.submit(f"form[action='{report}/versions'] button[type=submit]", status=200)
+    assert "第2版" in sv.text() and f"{report}/pdf?version=1" in sv.page.content()
+    sv.shot("document-corrected")
     sv.close()
 
     court = e2e.visitor("court")
