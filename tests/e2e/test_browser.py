@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import sqlite3
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -353,10 +354,15 @@ class Visitor:
         return self.submit(selector, status=200)
 
     def check(self) -> None:
-        """The page as served has nothing inline for the CSP to forbid."""
+        """The page as served has nothing inline for the CSP to forbid, and fits 1366 px without a
+        horizontal scroll bar."""
         self.page.wait_for_load_state()
         bad = self.page.evaluate(INLINE_CHECK)
         assert not bad, (self.page.url, bad)
+        if self.page.url.endswith(".pdf") or "/pdf" in self.page.url or "/documents/preview" in self.page.url:
+            return  # Chromium's PDF viewer
+        width = self.page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], (self.page.url, "wider than the window", width)
         self.e2e.watch.checked.add(path_of(self.page.url))
 
     def shot(self, name: str, page: Page | None = None, *, top: bool = True) -> None:
@@ -885,6 +891,26 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
                                                                                     "caseworker-not-found",
                                                                                     "caseworker-csrf"))]
     assert not missing, f"pages without a screenshot: {missing}"
+
+
+def test_pages_print_without_navigation_or_forms(e2e: E2E, casework: Story) -> None:
+    """Printed (Chromium's print to PDF, A4), a list and a record page keep their content and drop
+    the navigation, the sign-out link, the filters and the forms."""
+    cw = e2e.visitor("caseworker")
+    cw.sign_in("caseworker.haizhou")
+    for path, content in (("/households", "家庭档案"), (f"/households/{casework.household_id}", "走访记录")):
+        cw.open(path)
+        cw.page.emulate_media(media="print")
+        hidden = cw.page.evaluate("""() => ['header.top nav', '.who', 'form', '.filters']
+            .flatMap(sel => [...document.querySelectorAll(sel)])
+            .filter(el => el.checkVisibility()).map(el => el.outerHTML.slice(0, 80))""")
+        assert hidden == [], (path, hidden)
+        pdf = cw.page.pdf(format="A4", print_background=False)
+        # NFKC: the extracted text spells some characters as Kangxi radicals (⼈ for 人).
+        text = unicodedata.normalize("NFKC", "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages))
+        assert content in text and "退出" not in text and "督查统计" not in text, (path, text[:300])
+        cw.page.emulate_media(media="screen")
+    cw.close()
 
 
 # Forms: messages next to fields, typed values kept ------------------------------------------------
