@@ -269,7 +269,7 @@ class DocumentService:
             meta = self._meta(g, kind, org, predicted, code)
             g.release()  # render without holding the database
             pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
-            if self._subject(g, kind, req.subject_id, Action.DOCUMENT_ISSUE) != subject:
+            if not self._still(g, subject):
                 raise Conflict("档案在出具期间已变更，请重试。", details={"field": "subject_id"})
             serial, number = numbering.allocate(g.session, issuer=org, year=year)
             if number != predicted:  # another process issued meanwhile: render again, under the lock
@@ -288,6 +288,16 @@ class DocumentService:
             enqueue(g.session, "document", doc.id)
             g.commit()
         return self._issued(doc, version)
+
+    @staticmethod
+    def _still(g: Guard, subject: Subject) -> bool:
+        """Whether a household or minor is still where it was and unsealed (checked again after
+        rendering, which ran outside any transaction). No decision is taken here: the issue's
+        own, deferred, is the only one."""
+        if subject.kind not in ("household", "minor"):
+            return True
+        row = g.session.get(Household if subject.kind == "household" else Minor, subject.id)
+        return row is not None and not row.sealed and row.region_code == subject.region_code
 
     @contextmanager
     def _issuer_queue(self, org_id: str) -> Iterator[None]:

@@ -242,6 +242,26 @@ def test_number_taken_by_another_process_while_rendering_is_rendered_again(clien
     assert number(2, year) in text and number(1, year) not in text
 
 
+def test_subject_moved_while_rendering_issues_nothing(client, tokens, rt, monkeypatch):
+    """The PDF renders outside any transaction; a minor moved to another region meanwhile stops the issue:
+    409, no number used, and the issue's one event is an error, not 'allowed'."""
+    cw = tokens["caseworker.haizhou"]
+    minor_id = make_minor(client, cw)
+    render = rt.documents.pool.pdf
+
+    def render_then_move(*args: Any, **kwargs: Any) -> bytes:
+        pdf = render(*args, **kwargs)
+        run_sql(rt, "UPDATE minors SET region_code = '320724001001' WHERE id = :id", id=minor_id)
+        return pdf
+
+    monkeypatch.setattr(rt.documents.pool, "pdf", render_then_move)
+    r = client.post("/api/v1/documents", json=referral(minor_id), headers=cw)
+    assert r.status_code == 409 and r.json()["error"]["details"] == {"field": "subject_id"}, r.text
+    assert count(rt, "documents") == 0 and all(last == 0 for _, _, last in counter(rt))  # no number used
+    events = run_sql(rt, "SELECT outcome, reason FROM audit_events WHERE action = 'documents:document:issue'")
+    assert events == [("error", "error:conflict")], events
+
+
 @pytest.mark.parametrize("after_write", [False, True], ids=["put-fails", "put-fails-after-writing"])
 def test_failed_issue_burns_no_number_and_leaves_nothing(app, client, tokens, rt, settings, after_write):
     cw = tokens["caseworker.haizhou"]
