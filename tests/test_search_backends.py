@@ -9,12 +9,16 @@ so the backends only ever see blind tokens.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 from conftest import run_sql
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from runtime import Runtime
 from search.analyzer import Analyzer, Tokens
@@ -379,3 +383,63 @@ def test_an_index_opened_with_another_key_is_refused(rt, open_index):
     # The right key still opens it, with its documents.
     again = open_index()
     assert ids(rt, again, "王子涵") == {"mn_a"}
+
+
+# scope and filters, as a property -------------------------------------------------------------
+
+
+PLACES = [HAIZHOU_VILLAGE, HAIZHOU_VILLAGE_2, HAIZHOU_TOWN_2_VILLAGE, GUANNAN_VILLAGE]
+SCOPES = [CITY, HAIZHOU, HAIZHOU_TOWN, HAIZHOU_VILLAGE, HAIZHOU_TOWN_2_VILLAGE, "320724", GUANNAN_VILLAGE, None]
+KINDS_ = ["minor", "household", "referral_notice", "dropout_notice"]
+DAYS = [date(2026, 1, 5), date(2026, 3, 1), date(2026, 6, 30), date(2026, 11, 28)]
+
+@pytest.fixture
+def one_index(open_index: Opener) -> SearchBackend:
+    """One index for all the examples of a Hypothesis test (each example empties it first)."""
+    return open_index()
+
+
+doc_specs = st.lists(st.fixed_dictionaries({
+    "kind": st.sampled_from(KINDS_), "region": st.sampled_from(PLACES), "sealed": st.booleans(),
+    "categories": st.lists(st.integers(1, 5), max_size=2, unique=True), "day": st.sampled_from(DAYS),
+}), min_size=1, max_size=8)
+
+
+@every_engine
+@hsettings(max_examples=30, deadline=None, database=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(docs=doc_specs, region=st.sampled_from(SCOPES), granted=st.lists(st.integers(0, 7), max_size=3),
+       kinds=st.one_of(st.none(), st.lists(st.sampled_from(KINDS_), max_size=2, unique=True)),
+       f_kind=st.one_of(st.none(), st.sampled_from(KINDS_)),
+       f_region=st.one_of(st.none(), st.sampled_from(SCOPES[:-1])),
+       f_category=st.one_of(st.none(), st.integers(1, 5)),
+       f_days=st.one_of(st.none(), st.tuples(st.sampled_from(DAYS), st.sampled_from(DAYS))))
+def test_hits_and_totals_are_exactly_what_scope_and_filters_allow(rt, one_index, docs, region, granted, kinds,
+                                                                 f_kind, f_region, f_category, f_days):
+    """Random records and a random caller scope (region subtree, grants, kinds) and filters: the engine
+    returns, and counts, exactly the records a plain model of the rules allows; nothing sealed without
+    a grant, a grant opens only a sealed record, nothing outside the subtree."""
+    # Hypothesis seeds the `random` module alike for every example, and Whoosh names its segments
+    # with it: the same names again, over files of the example before. Real entropy, as in service.
+    random.seed()
+    b = one_index
+    b.clear()
+    made = [make_doc(rt, f"rec_{i}", f"共同标记词语{i}号", kind=d["kind"], region=d["region"],
+                     categories=tuple(d["categories"]), day=d["day"], sealed=d["sealed"]) for i, d in enumerate(docs)]
+    b.upsert(made)
+    scope = Scope(region=region, grants=[f"rec_{i}" for i in granted if i < len(docs)], kinds=kinds)
+    lo, hi = sorted(f_days) if f_days else (None, None)
+    f = Filters(kind=f_kind, region=f_region, category=f_category, date_from=lo, date_to=hi)
+
+    def allowed(i: int, d: dict) -> bool:
+        where = regions_of(rt, d["region"])
+        by_region = (region is not None and region in where and not d["sealed"]
+                     and (kinds is None or d["kind"] in kinds))
+        by_grant = f"rec_{i}" in scope.grants and d["sealed"]
+        return (by_region or by_grant) and (f_kind is None or d["kind"] == f_kind) \
+            and (f_region is None or f_region in where) and (f_category is None or f_category in d["categories"]) \
+            and (lo is None or lo <= d["day"] <= hi)
+
+    expected = {f"rec_{i}" for i, d in enumerate(docs) if allowed(i, d)}
+    total, hits = find(rt, b, "共同标记词语", scope, f)
+    assert (total, set(hits)) == (len(expected), expected)
