@@ -9,7 +9,7 @@ an unsealing and its free-text note, sealed under a data key of its own.
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-07
+Create Date: 2026-12-06
 """
 
 from __future__ import annotations
