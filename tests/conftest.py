@@ -223,6 +223,16 @@ def minor_body(household_id: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def create_household_and_minor(client: Any, headers: dict[str, str]) -> tuple[str, str]:
+    """A household and one minor in it through the API (the default bodies): their ids."""
+    r = client.post("/api/v1/households", json=household_body(), headers=headers)
+    assert r.status_code == 201, r.text
+    household = r.json()["id"]
+    r = client.post("/api/v1/minors", json=minor_body(household), headers=headers)
+    assert r.status_code == 201, r.text
+    return household, r.json()["id"]
+
+
 def run_sql(rt: Runtime, sql: str, **params: Any) -> list[Any]:
     with rt.db.engine.begin() as conn:
         result = conn.execute(text(sql), params)

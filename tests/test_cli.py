@@ -31,7 +31,7 @@ from cli_support import (
     serving,
 )
 from click.testing import Result
-from conftest import DEMO_PASSWORD, household_body, minor_body, run_sql
+from conftest import DEMO_PASSWORD, create_household_and_minor, run_sql
 from conftest import login as api_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -504,15 +504,6 @@ def test_user_commands_log_exactly_their_events_and_refusals(rt, shouhu):
         assert rt.audit.verify(s).ok
 
 
-def make_records(client: TestClient, headers: dict[str, str]) -> tuple[str, str]:
-    r = client.post("/api/v1/households", json=household_body(), headers=headers)
-    assert r.status_code == 201, r.text
-    hid = r.json()["id"]
-    r = client.post("/api/v1/minors", json=minor_body(hid), headers=headers)
-    assert r.status_code == 201, r.text
-    return hid, r.json()["id"]
-
-
 def kek_states(rt: Runtime) -> dict[str, str]:
     return {r[0]: r[1] for r in run_sql(rt, "SELECT id, state FROM key_encryption_keys")}
 
@@ -524,7 +515,7 @@ def live_keys_under(rt: Runtime) -> dict[str, int]:
 
 def test_key_commands_log_exactly_their_events_and_refusals(rt, client, tokens, shouhu):
     rotate, retire, shred = "keys:kek:rotate", "keys:kek:retire", "keys:record:shred"
-    hid, mid = make_records(client, tokens["caseworker.haizhou"])
+    hid, mid = create_household_and_minor(client, tokens["caseworker.haizhou"])
     shouhu.new_events()  # the API's own events
     assert kek_states(rt) == {"kek-0001": "active"}
 
@@ -605,8 +596,8 @@ def test_audit_and_reindex_commands_log_exactly_their_events(rt, shouhu, tmp_pat
 
 def test_rotation_that_stops_midway_logs_allowed_then_error(rt, client, tokens, shouhu, monkeypatch):
     """The 'allowed' event is committed with the new KEK; the 'error' event says how far re-wrapping got."""
-    make_records(client, tokens["caseworker.haizhou"])
-    make_records(client, tokens["caseworker.haizhou"])
+    create_household_and_minor(client, tokens["caseworker.haizhou"])
+    create_household_and_minor(client, tokens["caseworker.haizhou"])
     shouhu.new_events()
     real_rotate, real_rewrap = keystore.rotate, crypto.KeyRing.rewrap
     calls = {"n": 0}
@@ -645,7 +636,7 @@ def test_rotation_that_stops_midway_logs_allowed_then_error(rt, client, tokens, 
 
 def test_a_change_whose_event_cannot_be_written_does_not_happen(rt, client, tokens, shouhu):
     """The event is in the change's transaction: with the log unwritable, nothing changes."""
-    _, mid = make_records(client, tokens["caseworker.haizhou"])
+    _, mid = create_household_and_minor(client, tokens["caseworker.haizhou"])
     with rt.db.session() as s:  # an interrupted rotation: a second KEK, keys still under the first
         create_kek(s, rt.ring)
         s.commit()

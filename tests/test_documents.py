@@ -34,6 +34,7 @@ from cli_support import cli_env, output, run_cli, serving
 from cli_support import login as http_login
 from conftest import household_body, login, minor_body, run_sql
 from fastapi.testclient import TestClient
+from proc_support import children, maps
 from sqlalchemy import select
 
 from access_control.identity import User, actor_for
@@ -550,24 +551,6 @@ def test_who_may_issue_and_read(client, tokens, rt):
 
 
 @pytest.mark.slow
-def children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except OSError:  # a process that ended meanwhile
-            continue
-    return out
-
-
-def maps_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return ""
-
-
 def test_healthz_answers_while_documents_render(rt, settings, tmp_path):
     """Renders run in worker processes: the server keeps answering while they are in flight."""
     n = 6
@@ -609,9 +592,9 @@ def test_healthz_answers_while_documents_render(rt, settings, tmp_path):
         for t in (*threads, side):
             t.join()
         # The renders ran in the pool's processes: the server process never loaded the layout engine.
-        maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
-        assert "libpango" not in maps and "libharfbuzz" not in maps
-        assert any("libpango" in maps_of(pid) for pid in children_of(server.proc.pid))
+        mapped = maps(server.proc.pid)
+        assert mapped and "libpango" not in mapped and "libharfbuzz" not in mapped
+        assert any("libpango" in maps(pid) for pid in children(server.proc.pid))
     assert sorted(code for _, code in done) == [201] * n
     first_done, last_done = min(at for at, _ in done), max(at for at, _ in done)
     during = sorted(lat for at, lat, _ in probes if at < last_done)

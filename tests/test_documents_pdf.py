@@ -30,7 +30,7 @@ from typing import Any
 import pdfplumber
 import pypdf
 import pytest
-from conftest import household_body, login, make_settings, minor_body, seed_world
+from conftest import create_household_and_minor, household_body, login, make_settings, minor_body, seed_world
 from fastapi.testclient import TestClient
 from fontTools.pens.boundsPen import BoundsPen
 from fontTools.ttLib import TTFont
@@ -551,15 +551,6 @@ def check_pdfa(pdf: bytes, reading: Reading) -> None:
 # Characters no font has, oversized fields ------------------------------------------------------
 
 
-def make_minor(client: TestClient, headers: dict[str, str]) -> tuple[str, str]:
-    r = client.post("/api/v1/households", json=household_body(), headers=headers)
-    assert r.status_code == 201, r.text
-    household = r.json()["id"]
-    r = client.post("/api/v1/minors", json=minor_body(household), headers=headers)
-    assert r.status_code == 201, r.text
-    return household, r.json()["id"]
-
-
 def issue(client: TestClient, headers: dict[str, str], kind: str, fields: dict[str, Any],
           subject_id: str | None) -> Any:
     body: dict[str, Any] = {"kind": kind, "fields": fields}
@@ -577,7 +568,7 @@ def error_fields(r: Any) -> dict[str, str]:
 
 def test_character_in_no_font_is_422_naming_the_field(client: TestClient, tokens: Any) -> None:
     cw = tokens["caseworker.haizhou"]
-    _household, minor = make_minor(client, cw)
+    _household, minor = create_household_and_minor(client, cw)
     example = KINDS["minor_file"].example
     fields = {**example, "situation": example["situation"] + "\U0002ffff", "guardian": "王\u0378芳",
               "measures": [example["measures"][0], "每周\U0002ffff走访"]}
@@ -592,7 +583,7 @@ def test_character_in_no_font_is_422_naming_the_field(client: TestClient, tokens
 
 def test_oversized_fields_are_422_naming_each_field(client: TestClient, tokens: Any) -> None:
     cw = tokens["caseworker.haizhou"]
-    household, minor = make_minor(client, cw)
+    household, minor = create_household_and_minor(client, cw)
     minor_file = KINDS["minor_file"].example
     fields = {**minor_file, "situation": "情" * 10_000, "measures": ["每月走访"] * 9, "name": "王" * 33}
     assert set(error_fields(issue(client, cw, "minor_file", fields, minor))) == {
@@ -688,7 +679,7 @@ def check_markup_literal(kind: str, fields: dict[str, Any], reading: Reading, co
 
 def test_markup_in_text_fields_is_printed_literally_through_the_api(client: TestClient, tokens: Any) -> None:
     cw = tokens["caseworker.haizhou"]
-    _household, minor = make_minor(client, cw)
+    _household, minor = create_household_and_minor(client, cw)
     fields = with_markup("referral_notice")
     r = issue(client, cw, "referral_notice", fields, minor)
     assert r.status_code == 201, r.text

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_support import alive, children
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = r'''
@@ -36,26 +37,6 @@ if __name__ == "__main__":
     print("ready", flush=True)
     time.sleep(600)
 '''
-
-
-def children(pid: int) -> set[int]:
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.add(int(stat.parent.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent (now init) has yet to reap it
 
 
 @pytest.mark.slow
