@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -337,12 +335,12 @@ def doctor() -> None:
     else:
         check("数据库 database", False, "先设置主密钥")
 
-    fonts = _cjk_fonts()
-    wanted = ["Noto Serif CJK SC", "Noto Sans CJK SC"]
-    missing = [f for f in wanted if f not in fonts]
+    from doc_templates.fonts import REQUIRED_OPEN_FONTS, missing_fonts
+
+    missing = missing_fonts()  # the same check as /readyz
     check("字体 fonts", not missing,
-          "已安装 " + "、".join(wanted) if not missing else
-          f"缺少 {'、'.join(missing)}：运行 `apt-get install fonts-noto-cjk`（或 `make install`）")
+          "已安装 " + "、".join(REQUIRED_OPEN_FONTS) if not missing else
+          f"缺少 {'、'.join(missing)}：运行 `apt-get install fonts-noto-cjk fonts-lxgw-wenkai`（或 `make install`）")
 
     table = Table(title="Shouhu doctor")
     table.add_column("检查项")
@@ -353,13 +351,6 @@ def doctor() -> None:
     console.print(table)
     if not all(ok for _, ok, _ in rows):
         raise typer.Exit(1)
-
-
-def _cjk_fonts() -> set[str]:
-    if not shutil.which("fc-list"):
-        return set()
-    out = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=False).stdout  # noqa: S603,S607
-    return {fam.strip() for line in out.splitlines() for fam in line.split(",")}
 
 
 # users --------------------------------------------------------------------------
