@@ -163,6 +163,7 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+_NULL_MESSAGE = "不能为空"
 _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 _TYPE_TAGS = {"int", "str", "date", "literal", "list", "dict", "bool", "float", "none"}
 
@@ -196,7 +197,9 @@ def field_errors(
         seen.add(field)
         etype = err.get("type", "")
         ctx = err.get("ctx") or {}
-        if etype == "value_error":
+        if "input" in err and err["input"] is None and etype not in ("missing", "value_error"):
+            message = _NULL_MESSAGE  # an explicit null where a value is required
+        elif etype == "value_error":
             message = str(ctx.get("error", "")) or "取值无效"
         else:
             template = _MESSAGES.get(etype, "取值无效")
