@@ -6,8 +6,6 @@ first (fail closed), like every other read.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +30,7 @@ from access_control.policy import Resource
 from core.crypto import KeyRing
 from core.db import Database
 from core.errors import InvalidInput, ServiceUnavailable
+from core.pagination import decode_int_cursor, encode_cursor
 from core.settings import Settings
 
 MAX_PAGE = 200
@@ -59,19 +58,6 @@ def event_public(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput.one("cursor", "分页游标无效", location="query") from None
-
-
 class AuditDesk:
     def __init__(self, *, log: AuditLog, ring: KeyRing, db: Database, settings: Settings):
         self.log = log
@@ -83,7 +69,7 @@ class AuditDesk:
         return self.ring.keyed_hash("id_number", id_number.strip().upper())
 
     def events(self, g: Guard, f: EventFilter, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        before = _uncursor(cursor)
+        before = decode_int_cursor(cursor)
         subject = self.subject_hash(f.subject) if f.subject else None
         g.authorize(
             Action.AUDIT_EVENTS_READ, Resource("audit_log"), subjects=[subject] if subject else [],
@@ -108,13 +94,13 @@ class AuditDesk:
             q = q.where(AuditEvent.at >= f.start)
         if f.end:
             q = q.where(AuditEvent.at < f.end)
-        if before:
+        if before is not None:
             q = q.where(AuditEvent.seq < before)
         rows = list(g.session.scalars(q.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         return {"items": [event_public(r) for r in rows],
-                "next_cursor": _cursor(rows[-1].seq) if more and rows else None}
+                "next_cursor": encode_cursor(rows[-1].seq) if more and rows else None}
 
     def verify(self, g: Guard, *, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         g.authorize(Action.AUDIT_VERIFY, Resource("audit_log"),

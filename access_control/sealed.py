@@ -29,7 +29,7 @@ from access_control.policy import Resource
 from core.crypto import KeyRing
 from core.db import Base, UTCDateTime, new_id
 from core.errors import Conflict, Forbidden, NotFound
-from core.fields import IdNumber, Name, Text, normalize_id_number
+from core.fields import IdNumber, Name, Text, Timestamp, normalize_id_number
 from core.keys import Vault
 from core.settings import Settings
 
@@ -94,7 +94,8 @@ class Decision(BaseModel):
 
     decision: Literal["approve", "deny"]
     reason: str = Field(min_length=1, max_length=300, title="理由")
-    expires_at: datetime | None = Field(None, description="When the grant ends (default: the configured term)")
+    expires_at: Timestamp | None = Field(
+        None, description="When the grant ends, RFC 3339 with offset (default: the configured term)")
 
 
 class Revocation(BaseModel):

@@ -8,8 +8,6 @@ not exist.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from datetime import date
 from typing import Any, TypeVar
@@ -31,27 +29,14 @@ from core.db import new_id
 from core.errors import Conflict, InvalidInput, NotFound, field_errors
 from core.keys import DataKey, Vault
 from core.outbox import enqueue
+from core.pagination import decode_id_cursor, encode_cursor
 
 MAX_LIMIT = 200
 Row = TypeVar("Row", Household, Minor)
 
 
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        # validate=True: urlsafe_b64decode would skip stray characters and read junk as "".
-        last_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
-                                   validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        last_id = ""
-    if not last_id:
-        raise InvalidInput.one("cursor", "分页游标无效", location="query")
-    return last_id
+# Re-exported: archive.documents pages with the same id cursors.
+decode_cursor = decode_id_cursor
 
 
 class Archive:

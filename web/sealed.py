@@ -8,7 +8,7 @@ unchanged. Nothing personal goes into a URL: application ids and record ids only
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +26,7 @@ from archive.documents_api import pdf_response
 from archive.sealing import UNSEAL_CAUSES, SealBody, UnsealBody
 from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
+from core.fields import local_day_start
 from doc_templates.kinds import KINDS
 from web.pages import LOCAL_TZ, errors_by_field, form_to_nested, render, validate
 from web.session import CsrfChecked, FormDep, PageGuard
@@ -72,7 +73,10 @@ def parse_local_date(value: str | None, field: str) -> datetime | None:
         day = date.fromisoformat(value)
     except ValueError:
         raise InvalidInput.one(field, "日期格式应为 YYYY-MM-DD") from None
-    return datetime.combine(day + timedelta(days=1), time(), LOCAL_TZ)
+    try:
+        return local_day_start(day, LOCAL_TZ, next_day=True)
+    except ValueError as exc:
+        raise InvalidInput.one(field, str(exc)) from None
 
 
 def with_deadline(item: dict[str, Any], now: datetime) -> dict[str, Any]:
