@@ -26,6 +26,7 @@ from access_control.policy import Policy
 from access_control.regions import RegionTree
 from access_control.sealed import SealedDesk
 from access_control.users import UserAdmin
+from archive import sealed_upgrade
 from archive.blobstore import FilesystemBlobStore
 from archive.documents import DocumentService
 from archive.records import Archive
@@ -90,6 +91,7 @@ class Runtime:
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)
+        self.upgraded = sealed_upgrade.Upgraded()  # what ``initialize`` encrypted of earlier plain values
         self._backend: SearchBackend | None = None
         self._indexer: Indexer | None = None
         self._search: SearchService | None = None
@@ -195,6 +197,8 @@ class Runtime:
             self.audit.ensure_head(s)
             s.commit()
         self.load()
+        # What a migration could not encrypt without the key ring (plain case numbers, 0013).
+        self.upgraded = sealed_upgrade.run(self.db, self.vault, self.ring, self.sealed)
         return created
 
     def guard(self, session, actor: Actor, *, request_id: str | None = None) -> Guard:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ class EventSearch(BaseModel):
     start: Timestamp | None = Field(None, alias="from", description="RFC 3339 with offset")
     end: Timestamp | None = Field(None, alias="to", description="RFC 3339 with offset")
     subject: str | None = Field(None, max_length=32, description="A plain ID number, matched by keyed hash")
+    case_number: str | None = Field(None, max_length=80, description="A plain case number, matched by keyed hash")
     resource: str | None = Field(None, max_length=64)
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(None, max_length=MAX_CURSOR)
@@ -64,19 +65,21 @@ def events(
     start: From = None,
     to: To = None,
     subject: Annotated[str | None, Query(max_length=32, description="Plain ID number (keyed-hash match)")] = None,
+    case_number: Annotated[str | None, Query(max_length=80, description="Plain case number (keyed-hash match)")
+                           ] = None,
     resource: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     f = EventFilter(actor=actor, action=action, outcome=outcome, start=start, end=to, subject=subject,
-                    resource=resource)
+                    case_number=case_number, resource=resource)
     return runtime.audit_desk.events(g, f, limit=limit, cursor=cursor)
 
 
 @router.post("/events/search", summary="Events matching the filters in the body (newest first)")
 def search_events(g: GuardDep, runtime: RuntimeDep, body: EventSearch) -> dict[str, Any]:
     f = EventFilter(actor=body.actor, action=body.action, outcome=body.outcome, start=body.start, end=body.end,
-                    subject=body.subject, resource=body.resource)
+                    subject=body.subject, case_number=body.case_number, resource=body.resource)
     return runtime.audit_desk.events(g, f, limit=body.limit, cursor=body.cursor)
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 
 from access_control import anomalies
 from access_control.actions import Action
@@ -27,6 +28,7 @@ from access_control.audit import (
 )
 from access_control.guard import Guard
 from access_control.policy import Resource
+from access_control.sealed import case_number_hash
 from core.crypto import KeyRing
 from core.db import Database
 from core.errors import InvalidInput, ServiceUnavailable
@@ -44,6 +46,7 @@ class EventFilter:
     start: datetime | None = None
     end: datetime | None = None
     subject: str | None = None  # a plain ID number; matched by its keyed hash
+    case_number: str | None = None  # a plain case number; matched by its keyed hash
     resource: str | None = None
 
 
@@ -71,17 +74,18 @@ class AuditDesk:
     def events(self, g: Guard, f: EventFilter, *, limit: int, cursor: str | None) -> dict[str, Any]:
         before = decode_int_cursor(cursor)
         subject = self.subject_hash(f.subject) if f.subject else None
+        case = case_number_hash(self.ring, f.case_number) if f.case_number else None
+        hashes = [h for h in (subject, case) if h]
         g.authorize(
-            Action.AUDIT_EVENTS_READ, Resource("audit_log"), subjects=[subject] if subject else [],
+            Action.AUDIT_EVENTS_READ, Resource("audit_log"), subjects=hashes,
             filters={"actor": f.actor, "action": f.action, "outcome": f.outcome, "resource": f.resource},
-            details={"by_subject": True} if subject else {},
+            details={**({"by_subject": True} if subject else {}), **({"by_case_number": True} if case else {})},
             commit=True,
         )
         q = select(AuditEvent)
-        if subject:
-            q = q.join(AuditEventSubject, AuditEventSubject.seq == AuditEvent.seq).where(
-                AuditEventSubject.subject == subject
-            )
+        for h in hashes:  # both index rows must exist: an alias each
+            index = aliased(AuditEventSubject)
+            q = q.join(index, index.seq == AuditEvent.seq).where(index.subject == h)
         if f.actor:
             q = q.where(AuditEvent.actor == f.actor)
         if f.action:

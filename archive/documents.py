@@ -35,7 +35,7 @@ from access_control.guard import Guard
 from access_control.identity import Actor, Org, OrgType
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
-from access_control.sealed import SealedDesk, SealedRequest
+from access_control.sealed import SealedDesk, SealedRequest, case_details
 from archive import numbering
 from archive import prefill as P
 from archive.blobstore import BlobNotFound, BlobStore
@@ -354,11 +354,13 @@ class DocumentService:
                 grant = SealedDesk.active_grant(g.session, user_id=g.actor.user_id, record_id=doc.id, now=g.now)
             details: dict[str, Any] = {"kind": doc.kind}
             if grant is not None:
-                details.update(case_number=grant.case_number, legal_basis=grant.legal_basis)
+                details.update(case_details(grant))  # the basis's code, the case number's keyed hash
             # A sealed document without a grant is answered exactly like a missing one.
             g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True,
                                          grant=grant.id if grant else None),
-                        subjects=list(doc.subject_hashes or []), details=details, commit=read)
+                        subjects=list(doc.subject_hashes or []) + ([grant.case_number_hash] if grant and
+                                                                    grant.case_number_hash else []),
+                        details=details, commit=read)
             return doc, kind, grant
         roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else self.readers(kind)
         # A correction renders a PDF before it commits: its event waits for the commit.

@@ -210,7 +210,7 @@ def field_errors(
         else:
             template = _MESSAGES.get(etype, "取值无效")
             if "expected" in ctx:
-                ctx = {**ctx, "expected": str(ctx["expected"]).replace(" or ", "、")}
+                ctx = {**ctx, "expected": str(ctx["expected"]).replace(" or ", "、").replace("', '", "'、'")}
             try:
                 message = template.format(**{k: v for k, v in ctx.items()})
             except (KeyError, IndexError):

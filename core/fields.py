@@ -97,3 +97,49 @@ def local_day_start(day: date, tz: tzinfo, *, next_day: bool = False) -> datetim
     except OverflowError:
         start = datetime.max.replace(tzinfo=UTC)
     return check_time(start)
+
+
+# Case numbers typed by a requester or a custodian ---------------------------------------
+#
+# Court case numbers (最高人民法院《关于人民法院案件案号的若干规定》, 2016): the year in
+# brackets, the court's code (a province abbreviation and 2 or 4 digits, or 最高法), the
+# case-type code (刑初, 刑终, 刑更, 刑申, 执, ...), the serial and 号: （2026）苏0706刑初88号.
+# Before 2016 a court code was its short name and the serial read 字第…号: （2014）海刑初字第88号.
+# Document numbers of procuratorates, police, supervision commissions, state security and
+# justice bureaus: the organ's code, the year in 〔〕 (or [] or ()), the serial and 号:
+# 连海检刑诉〔2026〕12号, 连公(海)立字〔2026〕1234号. Police case numbers in the police
+# information system: one letter and 15-30 digits (A320706510000202611001). The checks are
+# permissive about codes (new courts and case types appear) and strict about the frame, so
+# free text and names are refused.
+CASE_CLASS = "刑民行执赔破司国财"  # a court case type names one of these (刑初, 民终, 执恢, 司救, 国赔...)
+ORGAN_MARKS = "检公法监安司"  # procuratorate, police, court, supervision, state security, justice
+_HAN = "\u4e00-\u9fff"
+_COURT_CASE = re.compile(rf"\((19|20)\d{{2}}\)([{_HAN}0-9]{{1,12}}?)(字第)?第?(\d{{1,8}})号")
+_ORGAN_DOC = re.compile(rf"([{_HAN}()]{{1,20}})\((19|20)\d{{2}}\)[A-Z]?第?\d{{1,8}}号")
+_POLICE_CASE = re.compile(r"[A-Z]\d{15,30}")
+_BRACKETS = str.maketrans({"〔": "(", "〕": ")", "[": "(", "]": ")", "【": "(", "】": ")", "〖": "(", "〗": ")"})
+
+
+def case_number_key(value: str) -> str:
+    """The form a case number is compared and hashed in: full-width folded, brackets unified,
+    no spaces, letters upper-case; （2026）苏0706刑初88号 and (2026)苏0706刑初88号 are one case."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", value)).translate(_BRACKETS).upper()
+
+
+def check_case_number(value: str) -> str:
+    """A court, procuratorate or police case number (see above), kept as typed (NFC, trimmed)."""
+    value = unicodedata.normalize("NFC", value).strip()
+    key = case_number_key(value)
+    m = _COURT_CASE.fullmatch(key)
+    if m and any(c in CASE_CLASS for c in m.group(2)) and not m.group(2).isdigit():
+        return value
+    m = _ORGAN_DOC.fullmatch(key)
+    if m and any(c in ORGAN_MARKS for c in m.group(1)):
+        return value
+    if _POLICE_CASE.fullmatch(key):
+        return value
+    raise ValueError("案号格式不正确，应如（2026）苏0706刑初88号、连海检刑诉〔2026〕12号")
+
+
+CaseNumber = Annotated[str, Field(max_length=60), AfterValidator(check_case_number)]
+"""A case or document number of a court, procuratorate or police (validated; hashed for lookups)."""

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from access_control import legal_bases
 from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
@@ -61,8 +62,11 @@ def require(g: Guard, action: Action, resource: Resource) -> None:
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    # The legal bases are picked from the fixed list, never typed (access_control.legal_bases).
     return render(request, template, status_code=status_code, status_names=STATUS_NAMES,
-                  decision_names=DECISION_NAMES, **context)
+                  decision_names=DECISION_NAMES, legal_bases=legal_bases.choices(legal_bases.APPLY),
+                  seal_bases=legal_bases.choices(legal_bases.SEAL),
+                  unseal_bases=legal_bases.choices(legal_bases.UNSEAL), **context)
 
 
 def parse_local_date(value: str | None, field: str) -> datetime | None:
