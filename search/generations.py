@@ -37,7 +37,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +98,7 @@ class IndexStore(Protocol):
     def usable(self) -> bool: ...
     def settled(self, generation: int) -> bool: ...
     def claim(self) -> bool: ...
+    def claimed(self) -> bool: ...
     def release_claim(self) -> None: ...
     def begin_rebuild(self) -> Rebuild: ...
     def reap(self) -> list[int]: ...
@@ -278,6 +279,10 @@ class FolderStore:
                 self._claim = _flock(self.root / INDEXER_LOCK, fcntl.LOCK_EX, wait=False)
             return self._claim is not None
 
+    def claimed(self) -> bool:
+        """Whether this process is the indexer (its searches then follow what the indexer publishes)."""
+        return self._claim is not None
+
     def release_claim(self) -> None:
         with self._claim_lock:
             _unlock(self._claim)
@@ -429,6 +434,9 @@ class PostgresStore:
     def claim(self) -> bool:
         return True  # the indexer's advisory lock elects one process per drain
 
+    def claimed(self) -> bool:
+        return True  # nothing to follow: every node reads `search_docs` by name
+
     def release_claim(self) -> None:
         pass
 
@@ -529,9 +537,12 @@ class _Open:
 class LiveIndex:
     """The search index of this process: the store's current generation, followed across rebuilds.
 
-    A ``SearchBackend`` to its callers. Searches use the generation last published; the indexer
-    (``follow`` at the start of each pass, ``publish`` once the outbox is drained) moves writes
-    to a new generation first and searches after, then closes what no search uses any more.
+    A ``SearchBackend`` to its callers. In the indexer's process, searches use the generation the
+    indexer last published: ``follow`` (at the start of each pass) moves writes to a new
+    generation, ``publish`` (once the outbox is drained into it) moves searches. Any other process
+    (a second server on the same index folder) follows ``CURRENT`` on its next search. A
+    generation is closed once neither searches nor writes use it, and its folder deleted by the
+    indexer once no process has it open.
     """
 
     def __init__(self, store: IndexStore):
@@ -560,18 +571,42 @@ class LiveIndex:
                 continue
         raise SearchUnavailable("the search index kept changing generation while being opened")
 
+    def _serve(self) -> _Open:
+        """The generation for a search (under ``_lock``)."""
+        if self._serving is None:
+            self._serving = self._current()
+        elif not self.store.claimed():
+            # A generation it cannot read (another key): keep answering from the one it has.
+            with contextlib.suppress(SearchUnavailable):
+                self._serving = self._current()
+        return self._serving
+
+    def _idle(self) -> list[_Open]:
+        """Generations nothing here uses any more, forgotten (under ``_lock``): close them after."""
+        idle = [g for g in self._open.values() if g is not self._serving and g is not self._writing and g.users == 0]
+        for g in idle:
+            del self._open[g.number]
+        return idle
+
+    @staticmethod
+    def _close(gens: list[_Open]) -> None:
+        for g in gens:
+            with contextlib.suppress(Exception):
+                g.backend.close()
+            g.release()
+
     @contextmanager
     def _use(self) -> Iterator[SearchBackend]:
         with self._lock:
-            if self._serving is None:
-                self._serving = self._current()
-            g = self._serving
+            g = self._serve()
             g.users += 1
         try:
             yield g.backend
         finally:
             with self._lock:
                 g.users -= 1
+                idle = self._idle()
+            self._close(idle)
 
     def check(self) -> None:
         """Raises SearchUnavailable unless searches can be answered."""
@@ -605,10 +640,10 @@ class LiveIndex:
                 self._writing = self._current()
             return self._writing.backend
 
-    def upsert(self, docs: list[IndexDoc]) -> None:  # type: ignore[override]
+    def upsert(self, docs: Sequence[IndexDoc]) -> None:
         self._writer().upsert(docs)
 
-    def delete(self, ids: list[str]) -> None:  # type: ignore[override]
+    def delete(self, ids: Sequence[str]) -> None:
         self._writer().delete(ids)
 
     def clear(self) -> None:
@@ -619,10 +654,7 @@ class LiveIndex:
             opened = list(self._open.values())
             self._open.clear()
             self._serving = self._writing = None
-        for g in opened:
-            with contextlib.suppress(Exception):
-                g.backend.close()
-            g.release()
+        self._close(opened)
         self.store.release_claim()
 
     # the indexer's side ------------------------------------------------------------------------
@@ -633,11 +665,13 @@ class LiveIndex:
     def follow(self) -> int:
         """Write the store's current generation from now on; returns its number. Searches stay on
         theirs until ``publish``. Raises SearchUnavailable if it cannot be opened (another key):
-        then nothing moves."""
+        then nothing moves. Deletes the generations no process has open any more."""
         with self._lock:
             self._writing = self._current()
             number = self._writing.number
-        self.release_unused()
+            idle = self._idle()
+        self._close(idle)
+        self.store.reap()
         return number
 
     def settled(self, generation: int) -> bool:
@@ -648,20 +682,8 @@ class LiveIndex:
         with self._lock:
             if self._writing is not None and self._writing.number == generation:
                 self._serving = self._writing
-        self.release_unused()
-
-    def release_unused(self) -> None:
-        """Close the generations neither searched nor written, once no search is in them, and
-        delete the ones no process has open."""
-        with self._lock:
-            idle = [g for g in self._open.values()
-                    if g is not self._serving and g is not self._writing and g.users == 0]
-            for g in idle:
-                del self._open[g.number]
-        for g in idle:
-            with contextlib.suppress(Exception):
-                g.backend.close()
-            g.release()
+            idle = self._idle()
+        self._close(idle)
         if idle:
             self.store.reap()
 

@@ -38,7 +38,7 @@ from core.outbox import SearchOutbox
 from doc_templates import kinds as K
 from doc_templates.fonts import texts
 from search.analyzer import Analyzer, Tokens
-from search.backends import IndexDoc, SearchBackend
+from search.backends import IndexDoc, SearchBackend, SearchUnavailable
 from search.generations import LiveIndex
 from search.tokenize_pool import TokenizerPool
 
@@ -348,8 +348,12 @@ class Indexer:
                           total=total, progress=progress)
             self.replay(build.backend)
         # Switched. If no server indexes this index, drain the rest of the outbox here (the
-        # server's indexer does it otherwise), then delete what nobody reads any more.
-        self.drain()
+        # server's indexer does it otherwise), then delete what nobody reads any more. The
+        # rebuild is done either way: what is left in the outbox stays there for the indexer.
+        try:
+            self.drain()
+        except SearchUnavailable as exc:
+            log.warning("search: the outbox is left to the server's indexer: %s", type(exc).__name__)
         self.backend.store.reap()
         return total
 

@@ -247,3 +247,28 @@ def test_an_index_from_before_generations_serves_until_the_first_rebuild(engine_
         assert sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.endswith(".lock")) == ["CURRENT"]
     finally:
         rt.close()
+
+
+@embedded
+def test_a_second_server_on_the_same_index_follows_the_switch(server, op, engine_settings):
+    """A second process on the index folder (say `uvicorn --workers 2`) is not the indexer: it searches
+    the current generation, and moves to a new one at its next search after the switch."""
+    rt, client = server
+    cw = login(client, "caseworker.haizhou")
+    hidden = household(client, cw, "只由重建收录庚辛")
+    run_sql(rt, "DELETE FROM search_outbox WHERE record_id = :i", i=hidden)
+    rt.indexer.drain()  # rt is the indexer
+    second = Runtime.open(engine_settings)
+    try:
+        second.indexer.drain()  # not elected: it leaves the outbox and the index alone
+        assert found(second, "只由重建收录庚辛") == set()
+        first = second.live_index.generation
+        op.indexer.reindex(workers=1)
+        assert found(second, "只由重建收录庚辛") == {hidden}  # followed CURRENT at once
+        assert second.live_index.generation == generation(rt) != first
+        assert len(generation_folders(rt)) == 2  # the indexer still serves the old one
+        rt.indexer.drain()
+        assert found(rt, "只由重建收录庚辛") == {hidden}
+        assert generation_folders(rt) == [f"gen-{generation(rt):06d}"]  # nobody has the old one open
+    finally:
+        second.close()
