@@ -378,10 +378,11 @@ class PostgresBackend:
         if key_check is None:
             return
         with db.engine.begin() as conn:
-            row = conn.execute(text("SELECT value FROM search_meta WHERE name = 'key_check'")).first()
-            if row is None:
-                conn.execute(text("INSERT INTO search_meta (name, value) VALUES ('key_check', :v)"), {"v": key_check})
-            elif row[0] != key_check:
+            # The first process to open an empty table stores its key check (a rebuild's switch may too).
+            conn.execute(text("INSERT INTO search_meta (name, value) VALUES ('key_check', :v) "
+                              "ON CONFLICT (name) DO NOTHING"), {"v": key_check})
+            stored = conn.execute(text("SELECT value FROM search_meta WHERE name = 'key_check'")).scalar_one()
+            if stored != key_check:
                 raise SearchUnavailable("the search table was built with another key: run `shouhu reindex`")
 
     @staticmethod

@@ -69,6 +69,7 @@ GENERATION = re.compile(r"^gen-(\d{6})$")
 GENERATION_LOCK = re.compile(r"^gen-(\d{6})\.lock$")
 CONTROL_FILES = {CURRENT, REBUILD_LOCK, INDEXER_LOCK, SWITCH_LOCK}
 PG_REBUILD_LOCK = 7_406_330_002  # "shouhu search rebuild" (the indexer's is ...001)
+REFUSE_AFTER = 2.0  # s a rebuild waits for its lock: indexers hold it shared for moments only
 
 
 class GenerationGone(SearchUnavailable):
@@ -291,7 +292,7 @@ class FolderStore:
     def begin_rebuild(self) -> FolderRebuild:
         self._ensure_root()
         # An indexer checking `settled` holds the lock shared for a moment: retry briefly.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + REFUSE_AFTER
         while (lock := _flock(self.root / REBUILD_LOCK, fcntl.LOCK_EX, wait=False)) is None:
             if time.monotonic() > deadline:
                 raise SearchUnavailable("another `shouhu reindex` is rebuilding this index")
@@ -345,9 +346,6 @@ class FolderStore:
             if entry.is_file(follow_symlinks=False) and entry.name not in CONTROL_FILES \
                     and not GENERATION_LOCK.match(entry.name) and not entry.name.startswith(f"{CURRENT}."):
                 os.unlink(entry.path)
-
-    def current_folder(self) -> Path:
-        return self.folder(self.current())
 
 
 @dataclass
@@ -445,7 +443,7 @@ class PostgresStore:
         conn = self.db.engine.connect()
         try:
             # An indexer checking `settled` holds the lock shared for a moment: retry briefly.
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + REFUSE_AFTER
             while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_REBUILD_LOCK}).scalar():
                 if time.monotonic() > deadline:
                     raise SearchUnavailable("another `shouhu reindex` is rebuilding this index")
