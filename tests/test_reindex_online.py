@@ -223,3 +223,56 @@ def test_reindex_while_the_server_answers_searches(tmp_path, engine):
             assert hidden in hits(http, city, hidden_name)[1]
         log = (Path(env["SHOUHU_DATA_DIR"]) / "logs" / "shouhu.log").read_text()
         assert "unhandled" not in log and "search indexer" not in log
+
+
+@pytest.mark.parametrize("engine", ["tantivy", "postgres"])
+def test_a_reindex_killed_midway_leaves_the_served_index_and_the_next_one_cleans_up(tmp_path, engine):
+    """kill -9 of `shouhu reindex` while it builds: the kernel (flock) or PostgreSQL (advisory lock)
+    lets go of its locks, the server keeps its index and releases the rows it kept, the half-built
+    generation is removed, and the next rebuild switches as usual."""
+    import signal
+    import subprocess
+
+    from cli_support import SHOUHU
+
+    with archive(tmp_path, engine) as (env, sql):
+        run_cli(env, "init")
+        run_cli(env, "demo", "--households", "120")
+        with serving(env, tmp_path / "serve.out") as server, server.client() as http:
+            wait_for("the outbox to drain", lambda: sql("SELECT count(*) FROM search_outbox")[0][0] == 0)
+            city = login(http, "supervisor.city")
+            minor = http.get("/api/v1/minors", params={"limit": 1}, headers=city).json()["items"][0]
+            want = hits(http, city, minor["name"])
+            before = generation(env, engine, sql)
+            root = Path(env["SHOUHU_DATA_DIR"]) / "index" / engine
+
+            def building() -> bool:
+                if engine == "postgres":
+                    return bool(sql("SELECT count(*) FROM pg_class WHERE relname = 'search_docs_build'")[0][0])
+                return (root / f"gen-{before + 1:06d}").is_dir()
+
+            proc = subprocess.Popen([SHOUHU, "reindex"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            try:
+                wait_for("the rebuild to start building", lambda: building() or proc.poll() is not None, 60)
+                proc.send_signal(signal.SIGKILL)
+            finally:
+                proc.wait(timeout=30)
+            assert proc.returncode == -signal.SIGKILL, "the rebuild finished before it could be killed"
+            assert generation(env, engine, sql) == before
+            household = http.post("/api/v1/households", headers=login(http, "caseworker.haizhou"),
+                                  json={"region_code": "320706001001", "address": "3组12号", "notes": "重建中断之后"})
+            assert household.status_code == 201, household.text
+            # The rows kept while the killed rebuild held its lock are released; search is as it was.
+            wait_for("the outbox to drain", lambda: sql("SELECT count(*) FROM search_outbox")[0][0] == 0, 30)
+            assert hits(http, city, minor["name"]) == want
+            assert household.json()["id"] in hits(http, city, "重建中断之后")[1]
+
+            rebuilt = run_cli(env, "reindex")
+            assert "搜索索引已重建" in output(rebuilt)
+            assert generation(env, engine, sql) == before + 1
+            if engine != "postgres":
+                wait_for("one generation left", lambda: sorted(p.name for p in root.iterdir() if p.is_dir())
+                         == [f"gen-{before + 1:06d}"], 30)
+            assert hits(http, city, minor["name"]) == want
+            assert household.json()["id"] in hits(http, city, "重建中断之后")[1]
