@@ -234,34 +234,24 @@ def serve(
 
 @app.command()
 def reindex() -> None:
-    """Rebuild the search index from the archive, with a progress bar. Safe to rerun or to stop midway.
+    """Rebuild the search index from the archive, with a progress bar, while the server keeps serving.
 
-    An embedded index (tantivy, Whoosh) has one writer: stop the server first. An index built with
-    another key or backend is thrown away and rebuilt."""
-    from sqlalchemy import text
-
-    from search.backends import SearchUnavailable, remove_index
+    The new index is built aside and replaces the old one in one step; a running `shouhu serve`
+    switches to it within about a second. Safe to rerun or to stop midway (the old index stays).
+    An index built with another key or backend is replaced the same way."""
+    from search.backends import SearchUnavailable
 
     with runtime() as rt:
         s = rt.settings
         op = Operator(rt)
         # A rebuild spans many transactions and the index files, so it cannot commit its event
-        # with the change: the 'allowed' event is committed before the first change (deleting
-        # an unusable index, the first batch), and an 'error' event follows if it stops midway.
-        # The log then never misses a rebuild that touched the index; if the process is killed
-        # midway, 'allowed' without 'error' still says only what happened: a rebuild began.
+        # with the change: the 'allowed' event is committed before the first change (the new
+        # generation), and an 'error' event follows if it stops midway. The log then never misses
+        # a rebuild that touched the index; if the process is killed midway, 'allowed' without
+        # 'error' still says only what happened: a rebuild began (and its generation was not used).
         op.record(Action.REINDEX, kind="search_index", rid=s.search_backend)
         try:
-            try:
-                rt.search_backend  # noqa: B018 - opens it: refused if built with another key or broken
-            except SearchUnavailable:
-                if s.search_backend == "postgres":
-                    with rt.db.engine.begin() as conn:
-                        conn.execute(text("DELETE FROM search_docs"))
-                        conn.execute(text("DELETE FROM search_meta"))
-                else:
-                    remove_index(s.search_backend, s.effective_search_index_dir)
-                console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
+            unusable = not rt.live_index.store.usable()
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("重建搜索索引", total=None)
                 total = rt.indexer.reindex(
@@ -269,8 +259,10 @@ def reindex() -> None:
         except BaseException as exc:
             op.failed(Action.REINDEX, exc, kind="search_index", rid=s.search_backend)
             if isinstance(exc, SearchUnavailable):
-                raise fail(f"{exc}（嵌入式索引只能有一个写入者：请先停止 `shouhu serve`）") from None
+                raise fail(f"搜索索引未重建：{exc}（原索引保持不变）") from None
             raise
+    if unusable:
+        console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
     console.print(f"搜索索引已重建（{s.search_backend}）：{total} 条记录。")
 
 

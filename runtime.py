@@ -37,7 +37,7 @@ from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
 from doc_templates.pool import shared_pool
 from search.analyzer import Analyzer
-from search.backends import SearchBackend, open_backend
+from search.generations import LiveIndex, open_store
 from search.indexer import Indexer, Sources
 from search.query import SearchService
 
@@ -90,22 +90,31 @@ class Runtime:
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)
-        self._backend: SearchBackend | None = None
+        self._live: LiveIndex | None = None
         self._indexer: Indexer | None = None
         self._search: SearchService | None = None
 
     # Search is opened on first use: most CLI commands never touch the index.
     @property
-    def search_backend(self) -> SearchBackend:
-        if self._backend is None:
-            self._backend = open_backend(self.settings.search_backend, folder=self.settings.effective_search_index_dir,
-                                         db=self.db, key_check=self.analyzer.check_value())
-        return self._backend
+    def live_index(self) -> LiveIndex:
+        """The index in its current generation, followed across `shouhu reindex` (never raises here)."""
+        if self._live is None:
+            self._live = LiveIndex(open_store(self.settings.search_backend,
+                                              folder=self.settings.effective_search_index_dir,
+                                              db=self.db, key_check=self.analyzer.check_value()))
+        return self._live
+
+    @property
+    def search_backend(self) -> LiveIndex:
+        """The live index, opened: SearchUnavailable if it was built with another key or is broken."""
+        live = self.live_index
+        live.check()
+        return live
 
     @property
     def indexer(self) -> Indexer:
         if self._indexer is None:
-            indexer = Indexer(db=self.db, backend=self.search_backend, analyzer=self.analyzer,
+            indexer = Indexer(db=self.db, backend=self.live_index, analyzer=self.analyzer,
                               sources=self.sources, regions=self.regions,
                               workers=self.settings.reindex_workers or os.cpu_count() or 1)
 
@@ -122,7 +131,7 @@ class Runtime:
     @property
     def search(self) -> SearchService:
         if self._search is None:
-            self._search = SearchService(backend=self.search_backend, analyzer=self.analyzer, sources=self.sources,
+            self._search = SearchService(backend=self.live_index, analyzer=self.analyzer, sources=self.sources,
                                          ring=self.ring, regions=self.regions, documents=self.documents)
         return self._search
 
@@ -212,7 +221,7 @@ class Runtime:
     def close(self) -> None:
         if self._indexer is not None:
             self._indexer.stop()
-        if self._backend is not None:
-            self._backend.close()
+        if self._live is not None:
+            self._live.close()
         self.db.dispose()
 

@@ -578,7 +578,7 @@ def test_audit_and_reindex_commands_log_exactly_their_events(rt, shouhu, tmp_pat
         raise SearchUnavailable("index locked")
 
     monkeypatch.setattr(Indexer, "reindex", broken)
-    assert "请先停止" in shouhu("reindex", ok=False).output
+    assert "原索引保持不变" in shouhu("reindex", ok=False).output
     shouhu.logged(Ev("search:index:rebuild", "allowed", "search_index", backend),
                   Ev("search:index:rebuild", "error", "search_index", backend, "error:SearchUnavailable"))
 
