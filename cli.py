@@ -239,7 +239,10 @@ def serve(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     console.print(f"Shouhu 正在 http://{host}:{port} 提供服务（API 文档 /docs）。")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For from any loopback peer as
+    # the client address, letting a local client pick the address sign-in limits count;
+    # SHOUHU_TRUSTED_PROXIES says whose header to believe (access_control/addresses.py).
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
 
 
 # search -------------------------------------------------------------------------
