@@ -120,7 +120,8 @@ class Token(Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins per username (keyed hash, so unknown names are throttled too)."""
+    """Sign-in attempts per username or per client address (keyed hashes: unknown names are
+    throttled too, and no name or address is stored)."""
 
     __tablename__ = "login_throttle"
 
@@ -334,10 +335,6 @@ class Throttle:
 
     def _address_key(self, address: str) -> str:
         return self._ring.keyed_hash("login-throttle-address", address)
-
-    def locked(self, session: Session, username: str, *, now: datetime) -> bool:
-        row = session.get(LoginThrottle, self._key(username))
-        return bool(row and row.locked_until and row.locked_until > now)
 
     def _bump(self, session: Session, key: str, *, now: datetime) -> tuple[int, datetime | None, datetime]:
         """Count one attempt for ``key``; returns (attempts in the window, lock end, window start)."""
