@@ -132,6 +132,7 @@ def test_forty_parallel_wrong_passwords_get_at_most_the_limit_checked(served_arc
         answers = parallel(40, lambda i: http.post("/api/v1/auth/token",
                                                    data={"username": USER, "password": f"wrong-password-{i}"}))
         statuses = Counter(r.status_code for r in answers)
+        print(f"40 parallel wrong passwords for one account: {dict(statuses)}")
         assert set(statuses) <= {401, 429}, statuses
         assert statuses[401] <= limit and statuses[429] >= 40 - limit, statuses
         for r in answers:
