@@ -29,7 +29,12 @@ from access_control.identity import (
     operator_actor,
     revoke_all_tokens,
 )
-from access_control.policy import TWO_PERSON_MESSAGES, roles_needing_approval, two_person_conflict
+from access_control.policy import (
+    TWO_PERSON_MESSAGES,
+    role_assignment_problem,
+    roles_needing_approval,
+    two_person_conflict,
+)
 from access_control.users import active_admin_exists, decide_grant, open_grant, pending_grant, roles_problem
 from core import keys as keystore
 from core.db import new_id
@@ -343,6 +348,15 @@ def doctor() -> None:
                         check("密钥环 key ring", True, f"当前密钥 {rt.ring.current_kek_id}")
                     except (ConfigError, Exception) as exc:  # noqa: BLE001
                         check("密钥环 key ring", False, str(exc) or "无可用密钥：运行 `shouhu init`")
+                    if current == head:
+                        with rt.db.read_session() as rs:
+                            rows = rs.execute(select(User.username, User.roles, Org.type)
+                                              .join(Org, Org.id == User.org_id).where(User.disabled.is_(False))).all()
+                        bad = sorted(name for name, roles, org_type in rows
+                                     if roles and role_assignment_problem(org_type, roles))
+                        check("角色与单位类型 roles", not bad, "均符合规则" if not bad else
+                              f"{len(bad)} 个用户的角色不符合单位类型或互斥规则（{', '.join(bad[:5])}）："
+                              "用 `shouhu users set-roles` 更正或 `shouhu users disable` 停用")
             finally:
                 rt.close()
         except Exception as exc:  # noqa: BLE001 - any failure to connect is reported

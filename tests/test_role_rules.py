@@ -411,3 +411,23 @@ def test_exclusive_roles_stand_alone_in_any_org(rt, client, tokens, role_names):
         r = client.post("/api/v1/users", headers=tokens["admin"],
                         json={"username": f"x.{org_type}", "name": "互斥", "org_id": org_id, "roles": list(role_names)})
         assert r.status_code == 422, (org_type, r.text)
+
+
+def test_doctor_names_users_whose_roles_break_the_rules(rt, monkeypatch):
+    """Users made before the rules (or directly in the database) are found by `shouhu doctor`."""
+    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
+    monkeypatch.setattr(cli, "console", Console(width=400))
+    runner = CliRunner()
+
+    def roles_line() -> str:
+        out = runner.invoke(cli.app, ["doctor"]).output
+        return next(line for line in out.splitlines() if "角色与单位类型" in line)
+
+    assert "均符合规则" in roles_line()
+    with rt.db.session() as s:
+        it = s.scalar(select(Org).where(Org.type == "it").limit(1))
+        create_user(s, rt.passwords, username="legacy.reader", display_name="旧账号", org=it, roles=["caseworker"],
+                    password=DEMO_PASSWORD, now=rt.clock())
+        s.commit()
+    line = roles_line()
+    assert "1 个用户" in line and "legacy.reader" in line
