@@ -350,9 +350,9 @@ def doctor() -> None:
                         check("密钥环 key ring", False, str(exc) or "无可用密钥：运行 `shouhu init`")
                     if current == head:
                         with rt.db.read_session() as rs:
-                            rows = rs.execute(select(User.username, User.roles, Org.type)
+                            held = rs.execute(select(User.username, User.roles, Org.type)
                                               .join(Org, Org.id == User.org_id).where(User.disabled.is_(False))).all()
-                        bad = sorted(name for name, roles, org_type in rows
+                        bad = sorted(name for name, roles, org_type in held
                                      if roles and role_assignment_problem(org_type, roles))
                         check("角色与单位类型 roles", not bad, "均符合规则" if not bad else
                               f"{len(bad)} 个用户的角色不符合单位类型或互斥规则（{', '.join(bad[:5])}）："
