@@ -75,7 +75,8 @@ class Runtime:
         self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite], signer=self._load_signer())
         self.passwords = Passwords(s)
         self.throttle = Throttle(s, self.ring)
-        self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length)
+        self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length,
+                               min_password_score=s.min_password_score)
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
         self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
@@ -206,9 +207,10 @@ class Runtime:
         self.load()
         return created
 
-    def guard(self, session, actor: Actor, *, request_id: str | None = None) -> Guard:  # type: ignore[no-untyped-def]
+    def guard(self, session, actor: Actor, *, request_id: str | None = None,  # type: ignore[no-untyped-def]
+              operator: Actor | None = None) -> Guard:
         return Guard(session=session, actor=actor, request_id=request_id or new_id("req"),
-                     now=self.clock(), policy=self.policy, audit=self.audit)
+                     now=self.clock(), policy=self.policy, audit=self.audit, operator=operator)
 
     def checkpoint_now(self) -> dict[str, object] | None:
         """Sign a checkpoint if the log grew since the last one (the schedule calls this)."""
