@@ -17,10 +17,25 @@ from sqlalchemy import func, make_url, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from access_control.actions import Action, Role
+from access_control.actions import ROLE_LABELS, Action, Role
 from access_control.audit import EventDraft
 from access_control.guard import Guard
-from access_control.identity import Org, User, create_user, generate_password, revoke_all_tokens, system_actor
+from access_control.identity import (
+    Org,
+    RoleGrant,
+    User,
+    create_user,
+    generate_password,
+    operator_actor,
+    revoke_all_tokens,
+)
+from access_control.policy import (
+    TWO_PERSON_MESSAGES,
+    role_assignment_problem,
+    roles_needing_approval,
+    two_person_conflict,
+)
+from access_control.users import active_admin_exists, decide_grant, open_grant, pending_grant, roles_problem
 from core import keys as keystore
 from core.db import new_id
 from core.errors import AuditUnavailable, InvalidInput, ShouhuError
@@ -87,6 +102,9 @@ OPERATOR_RULE = "cli:operator"
 class Operator:
     """One operator command's entries in the access log, as the CLI's system actor.
 
+    The actor is ``system:cli:<OS user>`` (the account that ran ``shouhu``); a command
+    run for a user (``print --as``) is logged with that user as ``on_behalf_of``.
+
     Whoever runs ``shouhu`` holds the master key and the database, so an operator
     command is allowed by rule ``cli:operator``; what the archive refuses (an unknown
     user, the current KEK, nothing to shred) is logged 'denied', and what fails
@@ -98,7 +116,7 @@ class Operator:
 
     def __init__(self, rt: Runtime):
         self.rt = rt
-        self.actor = system_actor()
+        self.actor = operator_actor()
         self.request_id = new_id("cli")
 
     @staticmethod
@@ -229,7 +247,10 @@ def serve(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     console.print(f"Shouhu 正在 http://{host}:{port} 提供服务（API 文档 /docs）。")
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For from any loopback peer as
+    # the client address, letting a local client pick the address sign-in limits count;
+    # SHOUHU_TRUSTED_PROXIES says whose header to believe (access_control/addresses.py).
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
 
 
 # search -------------------------------------------------------------------------
@@ -237,34 +258,24 @@ def serve(
 
 @app.command()
 def reindex() -> None:
-    """Rebuild the search index from the archive, with a progress bar. Safe to rerun or to stop midway.
+    """Rebuild the search index from the archive, with a progress bar, while the server keeps serving.
 
-    An embedded index (tantivy, Whoosh) has one writer: stop the server first. An index built with
-    another key or backend is thrown away and rebuilt."""
-    from sqlalchemy import text
-
-    from search.backends import SearchUnavailable, remove_index
+    The new index is built aside and replaces the old one in one step; a running `shouhu serve`
+    switches to it within about a second. Safe to rerun or to stop midway (the old index stays).
+    An index built with another key or backend is replaced the same way."""
+    from search.backends import SearchUnavailable
 
     with runtime() as rt:
         s = rt.settings
         op = Operator(rt)
         # A rebuild spans many transactions and the index files, so it cannot commit its event
-        # with the change: the 'allowed' event is committed before the first change (deleting
-        # an unusable index, the first batch), and an 'error' event follows if it stops midway.
-        # The log then never misses a rebuild that touched the index; if the process is killed
-        # midway, 'allowed' without 'error' still says only what happened: a rebuild began.
+        # with the change: the 'allowed' event is committed before the first change (the new
+        # generation), and an 'error' event follows if it stops midway. The log then never misses
+        # a rebuild that touched the index; if the process is killed midway, 'allowed' without
+        # 'error' still says only what happened: a rebuild began (and its generation was not used).
         op.record(Action.REINDEX, kind="search_index", rid=s.search_backend)
         try:
-            try:
-                rt.search_backend  # noqa: B018 - opens it: refused if built with another key or broken
-            except SearchUnavailable:
-                if s.search_backend == "postgres":
-                    with rt.db.engine.begin() as conn:
-                        conn.execute(text("DELETE FROM search_docs"))
-                        conn.execute(text("DELETE FROM search_meta"))
-                else:
-                    remove_index(s.search_backend, s.effective_search_index_dir)
-                console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
+            unusable = not rt.live_index.store.usable()
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("重建搜索索引", total=None)
                 total = rt.indexer.reindex(
@@ -272,8 +283,10 @@ def reindex() -> None:
         except BaseException as exc:
             op.failed(Action.REINDEX, exc, kind="search_index", rid=s.search_backend)
             if isinstance(exc, SearchUnavailable):
-                raise fail(f"{exc}（嵌入式索引只能有一个写入者：请先停止 `shouhu serve`）") from None
+                raise fail(f"搜索索引未重建：{exc}（原索引保持不变）") from None
             raise
+    if unusable:
+        console.print("原有搜索索引不能使用（密钥或引擎不同，或已损坏），已删除并重建。")
     console.print(f"搜索索引已重建（{s.search_backend}）：{total} 条记录。")
 
 
@@ -330,6 +343,15 @@ def doctor() -> None:
                         check("密钥环 key ring", True, f"当前密钥 {rt.ring.current_kek_id}")
                     except (ConfigError, Exception) as exc:  # noqa: BLE001
                         check("密钥环 key ring", False, str(exc) or "无可用密钥：运行 `shouhu init`")
+                    if current == head:
+                        with rt.db.read_session() as rs:
+                            held = rs.execute(select(User.username, User.roles, Org.type)
+                                              .join(Org, Org.id == User.org_id).where(User.disabled.is_(False))).all()
+                        bad = sorted(name for name, roles, org_type in held
+                                     if roles and role_assignment_problem(org_type, roles))
+                        check("角色与单位类型 roles", not bad, "均符合规则" if not bad else
+                              f"{len(bad)} 个用户的角色不符合单位类型或互斥规则（{', '.join(bad[:5])}）："
+                              "用 `shouhu users set-roles` 更正或 `shouhu users disable` 停用")
             finally:
                 rt.close()
         except Exception as exc:  # noqa: BLE001 - any failure to connect is reported
@@ -380,10 +402,14 @@ def users_add(
     username: str,
     name: Annotated[str, typer.Option(help="Display name.")],
     org: Annotated[str, typer.Option(help="Org id or exact org name.")],
-    role: Annotated[list[Role], typer.Option(help="Role; repeat for several.")],
+    role: Annotated[list[Role], typer.Option(help="Role; repeat for several (the org type must allow them).")],
     password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
 ) -> None:
-    """Create a user. Without --password-stdin a temporary password is printed once."""
+    """Create a user. Without --password-stdin a temporary password is printed once.
+
+    Roles must suit the org type (docs/security.md). Admin, auditor and custodian are
+    each held alone, and wait for a second administrator (`shouhu users approve`), except
+    the first administrator of an archive that has none (the bootstrap)."""
     action = Action.USER_CREATE
     with runtime() as rt:
         op = Operator(rt)
@@ -391,11 +417,12 @@ def users_add(
         # Refused before the user exists, an event has no user id to name: it holds the
         # username's keyed hash, as a failed sign-in does (events never hold names).
         new_name = {"username_hash": op.username_hash(username)}
+        roles = sorted({r.value for r in role})
         with op.change() as g:
             s = g.session
             if password_stdin:
                 try:
-                    rt.users.check_password(password)
+                    rt.users.check_password(password, context=(username, name))
                 except InvalidInput as exc:
                     message = exc.details["fields"][0]["message"]
                     raise op.deny(g, action, message, kind="user", reason="password:too_weak",
@@ -403,25 +430,155 @@ def users_add(
             org_row = s.scalar(select(Org).where(or_(Org.id == org, Org.name == org)))
             if org_row is None:
                 raise op.deny(g, action, f"没有单位 {org}", kind="user", reason="org:not_found", details=new_name)
+            if problem := roles_problem(org_row, roles):
+                raise op.deny(g, action, problem.message, kind="user", reason=problem.rule,
+                              details={**new_name, "org_id": org_row.id, "roles": roles})
             taken = s.scalar(select(User.id).where(User.username == username))
             if taken:
                 raise op.deny(g, action, f"用户名 {username} 已存在", kind="user", rid=taken,
                               reason="user:username_taken")
+            added = roles_needing_approval([], roles)
+            # The first administrator of an archive with none: nobody could approve it.
+            bootstrap = Role.ADMIN.value in added and not active_admin_exists(s)
+            pending = bool(added) and not bootstrap
             user = create_user(s, rt.passwords, username=username, display_name=name, org=org_row,
-                               roles=role, password=password, now=g.now,
-                               must_change_password=not password_stdin)
+                               roles=[] if pending else roles, password=password, now=g.now,
+                               must_change_password=not password_stdin, pending_approval=pending)
             try:
                 s.flush()
             except IntegrityError:  # taken meanwhile by another process
                 raise op.deny(g, action, f"用户名 {username} 已存在", kind="user", reason="user:username_taken",
                               details=new_name) from None
             uid = user.id
-            g.record(op.draft(action, kind="user", rid=uid,
-                              details={"org_id": org_row.id, "roles": sorted(r.value for r in role)}))
+            g.record(op.draft(action, kind="user", rid=uid, reason=BOOTSTRAP_RULE if bootstrap else OPERATOR_RULE,
+                              details={"org_id": org_row.id, "roles": roles}))
+            grant_id = None
+            if pending:
+                grant = open_grant(s, user=user, roles=roles, added=added, kind="create", requester=op.actor,
+                                   now=g.now)
+                grant_id = grant.id
+                g.record(op.draft(Action.ROLE_GRANT_REQUEST, kind="role_grant", rid=grant.id,
+                                  details={"user_id": uid, "roles": roles, "added": added}))
             g.commit()
     console.print(f"已创建用户 {username}（{uid}）。")
+    if grant_id:
+        console.print(f"{_role_names(added)}角色须由另一名管理员批准（授权 {grant_id}），批准前该账号不能登录："
+                      f"`shouhu users approve {grant_id}`（须由另一操作员运行）或在“系统管理 › 授权审批”中批准。")
+    if bootstrap:
+        console.print("这是本档案库的第一名系统管理员，无需批准；此后授予管理员、审计员或保管人角色均须第二名管理员批准。")
     if not password_stdin:
         console.print(f"临时密码（只显示这一次）：{password}")
+
+
+BOOTSTRAP_RULE = "cli:operator+bootstrap:first_admin"
+
+
+def _role_names(roles: list[str]) -> str:
+    return "、".join(f"“{ROLE_LABELS[Role(r)]}”" for r in roles)
+
+
+@users_app.command("set-roles")
+def users_set_roles(
+    username: str,
+    role: Annotated[list[Role], typer.Option(help="The user's roles after the change; repeat for several.")],
+) -> None:
+    """Set a user's roles. Adding admin, auditor or custodian waits for a second administrator."""
+    action = Action.USER_CHANGE_ROLES
+    roles = sorted({r.value for r in role})
+    with runtime() as rt:
+        op = Operator(rt)
+        with op.change() as g:
+            user = _operator_target(op, g, action, username)
+            org_row = g.session.get(Org, user.org_id)
+            assert org_row is not None
+            details: dict[str, object] = {"roles": roles, "before": sorted(user.roles)}
+            if problem := roles_problem(org_row, roles):
+                raise op.deny(g, action, problem.message, kind="user", rid=user.id, reason=problem.rule,
+                              details=details)
+            if pending_grant(g.session, user.id) is not None or user.pending_approval:
+                raise op.deny(g, action, "该用户有待批准的授权，请先批准或驳回。", kind="user", rid=user.id,
+                              reason="grant:already_pending", details=details)
+            added = roles_needing_approval(user.roles, roles)
+            g.record(op.draft(action, kind="user", rid=user.id, details=details))
+            grant_id = None
+            if added:
+                grant = open_grant(g.session, user=user, roles=roles, added=added, kind="change",
+                                   requester=op.actor, now=g.now)
+                grant_id = grant.id
+                g.record(op.draft(Action.ROLE_GRANT_REQUEST, kind="role_grant", rid=grant.id,
+                                  details={"user_id": user.id, "roles": roles, "added": added}))
+            else:
+                user.roles = roles
+            g.commit()
+    if grant_id:
+        console.print(f"{_role_names(added)}角色须由另一名管理员批准（授权 {grant_id}）；"
+                      f"批准前 {username} 的角色不变。")
+    else:
+        console.print(f"用户 {username} 的角色已改为 {_role_names(roles)}。")
+
+
+def _decide(grant_id: str, *, approve: bool) -> None:
+    action = Action.ROLE_GRANT_APPROVE if approve else Action.ROLE_GRANT_REJECT
+    with runtime() as rt:
+        op = Operator(rt)
+        with op.change() as g:
+            grant = g.session.get(RoleGrant, grant_id)
+            if grant is None:
+                raise op.deny(g, action, f"没有授权申请 {grant_id}", kind="role_grant", rid=grant_id[:64],
+                              reason="record:not_found")
+            details: dict[str, object] = {"user_id": grant.user_id, "roles": list(grant.roles),
+                                          "added": list(grant.added), "requested_by": grant.requested_by_name}
+            if grant.status != "pending":
+                raise op.deny(g, action, f"授权申请 {grant_id} 已处理（{grant.status}）", kind="role_grant",
+                              rid=grant.id, reason="grant:not_pending", details=details)
+            if approve:
+                conflict = two_person_conflict(op.actor, requested_by=grant.requested_by, user_id=grant.user_id)
+                if conflict:
+                    raise op.deny(g, action, TWO_PERSON_MESSAGES[conflict] + f"（申请人 {grant.requested_by_name}）",
+                                  kind="role_grant", rid=grant.id, reason=conflict, details=details)
+                user = g.session.get(User, grant.user_id)
+                org_row = g.session.get(Org, user.org_id) if user else None
+                if org_row is None or roles_problem(org_row, list(grant.roles)):
+                    raise op.deny(g, action, "该授权不符合单位类型与角色的对应规则。", kind="role_grant", rid=grant.id,
+                                  reason="roles:org_type", details=details)
+            g.record(op.draft(action, kind="role_grant", rid=grant.id, details=details))
+            if not decide_grant(g.session, grant, approve=approve, decider=op.actor, now=g.now):
+                raise op.deny(g, action, f"授权申请 {grant_id} 已处理", kind="role_grant", rid=grant.id,
+                              reason="grant:not_pending", details=details)
+            g.commit()
+    console.print(f"已{'批准' if approve else '驳回'}授权申请 {grant_id}。")
+
+
+@users_app.command("approve")
+def users_approve(grant_id: str) -> None:
+    """Approve a pending grant of admin, auditor or custodian (not by the operator who asked)."""
+    _decide(grant_id, approve=True)
+
+
+@users_app.command("reject")
+def users_reject(grant_id: str) -> None:
+    """Reject a pending grant (an account created with it stays disabled)."""
+    _decide(grant_id, approve=False)
+
+
+@users_app.command("grants")
+def users_grants(
+    status: Annotated[str, typer.Option(help="pending, approved or rejected.")] = "pending",
+) -> None:
+    """List grants of admin, auditor or custodian (the two-person rule)."""
+    if status not in ("pending", "approved", "rejected"):
+        raise fail("--status 只能是 pending、approved 或 rejected")
+    with runtime() as rt, rt.db.read_session() as s:
+        table = Table()
+        for col in ("授权", "用户名", "类型", "申请后的角色", "须批准", "申请人", "申请时间", "处理人"):
+            table.add_column(col)
+        rows = s.execute(select(RoleGrant, User.username).join(User, User.id == RoleGrant.user_id)
+                         .where(RoleGrant.status == status).order_by(RoleGrant.requested_at))
+        for grant, username in rows:
+            table.add_row(grant.id, username, grant.kind, ",".join(grant.roles), ",".join(grant.added),
+                          grant.requested_by_name, grant.requested_at.isoformat(timespec="seconds"),
+                          grant.decided_by_name or "")
+        console.print(table)
 
 
 @users_app.command("disable")
@@ -464,8 +621,8 @@ def users_list() -> None:
             table.add_column(col)
         rows = s.execute(select(User, Org.name).join(Org, Org.id == User.org_id).order_by(User.username))
         for user, org_name in rows:
-            table.add_row(user.username, user.display_name, org_name, ",".join(user.roles), user.region_code,
-                          "停用" if user.disabled else "启用")
+            state = "停用" if user.disabled else "待批准" if user.pending_approval else "启用"
+            table.add_row(user.username, user.display_name, org_name, ",".join(user.roles), user.region_code, state)
         console.print(table)
 
 
@@ -580,7 +737,9 @@ def print_documents(
     kind: Annotated[str, typer.Option(help="household_file or minor_file (any kind about a household or minor).")],
     region: Annotated[str, typer.Option(help="Region code: every subject in its subtree is printed.")],
     out: Annotated[Path, typer.Option(help="The PDF to write.")],
-    as_user: Annotated[str, typer.Option("--as", help="The user printing; policy applies to them.")],
+    as_user: Annotated[str, typer.Option(
+        "--as", help="The user printing for: policy applies to them; the log names the operator "
+        "(system:cli:<OS user>) acting on their behalf.")],
     issue: Annotated[bool, typer.Option(help="Issue each as a numbered official document (stored).")] = False,
 ) -> None:
     """Print many documents as one PDF, rendered in one pass, with a progress bar."""
@@ -589,17 +748,23 @@ def print_documents(
     from doc_templates.render import Renderer
 
     with runtime() as rt:
+        op = Operator(rt)
         with rt.db.session() as s:
-            user = _find_user(rt, s, as_user)
-            if user.disabled:
-                raise fail(f"用户 {as_user} 已停用")
-            actor = actor_for(s, user)
+            user = s.scalar(select(User).where(User.username == as_user))
+            actor = actor_for(s, user) if user is not None and not user.disabled else None
+        if actor is None:
+            # Refused before anything is read; the log names the operator and, as for an
+            # unknown sign-in name, only a keyed hash of the name typed.
+            op.record(Action.DOCUMENT_PRINT, kind="user", rid=user.id if user else "", outcome="denied",
+                      reason="user:disabled" if user else "record:not_found",
+                      details={} if user else {"username_hash": op.username_hash(as_user)})
+            raise fail(f"用户 {as_user} 已停用" if user else f"没有用户 {as_user}")
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("排版", total=None)
             renderer = Renderer()
             try:
                 with rt.db.session() as s:
-                    g = rt.guard(s, actor)
+                    g = rt.guard(s, actor, operator=op.actor, request_id=op.request_id)
                     try:
                         pdf, issued = rt.documents.print_batch(
                             g, kind, region=region, issue=issue, renderer=renderer,

@@ -251,7 +251,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def domain_error(request: Request, exc: ShouhuError) -> Response:
         if wants_html(request):
             return web.app.error_page(request, exc.status, exc.message)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -38,7 +38,7 @@ from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
 from doc_templates.pool import shared_pool
 from search.analyzer import Analyzer
-from search.backends import SearchBackend, open_backend
+from search.generations import LiveIndex, open_store
 from search.indexer import Indexer, Sources
 from search.query import SearchService
 
@@ -76,7 +76,8 @@ class Runtime:
         self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite], signer=self._load_signer())
         self.passwords = Passwords(s)
         self.throttle = Throttle(s, self.ring)
-        self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length)
+        self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length,
+                               min_password_score=s.min_password_score)
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
         self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
@@ -92,22 +93,31 @@ class Runtime:
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)
         self.upgraded = sealed_upgrade.Upgraded()  # what ``initialize`` encrypted of earlier plain values
-        self._backend: SearchBackend | None = None
+        self._live: LiveIndex | None = None
         self._indexer: Indexer | None = None
         self._search: SearchService | None = None
 
     # Search is opened on first use: most CLI commands never touch the index.
     @property
-    def search_backend(self) -> SearchBackend:
-        if self._backend is None:
-            self._backend = open_backend(self.settings.search_backend, folder=self.settings.effective_search_index_dir,
-                                         db=self.db, key_check=self.analyzer.check_value())
-        return self._backend
+    def live_index(self) -> LiveIndex:
+        """The index in its current generation, followed across `shouhu reindex` (never raises here)."""
+        if self._live is None:
+            self._live = LiveIndex(open_store(self.settings.search_backend,
+                                              folder=self.settings.effective_search_index_dir,
+                                              db=self.db, key_check=self.analyzer.check_value()))
+        return self._live
+
+    @property
+    def search_backend(self) -> LiveIndex:
+        """The live index, opened: SearchUnavailable if it was built with another key or is broken."""
+        live = self.live_index
+        live.check()
+        return live
 
     @property
     def indexer(self) -> Indexer:
         if self._indexer is None:
-            indexer = Indexer(db=self.db, backend=self.search_backend, analyzer=self.analyzer,
+            indexer = Indexer(db=self.db, backend=self.live_index, analyzer=self.analyzer,
                               sources=self.sources, regions=self.regions,
                               workers=self.settings.reindex_workers or os.cpu_count() or 1)
 
@@ -124,7 +134,7 @@ class Runtime:
     @property
     def search(self) -> SearchService:
         if self._search is None:
-            self._search = SearchService(backend=self.search_backend, analyzer=self.analyzer, sources=self.sources,
+            self._search = SearchService(backend=self.live_index, analyzer=self.analyzer, sources=self.sources,
                                          ring=self.ring, regions=self.regions, documents=self.documents)
         return self._search
 
@@ -201,9 +211,10 @@ class Runtime:
         self.upgraded = sealed_upgrade.run(self.db, self.vault, self.ring, self.sealed)
         return created
 
-    def guard(self, session, actor: Actor, *, request_id: str | None = None) -> Guard:  # type: ignore[no-untyped-def]
+    def guard(self, session, actor: Actor, *, request_id: str | None = None,  # type: ignore[no-untyped-def]
+              operator: Actor | None = None) -> Guard:
         return Guard(session=session, actor=actor, request_id=request_id or new_id("req"),
-                     now=self.clock(), policy=self.policy, audit=self.audit)
+                     now=self.clock(), policy=self.policy, audit=self.audit, operator=operator)
 
     def checkpoint_now(self) -> dict[str, object] | None:
         """Sign a checkpoint if the log grew since the last one (the schedule calls this)."""
@@ -216,7 +227,7 @@ class Runtime:
     def close(self) -> None:
         if self._indexer is not None:
             self._indexer.stop()
-        if self._backend is not None:
-            self._backend.close()
+        if self._live is not None:
+            self._live.close()
         self.db.dispose()
 

@@ -18,6 +18,12 @@ class Action(StrEnum):
     USER_DISABLE = "identity:user:disable"
     USER_RESET_PASSWORD = "identity:user:reset_password"
     USER_CHANGE_OWN_PASSWORD = "identity:user:change_own_password"
+    USER_CHANGE_ROLES = "identity:user:change_roles"
+    # the two-person rule: a grant of admin, auditor or custodian waits for a second administrator
+    ROLE_GRANT_REQUEST = "identity:role_grant:request"
+    ROLE_GRANT_LIST = "identity:role_grant:list"
+    ROLE_GRANT_APPROVE = "identity:role_grant:approve"
+    ROLE_GRANT_REJECT = "identity:role_grant:reject"
     # keys (CLI operations are audited like API ones)
     KEY_ROTATE = "keys:kek:rotate"
     KEY_RETIRE = "keys:kek:retire"

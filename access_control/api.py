@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from access_control.actions import Action
+from access_control.addresses import client_address
 from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep
-from access_control.identity import Org, User, revoke_token
+from access_control.identity import Org, User, revoke_token, token_hash
 from access_control.policy import Resource
 from access_control.regions import Region
 from access_control.users import (
     OrgPublic,
+    RoleGrantPublic,
+    RolesChange,
     TemporaryPassword,
     UserCreate,
     UserCreated,
@@ -57,7 +60,10 @@ class PasswordChange(BaseModel):
 
 
 @router.post("/auth/token", response_model=TokenResponse, tags=["auth"],
-             summary="Sign in with username and password (OAuth2 password form)")
+             summary="Sign in with username and password (OAuth2 password form)",
+             description="Failed attempts are counted per username and per client address before the password "
+             "is checked; over the limit the answer is 429 `too_many_attempts` with `Retry-After`. When too many "
+             "password checks run at once: 503 `login_busy` with `Retry-After`.")
 def create_token(
     request: Request,
     runtime: RuntimeDep,
@@ -69,6 +75,7 @@ def create_token(
         audit=runtime.audit, username=form.username, password=form.password,
         request_id=request.state.request_id, now=runtime.clock(),
         ttl=runtime.settings.token_ttl_seconds,
+        address=client_address(request, runtime.settings.trusted_proxies),
     )
     return TokenResponse(access_token=token, expires_in=runtime.settings.token_ttl_seconds)
 
@@ -92,9 +99,14 @@ def me(g: GuardDep) -> Me:
               region_code=a.region_code, must_change_password=user.must_change_password)
 
 
-@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"])
-def change_password(g: GuardDep, runtime: RuntimeDep, body: PasswordChange) -> None:
-    runtime.users.change_own_password(g, body.current_password, body.new_password)
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
+             summary="Change your own password; every other session of yours ends",
+             description="The only call (besides /me and logout) a user with a temporary password may make. "
+             "The new password is judged by zxcvbn with your username and name as known words (422 naming "
+             "`new_password`). Your other API tokens and page sessions are revoked; this token continues.")
+def change_password(g: GuardDep, runtime: RuntimeDep, body: PasswordChange, token: BearerToken) -> None:
+    runtime.users.change_own_password(g, body.current_password, body.new_password,
+                                      keep_token_hash=token_hash(runtime.ring, token))
 
 
 @router.get("/regions", tags=["identity"],
@@ -115,9 +127,16 @@ def orgs(g: GuardDep) -> dict[str, list[OrgPublic]]:
     return {"items": [org_public(o) for o in rows]}
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserCreated, tags=["users"])
-def create_user(g: GuardDep, runtime: RuntimeDep, body: UserCreate) -> UserCreated:
-    return runtime.users.create(g, body)
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserCreated, tags=["users"],
+             responses={202: {"model": UserCreated, "description": "Created pending: a role in the request "
+                                                                   "(admin, auditor, custodian) waits for a second "
+                                                                   "administrator (`pending_grant`)"}},
+             summary="Create a user (roles must suit the org type; see docs/security.md)")
+def create_user(g: GuardDep, runtime: RuntimeDep, body: UserCreate, response: Response) -> UserCreated:
+    created = runtime.users.create(g, body)
+    if created.pending_grant is not None:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return created
 
 
 @router.get("/users", response_model=dict[str, list[UserPublic]], tags=["users"])
@@ -139,3 +158,36 @@ def disable_user(g: GuardDep, runtime: RuntimeDep, user_id: str) -> UserPublic:
 @router.post("/users/{user_id}/reset-password", response_model=TemporaryPassword, tags=["users"])
 def reset_password(g: GuardDep, runtime: RuntimeDep, user_id: str) -> TemporaryPassword:
     return runtime.users.reset_password(g, user_id)
+
+
+@router.put("/users/{user_id}/roles", response_model=UserPublic, tags=["users"],
+            responses={202: {"model": UserPublic, "description": "Adding admin, auditor or custodian waits for a "
+                                                                 "second administrator (`pending_grant`)"}},
+            summary="Set a user's roles (roles must suit the org type; see docs/security.md)")
+def change_roles(g: GuardDep, runtime: RuntimeDep, user_id: str, body: RolesChange,
+                 response: Response) -> UserPublic:
+    out = runtime.users.change_roles(g, user_id, body)
+    if out.pending_grant is not None:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return out
+
+
+@router.get("/role-grants", response_model=dict[str, list[RoleGrantPublic]], tags=["users"],
+            summary="Grants of admin, auditor or custodian, by status (the two-person rule)")
+def list_role_grants(
+    g: GuardDep, runtime: RuntimeDep,
+    grant_status: Annotated[Literal["pending", "approved", "rejected"] | None, Query(alias="status")] = "pending",
+) -> dict[str, list[RoleGrantPublic]]:
+    return {"items": runtime.users.list_grants(g, status=grant_status)}
+
+
+@router.post("/role-grants/{grant_id}/approve", response_model=RoleGrantPublic, tags=["users"],
+             summary="Approve a pending grant: a second administrator, not the one who asked nor the user")
+def approve_role_grant(g: GuardDep, runtime: RuntimeDep, grant_id: str) -> RoleGrantPublic:
+    return runtime.users.decide_grant(g, grant_id, approve=True)
+
+
+@router.post("/role-grants/{grant_id}/reject", response_model=RoleGrantPublic, tags=["users"],
+             summary="Reject a pending grant (a new account it was for stays disabled)")
+def reject_role_grant(g: GuardDep, runtime: RuntimeDep, grant_id: str) -> RoleGrantPublic:
+    return runtime.users.decide_grant(g, grant_id, approve=False)

@@ -36,6 +36,9 @@ from core.db import Base, Database, UTCDateTime
 from core.redact import safe_identifier
 
 FORMAT_VERSION = 1
+# Version 2 adds ``on_behalf_of``; only events that name one use it, so every event
+# without it (all events written before it existed among them) hashes as before.
+FORMAT_VERSION_ON_BEHALF = 2
 GENESIS_HASH = "0" * 64
 HASH_ALGS = ("sha256", "sm3")
 CHECKPOINT_PREFIX = "shouhu-audit-checkpoint/v1"
@@ -62,6 +65,9 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The user an operator acted for (``shouhu print --as``); NULL for everything else,
+    # and for every event written before format version 2 existed (migration 0012).
+    on_behalf_of: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class AuditEventSubject(Base):
@@ -111,6 +117,8 @@ CANONICAL_KEYS = (
     "v", "seq", "at", "actor_id", "actor", "org_id", "roles", "action", "resource_kind",
     "resource_id", "outcome", "reason", "request_id", "subjects", "details", "prev_hash",
 )
+# Version 2 events (those acting for someone) carry one more key.
+CANONICAL_KEYS_V2 = (*CANONICAL_KEYS, "on_behalf_of")
 
 
 def canonical_fields(ev: AuditEvent | Mapping[str, Any]) -> dict[str, Any]:
@@ -119,8 +127,9 @@ def canonical_fields(ev: AuditEvent | Mapping[str, Any]) -> dict[str, Any]:
     get: Callable[[str], Any] = ev.get if isinstance(ev, Mapping) else partial(getattr, ev)
 
     at = get("at")
-    return {
-        "v": FORMAT_VERSION,
+    on_behalf_of = get("on_behalf_of")
+    fields = {
+        "v": FORMAT_VERSION_ON_BEHALF if on_behalf_of else FORMAT_VERSION,
         "seq": int(get("seq")),
         "at": at if isinstance(at, str) else format_time(at),
         "actor_id": get("actor_id"),
@@ -137,6 +146,9 @@ def canonical_fields(ev: AuditEvent | Mapping[str, Any]) -> dict[str, Any]:
         "details": dict(get("details") or {}),
         "prev_hash": get("prev_hash"),
     }
+    if on_behalf_of:
+        fields["on_behalf_of"] = on_behalf_of
+    return fields
 
 
 def canonical_json(value: Any) -> str:
@@ -167,6 +179,8 @@ class EventDraft:
     resource_id: str = ""
     subjects: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    # Set by the guard of an operator command acting for a user: that user's username.
+    on_behalf_of: str | None = None
 
 
 @dataclass
@@ -231,6 +245,7 @@ class AuditLog:
             subjects=subjects,
             details=draft.details,
             prev_hash=head.head_hash,
+            on_behalf_of=draft.on_behalf_of or None,
         )
         ev.hash = event_hash(head.hash_alg, ev)
         session.add(ev)
@@ -495,7 +510,7 @@ class AuditLog:
 # Export -----------------------------------------------------------------------------
 
 CSV_COLUMNS = ("seq", "at", "actor_id", "actor", "org_id", "roles", "action", "resource_kind", "resource_id",
-               "outcome", "reason", "request_id", "subjects", "details", "prev_hash", "hash")
+               "outcome", "reason", "request_id", "subjects", "details", "prev_hash", "hash", "on_behalf_of")
 
 
 def export_jsonl_line(ev: Mapping[str, Any]) -> bytes:
@@ -515,7 +530,7 @@ def export_csv_row(ev: Mapping[str, Any]) -> bytes:
         str(fields["seq"]), fields["at"], fields["actor_id"], fields["actor"], fields["org_id"], fields["roles"],
         fields["action"], fields["resource_kind"], fields["resource_id"], fields["outcome"], fields["reason"],
         fields["request_id"], canonical_json(fields["subjects"]), canonical_json(fields["details"]),
-        fields["prev_hash"], ev["hash"],
+        fields["prev_hash"], ev["hash"], fields.get("on_behalf_of", ""),
     ]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)

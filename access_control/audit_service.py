@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import aliased
 
 from access_control import anomalies
@@ -58,6 +58,7 @@ def event_public(ev: AuditEvent) -> dict[str, Any]:
         "resource_kind": ev.resource_kind, "resource_id": ev.resource_id, "outcome": ev.outcome,
         "reason": ev.reason, "request_id": ev.request_id, "subjects": list(ev.subjects or []),
         "details": dict(ev.details or {}), "prev_hash": ev.prev_hash, "hash": ev.hash,
+        "on_behalf_of": ev.on_behalf_of,
     }
 
 
@@ -87,7 +88,8 @@ class AuditDesk:
             index = aliased(AuditEventSubject)
             q = q.join(index, index.seq == AuditEvent.seq).where(index.subject == h)
         if f.actor:
-            q = q.where(AuditEvent.actor == f.actor)
+            # What a user did includes what an operator did on their behalf (``print --as``).
+            q = q.where(or_(AuditEvent.actor == f.actor, AuditEvent.on_behalf_of == f.actor))
         if f.action:
             q = q.where(AuditEvent.action == f.action)
         if f.outcome:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from access_control.guard import Guard
 from access_control.identity import Actor, resolve_token
-from core.errors import Unauthorized
+from core.errors import PasswordChangeRequired, Unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` from /api/v1/auth/token")
 
@@ -36,7 +36,13 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+# What a user with a temporary password may still call (see policy.TEMPORARY_PASSWORD_ACTIONS).
+TEMPORARY_PASSWORD_ROUTES = frozenset({("GET", "/api/v1/me"), ("POST", "/api/v1/me/password"),
+                                       ("POST", "/api/v1/auth/logout")})
+
+
 def get_actor(
+    request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -50,6 +56,12 @@ def get_actor(
     session.rollback()
     if actor is None:
         raise Unauthorized()
+    if actor.must_change_password:
+        # Before the route runs (and before its body is validated): 403 everywhere but the
+        # password change itself. Policy refuses the same actions, for callers other than routes.
+        route = request.scope.get("route")
+        if (request.method, getattr(route, "path", "")) not in TEMPORARY_PASSWORD_ROUTES:
+            raise PasswordChangeRequired()
     return actor
 
 

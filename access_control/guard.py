@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
 from access_control.identity import Actor
-from access_control.policy import Decision, Policy, Resource
-from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, ShouhuError
+from access_control.policy import PASSWORD_CHANGE_RULE, Decision, Policy, Resource
+from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, PasswordChangeRequired, ShouhuError
 from core.redact import safe_identifier
 
 
@@ -43,6 +43,9 @@ class Guard:
     now: datetime
     policy: Policy
     audit: AuditLog
+    # An operator command acting for ``actor`` (``shouhu print --as``): policy decides as
+    # ``actor``, the log names the operator as the actor and ``actor`` as ``on_behalf_of``.
+    operator: Actor | None = None
     _pending: list[EventDraft] = field(default_factory=list)
     _undo: list[Callable[[], None]] = field(default_factory=list)
     _deferred: list[EventDraft] = field(default_factory=list)
@@ -100,7 +103,11 @@ class Guard:
         self.record(draft)
         if not decision.allowed:
             self.commit()
-            raise NotFound() if decision.hidden else Forbidden(decision.rule)
+            if decision.hidden:
+                raise NotFound()
+            if decision.rule == PASSWORD_CHANGE_RULE:
+                raise PasswordChangeRequired()
+            raise Forbidden(decision.rule, decision.message)
         if commit:
             self.commit()
         return decision
@@ -118,9 +125,12 @@ class Guard:
 
     def record(self, draft: EventDraft) -> None:
         """Append an event in the current transaction."""
+        if self.operator is not None:
+            draft.on_behalf_of = self.actor.username
         try:
             self.audit.append(
-                self.session, actor=self.actor, draft=draft, request_id=self.request_id, at=self.now
+                self.session, actor=self.operator or self.actor, draft=draft, request_id=self.request_id,
+                at=self.now,
             )
         except SQLAlchemyError as exc:
             self.session.rollback()

@@ -7,19 +7,29 @@ keyed hash, expiry and revocation time.
 from __future__ import annotations
 
 import base64
+import getpass
+import math
+import os
+import re
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import JSON, Boolean, ForeignKey, String, select
+from sqlalchemy import JSON, Boolean, ForeignKey, String, and_, case, delete, false, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from access_control.actions import Role
 from core.crypto import KeyRing
 from core.db import Base, UTCDateTime, new_id
+from core.errors import LoginBusy
 from core.settings import Settings
 
 
@@ -33,6 +43,7 @@ class OrgType(StrEnum):
     PROCURATORATE = "procuratorate"
     POLICE = "police"
     JUSTICE = "justice"
+    DISCIPLINE_INSPECTION = "discipline_inspection"  # 纪检监察机关
     EDUCATION = "education"
     SCHOOL = "school"
     HOSPITAL = "hospital"
@@ -65,6 +76,33 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Created with a role that needs a second administrator's approval, not approved yet:
+    # the account cannot sign in (it holds no role until then).
+    pending_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class RoleGrant(Base):
+    """A grant of admin, auditor or custodian waiting for (or decided by) a second administrator.
+
+    ``roles`` are the user's roles once approved; ``added`` the privileged roles the grant
+    adds. ``requested_by`` / ``decided_by`` are principals (a user id, or ``system:cli:<OS
+    user>`` for the operator), which the two-person rule compares.
+    """
+
+    __tablename__ = "role_grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "create" (a new account) or "change"
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    added: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_by_name: Mapped[str] = mapped_column(String(80))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    decided_by_name: Mapped[str | None] = mapped_column(String(80))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Token(Base):
@@ -82,7 +120,8 @@ class Token(Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins per username (keyed hash, so unknown names are throttled too)."""
+    """Sign-in attempts per username or per client address (keyed hashes: unknown names are
+    throttled too, and no name or address is stored)."""
 
     __tablename__ = "login_throttle"
 
@@ -104,9 +143,16 @@ class Actor:
     org_type: str
     roles: tuple[str, ...]
     region_code: str
+    # A temporary password (new account, reset): nothing but changing it is allowed.
+    must_change_password: bool = False
 
     def has_role(self, role: Role) -> bool:
         return role.value in self.roles
+
+    @property
+    def principal(self) -> str:
+        """Who this is for the two-person rule: the user id, or the operator's full name."""
+        return self.username if self.user_id == "system" else self.user_id
 
 
 # A stand-in for operations run from the command line by the operator.
@@ -117,8 +163,28 @@ def system_actor(name: str = "cli") -> Actor:
     )
 
 
+def os_user() -> str:
+    """The operating-system account running this process, as an id-safe name (never empty)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        name = f"uid{os.getuid()}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:32]
+    return safe or f"uid{os.getuid()}"
+
+
+def operator_actor() -> Actor:
+    """Whoever runs ``shouhu``: ``system:cli:<OS user>`` in the log."""
+    return system_actor(f"cli:{os_user()}")
+
+
 class Passwords:
-    """argon2id hashing with parameters from settings."""
+    """argon2id hashing with parameters from settings, at most N at a time.
+
+    Each hash takes ``argon2_memory_kib`` of memory: at most ``password_hash_concurrency``
+    run at once, and a check that cannot start within ``password_hash_wait_seconds`` is
+    refused (``LoginBusy``), so a flood of sign-ins cannot grow memory without bound.
+    """
 
     def __init__(self, settings: Settings):
         self._hasher = PasswordHasher(
@@ -126,18 +192,31 @@ class Passwords:
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         )
+        self._slots = threading.BoundedSemaphore(settings.password_hash_concurrency)
+        self._wait = settings.password_hash_wait_seconds
         # A real hash to verify against when the user does not exist, so that
         # unknown and known usernames take the same time.
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
 
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self._wait):
+            raise LoginBusy(retry_after=max(1, math.ceil(self._wait)))
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with self._slot():
+            return self._hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
-        try:
-            return self._hasher.verify(stored or self._dummy, password) and stored is not None
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+        with self._slot():
+            try:
+                return self._hasher.verify(stored or self._dummy, password) and stored is not None
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
 
     def needs_rehash(self, stored: str) -> bool:
         return self._hasher.check_needs_rehash(stored)
@@ -179,6 +258,7 @@ def actor_for(session: Session, user: User) -> Actor:
         org_type=org.type,
         roles=tuple(user.roles),
         region_code=user.region_code,
+        must_change_password=bool(user.must_change_password),
     )
 
 
@@ -195,7 +275,7 @@ def resolve_token(session: Session, ring: KeyRing, token: str, *, now: datetime,
             return None
         row.last_used_at = now
     user = session.get(User, row.user_id)
-    if user is None or user.disabled:
+    if user is None or user.disabled or user.pending_approval:
         return None
     return actor_for(session, user)
 
@@ -208,13 +288,43 @@ def revoke_token(session: Session, ring: KeyRing, token: str, *, now: datetime) 
     return True
 
 
-def revoke_all_tokens(session: Session, user_id: str, *, now: datetime) -> None:
-    for row in session.scalars(select(Token).where(Token.user_id == user_id, Token.revoked_at.is_(None))):
+def revoke_all_tokens(session: Session, user_id: str, *, now: datetime, keep: str | None = None) -> int:
+    """End every live session (API tokens and web sessions) of a user, except the one whose
+    token hash is ``keep`` (the session that changed the password). Returns how many."""
+    q = select(Token).where(Token.user_id == user_id, Token.revoked_at.is_(None))
+    if keep is not None:
+        q = q.where(Token.token_hash != keep)
+    ended = 0
+    for row in session.scalars(q):
         row.revoked_at = now
+        ended += 1
+    return ended
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A sign-in attempt counted before its password is checked."""
+
+    allowed: bool
+    retry_after: int  # seconds, when refused
+    account_key: str
+    address_key: str | None
+    account_count: int
+    address_count: int
+    limit: str = ""  # what refused it: "address" or "username"
 
 
 class Throttle:
-    """Lock a username out after too many failures within a window."""
+    """Failed sign-ins per username and per client address, counted before the password check.
+
+    Each attempt first increments its username's (and its address's) counter in one
+    ``UPDATE ... RETURNING`` committed at once, and is checked only if the counters are
+    within their limits: parallel attempts cannot all pass the check, since each sees the
+    count including the others. A success resets the username's counter and takes back
+    its own count from the address; a failure that reaches a limit locks that key out for
+    ``login_lockout_seconds``. Keys are keyed hashes, so unknown names lock like known ones
+    and no address is stored in plain text.
+    """
 
     def __init__(self, settings: Settings, ring: KeyRing):
         self._s = settings
@@ -223,28 +333,77 @@ class Throttle:
     def _key(self, username: str) -> str:
         return self._ring.keyed_hash("login-throttle", username.strip().lower())
 
-    def locked(self, session: Session, username: str, *, now: datetime) -> bool:
-        row = session.get(LoginThrottle, self._key(username))
-        return bool(row and row.locked_until and row.locked_until > now)
+    def _address_key(self, address: str) -> str:
+        return self._ring.keyed_hash("login-throttle-address", address)
 
-    def failure(self, session: Session, username: str, *, now: datetime) -> None:
-        key = self._key(username)
-        row = session.get(LoginThrottle, key)
-        window = timedelta(seconds=self._s.login_window_seconds)
-        if row is None:
-            row = LoginThrottle(key_hash=key, failures=0, window_started_at=now)
-            session.add(row)
-        if now - row.window_started_at > window:
-            row.failures, row.window_started_at = 0, now
-        row.failures += 1
-        if row.failures >= self._s.login_max_failures:
-            row.locked_until = now + timedelta(seconds=self._s.login_lockout_seconds)
-            row.failures, row.window_started_at = 0, now
+    def _bump(self, session: Session, key: str, *, now: datetime) -> tuple[int, datetime | None, datetime]:
+        """Count one attempt for ``key``; returns (attempts in the window, lock end, window start)."""
+        t = LoginThrottle.__table__
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(t).values(key_hash=key, failures=0, window_started_at=now, locked_until=None)
+                        .on_conflict_do_nothing(index_elements=["key_hash"]))
+        lock_over = and_(t.c.locked_until.is_not(None), t.c.locked_until <= now)
+        fresh = or_(lock_over, t.c.window_started_at < now - timedelta(seconds=self._s.login_window_seconds))
+        at = literal(now, UTCDateTime())
+        row = session.execute(
+            update(t).where(t.c.key_hash == key).values(
+                failures=case((fresh, 1), else_=t.c.failures + 1),
+                window_started_at=case((fresh, at), else_=t.c.window_started_at),
+                locked_until=case((lock_over, literal(None, UTCDateTime())), else_=t.c.locked_until),
+            ).returning(t.c.failures, t.c.locked_until, t.c.window_started_at)
+        ).one()
+        return int(row[0]), row[1], row[2]
 
-    def success(self, session: Session, username: str) -> None:
-        row = session.get(LoginThrottle, self._key(username))
-        if row is not None:
-            session.delete(row)
+    def _retry_after(self, locked_until: datetime | None, window_started: datetime, now: datetime) -> int:
+        end = locked_until if locked_until is not None and locked_until > now else (
+            window_started + timedelta(seconds=self._s.login_window_seconds))
+        return max(1, math.ceil((end - now).total_seconds()))
+
+    def admit(self, session: Session, username: str, address: str | None, *, now: datetime) -> Admission:
+        """Count this attempt (the caller commits at once) and say whether it may be checked."""
+        account_key = self._key(username)
+        address_key = self._address_key(address) if address else None
+        address_count = 0
+        if address_key is not None:
+            address_count, lock, start = self._bump(session, address_key, now=now)
+            if (lock is not None and lock > now) or address_count > self._s.login_max_failures_per_address:
+                # Refused by address alone: the account is not charged, so that one noisy
+                # address cannot lock every account out.
+                return Admission(False, self._retry_after(lock, start, now), account_key, address_key, 0,
+                                 address_count, "address")
+        count, lock, start = self._bump(session, account_key, now=now)
+        if (lock is not None and lock > now) or count > self._s.login_max_failures:
+            return Admission(False, self._retry_after(lock, start, now), account_key, address_key, count,
+                             address_count, "username")
+        return Admission(True, 0, account_key, address_key, count, address_count)
+
+    def failure(self, session: Session, admission: Admission, *, now: datetime) -> None:
+        """The checked password was wrong: lock any key whose count reached its limit."""
+        until = now + timedelta(seconds=self._s.login_lockout_seconds)
+        t = LoginThrottle.__table__
+        for key, count, limit in ((admission.account_key, admission.account_count, self._s.login_max_failures),
+                                  (admission.address_key, admission.address_count,
+                                   self._s.login_max_failures_per_address)):
+            if key is not None and count >= limit:
+                session.execute(update(t).where(t.c.key_hash == key).values(locked_until=literal(until, UTCDateTime())))
+
+    def success(self, session: Session, admission: Admission) -> None:
+        """The password was right: the username starts afresh; the address gets its count back."""
+        t = LoginThrottle.__table__
+        session.execute(delete(t).where(t.c.key_hash == admission.account_key))
+        if admission.address_key is not None:
+            self._give_back(session, admission.address_key)
+
+    def undo(self, session: Session, admission: Admission) -> None:
+        """The password could not be checked at all (busy): take back both counts."""
+        self._give_back(session, admission.account_key)
+        if admission.address_key is not None:
+            self._give_back(session, admission.address_key)
+
+    @staticmethod
+    def _give_back(session: Session, key: str) -> None:
+        t = LoginThrottle.__table__
+        session.execute(update(t).where(t.c.key_hash == key, t.c.failures > 0).values(failures=t.c.failures - 1))
 
 
 def create_user(
@@ -259,7 +418,11 @@ def create_user(
     now: datetime,
     region_code: str | None = None,
     must_change_password: bool = False,
+    pending_approval: bool = False,
 ) -> User:
+    """A new user row (the caller commits). No rule is checked here: the administrators'
+    paths (``access_control.users``, ``shouhu users``) check roles against the org type and
+    the two-person rule first; the demo and tests build their worlds with it directly."""
     user = User(
         id=new_id("usr"),
         username=username,
@@ -269,6 +432,7 @@ def create_user(
         roles=[Role(r).value for r in roles],
         password_hash=passwords.hash(password),
         must_change_password=must_change_password,
+        pending_approval=pending_approval,
         disabled=False,
         created_at=now,
         password_changed_at=now,

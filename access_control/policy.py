@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from access_control.actions import Action, Role
-from access_control.identity import Actor
+from access_control.actions import ROLE_LABELS, Action, Role
+from access_control.identity import Actor, OrgType
 from access_control.regions import RegionTree
 
 A = Action
@@ -37,7 +37,8 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE | _DOCS_ISSUE | _DOCS_READ | {A.DOCUMENT_PRINT, A.SEARCH}),
     Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ | {A.SEARCH}),
     Role.ADMIN: frozenset(
-        {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.ORG_LIST}
+        {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.USER_CHANGE_ROLES,
+         A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT}
     ),
     # Requesters read sealed documents only through a grant (Resource.sealed + grant).
     Role.REQUESTER: frozenset(
@@ -70,6 +71,80 @@ ORG_TYPE_LIMITS: dict[tuple[Role, Action], frozenset[str]] = {
 }
 
 
+# Roles bound to organisation types ------------------------------------------------------
+#
+# Which roles a user of each kind of organisation may hold (docs/security.md shows the same
+# table). Creating a user, or changing a user's roles, against it is refused (422 naming
+# ``roles``), whoever asks: the API, the pages and ``shouhu users``.
+T = OrgType
+ROLE_ORG_TYPES: dict[Role, frozenset[str]] = {
+    # Casework happens where children live and where civil affairs keeps their files.
+    Role.CASEWORKER: frozenset({T.CIVIL_AFFAIRS, T.VILLAGE_COMMITTEE, T.TOWNSHIP_OFFICE, T.RESCUE_CENTRE}),
+    # Supervision and inspection: civil affairs and the leading group's office.
+    Role.SUPERVISOR: frozenset({T.CIVIL_AFFAIRS, T.LEADING_GROUP_OFFICE}),
+    # Units that may query sealed records by law (CPL art. 286): judicial organs, and justice.
+    Role.REQUESTER: frozenset({T.COURT, T.PROCURATORATE, T.POLICE, T.JUSTICE}),
+    # The units that hold sealed juvenile records (Procuratorate Rules art. 483; courts).
+    Role.CUSTODIAN: frozenset({T.PROCURATORATE, T.COURT}),
+    # Auditors read the whole log: the leading group's office and discipline inspection.
+    Role.AUDITOR: frozenset({T.LEADING_GROUP_OFFICE, T.DISCIPLINE_INSPECTION}),
+    # Administrators are IT staff: accounts and keys, no case content.
+    Role.ADMIN: frozenset({T.IT}),
+}
+
+# Each of these is held alone: an administrator who is also an auditor could hide what
+# they did, a custodian who is also an administrator could grant himself (等保 三员分立).
+EXCLUSIVE_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+
+# Granting one of these (a new user with it, or adding it) waits for a second administrator.
+TWO_PERSON_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+
+# A user with a temporary password may do nothing else than change it (and see who they
+# are, and sign out).
+TEMPORARY_PASSWORD_ACTIONS: frozenset[Action] = frozenset({A.ME_READ, A.USER_CHANGE_OWN_PASSWORD, A.AUTH_LOGOUT})
+PASSWORD_CHANGE_RULE = "password:change_required"  # noqa: S105 - a rule name, not a password
+
+
+@dataclass(frozen=True)
+class RoleProblem:
+    """Why a set of roles may not be given to a user of an org type: a rule and a sentence."""
+
+    rule: str
+    message: str
+
+
+def role_assignment_problem(org_type: str, roles: list[str] | tuple[str, ...] | set[str]) -> RoleProblem | None:
+    """None if ``roles`` may be held together by a user of an ``org_type`` organisation."""
+    wanted = set(roles)
+    if not wanted:
+        return RoleProblem("roles:empty", "至少选择一个角色")
+    unknown = wanted - {r.value for r in Role}
+    if unknown:
+        return RoleProblem("roles:unknown", "未知的角色")
+    for role in sorted(EXCLUSIVE_ROLES & {Role(r) for r in wanted}):
+        if len(wanted) > 1:
+            return RoleProblem("roles:exclusive", f"“{ROLE_LABELS[role]}”角色不能与其他角色同时授予")
+    for role in sorted(Role(r) for r in wanted):
+        if org_type not in ROLE_ORG_TYPES[role]:
+            return RoleProblem("roles:org_type", f"该类单位的用户不能担任“{ROLE_LABELS[role]}”")
+    return None
+
+
+def roles_needing_approval(current: list[str] | tuple[str, ...], wanted: list[str] | tuple[str, ...]) -> list[str]:
+    """The roles in ``wanted`` that ``current`` lacks and that a second administrator must approve."""
+    return sorted(set(wanted) - set(current) & {r.value for r in TWO_PERSON_ROLES})
+
+
+def two_person_conflict(actor: Actor, *, requested_by: str, user_id: str) -> str | None:
+    """The rule refusing ``actor``'s approval of a grant, or None: the one who asked, and the
+    user the grant is for, may not approve it."""
+    if actor.principal == requested_by:
+        return "two_person:own_request"
+    if actor.principal == user_id:
+        return "two_person:own_grant"
+    return None
+
+
 @dataclass(frozen=True)
 class Resource:
     """What an action is about. ``region_code`` None means not bound to a region."""
@@ -89,6 +164,10 @@ class Resource:
     # A sealed record: readable only through an active grant, named here.
     sealed: bool = False
     grant: str | None = None
+    # A role grant awaiting a second administrator: who asked for it, and for whom
+    # (``two_person_conflict``).
+    grant_requested_by: str | None = None
+    grant_user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +175,13 @@ class Decision:
     allowed: bool
     rule: str
     hidden: bool = False  # a refusal that must look like "does not exist"
+    message: str | None = None  # a sentence for the person refused, where the generic one says too little
+
+
+TWO_PERSON_MESSAGES = {
+    "two_person:own_request": "不能批准自己提出的授权申请，须由另一名管理员批准。",
+    "two_person:own_grant": "不能批准授予自己的角色，须由另一名管理员批准。",
+}
 
 
 class Policy:
@@ -114,9 +200,16 @@ class Policy:
 
     def decide(self, actor: Actor, action: Action, resource: Resource | None = None) -> Decision:
         """Allow or deny, with the rule that decided."""
+        if actor.must_change_password and action not in TEMPORARY_PASSWORD_ACTIONS:
+            return Decision(False, PASSWORD_CHANGE_RULE)
         role = self.granting_role(actor, action)
         if role is None:
             return Decision(False, f"role:none_grants:{action.value}")
+        if action == A.ROLE_GRANT_APPROVE and resource is not None and resource.grant_requested_by is not None:
+            conflict = two_person_conflict(actor, requested_by=resource.grant_requested_by,
+                                           user_id=resource.grant_user_id or "")
+            if conflict:
+                return Decision(False, conflict, message=TWO_PERSON_MESSAGES[conflict])
         if resource is not None and resource.sealed:
             # Sealed content: the grant is the only way in; no role or region suffices.
             if resource.grant is None:

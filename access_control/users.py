@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import literal, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from zxcvbn import zxcvbn
 
 from access_control.actions import Action, Role
 from access_control.audit import AuditLog, EventDraft
@@ -18,6 +22,7 @@ from access_control.identity import (
     Org,
     OrgType,
     Passwords,
+    RoleGrant,
     Throttle,
     User,
     actor_for,
@@ -26,13 +31,15 @@ from access_control.identity import (
     issue_token,
     revoke_all_tokens,
 )
-from access_control.policy import Resource
+from access_control.policy import Resource, RoleProblem, role_assignment_problem, roles_needing_approval
 from access_control.regions import Region
 from core.crypto import KeyRing
+from core.db import UTCDateTime, new_id
 from core.errors import (
     AuditUnavailable,
     Conflict,
     InvalidInput,
+    LoginBusy,
     LoginFailed,
     LoginThrottled,
     NotFound,
@@ -47,10 +54,20 @@ class UserCreate(BaseModel):
     username: Username
     name: str = Field(min_length=1, max_length=64, description="显示名")
     org_id: str = Field(min_length=1, max_length=40)
-    roles: list[Role] = Field(min_length=1, max_length=6)
+    roles: list[Role] = Field(
+        min_length=1, max_length=6,
+        description="Roles the org type allows (docs/security.md); admin, auditor and custodian are each held "
+        "alone and wait for a second administrator's approval (the answer is then 202 with the pending grant).",
+    )
     password: str | None = Field(
         None, max_length=256, description="Leave out to get a generated temporary password"
     )
+
+
+class RolesChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[Role] = Field(min_length=1, max_length=6, description="The user's roles after the change")
 
 
 class OrgPublic(BaseModel):
@@ -59,6 +76,20 @@ class OrgPublic(BaseModel):
     type: str
     region_code: str
     doc_prefix: str | None = None
+
+
+class RoleGrantPublic(BaseModel):
+    id: str
+    user_id: str
+    username: str
+    kind: str = Field(description="create (a new account) or change (of an existing user's roles)")
+    roles: list[str] = Field(description="The user's roles once approved")
+    added: list[str] = Field(description="The roles that need the second administrator")
+    status: str = Field(description="pending, approved or rejected")
+    requested_by: str = Field(description="Who asked (a username, or system:cli:<OS user>)")
+    requested_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
 
 
 class UserPublic(BaseModel):
@@ -70,6 +101,9 @@ class UserPublic(BaseModel):
     region_code: str
     disabled: bool
     must_change_password: bool
+    pending_approval: bool = Field(False, description="Created with a role a second administrator has not yet "
+                                                      "approved: cannot sign in until then")
+    pending_grant: RoleGrantPublic | None = None
     created_at: datetime
 
 
@@ -86,28 +120,108 @@ def org_public(org: Org) -> OrgPublic:
                      doc_prefix=org.doc_prefix)
 
 
-def user_public(session: Session, user: User) -> UserPublic:
-    org = session.get(Org, user.org_id)
-    assert org is not None
-    return UserPublic(
-        id=user.id, username=user.username, name=user.display_name, org=org_public(org),
-        roles=list(user.roles), region_code=user.region_code, disabled=user.disabled,
-        must_change_password=user.must_change_password, created_at=user.created_at,
+def grant_public(session: Session, grant: RoleGrant, user: User | None = None) -> RoleGrantPublic:
+    user = user or session.get(User, grant.user_id)
+    return RoleGrantPublic(
+        id=grant.id, user_id=grant.user_id, username=user.username if user else "", kind=grant.kind,
+        roles=list(grant.roles), added=list(grant.added), status=grant.status, requested_by=grant.requested_by_name,
+        requested_at=grant.requested_at, decided_by=grant.decided_by_name, decided_at=grant.decided_at,
     )
 
 
+def pending_grant(session: Session, user_id: str) -> RoleGrant | None:
+    return session.scalar(select(RoleGrant).where(RoleGrant.user_id == user_id, RoleGrant.status == "pending"))
+
+
+def user_public(session: Session, user: User, grant: RoleGrant | None | bool = True) -> UserPublic:
+    """``grant``: the user's pending grant if known (None: none), or True to look it up."""
+    org = session.get(Org, user.org_id)
+    assert org is not None
+    if grant is True:
+        grant = pending_grant(session, user.id)
+    return UserPublic(
+        id=user.id, username=user.username, name=user.display_name, org=org_public(org),
+        roles=list(user.roles), region_code=user.region_code, disabled=user.disabled,
+        must_change_password=user.must_change_password, pending_approval=bool(user.pending_approval),
+        pending_grant=grant_public(session, grant, user) if isinstance(grant, RoleGrant) else None,
+        created_at=user.created_at,
+    )
+
+
+# Role grants: shared by the API, the pages and `shouhu users` -------------------------------
+
+
+def roles_problem(org: Org, roles: list[str]) -> RoleProblem | None:
+    """Why ``roles`` may not be given to a user of ``org`` (the table in access_control.policy)."""
+    return role_assignment_problem(org.type, roles)
+
+
+def open_grant(session: Session, *, user: User, roles: list[str], added: list[str], kind: str, requester: Actor,
+               now: datetime) -> RoleGrant:
+    """A pending grant of ``roles`` to ``user`` (the caller commits it with its event)."""
+    grant = RoleGrant(
+        id=new_id("grt"), user_id=user.id, kind=kind, roles=sorted(roles), added=sorted(added), status="pending",
+        requested_by=requester.principal, requested_by_name=requester.username, requested_at=now,
+    )
+    session.add(grant)
+    return grant
+
+
+def decide_grant(session: Session, grant: RoleGrant, *, approve: bool, decider: Actor, now: datetime) -> bool:
+    """Approve or reject a pending grant (the caller commits). False if it was no longer pending.
+
+    The status changes only from 'pending' (one conditional UPDATE), so two administrators
+    deciding at once cannot both act on it.
+    """
+    t = RoleGrant.__table__
+    changed = session.execute(
+        update(t).where(t.c.id == grant.id, t.c.status == "pending").values(
+            status="approved" if approve else "rejected", decided_by=decider.principal,
+            decided_by_name=decider.username, decided_at=literal(now, UTCDateTime()))
+    ).rowcount
+    if changed != 1:
+        return False
+    session.refresh(grant)
+    user = session.get(User, grant.user_id)
+    assert user is not None
+    if approve:
+        user.roles = list(grant.roles)
+        user.pending_approval = False
+    elif grant.kind == "create":
+        # A refused account never becomes usable: it stays, disabled, for the record.
+        user.pending_approval = False
+        user.disabled = True
+    return True
+
+
+def active_admin_exists(session: Session) -> bool:
+    """True if some enabled, approved user holds the admin role (the bootstrap test)."""
+    rows = session.scalars(select(User.roles).where(User.disabled.is_(False), User.pending_approval.is_(False)))
+    return any(Role.ADMIN.value in (roles or []) for roles in rows)
+
+
 class UserAdmin:
-    def __init__(self, *, passwords: Passwords, min_password_length: int):
+    def __init__(self, *, passwords: Passwords, min_password_length: int, min_password_score: int = 3):
         self.passwords = passwords
         self.min_password_length = min_password_length
+        self.min_password_score = min_password_score
 
-    def check_password(self, password: str, field: str = "password") -> None:
+    def check_password(self, password: str, field: str = "password", *, context: Iterable[str] = ()) -> None:
+        """Refuse (422 naming ``field``) a password that is short or easy to guess.
+
+        Strength is zxcvbn's estimate, with the user's own username and name (and their
+        parts) as known words, so ``li.si2026`` is weak for li.si. Only the first 72
+        characters are judged (the library's own limit: its cost grows fast with length).
+        """
         if len(password) < self.min_password_length:
             raise InvalidInput.one(field, f"密码至少{self.min_password_length}个字符")
-        if len(set(password)) < 5:
-            raise InvalidInput.one(field, "密码过于简单")
+        words = {w for c in context if c for w in [c, *re.split(r"[^0-9A-Za-z\u4e00-\u9fff]+", c)] if len(w) >= 2}
+        result = zxcvbn(password[:72], user_inputs=sorted(words))
+        if len(set(password)) < 5 or result["score"] < self.min_password_score:
+            raise InvalidInput.one(field, "密码过于简单或容易被猜到（如重复或连续的字符、常见词、用户名或姓名），"
+                                          "请换一个更长、更难猜的密码")
 
-    def _visible_user(self, g: Guard, user_id: str, action: Action) -> User:
+    def _visible_user(self, g: Guard, user_id: str, action: Action, *, authorize: bool = True) -> User:
         if not g.decide(action).allowed:
             # The role refusal comes first, so it cannot tell whether the user exists.
             g.authorize(action, Resource("user", user_id[:64]))
@@ -117,31 +231,86 @@ class UserAdmin:
                                 resource_kind="user", resource_id=user_id[:64]))
             g.commit()
             raise NotFound()
-        g.authorize(action, Resource("user", user.id, user.region_code))
+        if authorize:
+            g.authorize(action, Resource("user", user.id, user.region_code))
+        else:
+            decision = g.decide(action, Resource("user", user.id, user.region_code))
+            if not decision.allowed:
+                g.authorize(action, Resource("user", user.id, user.region_code))
         return user
 
+    def _refuse_roles(self, g: Guard, action: Action, problem: RoleProblem, *, resource_id: str,
+                      details: dict[str, object]) -> InvalidInput:
+        """Log a refusal by the role table (the rule, not the sentence) and name ``roles``."""
+        g.record(EventDraft(action=action, outcome="denied", reason=problem.rule, resource_kind="user",
+                            resource_id=resource_id, details=details))
+        g.commit()
+        return InvalidInput.one("roles", problem.message)
+
     def create(self, g: Guard, data: UserCreate) -> UserCreated:
+        """A new user; with a role that needs a second administrator, the account is created
+        pending (no roles, cannot sign in) with a grant that waits for approval."""
         org = g.session.get(Org, data.org_id)
         if org is None:
             raise InvalidInput.one("org_id", "未找到该单位")
         if data.password is not None:
-            self.check_password(data.password)
-        g.authorize(Action.USER_CREATE, Resource("user", data.username, org.region_code, existing=False),
-                    details={"org_id": org.id, "roles": sorted(r.value for r in data.roles)})
+            self.check_password(data.password, context=(data.username, data.name))
+        roles = sorted({r.value for r in data.roles})
+        details: dict[str, object] = {"org_id": org.id, "roles": roles}
+        resource = Resource("user", data.username, org.region_code, existing=False)
+        if not g.decide(Action.USER_CREATE, resource).allowed:
+            g.authorize(Action.USER_CREATE, resource, details=details)  # refused: logged, raises
+        if problem := roles_problem(org, roles):
+            raise self._refuse_roles(g, Action.USER_CREATE, problem, resource_id=data.username, details=details)
+        g.authorize(Action.USER_CREATE, resource, details=details)
         if g.session.scalar(select(User.id).where(User.username == data.username)):
             raise Conflict("用户名已存在。", details={"field": "username"})
+        added = roles_needing_approval([], roles)
         password = data.password or generate_password()
         user = create_user(
             g.session, self.passwords, username=data.username, display_name=data.name, org=org,
-            roles=list(data.roles), password=password, now=g.now,
-            must_change_password=data.password is None,
+            roles=[] if added else roles, password=password, now=g.now,
+            must_change_password=data.password is None, pending_approval=bool(added),
         )
         try:
             g.session.flush()
         except IntegrityError:
             raise Conflict("用户名已存在。", details={"field": "username"}) from None
-        out = UserCreated(**user_public(g.session, user).model_dump(),
+        grant = None
+        if added:
+            grant = open_grant(g.session, user=user, roles=roles, added=added, kind="create", requester=g.actor,
+                               now=g.now)
+            g.authorize(Action.ROLE_GRANT_REQUEST, Resource("role_grant", grant.id, org.region_code),
+                        details={"user_id": user.id, "roles": roles, "added": added})
+        out = UserCreated(**user_public(g.session, user, grant).model_dump(),
                           temporary_password=None if data.password else password)
+        g.commit()
+        return out
+
+    def change_roles(self, g: Guard, user_id: str, data: RolesChange) -> UserPublic:
+        """Set a user's roles; adding admin, auditor or custodian waits for a second administrator
+        (the answer's ``pending_grant``), anything else takes effect at once."""
+        action = Action.USER_CHANGE_ROLES
+        user = self._visible_user(g, user_id, action, authorize=False)
+        org = g.session.get(Org, user.org_id)
+        assert org is not None
+        roles = sorted({r.value for r in data.roles})
+        details: dict[str, object] = {"roles": roles, "before": sorted(user.roles)}
+        if problem := roles_problem(org, roles):
+            raise self._refuse_roles(g, action, problem, resource_id=user.id, details=details)
+        g.authorize(action, Resource("user", user.id, user.region_code), details=details)
+        if pending_grant(g.session, user.id) is not None or user.pending_approval:
+            raise Conflict("该用户有待批准的授权，请先批准或驳回。", details={"field": "roles"})
+        added = roles_needing_approval(user.roles, roles)
+        grant = None
+        if added:
+            grant = open_grant(g.session, user=user, roles=roles, added=added, kind="change", requester=g.actor,
+                               now=g.now)
+            g.authorize(Action.ROLE_GRANT_REQUEST, Resource("role_grant", grant.id, user.region_code),
+                        details={"user_id": user.id, "roles": roles, "added": added})
+        else:
+            user.roles = roles
+        out = user_public(g.session, user, grant)
         g.commit()
         return out
 
@@ -153,7 +322,10 @@ class UserAdmin:
         )
         if org_id:
             q = q.where(User.org_id == org_id)
-        return [user_public(g.session, u) for u in g.session.scalars(q.order_by(User.username))]
+        users = list(g.session.scalars(q.order_by(User.username)))
+        grants = {gr.user_id: gr for gr in g.session.scalars(
+            select(RoleGrant).where(RoleGrant.status == "pending", RoleGrant.user_id.in_([u.id for u in users])))}
+        return [user_public(g.session, u, grants.get(u.id)) for u in users]
 
     def read(self, g: Guard, user_id: str) -> UserPublic:
         user = self._visible_user(g, user_id, Action.USER_READ)
@@ -179,10 +351,12 @@ class UserAdmin:
         g.commit()
         return TemporaryPassword(temporary_password=password)
 
-    def change_own_password(self, g: Guard, current: str, new: str) -> None:
+    def change_own_password(self, g: Guard, current: str, new: str, *, keep_token_hash: str | None = None) -> int:
+        """Change the caller's password; every other session of theirs ends (the one that
+        changed it, ``keep_token_hash``, continues). Returns how many sessions ended."""
         user = g.session.get(User, g.actor.user_id)
         assert user is not None
-        self.check_password(new, "new_password")
+        self.check_password(new, "new_password", context=(user.username, user.display_name))
         if not self.passwords.verify(user.password_hash, current):
             # A refused credential check is a decision too: log it like a failed sign-in.
             g.record(EventDraft(action=Action.USER_CHANGE_OWN_PASSWORD, outcome="denied",
@@ -190,11 +364,59 @@ class UserAdmin:
                                 resource_id=user.id))
             g.commit()
             raise InvalidInput.one("current_password", "当前密码不正确")
-        g.authorize(Action.USER_CHANGE_OWN_PASSWORD, Resource("user", user.id))
+        if new == current:
+            raise InvalidInput.one("new_password", "新密码不能与当前密码相同")
+        ended = revoke_all_tokens(g.session, user.id, now=g.now, keep=keep_token_hash)
+        g.authorize(Action.USER_CHANGE_OWN_PASSWORD, Resource("user", user.id), details={"sessions_ended": ended})
         user.password_hash = self.passwords.hash(new)
         user.must_change_password = False
         user.password_changed_at = g.now
         g.commit()
+        return ended
+
+    # the two-person rule ---------------------------------------------------------------
+
+    def _visible_grant(self, g: Guard, grant_id: str, action: Action) -> tuple[RoleGrant, User]:
+        if not g.decide(action).allowed:
+            g.authorize(action, Resource("role_grant", grant_id[:64]))
+        grant = g.session.get(RoleGrant, grant_id)
+        user = g.session.get(User, grant.user_id) if grant is not None else None
+        if grant is None or user is None:
+            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
+                                resource_kind="role_grant", resource_id=grant_id[:64]))
+            g.commit()
+            raise NotFound()
+        return grant, user
+
+    def list_grants(self, g: Guard, *, status: str | None) -> list[RoleGrantPublic]:
+        g.authorize(Action.ROLE_GRANT_LIST, Resource("role_grant", None, g.actor.region_code),
+                    filters={"status": status}, commit=True)
+        path = g.policy.scope_path(g.actor)
+        q = (select(RoleGrant, User).join(User, User.id == RoleGrant.user_id)
+             .join(Region, Region.code == User.region_code)
+             .where(Region.path.startswith(path, autoescape=True)))
+        if status:
+            q = q.where(RoleGrant.status == status)
+        rows = g.session.execute(q.order_by(RoleGrant.requested_at.desc(), RoleGrant.id).limit(500)).all()
+        return [grant_public(g.session, grant, user) for grant, user in rows]
+
+    def decide_grant(self, g: Guard, grant_id: str, *, approve: bool) -> RoleGrantPublic:
+        """Approve (not the administrator who asked, nor the user it is for) or reject a grant."""
+        action = Action.ROLE_GRANT_APPROVE if approve else Action.ROLE_GRANT_REJECT
+        grant, user = self._visible_grant(g, grant_id, action)
+        details: dict[str, object] = {"user_id": user.id, "roles": list(grant.roles), "added": list(grant.added),
+                                      "requested_by": grant.requested_by_name}
+        g.authorize(action, Resource("role_grant", grant.id, user.region_code, grant_requested_by=grant.requested_by,
+                                     grant_user_id=grant.user_id), details=details)
+        org = g.session.get(Org, user.org_id)
+        assert org is not None
+        if approve and (problem := roles_problem(org, list(grant.roles))):
+            raise InvalidInput.one("roles", problem.message)  # the table changed since the request
+        if not decide_grant(g.session, grant, approve=approve, decider=g.actor, now=g.now):
+            raise Conflict("该授权申请已处理。", details={"status": grant.status})
+        out = grant_public(g.session, grant, user)
+        g.commit()
+        return out
 
 
 # Login -------------------------------------------------------------------------
@@ -216,42 +438,61 @@ def login(
     now: datetime,
     ttl: int,
     kind: str = "api",
+    address: str | None = None,
 ) -> str:
-    """Check a password and hand out a bearer token; every attempt is logged."""
-    username = username.strip().lower()
-    user = session.scalar(select(User).where(User.username == username))
-    locked = throttle.locked(session, username, now=now)
-    stored = user.password_hash if user else None
-    session.rollback()  # hold no database lock during the deliberately slow hash
-    ok = passwords.verify(stored, password) if not locked else False
-    user = session.get(User, user.id) if user else None
-    actor = actor_for(session, user) if user else ANONYMOUS
-    name_hash = ring.keyed_hash("login-throttle", username)
+    """Check a password and hand out a bearer token; every attempt is logged.
 
-    def log_and_commit(outcome: str, reason: str) -> None:
+    The attempt is counted (per username, and per client ``address``) and committed
+    before the password is checked, so parallel attempts cannot all pass the limit;
+    one over it is refused (429 with Retry-After) without any hashing.
+    """
+    username = username.strip().lower()
+    name_hash = ring.keyed_hash("login-throttle", username)
+    try:
+        admission = throttle.admit(session, username, address, now=now)
+        user = session.scalar(select(User).where(User.username == username))
+        stored, user_id = (user.password_hash, user.id) if user else (None, None)
+        session.commit()  # and hold no database lock during the deliberately slow hash
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise AuditUnavailable() from exc
+
+    def log_and_commit(outcome: str, reason: str, details: dict[str, object] | None = None) -> None:
         # No token leaves unless its login event is durable (fail closed).
+        found = session.get(User, user_id) if user_id else None
         try:
             audit.append(
-                session, actor=actor, request_id=request_id, at=now,
+                session, actor=actor_for(session, found) if found else ANONYMOUS, request_id=request_id, at=now,
                 draft=EventDraft(action=Action.AUTH_LOGIN, outcome=outcome, reason=reason,
-                                 resource_kind="user", resource_id=user.id if user else "",
-                                 details={} if user else {"username_hash": name_hash}),
+                                 resource_kind="user", resource_id=user_id or "",
+                                 details={**(details or {}), **({} if found else {"username_hash": name_hash})}),
             )
             session.commit()
         except SQLAlchemyError as exc:
             session.rollback()
             raise AuditUnavailable() from exc
 
-    if locked:
-        log_and_commit("denied", "login:locked")
-        raise LoginThrottled()
-    if not ok or user is None or user.disabled:
-        throttle.failure(session, username, now=now)
-        log_and_commit("denied", "login:disabled" if (ok and user and user.disabled) else "login:bad_credentials")
+    if not admission.allowed:
+        log_and_commit("denied", "login:locked", {"limit": admission.limit, "retry_after": admission.retry_after})
+        raise LoginThrottled(admission.retry_after)
+    try:
+        ok = passwords.verify(stored, password)
+    except LoginBusy:
+        throttle.undo(session, admission)  # not checked: not a failure
+        log_and_commit("denied", "login:busy")
+        raise
+    user = session.get(User, user_id) if user_id else None
+    if not ok or user is None or user.disabled or user.pending_approval:
+        throttle.failure(session, admission, now=now)
+        reason = "login:bad_credentials"
+        if ok and user is not None:
+            reason = "login:disabled" if user.disabled else "login:pending_approval"
+        log_and_commit("denied", reason)
         raise LoginFailed()
-    throttle.success(session, username)
+    throttle.success(session, admission)
     if passwords.needs_rehash(user.password_hash):
-        user.password_hash = passwords.hash(password)
+        with contextlib.suppress(LoginBusy):  # rehash at a quieter sign-in
+            user.password_hash = passwords.hash(password)
     token, _ = issue_token(session, ring, user, now=now, ttl=ttl, kind=kind)
     log_and_commit("allowed", "login:password_ok")
     return token

@@ -296,10 +296,13 @@ class Archive:
         mid = new_id("mn")
         id_hash = self.subject_hash(data.id_number) if data.id_number else None
         try:
+            # The event names the new minor (so "what happened to minor X" starts at its
+            # creation) and the household it joins; the household's region decides.
             g.authorize(
                 Action.MINOR_CREATE,
-                Resource("household", household.id, household.region_code),
+                Resource("minor", mid, household.region_code),
                 subjects=[id_hash] if id_hash else [],
+                details={"household_id": household.id},
             )
         except NotFound:
             # Same answer as for a household that does not exist.

@@ -16,6 +16,7 @@ class ShouhuError(Exception):
     status = 500
     code = "internal_error"
     message = "服务器内部错误。"
+    headers: dict[str, str] | None = None  # extra response headers (e.g. Retry-After)
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
         self.message = message or type(self).message
@@ -42,6 +43,30 @@ class LoginThrottled(ShouhuError):
     status = 429
     code = "too_many_attempts"
     message = "登录失败次数过多，请稍后再试。"
+
+    def __init__(self, retry_after: int = 60, message: str | None = None):
+        super().__init__(message, details={"retry_after": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class LoginBusy(ShouhuError):
+    """Too many password checks at once: refused rather than queued (each costs memory)."""
+
+    status = 503
+    code = "login_busy"
+    message = "登录请求过多，请稍后再试。"
+
+    def __init__(self, retry_after: int = 2):
+        super().__init__(details={"retry_after": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class PasswordChangeRequired(ShouhuError):
+    """A temporary password (new account or reset) allows nothing but changing it."""
+
+    status = 403
+    code = "password_change_required"
+    message = "请先修改初始密码或重置后的临时密码，然后才能继续使用。"
 
 
 class Forbidden(ShouhuError):

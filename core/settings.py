@@ -70,6 +70,26 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(
         900, ge=1, description="How long a username stays locked after too many failures."
     )
+    login_max_failures_per_address: int = Field(
+        30, ge=1, description="Failed logins from one client address within the window before that "
+        "address is locked out (beside the per-username limit)."
+    )
+    trusted_proxies: str = Field(
+        "", description="Comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For header names the client. Empty: the TCP peer is the client."
+    )
+    password_hash_concurrency: int = Field(
+        2, ge=1, le=64, description="Password hashes (argon2id) computed at once; each takes "
+        "argon2_memory_kib of memory."
+    )
+    password_hash_wait_seconds: float = Field(
+        2.0, ge=0.05, le=30, description="How long a sign-in waits for a free hashing slot before it "
+        "is refused with 503 and Retry-After."
+    )
+    min_password_score: int = Field(
+        3, ge=0, le=4, description="Least zxcvbn strength score (0-4) a new password must reach, "
+        "judged with the user's own username and name as known words."
+    )
     argon2_time_cost: int = Field(3, ge=1, description="argon2id iterations for passwords.")
     argon2_memory_kib: int = Field(
         65536, ge=8, description="argon2id memory per password hash, in KiB."
@@ -174,6 +194,19 @@ class Settings(BaseSettings):
     audit_denial_window_seconds: int = Field(
         900, ge=60, description="Window for the repeated-denial flag, in seconds."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"not an address or network: {part.strip()!r}") from None
+        return value
 
     @field_validator("data_dir")
     @classmethod

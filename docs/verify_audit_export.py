@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 GENESIS = "0" * 64
 KEYS = ("v", "seq", "at", "actor_id", "actor", "org_id", "roles", "action", "resource_kind", "resource_id",
         "outcome", "reason", "request_id", "subjects", "details", "prev_hash")
+# Format version 2: an event that names the user an operator acted for carries one more key.
+KEYS_BY_VERSION = {1: set(KEYS), 2: {*KEYS, "on_behalf_of"}}
 
 
 def hash_function(alg: str):  # type: ignore[no-untyped-def]
@@ -82,7 +84,10 @@ def main() -> int:
                 event = json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 return fail(f"line {number}: not UTF-8 JSON")
-            if set(event) != set(KEYS):
+            expected = KEYS_BY_VERSION.get(event.get("v")) if isinstance(event, dict) else None
+            if expected is None:
+                return fail(f"line {number}: unknown format version")
+            if set(event) != expected:
                 return fail(f"line {number}: unexpected fields")
             canonical = json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
             if canonical != body:

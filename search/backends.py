@@ -10,7 +10,6 @@ vendor exception: backends raise ``SearchUnavailable``.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from core.db import Database
 from search.analyzer import SEPARATOR, BlindQuery
 
 META_FILE = "shouhu-index.json"
+LIVE_TABLE = "search_docs"  # the postgres backend's table; a rebuild fills BUILD_TABLE and renames it
+BUILD_TABLE = "search_docs_build"
 
 
 class SearchUnavailable(Exception):
@@ -365,15 +366,23 @@ class PostgresBackend:
 
     name = "postgres"
 
-    def __init__(self, db: Database, *, key_check: str):
+    def __init__(self, db: Database, *, key_check: str | None, table: str = LIVE_TABLE):
+        """``key_check`` None: a table being built aside (``search.generations``), checked when it is
+        switched in; the live table's key check is in ``search_meta``."""
         if db.dialect != "postgresql":
             raise SearchUnavailable("the postgres search backend needs SHOUHU_DATABASE_URL to be PostgreSQL")
+        if table not in (LIVE_TABLE, BUILD_TABLE):
+            raise ValueError(f"not a search table: {table}")
         self.db = db
+        self.table = table
+        if key_check is None:
+            return
         with db.engine.begin() as conn:
-            row = conn.execute(text("SELECT value FROM search_meta WHERE name = 'key_check'")).first()
-            if row is None:
-                conn.execute(text("INSERT INTO search_meta (name, value) VALUES ('key_check', :v)"), {"v": key_check})
-            elif row[0] != key_check:
+            # The first process to open an empty table stores its key check (a rebuild's switch may too).
+            conn.execute(text("INSERT INTO search_meta (name, value) VALUES ('key_check', :v) "
+                              "ON CONFLICT (name) DO NOTHING"), {"v": key_check})
+            stored = conn.execute(text("SELECT value FROM search_meta WHERE name = 'key_check'")).scalar_one()
+            if stored != key_check:
                 raise SearchUnavailable("the search table was built with another key: run `shouhu reindex`")
 
     @staticmethod
@@ -393,8 +402,9 @@ class PostgresBackend:
         if not rows:
             return
         with self.db.engine.begin() as conn:
+            # The table name is one of two constants (checked in __init__); values are bound parameters.
             conn.execute(text(
-                "INSERT INTO search_docs (id, record_kind, kind, regions, categories, day, sealed, grams, words) "
+                f"INSERT INTO {self.table} (id, record_kind, kind, regions, categories, day, sealed, grams, words) "  # noqa: S608
                 "VALUES (:id, :record_kind, :kind, :regions, :categories, :day, :sealed, "
                 "CAST(:grams AS tsvector), CAST(:words AS tsvector)) "
                 "ON CONFLICT (id) DO UPDATE SET record_kind = EXCLUDED.record_kind, kind = EXCLUDED.kind, "
@@ -404,7 +414,7 @@ class PostgresBackend:
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             with self.db.engine.begin() as conn:
-                conn.execute(text("DELETE FROM search_docs WHERE id = ANY(:ids)"), {"ids": list(ids)})
+                conn.execute(text(f"DELETE FROM {self.table} WHERE id = ANY(:ids)"), {"ids": list(ids)})  # noqa: S608
 
     def search(self, q: BlindQuery, scope: Scope, f: Filters, *, limit: int, offset: int
                ) -> tuple[int, list[tuple[str, float]]]:
@@ -449,25 +459,25 @@ class PostgresBackend:
         # words (an ID number) in a wide scope, the planner may walk the primary key in id order
         # hoping for 20 early hits, while count(*) OVER () reads the whole table (1.3 s at 100k
         # documents instead of 4 ms: bench/bench_search.py).
-        sql = (f"WITH hits AS MATERIALIZED (SELECT id, {score} AS score FROM search_docs "  # noqa: S608
+        sql = (f"WITH hits AS MATERIALIZED (SELECT id, {score} AS score FROM {self.table} "  # noqa: S608
                f"WHERE {' AND '.join(where)}) "
                "SELECT id, score, count(*) OVER () AS total FROM hits "
                "ORDER BY score DESC, id LIMIT :limit OFFSET :offset")
         with self.db.engine.connect() as conn:
             rows = conn.execute(text(sql), params).all()
             if not rows and offset:
-                total = conn.execute(text(f"SELECT count(*) FROM search_docs WHERE {' AND '.join(where)}"),  # noqa: S608
+                total = conn.execute(text(f"SELECT count(*) FROM {self.table} WHERE {' AND '.join(where)}"),  # noqa: S608
                                      params).scalar_one()
                 return int(total), []
         return (int(rows[0].total) if rows else 0), [(r.id, float(r.score)) for r in rows]
 
     def count(self) -> int:
         with self.db.engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM search_docs")).scalar_one())
+            return int(conn.execute(text(f"SELECT count(*) FROM {self.table}")).scalar_one())  # noqa: S608
 
     def clear(self) -> None:
         with self.db.engine.begin() as conn:
-            conn.execute(text("DELETE FROM search_docs"))
+            conn.execute(text(f"DELETE FROM {self.table}"))  # noqa: S608
 
     def close(self) -> None:
         pass
@@ -485,9 +495,3 @@ def open_backend(name: str, *, folder: Path, db: Database, key_check: str) -> Se
         return PostgresBackend(db, key_check=key_check)
     raise SearchUnavailable(f"unknown search backend {name}")
 
-
-def remove_index(name: str, folder: Path) -> None:
-    """Delete an embedded index folder (``shouhu reindex`` rebuilds it)."""
-    target = folder / name
-    if target.exists():
-        shutil.rmtree(target)

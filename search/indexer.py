@@ -7,7 +7,12 @@ redo, never a committed record missing from the index. Re-indexing a record is
 idempotent (upsert by id), so redoing is harmless.
 
 One process drains at a time: on PostgreSQL a session advisory lock elects it;
-the embedded archive has one server process.
+for an embedded index, the process holding its indexer lock (``search.generations``).
+
+``reindex`` builds a new index generation aside while the server keeps serving and
+indexing the current one, and switches to it atomically (``search.generations``).
+While a rebuild runs, the indexer keeps the outbox rows it has indexed, so the new
+generation gets every change made during the rebuild too.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from core.outbox import SearchOutbox
 from doc_templates import kinds as K
 from doc_templates.fonts import texts
 from search.analyzer import Analyzer, Tokens
-from search.backends import IndexDoc, SearchBackend
+from search.backends import IndexDoc, SearchBackend, SearchUnavailable
+from search.generations import LiveIndex
 from search.tokenize_pool import TokenizerPool
 
 log = logging.getLogger("shouhu.search")
@@ -94,7 +100,7 @@ class Prefetched:
 
 
 class Indexer:
-    def __init__(self, *, db: Database, backend: SearchBackend, analyzer: Analyzer, sources: Sources,
+    def __init__(self, *, db: Database, backend: LiveIndex, analyzer: Analyzer, sources: Sources,
                  regions: RegionTree, workers: int = 1):
         self.db = db
         self.workers = workers
@@ -106,6 +112,9 @@ class Indexer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._drain_lock = threading.Lock()
+        # Outbox rows indexed into generation ``_kept_in`` but kept while a rebuild runs.
+        self._kept: set[int] = set()
+        self._kept_in: int | None = None
 
     # documents -------------------------------------------------------------------------
 
@@ -194,40 +203,70 @@ class Indexer:
 
     # the outbox -------------------------------------------------------------------------
 
+    def _entries(self, rows: Sequence[Any]) -> tuple[list[IndexDoc], list[str]]:
+        """Read and decrypt the records of some outbox rows: their entries, and the ids to drop."""
+        upserts, deletes = [], []
+        with self.db.read_session() as s:
+            todo = list(dict.fromkeys((r.record_kind, r.record_id) for r in rows))
+            batch = self.prefetch(s, todo)
+            for kind, rid in todo:
+                doc = self.build(s, kind, rid, batch=batch)
+                if doc is None:
+                    deletes.append(rid)
+                else:
+                    upserts.append(doc)
+        return upserts, deletes
+
+    def _outbox_page(self, after: int) -> list[Any]:
+        with self.db.read_session() as s:
+            return list(s.execute(select(SearchOutbox.id, SearchOutbox.record_kind, SearchOutbox.record_id)
+                                  .where(SearchOutbox.id > after).order_by(SearchOutbox.id).limit(BATCH)).all())
+
     def drain(self, *, limit: int | None = None) -> int:
-        """Index everything waiting in the outbox. Returns how many rows were handled."""
+        """Index everything waiting in the outbox. Returns how many rows were indexed.
+
+        Into the index's current generation (following a rebuild's switch); once the outbox is
+        drained, searches move to that generation. A row is deleted only when no rebuild is
+        running and its generation is still current; otherwise it is kept (and not indexed again
+        here) for the generation that comes next."""
         with self._drain_lock, self._elected() as elected:
             if not elected:
                 return 0  # another process is the indexer
-            done = 0
+            generation = self.backend.follow()
+            if generation != self._kept_in:
+                self._kept, self._kept_in = set(), generation
+            done, after = 0, 0
             while limit is None or done < limit:
                 # Read and decrypt without the write lock; the index commits; then the
                 # rows go in a short transaction of their own.
-                with self.db.read_session() as s:
-                    rows = s.execute(select(SearchOutbox.id, SearchOutbox.record_kind, SearchOutbox.record_id)
-                                     .order_by(SearchOutbox.id).limit(BATCH)).all()
-                    if not rows:
-                        break
-                    upserts, deletes = [], []
-                    todo = list(dict.fromkeys((r.record_kind, r.record_id) for r in rows))
-                    batch = self.prefetch(s, todo)
-                    for kind, rid in todo:
-                        doc = self.build(s, kind, rid, batch=batch)
-                        if doc is None:
-                            deletes.append(rid)
-                        else:
-                            upserts.append(doc)
-                self.backend.upsert(upserts)
-                self.backend.delete(deletes)
-                with self.db.session() as s:
-                    s.execute(delete(SearchOutbox).where(SearchOutbox.id.in_([r.id for r in rows])))
-                    s.commit()
-                done += len(rows)
+                rows = self._outbox_page(after)
+                if not rows:
+                    self.backend.publish(generation)
+                    break
+                after = rows[-1].id
+                fresh = [r for r in rows if r.id not in self._kept]
+                if fresh:
+                    upserts, deletes = self._entries(fresh)
+                    self.backend.upsert(upserts)
+                    self.backend.delete(deletes)
+                handled = [r.id for r in rows]
+                if self.backend.settled(generation):
+                    with self.db.session() as s:
+                        s.execute(delete(SearchOutbox).where(SearchOutbox.id.in_(handled)))
+                        s.commit()
+                    self._kept.difference_update(handled)
+                else:
+                    self._kept.update(handled)
+                done += len(fresh)
             return done
 
     @contextmanager
     def _elected(self) -> Iterator[bool]:
-        """On PostgreSQL, a session advisory lock makes one process the indexer."""
+        """One process is the indexer: an embedded index's indexer lock (held for good once
+        taken); on PostgreSQL, also a session advisory lock held while draining."""
+        if not self.backend.claim():
+            yield False
+            return
         if self.db.dialect != "postgresql":
             yield True
             return
@@ -251,11 +290,17 @@ class Indexer:
     def start(self, interval: float = 1.0) -> None:
         """Drain in a background thread: now, after every wake-up, and every ``interval`` s."""
         def run() -> None:
+            failing: str | None = None
             while not self._stop.is_set():
                 try:
                     self.drain()
+                    if failing is not None:
+                        log.warning("search indexer: indexing again")
+                    failing = None
                 except Exception as exc:  # noqa: BLE001 - keep indexing; say where it failed
-                    log.error("search indexer: %s", type(exc).__name__)
+                    if type(exc).__name__ != failing:  # once, not every second
+                        log.error("search indexer: %s", type(exc).__name__)
+                    failing = type(exc).__name__
                 self._wake.wait(interval)
                 self._wake.clear()
 
@@ -271,34 +316,58 @@ class Indexer:
     # rebuild -------------------------------------------------------------------------------
 
     def reindex(self, progress: Callable[[int, int], None] | None = None, *, workers: int | None = None) -> int:
-        """Rebuild the whole index from the archive. Safe to rerun; stopped midway, the index
-        lacks the records not yet reached until the next run (the archive is never touched).
+        """Rebuild the whole index from the archive into a new generation and switch to it.
+
+        The current generation keeps answering (and the server keeps indexing into it) until the
+        switch; stopped midway, the rebuild leaves it untouched and its own generation is thrown
+        away. Another rebuild of the same index at the same time is refused (SearchUnavailable).
 
         Records are read and decrypted here; with ``workers`` > 1 (default: the setting given to
         the indexer) and at least ``PARALLEL_MIN`` records, their text is tokenized in that many
         worker processes while the next batch is read.
         """
-        with self.db.read_session() as s:
-            ids = ([("household", i) for i in s.scalars(select(Household.id))]
-                   + [("minor", i) for i in s.scalars(select(Minor.id))]
-                   + [("document", i) for i in s.scalars(select(Document.id))])
-        self.backend.clear()
-        total = len(ids)
+        with self.backend.rebuild() as build:
+            # Read only now: what committed before the rebuild lock is in what follows, and
+            # every later change keeps its outbox row until a generation after this one has it.
+            with self.db.read_session() as s:
+                ids = ([("household", i) for i in s.scalars(select(Household.id))]
+                       + [("minor", i) for i in s.scalars(select(Minor.id))]
+                       + [("document", i) for i in s.scalars(select(Document.id))])
+            total = len(ids)
 
-        def batches() -> Iterator[tuple[int, list[Pending]]]:
-            for start in range(0, total, BATCH):
-                chunk = ids[start : start + BATCH]
-                with self.db.read_session() as s:  # closed before the batch is handed on
-                    batch = self.prefetch(s, chunk)
-                    pending = [p for k, i in chunk if (p := self.gather(s, k, i, batch=batch)) is not None]
-                yield len(chunk), pending
+            def batches() -> Iterator[tuple[int, list[Pending]]]:
+                for start in range(0, total, BATCH):
+                    chunk = ids[start : start + BATCH]
+                    with self.db.read_session() as s:  # closed before the batch is handed on
+                        batch = self.prefetch(s, chunk)
+                        pending = [p for k, i in chunk if (p := self.gather(s, k, i, batch=batch)) is not None]
+                    yield len(chunk), pending
 
-        n = self.workers if workers is None else workers
-        index_batches(self.backend, self.analyzer, batches(), workers=n if total >= PARALLEL_MIN else 1,
-                      total=total, progress=progress)
-        # Everything queued before the rebuild began is now in the index.
-        self.drain()
+            n = self.workers if workers is None else workers
+            index_batches(build.backend, self.analyzer, batches(), workers=n if total >= PARALLEL_MIN else 1,
+                          total=total, progress=progress)
+            self.replay(build.backend)
+        # Switched. If no server indexes this index, drain the rest of the outbox here (the
+        # server's indexer does it otherwise), then delete what nobody reads any more. The
+        # rebuild is done either way: what is left in the outbox stays there for the indexer.
+        try:
+            self.drain()
+        except SearchUnavailable as exc:
+            log.warning("search: the outbox is left to the server's indexer: %s", type(exc).__name__)
+        self.backend.store.reap()
         return total
+
+    def replay(self, target: SearchBackend) -> int:
+        """Index every record the outbox names into ``target`` (a generation being built), keeping
+        the rows: the changes made while it was built. Returns how many rows it read."""
+        after = seen = 0
+        while rows := self._outbox_page(after):
+            after = rows[-1].id
+            upserts, deletes = self._entries(rows)
+            target.upsert(upserts)
+            target.delete(deletes)
+            seen += len(rows)
+        return seen
 
 
 @dataclass

@@ -21,11 +21,11 @@ from access_control.sealed import SealedGrant, SealedRequest
 from archive.documents import DocumentService
 from archive.models import Document, Household, Minor
 from core.crypto import KeyRing
-from core.errors import Gone, IntegrityFailure, InvalidInput
+from core.errors import Gone, IntegrityFailure, InvalidInput, ServiceUnavailable
 from core.pagination import decode_int_cursor, encode_cursor
 from doc_templates import kinds as K
 from search.analyzer import Analyzer, normalize
-from search.backends import Filters, Scope, SearchBackend
+from search.backends import Filters, Scope, SearchBackend, SearchUnavailable
 from search.indexer import Sources
 
 RECORD_KINDS = ("minor", "household")
@@ -104,8 +104,11 @@ class SearchService:
         scope = self.scope(g)
         blind = self.analyzer.query(q)
         filters = Filters(kind=kind, region=region, category=category, date_from=date_from, date_to=date_to)
-        total, hits = self.backend.search(blind, scope, filters, limit=limit, offset=offset) if blind.phrases \
-            else (0, [])
+        try:
+            total, hits = self.backend.search(blind, scope, filters, limit=limit, offset=offset) if blind.phrases \
+                else (0, [])
+        except SearchUnavailable:
+            raise ServiceUnavailable("检索索引暂不可用，请管理员运行 `shouhu reindex`。") from None
         rows = {rid: self._row(g, rid) for rid, _ in hits}
         subjects = sorted({h for row in rows.values() if row is not None for h in _subjects(row)})
         g.authorize(Action.SEARCH, Resource("search"), subjects=subjects, commit=True, details={

@@ -150,13 +150,15 @@ def csv_rehash(alg: str, data: bytes) -> tuple[list[bytes], list[str]]:
     canon, hashes = [], []
     for values in reader:
         record = dict(zip(header, values, strict=True))
-        event: dict[str, Any] = {k: v for k, v in record.items() if k != "hash"}
+        event: dict[str, Any] = {k: v for k, v in record.items() if k not in ("hash", "on_behalf_of")}
         event.update(v=1, seq=int(record["seq"]), subjects=json.loads(record["subjects"]),
                      details=json.loads(record["details"]))
+        if record["on_behalf_of"]:  # format version 2: the event names whom an operator acted for
+            event.update(v=2, on_behalf_of=record["on_behalf_of"])
         for column in ("subjects", "details"):  # the columns hold canonical JSON themselves
             assert record[column] == json.dumps(event[column], ensure_ascii=False, sort_keys=True,
                                                 separators=(",", ":"))
-        assert set(event) == CANONICAL_KEYS
+        assert set(event) == (CANONICAL_KEYS | {"on_behalf_of"} if event["v"] == 2 else CANONICAL_KEYS)
         body = json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
         assert merkle.leaf_hash(merkle.hasher(alg), body).hex() == record["hash"]
         canon.append(body)
@@ -243,7 +245,7 @@ def test_csv_export_rehashes_to_the_jsonl_hashes(client, logged):
     jsonl = api_export(client, auditor, "jsonl", upto=size)
     data = api_export(client, auditor, "csv", upto=size)
     assert data.startswith(b"seq,at,actor_id,actor,org_id,roles,action,resource_kind,resource_id,outcome,reason,"
-                           b"request_id,subjects,details,prev_hash,hash\n")
+                           b"request_id,subjects,details,prev_hash,hash,on_behalf_of\n")
     canon, hashes = csv_rehash("sha256", data)
     assert any(len(json.loads(c)["subjects"]) >= 2 for c in canon)
     assert canon == jsonl.split(b"\n")[:-1]

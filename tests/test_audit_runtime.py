@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import queue
 import re
@@ -56,7 +57,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from access_control.actions import Action as A
-from access_control.identity import User, actor_for
+from access_control.identity import Org, User, actor_for, create_user
 from archive import schemas as S
 from core.settings import Settings
 from doc_templates.kinds import KINDS
@@ -92,6 +93,10 @@ USER_CREATE, USER_LIST = ("POST", f"{API}/users"), ("GET", f"{API}/users")
 USER_READ = ("GET", f"{API}/users/{{user_id}}")
 USER_DISABLE = ("POST", f"{API}/users/{{user_id}}/disable")
 USER_RESET = ("POST", f"{API}/users/{{user_id}}/reset-password")
+USER_ROLES = ("PUT", f"{API}/users/{{user_id}}/roles")
+GRANTS = ("GET", f"{API}/role-grants")
+GRANT_APPROVE = ("POST", f"{API}/role-grants/{{grant_id}}/approve")
+GRANT_REJECT = ("POST", f"{API}/role-grants/{{grant_id}}/reject")
 EVENTS, SEARCH = ("GET", f"{API}/audit/events"), ("POST", f"{API}/audit/events/search")
 VERIFY, VERIFY_CP = ("GET", f"{API}/audit/verify"), ("POST", f"{API}/audit/verify")
 CPS, CP_CREATE = ("GET", f"{API}/audit/checkpoints"), ("POST", f"{API}/audit/checkpoints")
@@ -133,7 +138,9 @@ DISCLOSURES = ("GET", f"{API}/disclosures")
 #   missing: no such record, 404 and one 'denied' event;
 #   error: fails after an allowed decision, one 'error' event in its place;
 #   sealed: a sealed record read without a grant, 404 and one 'denied' event;
-#   invalid: refused by validation before any decision, 422 and no event.
+#   invalid: refused by validation before any decision, 422 and no event;
+#   rule: the role allows it but a rule refuses it (the role table, the two-person rule),
+#         one 'denied' event naming the rule.
 # A route added to the application must be added here (the walk fails otherwise).
 CASE = {"allowed", "role", "region", "invalid"}
 RECORD = {"allowed", "role", "region", "missing"}
@@ -146,11 +153,15 @@ ROUTES: dict[R, set[str]] = {
     PASSWORD: {"allowed", "failed", "invalid"},
     REGIONS: {"allowed"},
     ORGS: {"allowed", "role"},
-    USER_CREATE: {"allowed", "role", "error", "invalid"},
+    USER_CREATE: {"allowed", "role", "error", "invalid", "rule"},
     USER_LIST: {"allowed", "role", "invalid"},
     USER_READ: {"allowed", "role", "missing"},
     USER_DISABLE: {"allowed", "role", "missing"},
     USER_RESET: {"allowed", "role", "missing"},
+    USER_ROLES: {"allowed", "role", "missing", "rule", "invalid"},
+    GRANTS: {"allowed", "role", "invalid"},
+    GRANT_APPROVE: {"allowed", "role", "missing", "rule"},
+    GRANT_REJECT: {"allowed", "role", "missing"},
     EVENTS: {"allowed", "role", "invalid"},
     SEARCH: {"allowed", "role", "invalid"},
     VERIFY: {"allowed", "role"},
@@ -299,6 +310,16 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     walk(USER_CREATE, "role", CW, status=403, json={**person, "username": "walk.other"},
          events=[E(A.USER_CREATE, "denied", "walk.other", deny)])
     walk(USER_CREATE, "invalid", ADMIN, status=422, json={**person, "username": "Not Valid!"})
+    # Against the role table: one 'denied' event naming the rule, 422 naming roles.
+    walk(USER_CREATE, "rule", ADMIN, status=422, json={**person, "username": "walk.reader", "roles": ["auditor"]},
+         events=[E(A.USER_CREATE, "denied", "walk.reader", "roles:org_type")])
+    # A privileged role: the account is created pending, with its grant request (two events).
+    it_org = run_sql(rt, "SELECT org_id FROM users WHERE username = :u", u=ADMIN)[0][0]
+    r = walk(USER_CREATE, "allowed", ADMIN, status=202,
+             json={**person, "username": "walk.admin", "org_id": it_org, "roles": ["admin"]},
+             events=[E(A.USER_CREATE, "allowed", "walk.admin", "role:admin"),
+                     E(A.ROLE_GRANT_REQUEST, "allowed", re.compile(r"grt_[a-z2-9]{20}"), "role:admin")])
+    grant = r.json()["pending_grant"]["id"]
     walk(USER_LIST, "allowed", ADMIN, status=200, events=[E(A.USER_LIST, "allowed", "")])
     walk(USER_LIST, "role", CW, status=403, events=[E(A.USER_LIST, "denied", "", deny)])
     walk(USER_LIST, "invalid", ADMIN, status=422, url=f"{API}/users?org_id={'x' * 41}")
@@ -326,6 +347,44 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
              events=[E(action, "denied", "usr_nobody", "record:not_found")])
         walk(route, "allowed", ADMIN, status=200, url=here,
              events=[E(action, "allowed", wp, "role:admin+region:within_jurisdiction")])
+
+    # Roles and the two-person rule.
+    here = USER_ROLES[1].replace("{user_id}", wp)
+    walk(USER_ROLES, "allowed", ADMIN, status=200, url=here, json={"roles": ["caseworker", "supervisor"]},
+         events=[E(A.USER_CHANGE_ROLES, "allowed", wp, "role:admin+region:within_jurisdiction")])
+    walk(USER_ROLES, "role", CW, status=403, url=here, json={"roles": ["caseworker"]},
+         events=[E(A.USER_CHANGE_ROLES, "denied", wp, deny)])
+    walk(USER_ROLES, "missing", ADMIN, status=404, url=USER_ROLES[1].replace("{user_id}", "usr_nobody"),
+         json={"roles": ["caseworker"]}, events=[E(A.USER_CHANGE_ROLES, "denied", "usr_nobody", "record:not_found")])
+    walk(USER_ROLES, "rule", ADMIN, status=422, url=here, json={"roles": ["caseworker", "custodian"]},
+         events=[E(A.USER_CHANGE_ROLES, "denied", wp, "roles:exclusive")])
+    walk(USER_ROLES, "invalid", ADMIN, status=422, url=here, json={"roles": []})
+    walk(GRANTS, "allowed", ADMIN, status=200, events=[E(A.ROLE_GRANT_LIST, "allowed", "")])
+    walk(GRANTS, "role", CW, status=403, events=[E(A.ROLE_GRANT_LIST, "denied", "", deny)])
+    walk(GRANTS, "invalid", ADMIN, status=422, url=f"{API}/role-grants?status=bogus")
+    approve = GRANT_APPROVE[1].replace("{grant_id}", grant)
+    walk(GRANT_APPROVE, "rule", ADMIN, status=403, url=approve,
+         events=[E(A.ROLE_GRANT_APPROVE, "denied", grant, "two_person:own_request")])
+    walk(GRANT_APPROVE, "role", CW, status=403, url=approve, events=[E(A.ROLE_GRANT_APPROVE, "denied", grant, deny)])
+    walk(GRANT_APPROVE, "missing", ADMIN, status=404, url=GRANT_APPROVE[1].replace("{grant_id}", "grt_nobody"),
+         events=[E(A.ROLE_GRANT_APPROVE, "denied", "grt_nobody", "record:not_found")])
+    with rt.db.session() as s:  # a second administrator (the demo has one)
+        it = s.get(Org, it_org)
+        create_user(s, rt.passwords, username="admin.second", display_name="第二管理员", org=it, roles=["admin"],
+                    password=DEMO_PASSWORD, now=rt.clock())
+        s.commit()
+    walk(GRANT_APPROVE, "allowed", "admin.second", status=200, url=approve,
+         events=[E(A.ROLE_GRANT_APPROVE, "allowed", grant, "role:admin+region:within_jurisdiction")])
+    r = client.post(f"{API}/users", headers=tokens[ADMIN],
+                    json={**person, "username": "walk.admin2", "org_id": it_org, "roles": ["admin"]})
+    assert r.status_code == 202, r.text
+    reject = GRANT_REJECT[1].replace("{grant_id}", r.json()["pending_grant"]["id"])
+    walk(GRANT_REJECT, "role", CW, status=403, url=reject,
+         events=[E(A.ROLE_GRANT_REJECT, "denied", r.json()["pending_grant"]["id"], deny)])
+    walk(GRANT_REJECT, "missing", ADMIN, status=404, url=GRANT_REJECT[1].replace("{grant_id}", "grt_nobody"),
+         events=[E(A.ROLE_GRANT_REJECT, "denied", "grt_nobody", "record:not_found")])
+    walk(GRANT_REJECT, "allowed", ADMIN, status=200, url=reject,
+         events=[E(A.ROLE_GRANT_REJECT, "allowed", r.json()["pending_grant"]["id"])])
 
     # The access log: the auditor's routes (and the two everyone may read).
     ev_read = A.AUDIT_EVENTS_READ
@@ -416,14 +475,22 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(upd, "denied", "hh_nothing", "record:not_found")])
     walk(HH_UPDATE, "invalid", CW, status=422, url=here, json={"bogus": 1})
 
-    # Minors (creating one is decided on its household: that is the resource logged).
+    # Minors: creating one is decided on its household's region, and logged as the new minor
+    # (its id is the resource, the household in the details), so a minor's history starts there.
     body = minor_body(hh, name=CANARY_NAME)
-    r = walk(MN_CREATE, "allowed", CW, status=201, json=body, events=[E(A.MINOR_CREATE, "allowed", hh)])
+    new_mn = re.compile(r"mn_[a-z2-9]{20}")
+    before = log_size(rt.db.engine)
+    r = walk(MN_CREATE, "allowed", CW, status=201, json=body, events=[E(A.MINOR_CREATE, "allowed", new_mn)])
     mn = r.json()["id"]
-    walk(MN_CREATE, "error", CW, status=409, json=body, events=[E(A.MINOR_CREATE, "error", hh, "error:conflict")])
+    ((kind, rid, details),) = run_sql(rt, "SELECT resource_kind, resource_id, details FROM audit_events "
+                                          "WHERE seq > :s", s=before)
+    assert (kind, rid) == ("minor", mn)
+    assert (json.loads(details) if isinstance(details, str) else details) == {"household_id": hh}
+    walk(MN_CREATE, "error", CW, status=409, json=body,
+         events=[E(A.MINOR_CREATE, "error", new_mn, "error:conflict")])
     walk(MN_CREATE, "role", AUDITOR, status=403, json=minor_body(hh), events=[E(A.MINOR_CREATE, "denied", "", deny)])
     r = walk(MN_CREATE, "region", GN, status=422, json=minor_body(hh),
-             events=[E(A.MINOR_CREATE, "denied", hh, outside)])
+             events=[E(A.MINOR_CREATE, "denied", new_mn, outside)])
     assert [f["field"] for f in r.json()["error"]["details"]["fields"]] == ["household_id"]
     walk(MN_CREATE, "invalid", CW, status=422, json={})
     walk(MN_CREATE, "invalid", CW, status=422, json=minor_body("hh_nothing"))  # no such household
@@ -1038,9 +1105,9 @@ def test_auditor_reads_the_log_but_no_case_file_and_admin_not_the_log(app, clien
     assert r.status_code == 200 and r.json()["items"]
     r = client.post(f"{API}/audit/events/search", headers=aud, json={"subject": idn})
     assert r.status_code == 200 and r.json()["items"]
-    # The minor's creation (decided on its household), and this search itself (it names the subject).
+    # The minor's creation (logged as the minor), and this search itself (it names the subject).
     assert {(e["action"], e["resource_id"]) for e in r.json()["items"]} == {
-        (A.MINOR_CREATE, hh), (A.AUDIT_EVENTS_READ, "")}
+        (A.MINOR_CREATE, mn), (A.AUDIT_EVENTS_READ, "")}
     assert CANARY_NAME not in r.text and idn not in r.text
     r = client.get(f"{API}/audit/verify", headers=aud)
     assert r.status_code == 200 and r.json()["ok"] is True

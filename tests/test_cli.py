@@ -38,6 +38,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 import cli
+from access_control.identity import os_user
 from archive import schemas as S
 from archive.models import Household, Minor, MinorCategory
 from core import crypto
@@ -390,10 +391,10 @@ def _make_run(env: dict[str, str], data_dir: Path, tmp_path: Path, password: str
 # Operator commands in the access log -----------------------------------------------------
 #
 # In process (typer's CliRunner) on SQLite and PostgreSQL, against the test's archive: each
-# command leaves exactly the expected events, as the actor system:cli under one request id,
+# command leaves exactly the expected events, as the actor system:cli:<OS user> under one request id,
 # and a change whose event cannot be written does not happen.
 
-OPERATOR = "system:cli"
+OPERATOR = f"system:cli:{os_user()}"
 HZ_ORG = "连云港市海州区民政局"
 
 
@@ -578,7 +579,7 @@ def test_audit_and_reindex_commands_log_exactly_their_events(rt, shouhu, tmp_pat
         raise SearchUnavailable("index locked")
 
     monkeypatch.setattr(Indexer, "reindex", broken)
-    assert "请先停止" in shouhu("reindex", ok=False).output
+    assert "原索引保持不变" in shouhu("reindex", ok=False).output
     shouhu.logged(Ev("search:index:rebuild", "allowed", "search_index", backend),
                   Ev("search:index:rebuild", "error", "search_index", backend, "error:SearchUnavailable"))
 

@@ -46,6 +46,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/records/{record_id}/unseal"): {"cause": "undiscovered_crime", "legal_basis": "spp_rules_485"},
     ("post", "/api/v1/sealed-requests/{request_id}/decision"): {"decision": "deny", "reason": "不符合查询条件"},
     ("post", "/api/v1/sealed-requests/{request_id}/revoke"): {"reason": "案件已办结"},
+    ("put", "/api/v1/users/{user_id}/roles"): {"roles": ["caseworker"]},
 }
 # Required query parameters other than the ones a test is about, with valid values.
 REQUIRED_QUERY: dict[str, dict[str, str]] = {

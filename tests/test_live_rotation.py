@@ -43,7 +43,7 @@ def log_end(env: dict[str, str]) -> int:
 def operator_events(env: dict[str, str], after: int) -> list[tuple[str, str, str, str, str]]:
     """The operator's events after seq ``after`` (the server logs its reads meanwhile)."""
     rows = database_rows(env, "SELECT action, outcome, resource_kind, resource_id, reason FROM audit_events "
-                              "WHERE seq > :s AND actor = 'system:cli' ORDER BY seq", s=after)
+                              "WHERE seq > :s AND actor LIKE 'system:cli:%' ORDER BY seq", s=after)
     return [tuple(r) for r in rows]
 
 

@@ -7,9 +7,10 @@
   and each acknowledged one is found by its phrase through the search API. A
   second run holds the index's writer lock from another process until the kill,
   so every acknowledged record is still only in the outbox when the server dies.
-- ``shouhu reindex`` (server stopped), run twice on a demo archive, brings back
+- ``shouhu reindex``, run twice on a demo archive between server runs, brings back
   exactly the hits the outbox-built index gave; on SQLite with tantivy and on a
-  PostgreSQL database of its own with the postgres backend.
+  PostgreSQL database of its own with the postgres backend. (Under a running
+  server: test_reindex_online.py.)
 """
 
 from __future__ import annotations
@@ -138,11 +139,16 @@ class Writers:
                     self.ack("document", doc["id"], f"通报{p}")
 
 
-def index_has(index_dir: Path) -> Callable[[str], int]:
+def current_generation(root: Path) -> Path:
+    """The folder of an embedded index's live generation (named by its CURRENT file)."""
+    return root / (root / "CURRENT").read_text().strip()
+
+
+def index_has(root: Path) -> Callable[[str], int]:
     """How many documents of the tantivy index carry this id (read-only, no writer)."""
     import tantivy
 
-    ix = tantivy.Index.open(str(index_dir))
+    ix = tantivy.Index.open(str(current_generation(root)))
     searcher = ix.searcher()
 
     def count_of(rid: str) -> int:
@@ -169,7 +175,8 @@ def test_kill_9_mid_write_loses_no_acknowledged_record(tmp_path, index_state):
 
         run_cli(env, "reindex")  # the index folder, with the demo records; the outbox empty
         # The schema is read from the folder; holding a writer takes tantivy's writer lock.
-        lock_holder = tantivy.Index.open(str(data_dir / "index" / "tantivy")).writer(heap_size=15_000_000)
+        lock_holder = tantivy.Index.open(str(current_generation(data_dir / "index" / "tantivy"))).writer(
+            heap_size=15_000_000)
     with serving(env, tmp_path / "serve-1.out") as server:
         with server.client() as http:
             headers = login(http, "caseworker.haizhou")
@@ -239,7 +246,7 @@ def test_an_index_of_another_key_answers_503_until_reindex_rebuilds_it(tmp_path)
     run_cli(env, "init")
     run_cli(env, "demo", "--households", "3")
     run_cli(env, "reindex")
-    meta = data_dir / "index" / "tantivy" / "shouhu-index.json"
+    meta = current_generation(data_dir / "index" / "tantivy") / "shouhu-index.json"
     stored = json.loads(meta.read_text())
     meta.write_text(json.dumps({**stored, "key_check": "0" * len(stored["key_check"])}))  # "another key"
 
@@ -256,6 +263,8 @@ def test_an_index_of_another_key_answers_503_until_reindex_rebuilds_it(tmp_path)
 
     rebuilt = run_cli(env, "reindex")
     assert "已删除并重建" in output(rebuilt)
+    assert not meta.exists()  # the unusable generation is gone; the new one has the archive's key
+    meta = current_generation(data_dir / "index" / "tantivy") / "shouhu-index.json"
     assert json.loads(meta.read_text())["key_check"] == stored["key_check"]
     with serving(env, tmp_path / "serve-rebuilt.out") as server, server.client() as http:
         headers = login(http, "caseworker.haizhou")
@@ -315,7 +324,7 @@ def test_reindex_reruns_safely_on_sqlite_with_tantivy(tmp_path):
     records = reindex_twice_gives_the_same_hits(env, tmp_path, lambda sql: int(sqlite_rows(data_dir, sql)[0][0]),
                                                 households=200)
     assert records >= PARALLEL_MIN
-    assert (data_dir / "index" / "tantivy" / "meta.json").is_file()
+    assert (current_generation(data_dir / "index" / "tantivy") / "meta.json").is_file()
 
 
 def test_reindex_reruns_safely_on_postgresql_with_the_postgres_backend(tmp_path):

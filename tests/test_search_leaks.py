@@ -263,6 +263,11 @@ def assert_indexed(rt: Runtime, backend, ids: list[str]) -> None:  # type: ignor
         assert {i for i, _ in hits} == expected, (backend.name, q)
 
 
+def current_generation(root: Path) -> Path:
+    """The folder of an embedded index's live generation (named by its CURRENT file)."""
+    return root / (root / "CURRENT").read_text().strip()
+
+
 def test_no_plaintext_in_any_search_index(client, tokens, rt, settings):
     postgres = rt.db.dialect == "postgresql"
     watch = needles(CANARIES) + secret_needles(rt)
@@ -298,10 +303,11 @@ def test_no_plaintext_in_any_search_index(client, tokens, rt, settings):
     assert hits == set(), hits
 
     # tantivy's store is LZ4 (read here); it holds the record ids and nothing else.
-    meta = json.loads((index_dir / "tantivy" / "meta.json").read_text())
+    tantivy_dir = current_generation(index_dir / "tantivy")
+    meta = json.loads((tantivy_dir / "meta.json").read_text())
     compression = meta["index_settings"]["docstore_compression"]
     assert compression == "lz4" or (zstandard is not None and compression.startswith("zstd")), compression
-    for store in (index_dir / "tantivy").glob("*.store"):
+    for store in tantivy_dir.glob("*.store"):
         data = store.read_bytes()
         if zstandard is None:
             assert _ZSTD_MAGIC not in data, f"{store.name} holds zstd frames and zstandard is not installed"
@@ -309,7 +315,7 @@ def test_no_plaintext_in_any_search_index(client, tokens, rt, settings):
             inflated = b"".join(lz4_blocks(data))
             assert all(i.encode() in inflated for i in ids), "the LZ4 reader did not read the tantivy store"
     # Whoosh keeps the key check beside the index, never the key (its TOC pickles the schema).
-    assert json.loads((index_dir / "whoosh" / "shouhu-index.json").read_text())["key_check"] == \
+    assert json.loads((current_generation(index_dir / "whoosh") / "shouhu-index.json").read_text())["key_check"] == \
         rt.analyzer.check_value()
 
     if postgres:

@@ -33,6 +33,7 @@ ORG_TYPE_NAMES = {
     OrgType.TOWNSHIP_OFFICE: "乡镇人民政府（街道办事处）", OrgType.RESCUE_CENTRE: "未成年人救助保护机构",
     OrgType.LEADING_GROUP_OFFICE: "未成年人保护工作领导小组办公室", OrgType.COURT: "人民法院",
     OrgType.PROCURATORATE: "人民检察院", OrgType.POLICE: "公安机关", OrgType.JUSTICE: "司法行政部门",
+    OrgType.DISCIPLINE_INSPECTION: "纪检监察机关",
     OrgType.EDUCATION: "教育部门", OrgType.SCHOOL: "学校", OrgType.HOSPITAL: "医疗机构", OrgType.IT: "信息技术部门",
     OrgType.OTHER: "其他",
 }
@@ -70,6 +71,7 @@ def users(request: Request, g: PageGuard, done: str | None = None) -> HTMLRespon
     rt = get_runtime(request)
     items = rt.users.list(g, org_id=None)
     return page(request, "admin/users.html.j2", title="用户管理", items=items,
+                pending=sum(1 for u in items if u.pending_grant is not None),
                 done=done if done in ("disabled",) else None)
 
 
@@ -111,8 +113,9 @@ def create_user(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
         for name in [n for n in errors if n.startswith("roles.")]:
             errors.setdefault("roles", errors.pop(name))
         return _new_user_page(request, g, status_code=exc.status, values=values, errors=errors)
-    return page(request, "admin/password.html.j2", title="用户已创建", user=created,
-                password=created.temporary_password, created=True)
+    return page(request, "admin/password.html.j2", title="用户已创建" if created.pending_grant is None
+                else "用户已创建，待第二名管理员批准", user=created, password=created.temporary_password, created=True,
+                status_code=202 if created.pending_grant is not None else 200)
 
 
 @router.post("/admin/users/{user_id}/disable", dependencies=[CsrfChecked])
@@ -130,6 +133,37 @@ def reset_password(request: Request, g: PageGuard, user_id: str) -> HTMLResponse
     return page(request, "admin/password.html.j2", title="密码已重置",
                 user={"username": user.username if user else user_id, "name": user.display_name if user else ""},
                 password=temporary.temporary_password, created=False)
+
+
+# the two-person rule -------------------------------------------------------------------------
+
+GRANT_STATUS = {"pending": "待批准", "approved": "已批准", "rejected": "已驳回"}
+
+
+@router.get("/admin/grants", response_class=HTMLResponse)
+def grants(request: Request, g: PageGuard, status: str = "pending", done: str | None = None) -> HTMLResponse:
+    rt = get_runtime(request)
+    status = status if status in GRANT_STATUS else "pending"
+    items = rt.users.list_grants(g, status=status)
+    return page(request, "admin/grants.html.j2", title="授权审批", items=items, status=status,
+                grant_status=GRANT_STATUS, done=done if done in ("approved", "rejected") else None)
+
+
+@router.post("/admin/grants/{grant_id}/{verdict}", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def decide_grant(request: Request, g: PageGuard, grant_id: str, verdict: str) -> Response:
+    rt = get_runtime(request)
+    if verdict not in ("approve", "reject"):
+        raise NotFound()
+    try:
+        rt.users.decide_grant(g, grant_id, approve=verdict == "approve")
+    except (Forbidden, Conflict, InvalidInput) as exc:
+        # Refused (e.g. the administrator who asked may not approve): say why on the list.
+        failed(g, exc)
+        items = rt.users.list_grants(g, status="pending")
+        return page(request, "admin/grants.html.j2", status_code=exc.status, title="授权审批", items=items,
+                    status="pending", grant_status=GRANT_STATUS, done=None, error=exc.message)
+    return RedirectResponse(f"/admin/grants?done={'approved' if verdict == 'approve' else 'rejected'}",
+                            status_code=303)
 
 
 # organisations and keys -------------------------------------------------------------------

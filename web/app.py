@@ -15,13 +15,14 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
 from access_control.actions import Action
+from access_control.addresses import client_address
 from access_control.audit import AuditLog
 from access_control.deps import get_runtime
 from access_control.identity import User
 from access_control.policy import Resource
 from access_control.sealed import SealedRequest
 from access_control.users import login as password_login
-from core.errors import LoginFailed, LoginThrottled
+from core.errors import LoginBusy, LoginFailed, LoginThrottled
 from core.keys import status as key_status
 from web.admin import KEY_STATES
 from web.pages import HERE, render
@@ -31,6 +32,7 @@ from web.session import (
     LoginRequired,
     PageGuard,
     PageSession,
+    PasswordChangeFirst,
     clear_cookie,
     local_target,
     login_csrf,
@@ -44,7 +46,7 @@ from web.session import (
 
 router = APIRouter(include_in_schema=False)
 
-FEATURES = ("web.casework", "web.documents", "web.sealed", "web.audit", "web.admin")
+FEATURES = ("web.casework", "web.documents", "web.sealed", "web.audit", "web.admin", "web.account")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; connect-src 'self'")
@@ -66,6 +68,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def to_login(_request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+    @app.exception_handler(PasswordChangeFirst)
+    async def to_password_change(_request: Request, _exc: PasswordChangeFirst) -> Response:
+        return RedirectResponse("/password", status_code=303)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -111,9 +117,12 @@ def login_submit(
         token = password_login(
             session, ring=runtime.ring, passwords=runtime.passwords, throttle=runtime.throttle, audit=runtime.audit,
             username=username, password=password, request_id=request.state.request_id, now=runtime.clock(),
-            ttl=runtime.settings.token_ttl_seconds, kind="web")
-    except (LoginFailed, LoginThrottled) as exc:
-        return _login_form(request, next=target, error=exc.message, username=username, status_code=exc.status)
+            ttl=runtime.settings.token_ttl_seconds, kind="web",
+            address=client_address(request, runtime.settings.trusted_proxies))
+    except (LoginFailed, LoginThrottled, LoginBusy) as exc:
+        response = _login_form(request, next=target, error=exc.message, username=username, status_code=exc.status)
+        response.headers.update(exc.headers or {})
+        return response
     response = RedirectResponse(target, status_code=303)
     set_cookie(response, runtime, token)
     return response

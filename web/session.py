@@ -38,6 +38,14 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
+class PasswordChangeFirst(Exception):
+    """A temporary password: every page but the password change (and sign-out) redirects there."""
+
+
+# Pages a user with a temporary password may still open.
+TEMPORARY_PASSWORD_PAGES = frozenset({"/password", "/logout"})
+
+
 class CsrfFailed(ShouhuError):
     status = 403
     code = "csrf_failed"
@@ -119,6 +127,8 @@ def page_actor(request: Request, session: PageSession) -> Actor:
         if actor is not None:
             request.state.csrf = csrf_for(runtime, token)
             request.state.actor = actor
+            if actor.must_change_password and request.url.path not in TEMPORARY_PASSWORD_PAGES:
+                raise PasswordChangeFirst()
             return actor
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     raise LoginRequired(target)

@@ -14,7 +14,7 @@ moves each plain case number (and a free-text legal basis, as ``legacy``) into t
 row's envelope and empties the plain column; rerunning it finds nothing to do.
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0009"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1087,7 +1087,7 @@ PAGES_BY_USER = {
     "custodian.city": ["/", "/sealed", "/sealed/seal", "/sealed/disclosures", "/documents", "/search"],
     "auditor.city": ["/", "/audit", "/audit/subject", "/audit/verify", "/audit/export", "/documents",
                      "/sealed/disclosures"],
-    "admin": ["/", "/admin", "/admin/users/new", "/admin/orgs", "/admin/keys"],
+    "admin": ["/", "/admin", "/admin/users/new", "/admin/grants", "/admin/orgs", "/admin/keys", "/password"],
 }
 
 

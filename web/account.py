@@ -1,0 +1,52 @@
+"""The signed-in user's own account: changing the password.
+
+A user with a temporary password (a new account, or after a reset) is sent here
+from every other page until the password is changed. Changing it ends every
+other session of the user (API tokens and page sessions); this one continues.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from access_control.actions import Action
+from access_control.deps import get_runtime
+from access_control.identity import token_hash
+from access_control.policy import Resource
+from core.errors import InvalidInput
+from web.pages import errors_by_field, render
+from web.session import COOKIE, CsrfChecked, FormDep, PageGuard
+
+router = APIRouter(include_in_schema=False)
+
+
+def _form(request: Request, *, status_code: int = 200, errors: dict[str, str] | None = None,
+          done: bool = False) -> HTMLResponse:
+    actor = request.state.actor
+    return render(request, "account/password.html.j2", status_code=status_code, title="修改密码",
+                  errors=errors or {}, done=done, forced=actor.must_change_password and not done)
+
+
+@router.get("/password", response_class=HTMLResponse)
+def password_form(request: Request, g: PageGuard) -> HTMLResponse:
+    g.authorize(Action.ME_READ, Resource("user", g.actor.user_id), commit=True)
+    return _form(request)
+
+
+@router.post("/password", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def password_change(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
+    rt = get_runtime(request)
+    current, new, again = (str(form.get(k) or "") for k in ("current_password", "new_password", "new_password2"))
+    if len(current) > 256 or len(new) > 256:
+        return _form(request, status_code=422, errors={"new_password": "密码不能超过256个字符"})
+    if new != again:
+        return _form(request, status_code=422, errors={"new_password2": "两次输入的新密码不一致"})
+    try:
+        rt.users.change_own_password(g, current, new,
+                                     keep_token_hash=token_hash(rt.ring, request.cookies.get(COOKIE, "")))
+    except InvalidInput as exc:
+        g.fail(exc)
+        return _form(request, status_code=422, errors=errors_by_field(exc))
+    # The page's actor was read before the change: show the done page without the forced notice.
+    return _form(request, done=True)
