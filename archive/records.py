@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, exists, select
+from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -261,18 +261,27 @@ class Archive:
         )
 
     def _duplicate(self, g: Guard, id_hash: str, *, except_id: str | None = None) -> Conflict | None:
-        q = select(Minor).where(Minor.id_hash == id_hash)
+        """A 409 if an unsealed minor carries this ID-number hash, pointing at one the caller may read.
+
+        ``minors.id_hash`` is not unique (an unsealed record and one registered while it was
+        sealed both keep it), so the check is here, under a lock on the hash: SQLite's write
+        lock, which every request transaction takes first; on PostgreSQL a transaction-scoped
+        advisory lock, so two registrations of one number cannot both pass.
+        """
+        if g.session.get_bind().dialect.name == "postgresql":
+            g.session.execute(select(func.pg_advisory_xact_lock(int(id_hash[:15], 16))))
+        q = select(Minor).where(Minor.id_hash == id_hash, Minor.sealed.is_(False))
         if except_id:
             q = q.where(Minor.id != except_id)
-        other = g.session.scalars(q).first()
-        if other is None:
+        others = list(g.session.scalars(q.order_by(Minor.created_at, Minor.id)))
+        if not others:
             return None
         details: dict[str, Any] = {"field": "id_number"}
-        # Only point at the existing record if the caller may read it.
-        if not other.sealed and g.decide(
-            Action.MINOR_READ, Resource("minor", other.id, other.region_code)
-        ).allowed:
-            details["existing_id"] = other.id
+        # Only point at an existing record if the caller may read it.
+        readable = next((o for o in others if g.decide(
+            Action.MINOR_READ, Resource("minor", o.id, o.region_code)).allowed), None)
+        if readable is not None:
+            details["existing_id"] = readable.id
         return Conflict("该身份证号码已登记。", details=details)
 
     def _flush(self, g: Guard) -> None:
