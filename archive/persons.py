@@ -72,7 +72,8 @@ def sealed_documents_of(session: Session, subject_hash: str) -> list[str]:
     minors = list(session.scalars(select(SealedRecord.record_id).where(
         SealedRecord.record_kind == "minor", SealedRecord.state == "sealed",
         SealedRecord.subject_hash == subject_hash)))
-    own = SealedRecord.subject_hash == subject_hash
+    # Sealed on its own for this person; one sealed with a minor is granted through that minor below.
+    own = and_(SealedRecord.subject_hash == subject_hash, SealedRecord.sealed_with.is_(None))
     if minors:
         named = select(DocumentPerson.document_id).where(or_(DocumentPerson.minor_id.in_(minors),
                                                              DocumentPerson.id_hash == subject_hash))

@@ -247,6 +247,11 @@ def test_a_document_naming_two_sealed_minors_comes_back_only_when_both_are_unsea
     assert sealed(rt, hf)
     as_unknown(client, cw, hf)
     assert client.get(f"{API}/minors/{w.minor}", headers=cw).status_code == 200
+    # An application about the unsealed minor is granted nothing sealed for the sibling.
+    rid = apply(client, tokens[COURT], SEALED_NAME, w.id_number)
+    assert decide(client, tokens[CUST], rid, "approve", APPROVE_REASON).status_code == 200
+    r = client.get(f"{API}/sealed-requests/{rid}/records", headers=tokens[COURT])
+    assert r.status_code == 200 and hf not in {i["id"] for i in r.json()["items"]}
 
     assert hf in unseal(client, tokens, w.sibling)
     assert not sealed(rt, hf)
