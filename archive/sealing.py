@@ -199,10 +199,11 @@ class Sealing:
         """Seal every unsealed document that names a sealed minor; the ids sealed. Idempotent.
 
         Sealing reaches such documents as it happens; this finds those it could not reach:
-        documents issued before migration 0011 recorded whom they name, whose persons the
-        migration filled in from plain columns. ``shouhu init`` (``Runtime.initialize``) runs it
-        after migrating, with the key ring the migration lacks. Each is sealed with the minor's
-        legal basis and case number, logged as the ``--as``-less operator step it is.
+        documents issued before migration 0011 recorded whom they name (the migration filled
+        their persons in from plain columns), and a document that wrote a sealed person's ID
+        number. ``shouhu init`` (``Runtime.initialize``) runs it after migrating, with the key
+        ring the migration lacks. Each is sealed with the minor's legal basis and case number,
+        one event each, by the guard's actor (``system:init``).
         """
         rows = g.session.execute(
             select(DocumentPerson.document_id, SealedRecord.record_id)
