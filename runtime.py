@@ -21,7 +21,7 @@ from sqlalchemy import event, inspect, select
 from access_control.audit import AuditHead, AuditLog
 from access_control.audit_service import AuditDesk
 from access_control.guard import Guard
-from access_control.identity import Actor, Passwords, Throttle
+from access_control.identity import Actor, Passwords, Throttle, system_actor
 from access_control.policy import Policy
 from access_control.regions import RegionTree
 from access_control.sealed import SealedDesk
@@ -55,10 +55,33 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_database(db: Database) -> None:
     """Apply every migration (idempotent)."""
+    migrate_database(db, "head")
+
+
+def migrate_database(db: Database, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or, ``down``, downgrade) the schema to ``revision`` in one transaction.
+
+    SQLite changes a constraint by rebuilding the table (batch mode); with foreign keys on,
+    dropping the old table would orphan the rows that refer to it. So, as SQLite's own
+    procedure has it, foreign keys are off for the migration (set outside the transaction,
+    where the pragma works) and every reference is checked before the commit.
+    """
     cfg = alembic_config(db.url)
-    with db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = db.dialect == "sqlite"
+    with db.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                (command.downgrade if down else command.upgrade)(cfg, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the migration left rows that refer to missing rows; nothing was changed")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 @dataclass
@@ -207,8 +230,13 @@ class Runtime:
             self.audit.ensure_head(s)
             s.commit()
         self.load()
-        # What a migration could not encrypt without the key ring (plain case numbers, 0013).
+        # What a migration could not encrypt without the key ring (plain case numbers, 0013): first,
+        # so that the catch-up below seals documents with a minor's case as it is stored now.
         self.upgraded = sealed_upgrade.run(self.db, self.vault, self.ring, self.sealed)
+        with self.db.session() as s:
+            # Documents that name a sealed minor but were issued before they recorded whom they
+            # name (migration 0011 filled that in): sealed now, with the key ring. Idempotent.
+            self.sealing.catch_up(self.guard(s, system_actor("init")))
         return created
 
     def guard(self, session, actor: Actor, *, request_id: str | None = None,  # type: ignore[no-untyped-def]

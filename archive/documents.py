@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import String, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from access_control.actions import Action
@@ -35,11 +35,13 @@ from access_control.guard import Guard
 from access_control.identity import Actor, Org, OrgType
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
-from access_control.sealed import SealedDesk, SealedRequest, case_details
+from access_control.sealed import SealedGrant, SealedRequest, case_details
 from archive import numbering
+from archive import persons as people
 from archive import prefill as P
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.models import Document, DocumentVersion, Household, Minor
+from archive.persons import Person
 from archive.records import Archive, decode_cursor, encode_cursor
 from core.crypto import KeyRing, sha256_hex
 from core.db import Database, new_id
@@ -124,6 +126,11 @@ class Subject:
     id: str | None
     region_code: str
     hashes: tuple[str, ...]
+    # The minors' records a document about it names (the minor; a household's listed minors).
+    persons: tuple[Person, ...] = ()
+    # (id, version) of every record its particulars are read from: unchanged until the issue stores.
+    rows: tuple[tuple[str, int], ...] = ()
+    listed: tuple[str, ...] = ()  # a household's minors, as its household file lists them
 
 
 class DocumentService:
@@ -186,15 +193,90 @@ class DocumentService:
                     g.authorize(action, Resource(kind.subject, row.id, row.region_code))
                 except NotFound:
                     raise InvalidInput.one("subject_id", "未找到该档案") from None
-            hashes = [row.id_hash] if isinstance(row, Minor) and row.id_hash else list(
-                getattr(row, "subject_hashes", []) or [])
-            return Subject(kind.subject, row.id, row.region_code, tuple(hashes))
+            if isinstance(row, Minor):
+                hh = g.session.get(Household, row.household_id)
+                return Subject("minor", row.id, row.region_code, (row.id_hash,) if row.id_hash else (),
+                               persons=((row.id, row.id_hash),),
+                               rows=((row.id, row.version), *(((hh.id, hh.version),) if hh else ())))
+            listed = self._listed_minors(g, row.id)
+            hashes = sorted(set(row.subject_hashes or []) | {m.id_hash for m in listed if m.id_hash})
+            return Subject("household", row.id, row.region_code, tuple(hashes),
+                           persons=tuple((m.id, m.id_hash) for m in listed),
+                           rows=((row.id, row.version), *((m.id, m.version) for m in listed)),
+                           listed=tuple(m.id for m in listed))
         if kind.subject == "region":
             code = subject_id or g.actor.region_code
             if code not in self.regions:
                 raise InvalidInput.one("subject_id", "未知的行政区划代码")
             return Subject("region", code, code, ())
         return Subject(kind.subject, subject_id, g.actor.region_code, ())
+
+    @staticmethod
+    def _listed_minors(g: Guard, household_id: str) -> list[Minor]:
+        """The minors a household file lists: the household's unsealed minors, at most six."""
+        return list(g.session.scalars(select(Minor).where(Minor.household_id == household_id,
+                                                          Minor.sealed.is_(False)).order_by(Minor.id).limit(6)))
+
+    def _record(self, g: Guard, subject: Subject) -> P.Record:
+        """The subject's record, decrypted: the caller has authorized (and logged) the read."""
+        today = g.now.astimezone(LOCAL_TZ).date()
+        if subject.kind == "household":
+            hh = g.session.get(Household, subject.id)
+            assert hh is not None
+            minors = [g.session.get(Minor, mid) for mid in subject.listed]
+            return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
+                            household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
+                            minors=[self.archive.minor_view(g, m).model_dump(mode="json") for m in minors if m])
+        mn = g.session.get(Minor, subject.id)
+        assert mn is not None
+        hh = g.session.get(Household, mn.household_id)
+        assert hh is not None
+        return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
+                        household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
+                        minor=self.archive.minor_view(g, mn).model_dump(mode="json"))
+
+    @staticmethod
+    def _prevalidate(kind: K.DocKind, fields: dict[str, Any]) -> None:
+        """Refuse invalid fields before anything is looked up; particulars may be left out."""
+        try:
+            kind.validate(fields)
+        except ValidationError as exc:
+            own = P.PARTICULARS.get(kind.kind, {})
+            errors = [e for e in exc.errors() if not (e["type"] == "missing" and e["loc"] and e["loc"][0] in own)]
+            if errors:
+                raise InvalidInput(field_errors(errors, prefix=("fields",), location="body")) from None
+
+    def _validated(self, g: Guard, kind: K.DocKind, subject: Subject, fields: dict[str, Any]) -> BaseModel:
+        """The fields, validated, with the subject's particulars from its record (prefill.PARTICULARS).
+
+        A particular left out is filled in; one sent that differs from the record is a 422
+        naming it. The record is read here: the caller's decision is logged before this.
+        """
+        table = P.PARTICULARS.get(kind.kind)
+        if not table or subject.kind not in ("household", "minor"):
+            return self.validate_fields(kind, fields)
+        own = P.particulars(kind.kind, self._record(g, subject))
+        model = self.validate_fields(kind, {**own, **fields})
+        try:
+            recorded = kind.validate({**model.model_dump(mode="json"), **own}).model_dump(mode="json")
+        except ValidationError as exc:  # the record holds what this kind cannot print
+            raise InvalidInput(field_errors(exc.errors(), prefix=("fields",), location="body"),
+                               "档案中的信息无法填入本公文，请先核对档案。") from None
+        sent = model.model_dump(mode="json")
+        wrong = [name for name in table if sent.get(name) != recorded.get(name)]
+        if wrong:
+            raise InvalidInput([{"field": f"fields.{name}", "location": "body",
+                                 "message": "与档案记载不一致：本项取自档案，可留空由系统填写，如有误请先更正档案"}
+                                for name in wrong])
+        return model
+
+    def _persons(self, g: Guard, subject: Subject, fields: BaseModel) -> set[Person]:
+        """Everyone the document names: the subject's minors, and every ID number in its fields
+        (the household's members' among them), joined to a minor's record where one carries it."""
+        out = set(subject.persons)
+        known = {h for _m, h in out if h}
+        return out | people.resolve(g.session, (set(subject.hashes) | self._id_hashes(fields.model_dump(mode="json")))
+                                    - known)
 
     def _check_glyphs(self, fields: BaseModel, meta: DocumentMeta) -> None:
         try:
@@ -232,14 +314,16 @@ class DocumentService:
     def preview(self, g: Guard, req: DocumentRequest) -> bytes:
         kind = self.kind_or_422(req.kind)
         self._gate(g, Action.DOCUMENT_PREVIEW, kind, roles=kind.issuer_roles)
-        fields = self.validate_fields(kind, req.fields)
+        self._prevalidate(kind, req.fields)  # refused input is no decision
         subject = self._subject(g, kind, req.subject_id, Action.DOCUMENT_PREVIEW)
         meta = self._meta(g, kind, self._org(g), "（草稿 未编号）", None)
-        self._check_glyphs(fields, meta)
+        # Logged (and durable) before the record's particulars are read.
         g.authorize(Action.DOCUMENT_PREVIEW,
                     Resource("document", None, subject.region_code, existing=False, required_roles=kind.issuer_roles),
                     subjects=sorted(set(subject.hashes) | self._id_hashes(req.fields)),
                     details={"kind": kind.kind}, commit=True)
+        fields = self._validated(g, kind, subject, req.fields)
+        self._check_glyphs(fields, meta)
         return self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
 
     # issue ------------------------------------------------------------------------------
@@ -247,7 +331,7 @@ class DocumentService:
     def issue(self, g: Guard, req: DocumentRequest) -> DocumentIssued:
         kind = self.kind_or_422(req.kind)
         self._gate(g, Action.DOCUMENT_ISSUE, kind, roles=kind.issuer_roles)
-        fields = self.validate_fields(kind, req.fields)
+        self._prevalidate(kind, req.fields)  # refused input is no decision
         # One issuer's issues queue here, before any statement: they wait without a database
         # connection or lock, in order, and the number peeked below is the one allocated.
         with self._issuer_queue(g.actor.org_id):
@@ -256,14 +340,18 @@ class DocumentService:
             if not org.doc_prefix:
                 raise Conflict("本单位尚未设置发文字号代字，无法编号。", details={"field": "issuer"})
             year = g.now.astimezone(LOCAL_TZ).year
-            self._check_glyphs(fields, self._meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1),
-                                                  None))
             doc_id = new_id("doc")
-            hashes = sorted(set(subject.hashes) | self._id_hashes(req.fields))
+            # Decided before the record's particulars are read; a refusal after it (a field that
+            # contradicts the record) leaves the decision in the log as an error.
             g.authorize(Action.DOCUMENT_ISSUE,
                         Resource("document", doc_id, subject.region_code, existing=False,
                                  required_roles=kind.issuer_roles),
-                        subjects=hashes, details={"kind": kind.kind}, defer=True)
+                        subjects=sorted(set(subject.hashes) | self._id_hashes(req.fields)), details={"kind": kind.kind},
+                        defer=True)
+            fields = self._validated(g, kind, subject, req.fields)
+            named = self._persons(g, subject, fields)
+            self._check_glyphs(fields, self._meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1),
+                                                  None))
             _serial, predicted = numbering.peek(g.session, issuer=org, year=year)
             code = new_code()
             meta = self._meta(g, kind, org, predicted, code)
@@ -279,25 +367,42 @@ class DocumentService:
             doc = Document(
                 id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
                 region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
-                number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=hashes, sealed=False,
+                number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=[], sealed=False,
                 created_by=g.actor.user_id, created_at=g.now,
             )
             g.session.add(doc)
+            g.session.flush()
+            people.record(g.session, doc, named)
             version = self._store_version(g, doc, fields, dek, code=code, meta=meta, pdf=pdf, version=1,
                                           supersedes=None, reason=None)
             enqueue(g.session, "document", doc.id)
             g.commit()
         return self._issued(doc, version)
 
-    @staticmethod
-    def _still(g: Guard, subject: Subject) -> bool:
-        """Whether a household or minor is still where it was and unsealed (checked again after
-        rendering, which ran outside any transaction). No decision is taken here: the issue's
-        own, deferred, is the only one."""
+    def _still(self, g: Guard, subject: Subject) -> bool:
+        """Whether a household or minor is still where it was, unsealed and unchanged, and a
+        household still lists the same minors (checked again after rendering, which ran outside
+        any transaction). No decision is taken here: the issue's own, deferred, is the only one.
+
+        The minors are read ``FOR SHARE`` on PostgreSQL: a sealing that has not committed yet
+        waits for this issue, then finds the new document among those that name the minor.
+        """
         if subject.kind not in ("household", "minor"):
             return True
         row = g.session.get(Household if subject.kind == "household" else Minor, subject.id)
-        return row is not None and not row.sealed and row.region_code == subject.region_code
+        if row is None or row.sealed or row.region_code != subject.region_code:
+            return False
+        if subject.kind == "household" and tuple(m.id for m in self._listed_minors(g, row.id)) != subject.listed:
+            return False
+        minor_ids = [i for i, _v in subject.rows if i.startswith("mn_")]
+        locked = {m.id: m for m in g.session.scalars(select(Minor).where(Minor.id.in_(minor_ids))
+                                                      .with_for_update(read=True)
+                                                      .execution_options(populate_existing=True))}
+        for rid, version in subject.rows:
+            current = locked.get(rid) if rid.startswith("mn_") else g.session.get(Household, rid)
+            if current is None or current.version != version or current.sealed:
+                return False
+        return True
 
     @contextmanager
     def _issuer_queue(self, org_id: str) -> Iterator[None]:
@@ -338,29 +443,47 @@ class DocumentService:
 
     def _load(self, g: Guard, doc_id: str, action: Action, *, read: bool
               ) -> tuple[Document, K.DocKind, SealedRequest | None]:
-        """A document the caller may act on; a sealed one only through the caller's active grant."""
+        """A document the caller may act on; a sealed one only through the caller's active grant.
+
+        An unknown id and a sealed document the caller has no grant for take one path: the
+        same statement (the row's kind and sealed flag and the caller's live grant to it, in
+        one query of plain columns), the same policy question (a sealed record without a
+        grant), the same refusal event (no subject, no kind), so neither the answer, nor the
+        log, nor the time tells them apart. A document that may be read is then loaded.
+        """
         if not g.decide(action).allowed:
             g.authorize(action, Resource("document", doc_id[:64]))
+        # One row whether or not the id exists (the asked id, left-joined to the documents), so
+        # the database does the same work for both: the row lookup and the grant lookup.
+        asked = select(literal(doc_id[:64], String(64)).label("id")).subquery("asked")
+        grant_id = (select(SealedRequest.id).join(SealedGrant, SealedGrant.request_id == SealedRequest.id)
+                    .where(SealedGrant.record_id == asked.c.id, SealedRequest.requester_id == g.actor.user_id,
+                           SealedRequest.status == "approved", SealedRequest.expires_at > g.now)
+                    .order_by(SealedRequest.expires_at.desc()).limit(1).correlate(asked).scalar_subquery())
+        # Plain columns, no ORM object: a refusal costs the same whether or not a document came back.
+        found = g.session.execute(select(Document.kind, Document.sealed, grant_id).select_from(asked)
+                                  .outerjoin(Document, Document.id == asked.c.id)).one()
+        kind_name, sealed, grant_of = found
+        kind = K.get(kind_name) if kind_name is not None else None
+        if action not in (Action.DOCUMENT_READ, Action.DOCUMENT_DOWNLOAD):
+            grant_of = None  # a grant lets its requester read, nothing else
+        if kind is None or sealed:
+            probe = Resource("document", doc_id[:64], sealed=True, grant=grant_of if kind is not None else None)
+            if not g.decide(action, probe).allowed:
+                g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
+                                    resource_kind="document", resource_id=doc_id[:64]))
+                g.commit()
+                raise NotFound()
         doc = g.session.get(Document, doc_id)
-        kind = K.get(doc.kind) if doc else None
-        if doc is None or kind is None:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="document", resource_id=doc_id[:64]))
-            g.commit()
-            raise NotFound()
-        grant = None
+        assert doc is not None and kind is not None
         if doc.sealed:
-            if action in (Action.DOCUMENT_READ, Action.DOCUMENT_DOWNLOAD):
-                grant = SealedDesk.active_grant(g.session, user_id=g.actor.user_id, record_id=doc.id, now=g.now)
-            details: dict[str, Any] = {"kind": doc.kind}
-            if grant is not None:
-                details.update(case_details(grant))  # the basis's code, the case number's keyed hash
-            # A sealed document without a grant is answered exactly like a missing one.
-            g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True,
-                                         grant=grant.id if grant else None),
-                        subjects=list(doc.subject_hashes or []) + ([grant.case_number_hash] if grant and
-                                                                    grant.case_number_hash else []),
-                        details=details, commit=read)
+            grant = g.session.get(SealedRequest, grant_of)
+            assert grant is not None
+            # The grant's case: the basis's code and the case number's keyed hash, never the number.
+            g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True, grant=grant.id),
+                        subjects=list(doc.subject_hashes or []) + ([grant.case_number_hash]
+                                                                   if grant.case_number_hash else []),
+                        details={"kind": doc.kind, **case_details(grant)}, commit=read)
             return doc, kind, grant
         roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else self.readers(kind)
         # A correction renders a PDF before it commits: its event waits for the commit.
@@ -423,11 +546,16 @@ class DocumentService:
             doc, kind, _grant = self._load(g, doc_id, Action.DOCUMENT_CORRECT, read=False)
             if doc.sealed:
                 raise NotFound()
-            fields = self.validate_fields(kind, req.fields)
+            self._prevalidate(kind, req.fields)
             org = g.session.get(Org, doc.issuer_org_id)
             assert org is not None
             if org.id != g.actor.org_id:
                 raise Conflict("只有发文单位可以更正本公文。", details={"field": "issuer"})
+            subject = self._subject(g, kind, doc.subject_id, Action.DOCUMENT_CORRECT) \
+                if doc.subject_kind in ("household", "minor") else Subject(doc.subject_kind, doc.subject_id,
+                                                                            doc.region_code, ())
+            fields = self._validated(g, kind, subject, req.fields)
+            named = self._persons(g, subject, fields)
             self._check_glyphs(fields, self._meta(g, kind, org, doc.doc_number, None))
             code = new_code()
             meta = self._meta(g, kind, org, doc.doc_number, code)
@@ -438,10 +566,13 @@ class DocumentService:
             g.session.refresh(doc, with_for_update=True)
             if doc.sealed:
                 raise NotFound()
+            if not self._still(g, subject):
+                raise Conflict("档案在出具期间已变更，请重试。", details={"field": "subject_id"})
             version = self._store_version(g, doc, fields, self.vault.data_key(g.session, doc.dek_id), code=code,
                                           meta=meta, pdf=pdf, version=doc.current_version + 1,
                                           supersedes=doc.current_version, reason=req.reason)
             doc.current_version = version.version
+            people.record(g.session, doc, named)
             enqueue(g.session, "document", doc.id)
             g.commit()
         return self._issued(doc, version)
@@ -494,28 +625,9 @@ class DocumentService:
         return {"kind": kind.kind, "subject_id": subject.id, "fields": self._fill(g, kind, subject)}
 
     def _fill(self, g: Guard, kind: K.DocKind, subject: Subject) -> dict[str, Any]:
-        today = g.now.astimezone(LOCAL_TZ).date()
-        if subject.kind == "household":
-            hh = g.session.get(Household, subject.id)
-            assert hh is not None
-            minors = g.session.scalars(
-                select(Minor).where(Minor.household_id == hh.id, Minor.sealed.is_(False)).order_by(Minor.id))
-            return P.household_file(
-                household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
-                household=self.archive.household_view(g, hh).model_dump(mode="json"),
-                minors=[self.archive.minor_view(g, m).model_dump(mode="json") for m in minors],
-                surveyor=g.actor.display_name, today=today)
-        if subject.kind == "minor":
-            mn = g.session.get(Minor, subject.id)
-            assert mn is not None
-            minor = self.archive.minor_view(g, mn).model_dump(mode="json")
-            hh = g.session.get(Household, mn.household_id)
-            assert hh is not None
-            household = self.archive.household_view(g, hh).model_dump(mode="json")
-            if kind.kind == "minor_file":
-                return P.minor_file(minor=minor, household=household, caseworker=g.actor.display_name, today=today)
-            return P.about_minor(kind.kind, minor=minor, household=household, today=today)
-        return {}
+        if subject.kind not in ("household", "minor"):
+            return {}
+        return P.prefill(kind.kind, self._record(g, subject), staff=g.actor.display_name)
 
     def print_batch(self, g: Guard, kind_name: str, *, region: str, issue: bool,
                     renderer: Renderer, progress: Any = None) -> tuple[bytes, list[DocumentIssued]]:
@@ -563,9 +675,11 @@ class DocumentService:
                 doc = Document(
                     id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
                     region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
-                    number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=list(subject.hashes),
+                    number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=[],
                     sealed=False, created_by=g.actor.user_id, created_at=g.now)
                 g.session.add(doc)
+                g.session.flush()
+                people.record(g.session, doc, self._persons(g, subject, fields))
                 meta = self._meta(g, kind, org, number, code)
                 pending.append((doc, fields, code, dek))
             else:

@@ -41,8 +41,11 @@ class Minor(Base):
     version: Mapped[int] = mapped_column(default=1)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
-    # Keyed hash of the ID number: exact lookup and duplicate check, never the number.
-    id_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Keyed hash of the ID number: exact lookup and duplicate check, never the number. Not unique:
+    # an ID number registered again while its first record was sealed is on both once that is
+    # unsealed; the duplicate check (archive.records) refuses a new one in code (migration 0011).
+    # While a minor is sealed its hash sits in ``sealed_records.subject_hash`` instead.
+    id_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     sealed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -85,6 +88,23 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("issuer_org_id", "number_year", "number_serial"),)
+
+
+class DocumentPerson(Base):
+    """A person a document names, from its fields as issued or corrected (every version's).
+
+    ``minor_id`` is a minor's record the document is about or lists; ``id_hash`` the keyed
+    hash of an ID number written in it (or the minor's). Either may be empty, not both.
+    Sealing a minor seals every document that names it (archive.sealing); the rows are
+    never removed, so a person named only by an old version still counts (migration 0011).
+    """
+
+    __tablename__ = "document_persons"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id"), index=True)
+    minor_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    id_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class DocumentVersion(Base):
@@ -145,6 +165,10 @@ class SealedRecord(Base):
     # The free-text explanation of an unsealing, sealed with a data key of its own (migration 0009).
     unseal_note: Mapped[bytes | None] = mapped_column(LargeBinary)
     unseal_dek_id: Mapped[str | None] = mapped_column(String(40))
+    # A document sealed because it names a sealed minor: that minor (the first to reach it).
+    # None for a minor, or a document sealed on its own. Unsealing the minors a document
+    # names unseals it only if it was reached this way and no person it names is still sealed.
+    sealed_with: Mapped[str | None] = mapped_column(String(40))
 
 
 class Disclosure(Base):

@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import Select, and_, exists, select
+from sqlalchemy import Select, String, and_, exists, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -63,7 +63,12 @@ class Archive:
         if not g.decide(action).allowed:
             # The role refusal comes first, so it cannot tell whether the record exists.
             g.authorize(action, Resource(kind, record_id[:64]))
-        row = g.session.get(model, record_id)
+        # A sealed record and an unknown id take one path and cost the same: one row either way
+        # (the asked id left-joined to the table), plain columns, no ORM object; then one event.
+        asked = select(literal(record_id[:64], String(64)).label("id")).subquery("asked")
+        sealed = g.session.execute(select(model.sealed).select_from(asked)
+                                   .outerjoin(model, model.id == asked.c.id)).scalar_one()
+        row = g.session.get(model, record_id) if sealed is False else None
         if row is None or row.sealed:
             g.record(
                 EventDraft(action=action, outcome="denied", reason="record:not_found",
@@ -261,18 +266,27 @@ class Archive:
         )
 
     def _duplicate(self, g: Guard, id_hash: str, *, except_id: str | None = None) -> Conflict | None:
-        q = select(Minor).where(Minor.id_hash == id_hash)
+        """A 409 if an unsealed minor carries this ID-number hash, pointing at one the caller may read.
+
+        ``minors.id_hash`` is not unique (an unsealed record and one registered while it was
+        sealed both keep it), so the check is here, under a lock on the hash: SQLite's write
+        lock, which every request transaction takes first; on PostgreSQL a transaction-scoped
+        advisory lock, so two registrations of one number cannot both pass.
+        """
+        if g.session.get_bind().dialect.name == "postgresql":
+            g.session.execute(select(func.pg_advisory_xact_lock(int(id_hash[:15], 16))))
+        q = select(Minor).where(Minor.id_hash == id_hash, Minor.sealed.is_(False))
         if except_id:
             q = q.where(Minor.id != except_id)
-        other = g.session.scalars(q).first()
-        if other is None:
+        others = list(g.session.scalars(q.order_by(Minor.created_at, Minor.id)))
+        if not others:
             return None
         details: dict[str, Any] = {"field": "id_number"}
-        # Only point at the existing record if the caller may read it.
-        if not other.sealed and g.decide(
-            Action.MINOR_READ, Resource("minor", other.id, other.region_code)
-        ).allowed:
-            details["existing_id"] = other.id
+        # Only point at an existing record if the caller may read it.
+        readable = next((o for o in others if g.decide(
+            Action.MINOR_READ, Resource("minor", o.id, o.region_code)).allowed), None)
+        if readable is not None:
+            details["existing_id"] = readable.id
         return Conflict("该身份证号码已登记。", details=details)
 
     def _flush(self, g: Guard) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from access_control import legal_bases
@@ -26,9 +26,10 @@ from access_control.identity import Org, User
 from access_control.legal_bases import SealBasis, UnsealBasis
 from access_control.policy import Resource
 from access_control.sealed import SealedDesk, SealedGrant, SealedRequest
+from archive import persons as people
 from archive.blobstore import BlobStore
 from archive.documents import DocumentIssued, DocumentRequest, DocumentService
-from archive.models import Disclosure, Document, DocumentVersion, Minor, SealedRecord
+from archive.models import Disclosure, Document, DocumentPerson, DocumentVersion, Minor, SealedRecord
 from core.crypto import sha256_hex
 from core.db import new_id
 from core.errors import Conflict, NotFound
@@ -86,13 +87,9 @@ class Sealing:
 
     @staticmethod
     def find_records(session: Session, subject_hash: str) -> list[tuple[str, str]]:
-        """The sealed documents of the person with this ID-number hash (what a grant names)."""
-        rows = session.execute(
-            select(SealedRecord.record_kind, SealedRecord.record_id)
-            .where(SealedRecord.subject_hash == subject_hash, SealedRecord.state == "sealed",
-                   SealedRecord.record_kind == "document")
-            .order_by(SealedRecord.record_id))
-        return [(k, i) for k, i in rows]
+        """The sealed documents of the person with this ID-number hash (what a grant names):
+        those sealed for the person, and every document that names the person's sealed record."""
+        return [("document", i) for i in people.sealed_documents_of(session, subject_hash)]
 
     # sealing -------------------------------------------------------------------------------
 
@@ -126,18 +123,23 @@ class Sealing:
             raise Conflict("该记录已封存。", details={"field": "record_id"})
         old_blobs: list[str] = []
         sealed_ids: list[str] = []
+        sealed_with = None
         if isinstance(row, Minor):
             self._reseal_minor(g, row, sealed=True)
             row.id_hash = None  # the person vanishes from duplicate checks and lookups
             self._register(g, row.id, "minor", subject_hash, row.region_code, body)
             sealed_ids.append(row.id)
-            docs = g.session.scalars(select(Document).where(Document.subject_id == row.id,
-                                                            Document.sealed.is_(False))).all()
+            # Written first: on PostgreSQL an issue naming the minor that has not committed yet
+            # holds the minor's row (archive.documents._still), so it is either found below or refused.
+            g.session.flush()
+            # Every document that names the minor: about it, listing it, or writing its ID number.
+            docs = list(g.session.scalars(people.naming(row.id, subject_hash, sealed=False)))
+            sealed_with = row.id
         else:
             docs = [row]
         for doc in docs:
             old_blobs += self._reseal_document(g, doc, sealed=True)
-            self._register(g, doc.id, "document", subject_hash, doc.region_code, body)
+            self._register(g, doc.id, "document", subject_hash, doc.region_code, body, sealed_with=sealed_with)
             sealed_ids.append(doc.id)
         for rid in sealed_ids:
             enqueue(g.session, "minor" if rid == row.id and kind == "minor" else "document", rid)
@@ -167,13 +169,22 @@ class Sealing:
         unsealed: list[str] = []
         if isinstance(row, Minor):
             self._reseal_minor(g, row, sealed=False)
-            taken = reg.subject_hash and g.session.scalar(select(Minor.id).where(Minor.id_hash == reg.subject_hash))
-            row.id_hash = None if taken else reg.subject_hash
+            # The hash comes back even if the number was registered again meanwhile: both records
+            # carry it, and the duplicate check refuses a third (archive.records).
+            row.id_hash = reg.subject_hash
             self._unregister(g, reg, body)
             unsealed.append(row.id)
-            docs = [d for d in g.session.scalars(select(Document).where(Document.subject_id == row.id,
-                                                                      Document.sealed.is_(True)))]
+            g.session.flush()
+            # Documents sealed with a minor come back once no person they name is sealed; one
+            # sealed on its own (``sealed_with`` empty) stays until it is unsealed itself.
+            docs = []
+            for doc in g.session.scalars(people.naming(row.id, reg.subject_hash, sealed=True)):
+                doc_reg = g.session.get(SealedRecord, doc.id)
+                if doc_reg is not None and doc_reg.sealed_with is not None and not people.holders(g.session, doc.id):
+                    docs.append(doc)
         else:
+            if people.holders(g.session, row.id):
+                raise Conflict("该公文载有仍处于封存状态的未成年人，不能单独解除封存。", details={"field": "record_id"})
             docs = [row]
         for doc in docs:
             doc_reg = g.session.get(SealedRecord, doc.id)
@@ -189,6 +200,50 @@ class Sealing:
             self.blobs.delete(key)
         return {"record_id": row.id, "record_kind": kind, "unsealed": unsealed, "unsealed_at": g.now,
                 "cause": body.cause}
+
+    def catch_up(self, g: Guard) -> list[str]:
+        """Seal every unsealed document that names a sealed minor; the ids sealed. Idempotent.
+
+        Sealing reaches such documents as it happens; this finds those it could not reach:
+        documents issued before migration 0011 recorded whom they name (the migration filled
+        their persons in from plain columns), and a document that wrote a sealed person's ID
+        number. ``shouhu init`` (``Runtime.initialize``) runs it after migrating, with the key
+        ring the migration lacks. Each is sealed with the minor's legal basis and case number,
+        one event each, by the guard's actor (``system:init``).
+        """
+        rows = g.session.execute(
+            select(DocumentPerson.document_id, SealedRecord.record_id)
+            .join(Document, Document.id == DocumentPerson.document_id)
+            .join(SealedRecord, and_(SealedRecord.record_kind == "minor", SealedRecord.state == "sealed",
+                                     or_(SealedRecord.record_id == DocumentPerson.minor_id,
+                                         SealedRecord.subject_hash == DocumentPerson.id_hash)))
+            .where(Document.sealed.is_(False))
+            .order_by(DocumentPerson.document_id, SealedRecord.sealed_at, SealedRecord.record_id)).all()
+        first: dict[str, str] = {}
+        for doc_id, minor_id in rows:
+            first.setdefault(doc_id, minor_id)
+        if not first:
+            return []
+        old_blobs: list[str] = []
+        for doc_id, minor_id in first.items():
+            doc, reg = g.session.get(Document, doc_id), g.session.get(SealedRecord, minor_id)
+            assert doc is not None and reg is not None
+            body = SealBody.model_construct(legal_basis=reg.legal_basis,
+                                            case_number=self.seal_case(g.session, reg).get("case_number"))
+            old_blobs += self._reseal_document(g, doc, sealed=True)
+            self._register(g, doc.id, "document", reg.subject_hash, doc.region_code, body, sealed_with=minor_id)
+            # The minor's case, as every event about a case carries it: code and keyed hash.
+            g.record(EventDraft(action=Action.RECORD_SEAL, outcome="allowed", reason="seal:names_sealed_minor",
+                                resource_kind="document", resource_id=doc.id,
+                                subjects=[h for h in (reg.subject_hash, reg.case_number_hash) if h],
+                                details={"case_number_hash": reg.case_number_hash, "legal_basis": reg.legal_basis,
+                                         "sealed_with": minor_id}))
+            enqueue(g.session, "document", doc.id)
+        g.session.flush()
+        g.commit()
+        for key in old_blobs:
+            self.blobs.delete(key)
+        return list(first)
 
     @staticmethod
     def _may_know_sealed(g: Guard, row: Minor | Document) -> bool:
@@ -212,12 +267,13 @@ class Sealing:
         return (row.subject_hashes or [None])[0]
 
     def _register(self, g: Guard, record_id: str, kind: str, subject_hash: str | None, region: str,
-                  body: SealBody) -> None:
+                  body: SealBody, *, sealed_with: str | None = None) -> None:
         reg = g.session.get(SealedRecord, record_id)
         if reg is None:
             reg = SealedRecord(record_id=record_id)
             g.session.add(reg)
         reg.record_kind, reg.subject_hash, reg.region_code = kind, subject_hash, region
+        reg.sealed_with = sealed_with
         reg.sealed_by, reg.sealed_at, reg.state = g.actor.user_id, g.now, "sealed"
         self._store_case(g.session, reg, body)
         if reg.unseal_dek_id:  # a note of an earlier unsealing goes for good
@@ -243,6 +299,9 @@ class Sealing:
         reg.legal_basis, reg.case_number = body.legal_basis, None
         if reg.case_dek_id:
             self.vault.shred_key(session, reg.case_dek_id)
+        reg.case_note = reg.case_dek_id = reg.case_number_hash = None
+        if not body.case_number:  # sealing along a minor whose case number is no longer known
+            return
         dek_id, dek = self.vault.new_data_key(session, owner_kind="sealed_record", owner_id=reg.record_id)
         reg.case_note = self.vault.seal_json(dek, dek_id, {"case_number": body.case_number}, kind="seal_case",
                                              record_id=reg.record_id, version=1)

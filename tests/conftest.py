@@ -233,6 +233,16 @@ def create_household_and_minor(client: Any, headers: dict[str, str]) -> tuple[st
     return household, r.json()["id"]
 
 
+def record_fields(kind: str, **changes: Any) -> dict[str, Any]:
+    """``kind``'s example without the subject's particulars, which the record fills in (a document
+    names its subject, no one else: archive.prefill.PARTICULARS), plus ``changes``."""
+    from archive.prefill import PARTICULARS
+    from doc_templates.kinds import KINDS
+
+    own = PARTICULARS.get(kind, {})
+    return {**{k: v for k, v in KINDS[kind].example.items() if k not in own}, **changes}
+
+
 def run_sql(rt: Runtime, sql: str, **params: Any) -> list[Any]:
     with rt.db.engine.begin() as conn:
         result = conn.execute(text(sql), params)

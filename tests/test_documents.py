@@ -32,7 +32,7 @@ import pypdf
 import pytest
 from cli_support import cli_env, output, run_cli, serving
 from cli_support import login as http_login
-from conftest import household_body, login, minor_body, run_sql
+from conftest import household_body, login, minor_body, record_fields, run_sql
 from fastapi.testclient import TestClient
 from proc_support import children, maps
 from sqlalchemy import select
@@ -90,8 +90,7 @@ def make_minor(client: Any, headers: dict[str, str], region: str = HAIZHOU_VILLA
 
 
 def referral(minor_id: str, **changes: Any) -> dict[str, Any]:
-    return {"kind": "referral_notice", "subject_id": minor_id,
-            "fields": {**KINDS["referral_notice"].example, **changes}}
+    return {"kind": "referral_notice", "subject_id": minor_id, "fields": record_fields("referral_notice", **changes)}
 
 
 def pdf_text(data: bytes) -> str:
@@ -333,7 +332,7 @@ def test_printed_qr_code_leads_to_the_public_verification(client, tokens, rt, tm
     body = r.json()
     assert body["authentic"] is True and body["sha256"] == issued["sha256"]
     assert body["doc_number"] == issued["doc_number"]
-    assert "王子涵" in pdf_text(pdf) and "王子涵" not in r.text and "李梦瑶" not in r.text
+    assert "李梦瑶" in pdf_text(pdf) and "李梦瑶" not in r.text  # the record's name, on paper only
 
 
 def test_issued_pdf_is_immutable_and_verifiable(client, tokens, rt):
@@ -352,7 +351,7 @@ def test_issued_pdf_is_immutable_and_verifiable(client, tokens, rt):
     assert issued["doc_number"] in text and code in text
 
     # A correction is version 2, pointing to 1, with its own code and bytes.
-    fields = {**KINDS["referral_notice"].example, "contact_phone": "0518-85800001"}
+    fields = record_fields("referral_notice", contact_phone="0518-85800001")
     r = client.post(f"/api/v1/documents/{doc_id}/versions", json={"fields": fields, "reason": "联系电话有误"},
                     headers=cw)
     assert r.status_code == 201, r.text
@@ -448,7 +447,7 @@ def test_concurrent_corrections_each_get_their_own_version(client, tokens, rt):
             barrier.wait(timeout=60)
             try:
                 return rt.documents.new_version(g, doc_id, VersionRequest(
-                    fields={**KINDS["referral_notice"].example, "contact_phone": phone}, reason="更正联系电话"))
+                    fields=record_fields("referral_notice", contact_phone=phone), reason="更正联系电话"))
             except Exception as exc:
                 g.fail(exc)
                 return exc
@@ -474,7 +473,7 @@ def test_preview_is_a_draft_that_stores_nothing(client, tokens, rt, settings):
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/pdf" and r.content.startswith(b"%PDF-")
     text = pdf_text(r.content)
-    assert "草稿" in text and "王子涵" in text
+    assert "草稿" in text and "测试童" in text  # the subject's name, from the record
     assert HAIZHOU_PREFIX not in text  # no number on a draft
     after = {t: count(rt, t) for t in before}
     assert after == before and document_blob_files(settings) == blobs_before
@@ -520,7 +519,7 @@ def test_who_may_issue_and_read(client, tokens, rt):
     r = client.post("/api/v1/documents", json=referral(in_village), headers=tokens["supervisor.city"])
     assert r.status_code == 403, r.text
     r = client.post(f"/api/v1/documents/{doc}/versions",
-                    json={"fields": KINDS["referral_notice"].example, "reason": "试图更正"},
+                    json={"fields": record_fields("referral_notice"), "reason": "试图更正"},
                     headers=tokens["supervisor.city"])
     assert r.status_code in (403, 404), r.text
 

@@ -30,7 +30,16 @@ from typing import Any
 import pdfplumber
 import pypdf
 import pytest
-from conftest import create_household_and_minor, household_body, login, make_settings, minor_body, seed_world
+from conftest import (
+    create_household_and_minor,
+    household_body,
+    login,
+    make_id_number,
+    make_settings,
+    minor_body,
+    record_fields,
+    seed_world,
+)
 from fastapi.testclient import TestClient
 from fontTools.pens.boundsPen import BoundsPen
 from fontTools.ttLib import TTFont
@@ -39,6 +48,7 @@ from pdfminer.pdffont import PDFUnicodeNotDefined
 from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
 from pdfminer.pdfpage import PDFPage
 
+from archive.prefill import PARTICULARS
 from doc_templates import fonts
 from doc_templates.kinds import KINDS
 from doc_templates.pool import shared_pool
@@ -265,21 +275,36 @@ def issued(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         with TestClient(create_app(runtime=rt)) as client:
             heads = {user: login(client, user) for user in ORG}
             cw = heads["caseworker.haizhou"]
-            r = client.post("/api/v1/households", json=household_body(), headers=cw)
+            # The household file's example as the record: its address and members, two minors.
+            example = KINDS["household_file"].example
+            members = [{k: v for k, v in m.items() if v is not None} for m in example["members"]]
+            r = client.post("/api/v1/households", json=household_body(address=example["address"], members=members),
+                            headers=cw)
             assert r.status_code == 201, r.text
             household = r.json()["id"]
             r = client.post("/api/v1/minors", json=minor_body(household, name=RARE_MINOR), headers=cw)
             assert r.status_code == 201, r.text
             subjects = {"household": household, "minor": r.json()["id"], "region": "320700"}
+            sister = minor_body(household, name="王一诺", sex="female", birth_date="2018-07-15", categories=[3, 5],
+                                id_number=make_id_number(birth="20180715", male=False))
+            assert client.post("/api/v1/minors", json=sister, headers=cw).status_code == 201
             out: dict[str, Issued] = {}
-            for key, (kind, fields) in DOCUMENTS.items():
+            for key, (kind, example_fields) in DOCUMENTS.items():
                 user = issuer_of(kind)
+                # The subject's particulars come from the record (a document names its subject only).
+                own = PARTICULARS.get(kind, {})
+                fields = {k: v for k, v in example_fields.items() if k not in own}
                 body: dict[str, Any] = {"kind": kind, "fields": fields}
                 if KINDS[kind].subject in subjects:
                     body["subject_id"] = subjects[KINDS[kind].subject]
                 r = client.post("/api/v1/documents", json=body, headers=heads[user])
                 assert r.status_code == 201, (key, r.text)
                 doc = r.json()
+                if own:  # what was printed: the fields sent and the record's particulars
+                    r = client.get(f"/api/v1/document-kinds/{kind}/prefill", params={"subject_id": body["subject_id"]},
+                                   headers=heads[user])
+                    assert r.status_code == 200, r.text
+                    fields = {**fields, **{k: v for k, v in r.json()["fields"].items() if k in own}}
                 r = client.get(f"/api/v1/documents/{doc['id']}/pdf", headers=heads[user])
                 assert r.status_code == 200, (key, r.text)
                 assert r.headers["content-type"] == "application/pdf"
@@ -569,14 +594,14 @@ def error_fields(r: Any) -> dict[str, str]:
 def test_character_in_no_font_is_422_naming_the_field(client: TestClient, tokens: Any) -> None:
     cw = tokens["caseworker.haizhou"]
     _household, minor = create_household_and_minor(client, cw)
-    example = KINDS["minor_file"].example
+    example = record_fields("minor_file")
     fields = {**example, "situation": example["situation"] + "\U0002ffff", "guardian": "王\u0378芳",
               "measures": [example["measures"][0], "每周\U0002ffff走访"]}
     errors = error_fields(issue(client, cw, "minor_file", fields, minor))
     assert set(errors) == {"fields.situation", "fields.guardian", "fields.measures.1"}, errors
     assert "U+2FFFF" in errors["fields.situation"] and "U+0378" in errors["fields.guardian"]
     # Nothing was numbered or stored: the next document is number 1.
-    r = issue(client, cw, "dropout_notice", KINDS["dropout_notice"].example, minor)
+    r = issue(client, cw, "dropout_notice", record_fields("dropout_notice"), minor)
     assert r.status_code == 201, r.text
     assert r.json()["doc_number"].endswith("〕1号")
 
@@ -680,7 +705,8 @@ def check_markup_literal(kind: str, fields: dict[str, Any], reading: Reading, co
 def test_markup_in_text_fields_is_printed_literally_through_the_api(client: TestClient, tokens: Any) -> None:
     cw = tokens["caseworker.haizhou"]
     _household, minor = create_household_and_minor(client, cw)
-    fields = with_markup("referral_notice")
+    # Markup everywhere but in the child's particulars, which are the record's.
+    fields = {k: v for k, v in with_markup("referral_notice").items() if k not in PARTICULARS["referral_notice"]}
     r = issue(client, cw, "referral_notice", fields, minor)
     assert r.status_code == 201, r.text
     doc = r.json()

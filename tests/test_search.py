@@ -158,11 +158,9 @@ def build_corpus(http: TestClient, rt: Runtime) -> Corpus:
     for i in range(NOTICES):
         m = haizhou[i % len(haizhou)]
         text = narrative(rng, m["name"])
-        age = today.year - date.fromisoformat(m["birth_date"]).year - 1
-        fields = {
+        fields = {  # the child's sex, age and address come from the record
             "recipient": "连云港市海州区教育局", "minor_name": m["name"],
-            "minor_sex": "男" if m["sex"] == "male" else "女", "minor_age": max(0, min(17, age)),
-            "minor_address": "海州区新安街道幸福村3组12号", "found_on": (today - timedelta(days=i)).isoformat(),
+            "found_on": (today - timedelta(days=i)).isoformat(),
             "situation": text, "requests": ["请学校安排教师开展学业帮扶和心理疏导。"], "contact": "张晓东",
             "contact_phone": "0518-85800000",
         }
@@ -450,8 +448,7 @@ class World:
             return made
         subject = self.minor(hid, region, None)
         fields = {
-            "recipient": "连云港市教育局", "minor_name": subject["name"], "minor_sex": "男", "minor_age": 10,
-            "minor_address": "新安街道幸福村3组12号", "found_on": "2026-11-18",
+            "recipient": "连云港市教育局", "minor_name": subject["name"], "found_on": "2026-11-18",
             "situation": f"该生父母长期在外务工，{marker}，由祖母照料。", "requests": ["请协助开展学业帮扶。"],
             "contact": "张晓东", "contact_phone": "0518-85800000"}
         doc = self.post(self.headers[self.writer], "/api/v1/documents",

@@ -243,8 +243,8 @@ def plant(client, tokens) -> list[str]:  # type: ignore[no-untyped-def]
         guardian=GUARDIAN, phone=PHONE, categories=[1, 3]))
     assert r.status_code == 201, r.text
     mid = r.json()["id"]
-    fields = {"recipient": "连云港市海州区教育局", "minor_name": MINOR_NAME, "minor_sex": "男", "minor_age": 11,
-              "minor_address": ADDRESS, "found_on": "2026-11-18", "situation": SITUATION,
+    fields = {"recipient": "连云港市海州区教育局", "minor_name": MINOR_NAME, "found_on": "2026-11-18",
+              "situation": SITUATION,  # sex, age and address from the record
               "requests": [f"请联系监护人{GUARDIAN}，电话{PHONE}。"], "contact": "张晓东",
               "contact_phone": "0518-85800000"}
     r = client.post("/api/v1/documents", headers=cw,

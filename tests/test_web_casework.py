@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from conftest import DEMO_PASSWORD, make_id_number, web_login
+from conftest import DEMO_PASSWORD, make_id_number, record_fields, web_login
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -24,7 +24,6 @@ import web.casework
 from access_control.actions import Action
 from access_control.audit import AuditEvent
 from archive.models import Household, Minor, MinorCategory, Visit
-from doc_templates.kinds import KINDS
 from runtime import Runtime
 from web.casework import safe_snippet
 
@@ -755,7 +754,7 @@ def test_every_page_read_leaves_one_event_per_decision(sign_in: Any, rt: Runtime
     mid = new_minor(cw, hid)
     r = client.post("/api/v1/documents", headers=tokens["caseworker.haizhou"], json={
         "kind": "referral_notice", "subject_id": mid,
-        "fields": KINDS["referral_notice"].example})
+        "fields": record_fields("referral_notice")})
     assert r.status_code == 201, r.text
     doc = r.json()["id"]
     rt.indexer.drain()

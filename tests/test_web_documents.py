@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import pypdf
 import pytest
-from conftest import household_body, login, minor_body, run_sql, web_login
+from conftest import household_body, login, minor_body, record_fields, run_sql, web_login
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
@@ -461,7 +461,7 @@ def test_other_regions_document_is_not_found_and_posts_need_the_csrf_token(brows
     headers = login(browser, "caseworker.guannan")
     ids = []
     for kind in ("referral_notice", "dropout_notice"):
-        body = {"kind": kind, "subject_id": guannan_minor, "fields": KINDS[kind].example}
+        body = {"kind": kind, "subject_id": guannan_minor, "fields": record_fields(kind)}
         r = browser.post("/api/v1/documents", json=body, headers=headers)
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])

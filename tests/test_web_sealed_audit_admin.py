@@ -27,10 +27,9 @@ from html import unescape
 from typing import Any
 
 import pytest
-from conftest import DEMO_PASSWORD, household_body, make_id_number, minor_body, run_sql, web_login
+from conftest import DEMO_PASSWORD, household_body, make_id_number, minor_body, record_fields, run_sql, web_login
 from fastapi.testclient import TestClient
 
-from doc_templates.kinds import KINDS
 from runtime import Runtime
 
 API = "/api/v1"
@@ -170,7 +169,7 @@ def make_minor_with_document(api: TestClient) -> tuple[str, str, str]:
     assert r.status_code == 201, r.text
     minor = r.json()["id"]
     r = api.post(f"{API}/documents", json={"kind": "referral_notice", "subject_id": minor,
-                                           "fields": KINDS["referral_notice"].example}, headers=cw)
+                                           "fields": record_fields("referral_notice")}, headers=cw)
     assert r.status_code == 201, r.text
     return minor, r.json()["id"], idn
 

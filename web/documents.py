@@ -31,7 +31,7 @@ from access_control.policy import Resource
 from archive.documents import DocumentRequest, DocumentService, VersionRequest
 from archive.documents_api import pdf_response
 from archive.models import Document, DocumentVersion
-from archive.prefill import TO_FILL
+from archive.prefill import PARTICULARS, TO_FILL
 from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, field_errors
 from doc_templates import kinds as K
@@ -400,7 +400,8 @@ def document_new(
         subject_error = next(iter(errors_by_field(exc).values()), exc.message)
     if example:
         values.update(doc_kind.example)
-        values.update({k: v for k, v in filled.items() if v not in (None, "", [], TO_FILL)})
+        own = PARTICULARS.get(doc_kind.kind, {})  # the record's, even where it says nothing
+        values.update({k: v for k, v in filled.items() if k in own or v not in (None, "", [], TO_FILL)})
     else:
         values.update(filled)
     return _form_page(request, doc_kind, subject_id=subject_id, values=values, errors={},

@@ -10,7 +10,7 @@ The audit table gains its column with a plain ADD COLUMN (no table copy on SQLit
 copying the table would drop its append-only triggers.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
