@@ -54,6 +54,8 @@ def _code(text: str | None) -> tuple[str | None, str | None]:
 
 
 def _upgrade_request(session: Session, vault: Vault, ring: KeyRing, desk: SealedDesk, req: SealedRequest) -> None:
+    if req.case_number == "":  # what a downgrade past 0013 put in place of an encrypted number
+        req.case_number = None
     if req.decision_reason is not None:  # pre-0009: the envelope takes it
         try:
             if req.reasons is None:
@@ -80,6 +82,8 @@ def _upgrade_request(session: Session, vault: Vault, ring: KeyRing, desk: Sealed
 
 
 def _upgrade_record(session: Session, vault: Vault, ring: KeyRing, reg: SealedRecord) -> None:
+    if reg.case_number == "":  # as above
+        reg.case_number = None
     basis, basis_text = _code(reg.legal_basis)
     unseal, unseal_text = _code(reg.unseal_basis)
     note: dict[str, str] = {}

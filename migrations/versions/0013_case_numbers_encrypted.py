@@ -29,33 +29,43 @@ branch_labels = None
 depends_on = None
 
 
+def _missing(table: str, *columns: sa.Column) -> list[sa.Column]:
+    """Columns not there yet: a downgrade keeps them (see there), so an upgrade after it adds none."""
+    have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}
+    return [c for c in columns if c.name not in have]
+
+
+def _has_index(table: str, name: str) -> bool:
+    return any(ix["name"] == name for ix in sa.inspect(op.get_bind()).get_indexes(table))
+
+
 def upgrade() -> None:
+    new_requests = _missing("sealed_requests", sa.Column("case_number_hash", sa.String(length=64), nullable=True))
+    new_records = _missing("sealed_records", sa.Column("case_number_hash", sa.String(length=64), nullable=True),
+                           sa.Column("case_note", sa.LargeBinary(), nullable=True),
+                           sa.Column("case_dek_id", sa.String(length=40), nullable=True))
     with op.batch_alter_table("sealed_requests", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("case_number_hash", sa.String(length=64), nullable=True))
+        for column in new_requests:
+            batch_op.add_column(column)
         batch_op.alter_column("case_number", existing_type=sa.String(length=80), nullable=True)
-        batch_op.create_index(batch_op.f("ix_sealed_requests_case_number_hash"), ["case_number_hash"], unique=False)
+        if not _has_index("sealed_requests", "ix_sealed_requests_case_number_hash"):
+            batch_op.create_index(batch_op.f("ix_sealed_requests_case_number_hash"), ["case_number_hash"],
+                                  unique=False)
     with op.batch_alter_table("sealed_records", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("case_number_hash", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("case_note", sa.LargeBinary(), nullable=True))
-        batch_op.add_column(sa.Column("case_dek_id", sa.String(length=40), nullable=True))
+        for column in new_records:
+            batch_op.add_column(column)
         batch_op.alter_column("case_number", existing_type=sa.String(length=80), nullable=True)
-        batch_op.create_index(batch_op.f("ix_sealed_records_case_number_hash"), ["case_number_hash"], unique=False)
+        if not _has_index("sealed_records", "ix_sealed_records_case_number_hash"):
+            batch_op.create_index(batch_op.f("ix_sealed_records_case_number_hash"), ["case_number_hash"],
+                                  unique=False)
 
 
 def downgrade() -> None:
-    # Rows written since hold no plain case number: a downgrade would leave the NOT NULL column
-    # without a value for them, so it refuses rather than invent one.
-    bind = op.get_bind()
+    # Rows written since hold their case number only in encrypted form. The older schema wants a
+    # plain value: they get an empty one (never the number: a downgrade writes nothing personal
+    # back in plain text), and the new columns stay, unused by the older code, so that nothing
+    # is lost: upgraded again, ``archive.sealed_upgrade`` treats an empty number as absent.
     for table in ("sealed_requests", "sealed_records"):
-        if bind.execute(sa.text(f"SELECT 1 FROM {table} WHERE case_number IS NULL LIMIT 1")).first():  # noqa: S608
-            raise RuntimeError(f"{table} holds case numbers only in encrypted form; cannot downgrade past 0013")
-    with op.batch_alter_table("sealed_records", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_sealed_records_case_number_hash"))
-        batch_op.alter_column("case_number", existing_type=sa.String(length=80), nullable=False)
-        batch_op.drop_column("case_dek_id")
-        batch_op.drop_column("case_note")
-        batch_op.drop_column("case_number_hash")
-    with op.batch_alter_table("sealed_requests", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_sealed_requests_case_number_hash"))
-        batch_op.alter_column("case_number", existing_type=sa.String(length=80), nullable=False)
-        batch_op.drop_column("case_number_hash")
+        op.execute(f"UPDATE {table} SET case_number = '' WHERE case_number IS NULL")  # noqa: S608
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.alter_column("case_number", existing_type=sa.String(length=80), nullable=False)
