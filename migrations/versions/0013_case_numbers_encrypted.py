@@ -13,6 +13,9 @@ stored in plain text. ``archive.sealed_upgrade.run`` does, with the key ring:
 moves each plain case number (and a free-text legal basis, as ``legacy``) into the
 row's envelope and empties the plain column; rerunning it finds nothing to do.
 
+A downgrade past 0013 puts an empty string (never the number) into the plain columns
+the older schema requires, and keeps the new columns, so upgrading again loses nothing.
+
 Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07
