@@ -199,6 +199,9 @@ def init() -> None:
         console.print(f"已创建主密钥文件 {s.effective_master_key_file}（权限 0600）。请另行备份，切勿提交到代码库。")
     with runtime(require_schema=False) as rt:
         created = rt.initialize()
+        if rt.upgraded:
+            console.print(f"已将旧版明文保存的案号与法律依据加密：{rt.upgraded.requests} 件查询申请，"
+                          f"{rt.upgraded.records} 条封存登记。")
     console.print("档案库已初始化。" if created else "档案库已是最新，无需初始化。")
 
 

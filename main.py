@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
@@ -27,6 +27,7 @@ import search.api
 import web.app
 from core.db import new_id
 from core.errors import PayloadTooLarge, ShouhuError, field_errors
+from core.inputs import refuse_nul
 from core.redact import safe_path
 from core.settings import Settings
 from doc_templates.fonts import missing_fonts
@@ -210,6 +211,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         description="Encrypted case files, official documents and a tamper-evident access log "
         "for juvenile social protection. Errors: `{\"error\": {code, message, details}}`.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul)],  # PostgreSQL text holds no NUL: refused up front, named
     )
     app.state.runtime = rt
     # Added before the request middleware below, so it runs inside it: a 413 gets

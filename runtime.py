@@ -26,6 +26,7 @@ from access_control.policy import Policy
 from access_control.regions import RegionTree
 from access_control.sealed import SealedDesk
 from access_control.users import UserAdmin
+from archive import sealed_upgrade
 from archive.blobstore import FilesystemBlobStore
 from archive.documents import DocumentService
 from archive.records import Archive
@@ -114,6 +115,7 @@ class Runtime:
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)
+        self.upgraded = sealed_upgrade.Upgraded()  # what ``initialize`` encrypted of earlier plain values
         self._live: LiveIndex | None = None
         self._indexer: Indexer | None = None
         self._search: SearchService | None = None
@@ -228,6 +230,9 @@ class Runtime:
             self.audit.ensure_head(s)
             s.commit()
         self.load()
+        # What a migration could not encrypt without the key ring (plain case numbers, 0013): first,
+        # so that the catch-up below seals documents with a minor's case as it is stored now.
+        self.upgraded = sealed_upgrade.run(self.db, self.vault, self.ring, self.sealed)
         with self.db.session() as s:
             # Documents that name a sealed minor but were issued before they recorded whom they
             # name (migration 0011 filled that in): sealed now, with the key ring. Idempotent.

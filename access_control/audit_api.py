@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
@@ -11,11 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from access_control.audit_service import MAX_PAGE, EventFilter
 from access_control.deps import GuardDep, RuntimeDep
+from core.fields import Timestamp
+from core.pagination import MAX_CURSOR
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
-From = Annotated[datetime | None, Query(alias="from", description="RFC 3339; events at or after")]
-To = Annotated[datetime | None, Query(description="RFC 3339; events before")]
+From = Annotated[Timestamp | None, Query(alias="from", description="RFC 3339 with offset; events at or after")]
+To = Annotated[Timestamp | None, Query(description="RFC 3339 with offset; events before")]
+CursorQuery = Annotated[str | None, Query(max_length=MAX_CURSOR, description="next_cursor of the previous page")]
 
 
 class EventSearch(BaseModel):
@@ -26,12 +28,13 @@ class EventSearch(BaseModel):
     actor: str | None = Field(None, max_length=80)
     action: str | None = Field(None, max_length=64)
     outcome: Literal["allowed", "denied", "error"] | None = None
-    start: datetime | None = Field(None, alias="from")
-    end: datetime | None = Field(None, alias="to")
+    start: Timestamp | None = Field(None, alias="from", description="RFC 3339 with offset")
+    end: Timestamp | None = Field(None, alias="to", description="RFC 3339 with offset")
     subject: str | None = Field(None, max_length=32, description="A plain ID number, matched by keyed hash")
+    case_number: str | None = Field(None, max_length=80, description="A plain case number, matched by keyed hash")
     resource: str | None = Field(None, max_length=64)
     limit: int = Field(50, ge=1, le=MAX_PAGE)
-    cursor: str | None = Field(None, max_length=100)
+    cursor: str | None = Field(None, max_length=MAX_CURSOR)
 
 
 class CheckpointIn(BaseModel):
@@ -62,19 +65,21 @@ def events(
     start: From = None,
     to: To = None,
     subject: Annotated[str | None, Query(max_length=32, description="Plain ID number (keyed-hash match)")] = None,
+    case_number: Annotated[str | None, Query(max_length=80, description="Plain case number (keyed-hash match)")
+                           ] = None,
     resource: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     f = EventFilter(actor=actor, action=action, outcome=outcome, start=start, end=to, subject=subject,
-                    resource=resource)
+                    case_number=case_number, resource=resource)
     return runtime.audit_desk.events(g, f, limit=limit, cursor=cursor)
 
 
 @router.post("/events/search", summary="Events matching the filters in the body (newest first)")
 def search_events(g: GuardDep, runtime: RuntimeDep, body: EventSearch) -> dict[str, Any]:
     f = EventFilter(actor=body.actor, action=body.action, outcome=body.outcome, start=body.start, end=body.end,
-                    subject=body.subject, resource=body.resource)
+                    subject=body.subject, case_number=body.case_number, resource=body.resource)
     return runtime.audit_desk.events(g, f, limit=body.limit, cursor=body.cursor)
 
 

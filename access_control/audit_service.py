@@ -6,14 +6,13 @@ first (fail closed), like every other read.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import aliased
 
 from access_control import anomalies
 from access_control.actions import Action
@@ -29,9 +28,11 @@ from access_control.audit import (
 )
 from access_control.guard import Guard
 from access_control.policy import Resource
+from access_control.sealed import case_number_hash
 from core.crypto import KeyRing
 from core.db import Database
 from core.errors import InvalidInput, ServiceUnavailable
+from core.pagination import decode_int_cursor, encode_cursor
 from core.settings import Settings
 
 MAX_PAGE = 200
@@ -45,6 +46,7 @@ class EventFilter:
     start: datetime | None = None
     end: datetime | None = None
     subject: str | None = None  # a plain ID number; matched by its keyed hash
+    case_number: str | None = None  # a plain case number; matched by its keyed hash
     resource: str | None = None
 
 
@@ -60,19 +62,6 @@ def event_public(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput.one("cursor", "分页游标无效", location="query") from None
-
-
 class AuditDesk:
     def __init__(self, *, log: AuditLog, ring: KeyRing, db: Database, settings: Settings):
         self.log = log
@@ -84,19 +73,20 @@ class AuditDesk:
         return self.ring.keyed_hash("id_number", id_number.strip().upper())
 
     def events(self, g: Guard, f: EventFilter, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        before = _uncursor(cursor)
+        before = decode_int_cursor(cursor)
         subject = self.subject_hash(f.subject) if f.subject else None
+        case = case_number_hash(self.ring, f.case_number) if f.case_number else None
+        hashes = [h for h in (subject, case) if h]
         g.authorize(
-            Action.AUDIT_EVENTS_READ, Resource("audit_log"), subjects=[subject] if subject else [],
+            Action.AUDIT_EVENTS_READ, Resource("audit_log"), subjects=hashes,
             filters={"actor": f.actor, "action": f.action, "outcome": f.outcome, "resource": f.resource},
-            details={"by_subject": True} if subject else {},
+            details={**({"by_subject": True} if subject else {}), **({"by_case_number": True} if case else {})},
             commit=True,
         )
         q = select(AuditEvent)
-        if subject:
-            q = q.join(AuditEventSubject, AuditEventSubject.seq == AuditEvent.seq).where(
-                AuditEventSubject.subject == subject
-            )
+        for h in hashes:  # both index rows must exist: an alias each
+            index = aliased(AuditEventSubject)
+            q = q.join(index, index.seq == AuditEvent.seq).where(index.subject == h)
         if f.actor:
             # What a user did includes what an operator did on their behalf (``print --as``).
             q = q.where(or_(AuditEvent.actor == f.actor, AuditEvent.on_behalf_of == f.actor))
@@ -110,13 +100,13 @@ class AuditDesk:
             q = q.where(AuditEvent.at >= f.start)
         if f.end:
             q = q.where(AuditEvent.at < f.end)
-        if before:
+        if before is not None:
             q = q.where(AuditEvent.seq < before)
         rows = list(g.session.scalars(q.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         return {"items": [event_public(r) for r in rows],
-                "next_cursor": _cursor(rows[-1].seq) if more and rows else None}
+                "next_cursor": encode_cursor(rows[-1].seq) if more and rows else None}
 
     def verify(self, g: Guard, *, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         g.authorize(Action.AUDIT_VERIFY, Resource("audit_log"),

@@ -8,6 +8,12 @@ grants the subject's sealed records until ``expires_at``; a grant can be
 revoked. Nothing a requester sees depends on whether the subject has a sealed
 record: the application, its status and the reply read the same either way.
 
+What a requester types is kept out of plain sight: the case number (checked for
+the form of a court, procuratorate or police number), the purpose and the
+subject sit in the application's sealed payload; the legal basis is a code from
+``access_control.legal_bases``. Rows and events keep the case number's keyed hash
+(``case_number_hash``, also among an event's ``subjects``) and the basis's code.
+
 Which records a subject has is the archive's business: ``find_records`` is
 injected by the archive layer (access_control never imports archive).
 """
@@ -22,14 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from access_control import legal_bases
 from access_control.actions import Action
 from access_control.audit import EventDraft
 from access_control.guard import Guard
+from access_control.legal_bases import ApplyBasis
 from access_control.policy import Resource
 from core.crypto import KeyRing
 from core.db import Base, UTCDateTime, new_id
 from core.errors import Conflict, Forbidden, NotFound
-from core.fields import IdNumber, Name, Text, normalize_id_number
+from core.fields import CaseNumber, IdNumber, Name, Text, Timestamp, case_number_key, normalize_id_number
 from core.keys import Vault
 from core.settings import Settings
 
@@ -42,10 +50,17 @@ class SealedRequest(Base):
     requester_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     entitled: Mapped[bool] = mapped_column(Boolean)
     status: Mapped[str] = mapped_column(String(16), index=True)  # pending | approved | denied | revoked
-    case_number: Mapped[str] = mapped_column(String(80))
+    # A code of access_control.legal_bases (the requester picks it from the list; "legacy" for a
+    # free-text basis written before 0013, whose text now sits in the payload).
     legal_basis: Mapped[str] = mapped_column(String(200))
+    # The keyed hash of the case number (``case_number_key`` form, "case_number" purpose); the
+    # number itself is in the payload.
+    case_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Before 0013 the case number was kept here in plain text. Never written now; emptied by
+    # ``archive.sealed_upgrade`` (run by ``shouhu init``), which moves it into the payload.
+    case_number: Mapped[str | None] = mapped_column(String(80))
     subject_hash: Mapped[str] = mapped_column(String(64), index=True)
-    # purpose and the subject's name and ID number, sealed with the request's data key
+    # case number, purpose and the subject's name and ID number, sealed with the request's data key
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     dek_id: Mapped[str] = mapped_column(ForeignKey("data_keys.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -83,9 +98,11 @@ class SubjectIn(BaseModel):
 class SealedRequestCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    case_number: str = Field(min_length=1, max_length=80, title="案号")
-    legal_basis: str = Field(min_length=1, max_length=200, title="法律依据")
-    purpose: Text = Field(min_length=1, title="查询用途")
+    case_number: CaseNumber = Field(
+        title="案号", description="A court, procuratorate or police case number, e.g. （2026）苏0706刑初88号 or "
+        "连海检刑诉〔2026〕12号; stored encrypted, logged as a keyed hash")
+    legal_basis: ApplyBasis = Field(title="法律依据", description="From the list: " + legal_bases.describe("apply"))
+    purpose: Text = Field(min_length=1, title="查询用途", description="Free text, stored encrypted")
     subject: SubjectIn
 
 
@@ -94,7 +111,8 @@ class Decision(BaseModel):
 
     decision: Literal["approve", "deny"]
     reason: str = Field(min_length=1, max_length=300, title="理由")
-    expires_at: datetime | None = Field(None, description="When the grant ends (default: the configured term)")
+    expires_at: Timestamp | None = Field(
+        None, description="When the grant ends, RFC 3339 with offset (default: the configured term)")
 
 
 class Revocation(BaseModel):
@@ -105,6 +123,23 @@ class Revocation(BaseModel):
 
 CUSTODIANS = frozenset({"custodian"})
 REASON_HASH = "sealed-reason"  # the keyed-hash purpose of decision, revocation and unseal reasons
+CASE_HASH = "case_number"  # the keyed-hash purpose of case numbers (audit details, subjects and filters)
+
+
+def case_number_hash(ring: KeyRing, case_number: str) -> str:
+    """The keyed hash of a case number in its ``case_number_key`` form: what events and the audit
+    ``case_number`` filter carry instead of the number."""
+    return ring.keyed_hash(CASE_HASH, case_number_key(case_number))
+
+
+def case_details(req: SealedRequest) -> dict[str, Any]:
+    """What an audit event says about an application's case: the basis's code, the number's keyed hash."""
+    return {"case_number_hash": req.case_number_hash, "legal_basis": req.legal_basis}
+
+
+def case_subjects(req: SealedRequest) -> list[str]:
+    """The application's keyed hashes an event is indexed by: the person's and the case's."""
+    return [h for h in (req.subject_hash, req.case_number_hash) if h]
 FindRecords = Callable[[Session, str], list[tuple[str, str]]]
 
 
@@ -128,8 +163,18 @@ class SealedDesk:
             return "overdue"
         return req.status
 
+    def case_hash(self, case_number: str) -> str:
+        """The keyed hash of a case number, as events and the ``case_number`` filter carry it."""
+        return case_number_hash(self.ring, case_number)
+
     def _details(self, req: SealedRequest, **extra: Any) -> dict[str, Any]:
-        return {"case_number": req.case_number, "legal_basis": req.legal_basis, **extra}
+        return {**case_details(req), **extra}
+
+    def case_number(self, session: Session, req: SealedRequest) -> str:
+        """The application's case number, from its sealed payload (or a pre-0013 plain column)."""
+        data = self.vault.open_json(session, req.payload, req.dek_id, kind="sealed_request", record_id=req.id,
+                                    version=1)
+        return str(req.case_number or data.get("case_number") or "")
 
     def reason_hash(self, reason: str) -> str:
         """The keyed hash an audit event keeps in place of a free-text reason."""
@@ -143,7 +188,7 @@ class SealedDesk:
                                     record_id=req.id, version=1)
         return {"decision": data.get("decision"), "revocation": data.get("revocation")}
 
-    def _store_reasons(self, session: Session, req: SealedRequest, reasons: dict[str, str | None]) -> None:
+    def store_reasons(self, session: Session, req: SealedRequest, reasons: dict[str, str | None]) -> None:
         dek = self.vault.data_key(session, req.dek_id)
         req.reasons = self.vault.seal_json(dek, req.dek_id, reasons, kind="sealed_request_reasons",
                                            record_id=req.id, version=1)
@@ -156,7 +201,8 @@ class SealedDesk:
         reasons = self.reasons(g.session, req)
         out: dict[str, Any] = {
             "id": req.id, "status": self.status(req, g.now), "due_by": req.due_by, "created_at": req.created_at,
-            "case_number": req.case_number, "legal_basis": req.legal_basis, "purpose": data["purpose"],
+            "case_number": req.case_number or data.get("case_number"), "legal_basis": req.legal_basis,
+            "legal_basis_label": legal_bases.label(req.legal_basis), "purpose": data["purpose"],
             "subject": data["subject"], "decided_at": req.decided_at, "reason": reasons["decision"],
             "revocation_reason": reasons["revocation"], "revoked_at": req.revoked_at, "expires_at": req.expires_at,
             "reply_document_id": req.reply_document_id,
@@ -173,14 +219,16 @@ class SealedDesk:
         """File an application. Its answer never depends on what the archive holds."""
         rid = new_id("sq")
         subject_hash = self.subject_hash(body.subject.id_number)
-        g.authorize(Action.SEALED_APPLY, Resource("sealed_request", rid, existing=False), subjects=[subject_hash],
-                    details={"case_number": body.case_number, "legal_basis": body.legal_basis})
+        case_hash = self.case_hash(body.case_number)
+        g.authorize(Action.SEALED_APPLY, Resource("sealed_request", rid, existing=False),
+                    subjects=[subject_hash, case_hash],
+                    details={"case_number_hash": case_hash, "legal_basis": body.legal_basis})
         dek_id, dek = self.vault.new_data_key(g.session, owner_kind="sealed_request", owner_id=rid)
-        payload = {"purpose": body.purpose, "subject": body.subject.model_dump()}
+        payload = {"case_number": body.case_number, "purpose": body.purpose, "subject": body.subject.model_dump()}
         req = SealedRequest(
             id=rid, requester_id=g.actor.user_id, requester_org_id=g.actor.org_id,
-            entitled=g.actor.org_type in self.entitled_types, status="pending", case_number=body.case_number,
-            legal_basis=body.legal_basis, subject_hash=subject_hash,
+            entitled=g.actor.org_type in self.entitled_types, status="pending", case_number=None,
+            case_number_hash=case_hash, legal_basis=body.legal_basis, subject_hash=subject_hash,
             payload=self.vault.seal_json(dek, dek_id, payload, kind="sealed_request", record_id=rid, version=1),
             dek_id=dek_id, created_at=g.now, due_by=g.now + timedelta(days=self.decision_days),
         )
@@ -201,7 +249,7 @@ class SealedDesk:
             raise NotFound()
         parties = frozenset() if own_only else CUSTODIANS
         g.authorize(action, Resource("sealed_request", req.id, required_roles=parties, owner_id=req.requester_id),
-                    subjects=[req.subject_hash], details=self._details(req, **(extra or {})), commit=read)
+                    subjects=case_subjects(req), details=self._details(req, **(extra or {})), commit=read)
         return req
 
     def get(self, g: Guard, rid: str) -> dict[str, Any]:
@@ -243,7 +291,7 @@ class SealedDesk:
             raise Conflict("申请单位无权依法查询封存记录，只能不予批准。",
                            details={"field": "decision", "rule": "sealed:requester_not_entitled"})
         req.decided_at, req.decided_by = g.now, g.actor.user_id
-        self._store_reasons(g.session, req, {"decision": body.reason, "revocation": None})
+        self.store_reasons(g.session, req, {"decision": body.reason, "revocation": None})
         if body.decision == "approve":
             expires = body.expires_at or g.now + timedelta(days=self.grant_days)
             if expires <= g.now:
@@ -255,8 +303,9 @@ class SealedDesk:
         else:
             req.status = "denied"
         g.session.flush()
+        public = self.public(g, req, full=True)  # built before the commit: it cannot fail after it
         g.commit()
-        return self.public(g, req, full=True)
+        return public
 
     def revoke(self, g: Guard, rid: str, body: Revocation) -> dict[str, Any]:
         req = self._load(g, rid, Action.SEALED_REVOKE, read=False,
@@ -264,9 +313,10 @@ class SealedDesk:
         if req.status != "approved" or (req.expires_at is not None and req.expires_at <= g.now):
             raise Conflict("只能撤销仍然有效的授权。", details={"field": "status"})
         req.status, req.revoked_at = "revoked", g.now
-        self._store_reasons(g.session, req, {**self.reasons(g.session, req), "revocation": body.reason})
+        self.store_reasons(g.session, req, {**self.reasons(g.session, req), "revocation": body.reason})
+        public = self.public(g, req, full=True)
         g.commit()
-        return self.public(g, req, full=True)
+        return public
 
     # grants ----------------------------------------------------------------------------------
 

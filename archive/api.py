@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query, status
 from access_control.deps import GuardDep, RuntimeDep
 from archive import schemas as S
 from archive.visits import VisitCreate, VisitPublic
+from core.pagination import MAX_CURSOR
 
 router = APIRouter(prefix="/api/v1", tags=["case files"])
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size (max 200)")]
-Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR, description="next_cursor of the previous page")]
 RegionFilter = Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$", description="Region subtree")]
 
 

@@ -35,7 +35,7 @@ from access_control.guard import Guard
 from access_control.identity import Actor, Org, OrgType
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
-from access_control.sealed import SealedGrant, SealedRequest
+from access_control.sealed import SealedGrant, SealedRequest, case_details
 from archive import numbering
 from archive import persons as people
 from archive import prefill as P
@@ -479,10 +479,11 @@ class DocumentService:
         if doc.sealed:
             grant = g.session.get(SealedRequest, grant_of)
             assert grant is not None
+            # The grant's case: the basis's code and the case number's keyed hash, never the number.
             g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True, grant=grant.id),
-                        subjects=list(doc.subject_hashes or []),
-                        details={"kind": doc.kind, "case_number": grant.case_number,
-                                 "legal_basis": grant.legal_basis}, commit=read)
+                        subjects=list(doc.subject_hashes or []) + ([grant.case_number_hash]
+                                                                   if grant.case_number_hash else []),
+                        details={"kind": doc.kind, **case_details(grant)}, commit=read)
             return doc, kind, grant
         roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else self.readers(kind)
         # A correction renders a PDF before it commits: its event waits for the commit.

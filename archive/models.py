@@ -147,14 +147,20 @@ class SealedRecord(Base):
     record_kind: Mapped[str] = mapped_column(String(20))
     subject_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
-    legal_basis: Mapped[str] = mapped_column(String(200))
-    case_number: Mapped[str] = mapped_column(String(80))
+    legal_basis: Mapped[str] = mapped_column(String(200))  # a code of access_control.legal_bases
+    # The case number's keyed hash ("case_number" purpose); the number itself is in ``case_note``,
+    # sealed under a data key of its own (migration 0013).
+    case_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    case_note: Mapped[bytes | None] = mapped_column(LargeBinary)
+    case_dek_id: Mapped[str | None] = mapped_column(String(40))
+    # Before 0013 the case number was kept here in plain text; emptied by archive.sealed_upgrade.
+    case_number: Mapped[str | None] = mapped_column(String(80))
     sealed_by: Mapped[str] = mapped_column(String(40))
     sealed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     state: Mapped[str] = mapped_column(String(16))  # sealed | unsealed
     unsealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unsealed_by: Mapped[str | None] = mapped_column(String(40))
-    unseal_basis: Mapped[str | None] = mapped_column(String(200))  # the legal basis cited (no personal data)
+    unseal_basis: Mapped[str | None] = mapped_column(String(200))  # a code of access_control.legal_bases
     unseal_cause: Mapped[str | None] = mapped_column(String(32))  # archive.sealing.UNSEAL_CAUSES
     # The free-text explanation of an unsealing, sealed with a data key of its own (migration 0009).
     unseal_note: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -8,12 +8,11 @@ not exist.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from datetime import date
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import Select, String, and_, exists, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
@@ -27,30 +26,17 @@ from archive import schemas as S
 from archive.models import Household, Minor, MinorCategory
 from core.crypto import KeyRing
 from core.db import new_id
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, field_errors
 from core.keys import DataKey, Vault
 from core.outbox import enqueue
+from core.pagination import decode_id_cursor, encode_cursor
 
 MAX_LIMIT = 200
 Row = TypeVar("Row", Household, Minor)
 
 
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        # validate=True: urlsafe_b64decode would skip stray characters and read junk as "".
-        last_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
-                                   validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        last_id = ""
-    if not last_id:
-        raise InvalidInput.one("cursor", "分页游标无效", location="query")
-    return last_id
+# Re-exported: archive.documents pages with the same id cursors.
+decode_cursor = decode_id_cursor
 
 
 class Archive:
@@ -185,8 +171,9 @@ class Archive:
         )
         g.session.add(row)
         enqueue(g.session, "household", row.id)
+        public = self._household_public(row, payload)
         g.commit()
-        return self._household_public(row, payload)
+        return public
 
     def read_household(self, g: Guard, household_id: str) -> S.HouseholdPublic:
         row = self._load(g, Household, household_id, Action.HOUSEHOLD_READ, read=True)
@@ -199,7 +186,7 @@ class Archive:
                                                                 "current_version": row.version})
         current = self._open(g, row)
         changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version"})
-        merged = {**current, **changes}
+        merged = self._whole(S.HouseholdRecord, {**current, **changes})
         new_version = row.version + 1
         row.payload = self.vault.seal_json(
             self.vault.data_key(g.session, row.dek_id), row.dek_id, merged,
@@ -211,12 +198,25 @@ class Archive:
         )
         row.updated_at = g.now
         self._flush(g)
+        public = self._household_public(row, merged)  # built before the commit: it cannot fail after it
         enqueue(g.session, "household", row.id)
         # Minors are indexed with their household's address.
         for mid in g.session.scalars(select(Minor.id).where(Minor.household_id == row.id)):
             enqueue(g.session, "minor", mid)
         g.commit()
-        return self._household_public(row, merged)
+        return public
+
+    @staticmethod
+    def _whole(model: type[S.HouseholdRecord] | type[S.MinorRecord], merged: dict[str, Any]) -> dict[str, Any]:
+        """The stored record with an update's changes, validated whole before it is sealed.
+
+        An update validates its own fields; only the whole record shows that, say, a required
+        field would be left empty. A failure names the field (422) and nothing is written.
+        """
+        try:
+            return model.model_validate(merged).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidInput(field_errors(exc.errors(), location="body")) from None
 
     def list_households(self, g: Guard, *, region: str | None, limit: int, cursor: str | None
                         ) -> S.Page[S.HouseholdPublic]:
@@ -350,17 +350,20 @@ class Archive:
                                                                 "current_version": row.version})
         current = self._open(g, row)
         changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version", "categories"})
-        merged = {**current, **changes}
+        # Everything is checked before anything is changed.
+        merged = self._whole(S.MinorRecord, {**current, **changes})
         if "birth_date" in changes or "id_number" in changes:
             problems = S.birth_problems(
                 date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=S.local_date(g.now)
             )
             if problems:
                 raise InvalidInput(problems)
+        id_hash = row.id_hash
         if "id_number" in changes:
-            row.id_hash = self.subject_hash(merged["id_number"]) if merged.get("id_number") else None
-            if row.id_hash and (conflict := self._duplicate(g, row.id_hash, except_id=row.id)):
+            id_hash = self.subject_hash(merged["id_number"]) if merged.get("id_number") else None
+            if id_hash and (conflict := self._duplicate(g, id_hash, except_id=row.id)):
                 raise conflict
+        row.id_hash = id_hash
         if data.categories is not None:
             self._replace_categories(g, row.id, data.categories)
         new_version = row.version + 1

@@ -43,23 +43,35 @@ class MemberIn(BaseModel):
     situation: ShortText | None = Field(None, description="如 外出务工、服刑、重病")
 
 
-class HouseholdCreate(BaseModel):
+Address = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)]
+
+
+class HouseholdRecord(BaseModel):
+    """What a household's sealed payload holds. Every write validates the whole record
+    (for an update: the stored record with the changes applied) against it before sealing."""
+
     model_config = _IN
 
-    region_code: RegionCode
-    address: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)]
+    address: Address
     members: list[MemberIn] = Field(default_factory=list, max_length=20)
     notes: Text | None = None
 
 
+class HouseholdCreate(HouseholdRecord):
+    region_code: RegionCode
+
+
+# In an update an absent field keeps its value; null clears an optional field and is refused
+# (422 naming the field) for a required one: those fields are typed without null, and their
+# default (absent) is never validated.
 class HouseholdUpdate(BaseModel):
     model_config = _IN
 
-    address: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)] | None = None
-    members: list[MemberIn] | None = Field(None, max_length=20)
+    address: Address = Field(None, description="Required in the record: omit to keep, null is refused")
+    members: list[MemberIn] = Field(None, max_length=20, description="Omit to keep; [] for none; null is refused")
     notes: Text | None = None
     expected_version: int | None = Field(
-        None, description="If given, the update is refused with 409 unless it matches"
+        None, ge=1, le=2**31 - 1, description="If given, the update is refused with 409 unless it matches"
     )
 
 
@@ -99,22 +111,31 @@ class MinorFields(BaseModel):
     notes: Text | None = None
 
 
-class MinorCreate(MinorFields):
-    household_id: str = Field(min_length=1, max_length=40)
+class MinorRecord(MinorFields):
+    """What a minor's sealed payload holds (categories are rows of their own). Every write
+    validates the whole record against it before sealing, as for households."""
+
     name: Name
     id_number: IdNumber | None = None
     birth_date: date
     sex: Literal["male", "female"]
+
+
+class MinorCreate(MinorRecord):
+    household_id: str = Field(min_length=1, max_length=40)
     categories: list[Category | CategoryIn] = Field(min_length=1, max_length=10)
 
 
 class MinorUpdate(MinorFields):
-    name: Name | None = None
+    """Absent keeps a field; null clears an optional one and is refused for a required one."""
+
+    name: Name = Field(None, description="Omit to keep; null is refused")
     id_number: IdNumber | None = None
-    birth_date: date | None = None
-    sex: Literal["male", "female"] | None = None
-    categories: list[Category | CategoryIn] | None = Field(None, min_length=1, max_length=10)
-    expected_version: int | None = None
+    birth_date: date = Field(None, description="Omit to keep; null is refused")
+    sex: Literal["male", "female"] = Field(None, description="Omit to keep; null is refused")
+    categories: list[Category | CategoryIn] = Field(
+        None, min_length=1, max_length=10, description="Omit to keep; null is refused")
+    expected_version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")

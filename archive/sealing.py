@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from access_control import legal_bases
 from access_control.actions import Action
 from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.identity import Org, User
+from access_control.legal_bases import SealBasis, UnsealBasis
 from access_control.policy import Resource
 from access_control.sealed import SealedDesk, SealedGrant, SealedRequest
 from archive import persons as people
@@ -31,6 +33,7 @@ from archive.models import Disclosure, Document, DocumentPerson, DocumentVersion
 from core.crypto import sha256_hex
 from core.db import new_id
 from core.errors import Conflict, NotFound
+from core.fields import CaseNumber
 from core.keys import Vault
 from core.outbox import enqueue
 
@@ -42,8 +45,10 @@ CONFIDENTIALITY = ("依据《中华人民共和国刑事诉讼法》第二百八
 class SealBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    legal_basis: str = Field(min_length=1, max_length=200, title="法律依据")
-    case_number: str = Field(min_length=1, max_length=80, title="案号")
+    legal_basis: SealBasis = Field(title="法律依据", description="From the list: " + legal_bases.describe("seal"))
+    case_number: CaseNumber = Field(
+        title="案号", description="The case that orders the sealing, e.g. （2026）苏0706刑初88号; stored encrypted, "
+        "logged as a keyed hash")
 
 
 # The statutory causes for unsealing (Procuratorate Criminal Procedure Rules art. 485; the 2022
@@ -64,8 +69,7 @@ class UnsealBody(BaseModel):
     cause: UnsealCause = Field(
         title="解除封存的法定事由",
         description="; ".join(f"`{k}`: {v}" for k, v in UNSEAL_CAUSES.items()))
-    legal_basis: str = Field(min_length=1, max_length=200, title="法律依据",
-                             description="The provision cited (no personal data: it is logged as given)")
+    legal_basis: UnsealBasis = Field(title="法律依据", description="From the list: " + legal_bases.describe("unseal"))
     reason: str | None = Field(None, min_length=1, max_length=300, title="说明",
                                description="Free text; stored encrypted, the log keeps only its keyed hash")
 
@@ -105,14 +109,16 @@ class Sealing:
         row = self._target(g, record_id, Action.RECORD_SEAL)
         kind = "minor" if isinstance(row, Minor) else "document"
         subject_hash = self._subject_hash(g, row)
-        details = {"case_number": body.case_number, "legal_basis": body.legal_basis}
+        case_hash = self.desk.case_hash(body.case_number)
+        details = {"case_number_hash": case_hash, "legal_basis": body.legal_basis}
+        subjects = [h for h in (subject_hash, case_hash) if h]
         if row.sealed and not self._may_know_sealed(g, row):
             # "Sealed already" would tell the caller that a record it may not see exists:
             # refused (and logged) as sealed content without a grant, a 404 like an unknown id.
             g.authorize(Action.RECORD_SEAL, Resource(kind, row.id, row.region_code, sealed=True),
-                        subjects=[subject_hash] if subject_hash else [], details=details)
+                        subjects=subjects, details=details)
         g.authorize(Action.RECORD_SEAL, Resource(kind, row.id, row.region_code),
-                    subjects=[subject_hash] if subject_hash else [], details=details)
+                    subjects=subjects, details=details)
         if row.sealed:
             raise Conflict("该记录已封存。", details={"field": "record_id"})
         old_blobs: list[str] = []
@@ -147,9 +153,9 @@ class Sealing:
         row = self._target(g, record_id, Action.RECORD_UNSEAL)
         kind = "minor" if isinstance(row, Minor) else "document"
         reg = g.session.get(SealedRecord, row.id)
-        subjects = [reg.subject_hash] if reg and reg.subject_hash else []
+        subjects = [h for h in (reg.subject_hash, reg.case_number_hash) if h] if reg else []
         details: dict[str, Any] = {"cause": body.cause, "legal_basis": body.legal_basis,
-                                   "case_number": reg.case_number if reg else None}
+                                   "case_number_hash": reg.case_number_hash if reg else None}
         if body.reason:
             details["reason_hash"] = self.desk.reason_hash(body.reason)
         if row.sealed and not self._may_know_sealed(g, row):
@@ -222,13 +228,15 @@ class Sealing:
         for doc_id, minor_id in first.items():
             doc, reg = g.session.get(Document, doc_id), g.session.get(SealedRecord, minor_id)
             assert doc is not None and reg is not None
-            body = SealBody.model_construct(legal_basis=reg.legal_basis, case_number=reg.case_number)
+            body = SealBody.model_construct(legal_basis=reg.legal_basis,
+                                            case_number=self.seal_case(g.session, reg).get("case_number"))
             old_blobs += self._reseal_document(g, doc, sealed=True)
             self._register(g, doc.id, "document", reg.subject_hash, doc.region_code, body, sealed_with=minor_id)
+            # The minor's case, as every event about a case carries it: code and keyed hash.
             g.record(EventDraft(action=Action.RECORD_SEAL, outcome="allowed", reason="seal:names_sealed_minor",
                                 resource_kind="document", resource_id=doc.id,
-                                subjects=[reg.subject_hash] if reg.subject_hash else [],
-                                details={"case_number": reg.case_number, "legal_basis": reg.legal_basis,
+                                subjects=[h for h in (reg.subject_hash, reg.case_number_hash) if h],
+                                details={"case_number_hash": reg.case_number_hash, "legal_basis": reg.legal_basis,
                                          "sealed_with": minor_id}))
             enqueue(g.session, "document", doc.id)
         g.session.flush()
@@ -266,8 +274,8 @@ class Sealing:
             g.session.add(reg)
         reg.record_kind, reg.subject_hash, reg.region_code = kind, subject_hash, region
         reg.sealed_with = sealed_with
-        reg.legal_basis, reg.case_number = body.legal_basis, body.case_number
         reg.sealed_by, reg.sealed_at, reg.state = g.actor.user_id, g.now, "sealed"
+        self._store_case(g.session, reg, body)
         if reg.unseal_dek_id:  # a note of an earlier unsealing goes for good
             self.vault.shred_key(g.session, reg.unseal_dek_id)
         reg.unsealed_at = reg.unsealed_by = reg.unseal_basis = reg.unseal_cause = None
@@ -284,6 +292,28 @@ class Sealing:
             reg.unseal_note = self.vault.seal_json(dek, dek_id, {"reason": body.reason}, kind="unseal_note",
                                                    record_id=reg.record_id, version=1)
             reg.unseal_dek_id = dek_id
+
+    def _store_case(self, session: Session, reg: SealedRecord, body: SealBody) -> None:
+        """The sealing's legal basis (a code) in plain; its case number sealed under a data key of
+        the register entry's own, and its keyed hash for lookups. An earlier sealing's key goes."""
+        reg.legal_basis, reg.case_number = body.legal_basis, None
+        if reg.case_dek_id:
+            self.vault.shred_key(session, reg.case_dek_id)
+        reg.case_note = reg.case_dek_id = reg.case_number_hash = None
+        if not body.case_number:  # sealing along a minor whose case number is no longer known
+            return
+        dek_id, dek = self.vault.new_data_key(session, owner_kind="sealed_record", owner_id=reg.record_id)
+        reg.case_note = self.vault.seal_json(dek, dek_id, {"case_number": body.case_number}, kind="seal_case",
+                                             record_id=reg.record_id, version=1)
+        reg.case_dek_id = dek_id
+        reg.case_number_hash = self.desk.case_hash(body.case_number)
+
+    def seal_case(self, session: Session, reg: SealedRecord) -> dict[str, Any]:
+        """The case number (and, before 0013, the free-text basis) a record was sealed under."""
+        if reg.case_note is None or reg.case_dek_id is None:
+            return {"case_number": reg.case_number}
+        return dict(self.vault.open_json(session, reg.case_note, reg.case_dek_id, kind="seal_case",
+                                         record_id=reg.record_id, version=1))
 
     def unseal_reason(self, session: Session, reg: SealedRecord) -> str | None:
         """The free-text explanation given when the record was unsealed, if any."""
@@ -336,7 +366,7 @@ class Sealing:
         lines = [
             f"封存记录 依法提供  查询人：{requester.display_name if requester else g.actor.display_name}"
             f"（{org.name if org else g.actor.org_name}）  申请编号：{grant.id}",
-            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{grant.case_number}",
+            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
             CONFIDENTIALITY,
         ]
         stamped = self.documents.pool.stamp(pdf, lines)
@@ -375,7 +405,7 @@ class Sealing:
             "result": "records_provided" if req.status == "approved" and req.entitled and granted else "no_record",
         }
         if fields["result"] == "records_provided":
-            fields["case_number"] = req.case_number
+            fields["case_number"] = req.case_number or data.get("case_number")  # a pre-0013 row: the column
         g.commit()  # the decision to reply was logged above; issuing logs its own event
         issued = self.documents.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
         req = g.session.get(SealedRequest, rid)

@@ -71,8 +71,9 @@ class Visits:
                     payload=self.vault.seal_json(dek, dek_id, data, kind="visit", record_id=vid, version=1),
                     dek_id=dek_id, created_by=g.actor.user_id, created_at=g.now)
         g.session.add(row)
+        public = VisitPublic(id=vid, household_id=hh.id, visited_on=row.visited_on, created_at=row.created_at, **data)
         g.commit()
-        return VisitPublic(id=vid, household_id=hh.id, visited_on=row.visited_on, created_at=row.created_at, **data)
+        return public
 
     def list(self, g: Guard, household_id: str) -> list[VisitPublic]:
         hh = self._household(g, household_id, Action.VISIT_LIST, read=True)

@@ -172,6 +172,12 @@ _MESSAGES: dict[str, str] = {
     "date_parsing": "日期格式应为 YYYY-MM-DD",
     "date_from_datetime_parsing": "日期格式应为 YYYY-MM-DD",
     "date_from_datetime_inexact": "日期格式应为 YYYY-MM-DD",
+    "timezone_aware": "时间应带时区偏移，如 2026-12-06T08:00:00+08:00",
+    "datetime_type": "时间格式应为 RFC 3339，如 2026-12-06T08:00:00+08:00",
+    "datetime_parsing": "时间格式应为 RFC 3339，如 2026-12-06T08:00:00+08:00",
+    "datetime_from_date_parsing": "时间格式应为 RFC 3339，如 2026-12-06T08:00:00+08:00",
+    "datetime_object_invalid": "时间无效",
+    "date_from_datetime_parsing_error": "日期格式应为 YYYY-MM-DD",
     "literal_error": "取值应为：{expected}",
     "enum": "取值应为：{expected}",
     "greater_than_equal": "不能小于{ge}",
@@ -188,6 +194,7 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+_NULL_MESSAGE = "不能为空"
 _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 _TYPE_TAGS = {"int", "str", "date", "literal", "list", "dict", "bool", "float", "none"}
 
@@ -221,12 +228,14 @@ def field_errors(
         seen.add(field)
         etype = err.get("type", "")
         ctx = err.get("ctx") or {}
-        if etype == "value_error":
+        if "input" in err and err["input"] is None and etype not in ("missing", "value_error"):
+            message = _NULL_MESSAGE  # an explicit null where a value is required
+        elif etype == "value_error":
             message = str(ctx.get("error", "")) or "取值无效"
         else:
             template = _MESSAGES.get(etype, "取值无效")
             if "expected" in ctx:
-                ctx = {**ctx, "expected": str(ctx["expected"]).replace(" or ", "、")}
+                ctx = {**ctx, "expected": str(ctx["expected"]).replace(" or ", "、").replace("', '", "'、'")}
             try:
                 message = template.format(**{k: v for k, v in ctx.items()})
             except (KeyError, IndexError):

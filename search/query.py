@@ -7,8 +7,6 @@ subjects of the hits on the page.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import html
 from datetime import date
 from typing import Any
@@ -24,6 +22,7 @@ from archive.documents import DocumentService
 from archive.models import Document, Household, Minor
 from core.crypto import KeyRing
 from core.errors import Gone, IntegrityFailure, InvalidInput, ServiceUnavailable
+from core.pagination import decode_int_cursor, encode_cursor
 from doc_templates import kinds as K
 from search.analyzer import Analyzer, normalize
 from search.backends import Filters, Scope, SearchBackend, SearchUnavailable
@@ -33,20 +32,7 @@ RECORD_KINDS = ("minor", "household")
 SNIPPET_CHARS = 80
 
 
-def _cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
-
-
-def _offset(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        value = -1
-    if not 0 <= value <= 10_000:
-        raise InvalidInput.one("cursor", "分页游标无效", location="query")
-    return value
+MAX_OFFSET = 10_000
 
 
 def highlight(text: str, needles: list[str], width: int = SNIPPET_CHARS) -> str | None:
@@ -114,7 +100,7 @@ class SearchService:
                 raise InvalidInput.one("region", "未知的行政区划代码", location="query")
             if not g.decide(Action.SEARCH, Resource("region", region, region)).allowed:
                 g.authorize(Action.SEARCH, Resource("region", region, region))
-        offset = _offset(cursor)
+        offset = decode_int_cursor(cursor, maximum=MAX_OFFSET) or 0
         scope = self.scope(g)
         blind = self.analyzer.query(q)
         filters = Filters(kind=kind, region=region, category=category, date_from=date_from, date_to=date_to)
@@ -144,7 +130,7 @@ class SearchService:
                            if parts else "")
             out.append({"id": rid, "kind": _kind(row), "title": title, "snippet": snippet, "score": round(score, 4)})
         return {"total": total, "hits": out,
-                "next_cursor": _cursor(offset + limit) if offset + limit < total else None}
+                "next_cursor": encode_cursor(offset + limit) if offset + limit < total else None}
 
     @staticmethod
     def _row(g: Guard, rid: str) -> Minor | Household | Document | None:

@@ -25,7 +25,9 @@ from conftest import Tokens, household_body, make_id_number, make_settings, mino
 from fastapi.testclient import TestClient
 
 from access_control import merkle
-from access_control.audit import CSV_COLUMNS, checkpoint_message
+from access_control.actions import Action
+from access_control.audit import CSV_COLUMNS, EventDraft, checkpoint_message
+from access_control.identity import Actor, OrgType
 from core.crypto import SigningKey, verify_signature
 from core.settings import Settings
 from main import create_app
@@ -46,6 +48,18 @@ def ok(r: Any, status: int = 200) -> Any:
     return r
 
 
+AWKWARD = '海州 "专干", a\\b\nc'
+
+
+def append_awkward_event(rt: Runtime) -> None:
+    actor = Actor(user_id="system", username="system:test", display_name="", org_id="system", org_name="",
+                  org_type=OrgType.IT, roles=(), region_code="320700")
+    with rt.db.session() as s:
+        rt.audit.append(s, actor=actor, request_id="req_awkward", at=rt.clock(), draft=EventDraft(
+            action=Action.AUDIT_VERIFY, outcome="allowed", reason="test:awkward", details={"note": AWKWARD}))
+        s.commit()
+
+
 def make_log(client: TestClient, tokens: Any) -> dict[str, Any]:
     """Everyday use, with awkward strings in details, and two signed checkpoints."""
     hz, gn, auditor = tokens["caseworker.haizhou"], tokens["caseworker.guannan"], tokens["auditor.city"]
@@ -59,11 +73,12 @@ def make_log(client: TestClient, tokens: Any) -> dict[str, Any]:
     ok(client.get(f"/api/v1/minors/{m1['id']}", headers=hz))
     assert client.get(f"/api/v1/minors/{m1['id']}", headers=gn).status_code == 404
     ok(client.get("/api/v1/minors", headers=hz))
-    # Non-ASCII, quotes, a backslash, a comma and a newline end up in `details` (an application's
-    # case number is logged as typed; a typed filter value would be redacted).
+    # Non-ASCII, quotes, a backslash, a comma and a newline in `details`. No route logs typed text
+    # any more (case numbers are hashed, typed filter values redacted): the event is appended directly.
     ok(client.post("/api/v1/sealed-requests", headers=tokens["court.haizhou"], json={
-        "case_number": '海州 "专干", a\\b\nc', "legal_basis": "刑事诉讼法第二百八十六条", "purpose": "审理案件需要",
+        "case_number": "（2026）苏0706刑初3号", "legal_basis": "cpl_286_judicial", "purpose": "审理案件需要",
         "subject": {"name": "测试人", "id_number": make_id_number("320706", "20080101")}}), 201)
+    append_awkward_event(client.app.state.runtime)
     ok(client.get("/api/v1/audit/events", params={"actor": '海州 "专干", a\\b\nc'}, headers=auditor))
     mid = ok(client.post("/api/v1/audit/checkpoints", headers=auditor), 201).json()
     m2 = ok(client.post("/api/v1/minors", json=minor_body(hh["id"], categories=[2]), headers=hz), 201).json()

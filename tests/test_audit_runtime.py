@@ -634,8 +634,8 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
 
     # Sealed records: the minor and its documents sealed, applied for, decided, read, replied to, unsealed.
     cust, court = "custodian.city", "court.haizhou"
-    basis = "《中华人民共和国刑事诉讼法》第二百八十六条"
-    seal = {"legal_basis": basis, "case_number": "(2026)苏0706刑初1号"}
+    basis = "cpl_286_judicial"
+    seal = {"legal_basis": "cpl_286_1", "case_number": "(2026)苏0706刑初1号"}
     r = client.post(f"{API}/households", json=household_body("320724001001"), headers=tokens[GN])
     gn_mn = client.post(f"{API}/minors", json=minor_body(r.json()["id"], id_number=make_id_number("320724")),
                         headers=tokens[GN]).json()["id"]
@@ -645,7 +645,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(A.RECORD_SEAL, "denied", gn_mn, outside)])
     walk(SEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/seal", json=seal,
          events=[E(A.RECORD_SEAL, "denied", "mn_nothing", "record:not_found")])
-    walk(SEAL, "invalid", cust, status=422, url=here, json={"legal_basis": basis})
+    walk(SEAL, "invalid", cust, status=422, url=here, json={"legal_basis": "cpl_286_1"})
     r = walk(SEAL, "allowed", cust, status=200, url=here, json=seal,
              events=[E(A.RECORD_SEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
     assert set(r.json()["sealed"]) == {mn, doc}
@@ -744,7 +744,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     walk(DISCLOSURES, "role", CW, status=403, events=[E(A.DISCLOSURE_LIST, "denied", "", deny)])
     walk(DISCLOSURES, "invalid", AUDITOR, status=422, params={"request_id": "x" * 41})
 
-    here, unseal = f"{API}/records/{mn}/unseal", {"cause": "undiscovered_crime", "legal_basis": "发现漏罪"}
+    here, unseal = f"{API}/records/{mn}/unseal", {"cause": "undiscovered_crime", "legal_basis": "spp_rules_485"}
     walk(UNSEAL, "role", court, status=403, url=here, json=unseal, events=[E(A.RECORD_UNSEAL, "denied", mn, deny)])
     walk(UNSEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/unseal", json=unseal,
          events=[E(A.RECORD_UNSEAL, "denied", "mn_nothing", "record:not_found")])

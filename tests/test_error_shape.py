@@ -42,8 +42,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/households/{household_id}/visits"): {
         "visited_on": "2026-03-01", "visitor": "王明", "findings": "入户走访，家中无人。"},
     ("post", "/api/v1/records/{record_id}/seal"): {
-        "legal_basis": "《中华人民共和国刑事诉讼法》第二百八十六条", "case_number": "（2026）苏0706刑初1号"},
-    ("post", "/api/v1/records/{record_id}/unseal"): {"cause": "undiscovered_crime", "legal_basis": "发现漏罪"},
+        "legal_basis": "cpl_286_1", "case_number": "（2026）苏0706刑初1号"},
+    ("post", "/api/v1/records/{record_id}/unseal"): {"cause": "undiscovered_crime", "legal_basis": "spp_rules_485"},
     ("post", "/api/v1/sealed-requests/{request_id}/decision"): {"decision": "deny", "reason": "不符合查询条件"},
     ("post", "/api/v1/sealed-requests/{request_id}/revoke"): {"reason": "案件已办结"},
     ("put", "/api/v1/users/{user_id}/roles"): {"roles": ["caseworker"]},

@@ -10,6 +10,7 @@ them, so the scan can fail.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import zlib
@@ -52,7 +53,16 @@ DIGIT_CANARIES = [MINOR_ID[:17], MEMBER_ID[:17]]
 # The scanner ----------------------------------------------------------------------
 
 
+def json_escaped(text: str, *, upper: bool = False) -> bytes:
+    """``text`` as JSON writes it with ASCII escapes (``\\u9f98``), as the JSON columns store it."""
+    escaped = json.dumps(text)[1:-1]  # ensure_ascii: every non-ASCII character as \uXXXX
+    if upper:
+        escaped = re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), escaped)
+    return escaped.encode("ascii")
+
+
 def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
+    """Every form a canary may take in stored bytes: each encoding, and JSON \\u escapes in both cases."""
     out = []
     for canary in canaries:
         for enc in ENCODINGS:
@@ -60,6 +70,9 @@ def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
                 out.append((canary, enc, canary.encode(enc)))
             except UnicodeEncodeError:
                 continue
+        if not canary.isascii():
+            out.append((canary, "json-escape", json_escaped(canary)))
+            out.append((canary, "json-escape-upper", json_escaped(canary, upper=True)))
     return out
 
 
@@ -215,8 +228,11 @@ def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt,
     for enc in ENCODINGS:
         (data_dir / f"planted-{enc}.txt").write_bytes("前缀探针龘靐齉鱻后缀".encode(enc))
     (data_dir / "planted.z").write_bytes(b"junk" + zlib.compress(MINOR_ID.encode()) + b"junk")
+    (data_dir / "planted.json").write_bytes(b'{"a": "' + json_escaped("前缀探针龘靐齉鱻") + b'"}')
+    (data_dir / "planted-upper.json").write_bytes(json_escaped("探针龘靐齉鱻后缀", upper=True))
     hits, _ = scan_tree(data_dir, planted + needles([MINOR_ID]))
-    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc) for enc in ENCODINGS}
+    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc)
+                                                for enc in (*ENCODINGS, "json-escape", "json-escape-upper")}
     assert (MINOR_ID, "utf-8", "planted.z (inflated)") in hits
 
     # ... and inside the database, written in plain text the way a bug would.
@@ -252,11 +268,10 @@ def test_sealed_record_reasons_are_never_stored_or_logged_in_plain_text(client, 
     r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
     assert r.status_code == 201, r.text
     mid = r.json()["id"]
-    basis = "《中华人民共和国刑事诉讼法》第二百八十六条"
-    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": basis, "case_number": "(2026)苏0706刑初7号"},
-                    headers=cust)
+    r = client.post(f"{api}/records/{mid}/seal", headers=cust,
+                    json={"legal_basis": "cpl_286_1", "case_number": "(2026)苏0706刑初7号"})
     assert r.status_code == 200, r.text
-    application = {"case_number": "(2026)苏0706刑初8号", "legal_basis": basis, "purpose": "审理案件需要",
+    application = {"case_number": "(2026)苏0706刑初8号", "legal_basis": "cpl_286_judicial", "purpose": "审理案件需要",
                    "subject": {"name": "测试童", "id_number": subject_id}}
 
     def decide(rid: str, decision: str, reason: str, status: int = 200) -> None:
@@ -272,8 +287,7 @@ def test_sealed_record_reasons_are_never_stored_or_logged_in_plain_text(client, 
     r = client.post(f"{api}/sealed-requests/{granted}/revoke", json={"reason": REVOKE_REASON}, headers=cust)
     assert r.status_code == 200, r.text
     r = client.post(f"{api}/records/{mid}/unseal", headers=cust,
-                    json={"cause": "new_crime", "legal_basis": "《人民检察院刑事诉讼规则》第四百八十五条",
-                          "reason": UNSEAL_REASON})
+                    json={"cause": "new_crime", "legal_basis": "spp_rules_485", "reason": UNSEAL_REASON})
     assert r.status_code == 200, r.text
     # The reasons went in and read back (requester and custodian, one by one and listed).
     for headers in (court, cust):
@@ -298,3 +312,54 @@ def test_sealed_record_reasons_are_never_stored_or_logged_in_plain_text(client, 
     else:
         hits, _ = scan_tree(settings.data_dir, reason_needles)
     assert DENY_REASON in {c for c, _, _ in hits}
+
+
+# What a requester and a custodian type about a case ------------------------------------
+
+# Case numbers are in a strict format; these serials occur nowhere else.
+APPLY_CASE = "（2026）苏0706刑初91827364号"
+SEAL_CASE = "连海检刑诉〔2026〕73645291号"
+PURPOSE = "查询用途金丝雀：审理鸜鹆齾案需要"
+SUBJECT_NAME = "齾鸜鹆"
+CASE_CANARIES = [APPLY_CASE, SEAL_CASE, PURPOSE, SUBJECT_NAME]
+
+
+def test_requester_free_text_is_never_stored_or_logged_in_plain_text(client, tokens, rt, settings):
+    """Case numbers, purposes and legal bases of applications, seals and unseals: encrypted, and the
+    log keeps the basis's code and the case number's keyed hash only (in no form: UTF-8, GBK,
+    UTF-16, JSON escapes)."""
+    api = "/api/v1"
+    cw, court, cust = tokens["caseworker.haizhou"], tokens["court.haizhou"], tokens["custodian.city"]
+    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
+    subject_id = id_number("320706", "20090101", "417")
+    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": "cpl_286_1", "case_number": SEAL_CASE},
+                    headers=cust)
+    assert r.status_code == 200, r.text
+    application = {"case_number": APPLY_CASE, "legal_basis": "cpl_286_judicial", "purpose": PURPOSE,
+                   "subject": {"name": SUBJECT_NAME, "id_number": subject_id}}
+    rid = client.post(f"{api}/sealed-requests", json=application, headers=court).json()["id"]
+    r = client.post(f"{api}/sealed-requests/{rid}/decision", json={"decision": "approve", "reason": "符合规定"},
+                    headers=cust)
+    assert r.status_code == 200, r.text
+    shown = client.get(f"{api}/sealed-requests/{rid}", headers=court).json()
+    assert (shown["case_number"], shown["legal_basis"], shown["purpose"]) == (APPLY_CASE, "cpl_286_judicial",
+                                                                              PURPOSE)
+    r = client.post(f"{api}/records/{mid}/unseal", headers=cust,
+                    json={"cause": "new_crime", "legal_basis": "spp_rules_485"})
+    assert r.status_code == 200, r.text
+    case_needles = needles(CASE_CANARIES)
+    hits, files = scan_tree(settings.data_dir, case_needles)
+    assert files and hits == set(), sorted(hits)
+    if rt.db.dialect == "postgresql":
+        assert scan_dump(pg_dump(str(settings.database_url)), case_needles) == set()
+    # ... and an auditor still finds every event about a case by its number (matched by keyed hash).
+    r = client.post(f"{api}/audit/events/search", json={"case_number": "(2026)苏0706刑初91827364号", "limit": 200},
+                    headers=tokens["auditor.city"])
+    assert r.status_code == 200, r.text
+    assert {e["action"] for e in r.json()["items"]} >= {"sealed:request:create", "sealed:request:decide"}
+    r = client.get(f"{api}/audit/events", params={"case_number": SEAL_CASE}, headers=tokens["auditor.city"])
+    assert {e["action"] for e in r.json()["items"]} >= {"sealed:record:seal", "sealed:record:unseal"}, r.text
+

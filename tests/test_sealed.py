@@ -82,11 +82,12 @@ SCHOOL_ORG = "连云港市海州区实验中学（演示）"
 
 SEALED_NAME = "封晓默"  # appears nowhere but in the sealed record (and applications about that person)
 SIBLING_NAME = "同户童"
-LEGAL_BASIS = "《中华人民共和国刑事诉讼法》第二百八十六条"
+LEGAL_BASIS = "cpl_286_judicial"  # an application's basis (access_control.legal_bases)
+SEAL_BASIS = "cpl_286_1"
 SEAL_CASE = "(2026)苏0706刑初17号"
 APPLY_CASE = "(2026)苏0706刑初88号"
 PURPOSE = "审理案件需要核实被告人有无前科"
-UNSEAL_BASIS = "《人民检察院刑事诉讼规则》第四百八十五条"
+UNSEAL_BASIS = "spp_rules_485"
 T0 = datetime(2026, 11, 30, 2, 0, 0, 123456, tzinfo=UTC)  # 10:00 in Lianyungang; microseconds fix JSON sizes
 
 
@@ -172,7 +173,7 @@ def make_case(client: TestClient, tokens: Tokens, *, seal_by: str | None = COURT
 
 
 def seal(client: TestClient, headers: dict[str, str], case: Case) -> None:
-    r = client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
+    r = client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": SEAL_BASIS, "case_number": SEAL_CASE},
                     headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["record_kind"] == "minor"
@@ -309,13 +310,13 @@ def test_whole_flow_seal_apply_deny_approve_read_expire_revoke(client, rt):
     # The audit log tells the whole story, each event with case number and legal basis.
     seal = events(rt, "action = :a", a=A.RECORD_SEAL.value)
     assert [(e["actor"], e["outcome"], e["resource_id"]) for e in seal] == [(COURT, "allowed", case.minor)]
-    assert seal[0]["details"] == {"case_number": SEAL_CASE, "legal_basis": LEGAL_BASIS}
+    assert seal[0]["details"] == {"case_number_hash": _case_hash(rt, SEAL_CASE), "legal_basis": SEAL_BASIS}
     cases = {first["id"]: APPLY_CASE, second: APPLY_CASE, third: "(2026)苏0706刑初89号"}
 
     def story(action: A) -> list[tuple[str, str, str, str]]:
         evs = events(rt, "action = :a", a=action.value)
         for e in evs:
-            assert e["details"]["case_number"] == cases[e["resource_id"]], e
+            assert e["details"]["case_number_hash"] == _case_hash(rt, cases[e["resource_id"]]), e
             assert e["details"]["legal_basis"] == LEGAL_BASIS, e
         return [(e["resource_id"], e["actor"], e["outcome"], e["reason"]) for e in evs]
 
@@ -345,7 +346,7 @@ def test_whole_flow_seal_apply_deny_approve_read_expire_revoke(client, rt):
     ]
     for e in reads:
         if e["outcome"] == "allowed":  # a release names its grant's case and legal basis
-            assert e["details"]["case_number"] == cases[e["reason"].rsplit(":", 1)[1]]
+            assert e["details"]["case_number_hash"] == _case_hash(rt, cases[e["reason"].rsplit(":", 1)[1]])
             assert e["details"]["legal_basis"] == LEGAL_BASIS
 
 
@@ -412,11 +413,11 @@ def test_role_by_route_only_the_granted_requester_reads_sealed_content(client, r
         # Only those who may know of the sealed record (custodians; the court, whose grant names it)
         # hear that it is sealed already; any other court user gets the 404 of an unknown id.
         ("seal (sealed already)", "POST", f"{API}/records/{case.doc}/seal",
-         {"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
+         {"legal_basis": SEAL_BASIS, "case_number": SEAL_CASE},
          {**dict.fromkeys(EVERYONE, 403), CUST: 409, COURT_CUST: 409, COURT_BOTH: 409, COURT: 409, CLERK: 404},
          f"{API}/records/{nowhere}/seal"),
         ("unseal (of a record never sealed)", "POST", f"{API}/records/{case.sibling}/unseal",
-         {"cause": "undiscovered_crime", "legal_basis": "发现漏罪"},
+         {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS},
          {**dict.fromkeys(EVERYONE, 403), CUST: 409, COURT_CUST: 409, COURT_BOTH: 409}, None),
         ("apply", "POST", f"{API}/sealed-requests", application(SEALED_NAME, case.id_number),
          {**dict.fromkeys(EVERYONE, 403), COURT: 201, CLERK: 201, COURT_BOTH: 201, SCHOOL: 201}, None),
@@ -793,7 +794,7 @@ def test_audit_and_disclosure_register_every_step_and_every_copy(client, rt):
     ]
     cases[refused_apply["resource_id"]] = "(2026)苏0706刑初104号"
     for e in evs:
-        assert e["details"]["case_number"] == cases[e["resource_id"]], e
+        assert e["details"]["case_number_hash"] == _case_hash(rt, cases[e["resource_id"]]), e
         assert e["details"]["legal_basis"] == LEGAL_BASIS, e
     assert [e["details"].get("decision") for e in evs if e["action"] == A.SEALED_DECIDE] == [
         "approve", "approve", "deny", "approve"]
@@ -802,10 +803,11 @@ def test_audit_and_disclosure_register_every_step_and_every_copy(client, rt):
     assert [(e["outcome"], e["reason"]) for e in releases] == [
         ("denied", "record:not_found"), ("allowed", f"sealed:grant:{granted}"), ("allowed", f"sealed:grant:{granted}")]
     for e in releases[1:]:
-        assert e["details"]["case_number"] == cases[granted] and e["details"]["legal_basis"] == LEGAL_BASIS
+        assert e["details"]["case_number_hash"] == _case_hash(rt, cases[granted])
+        assert e["details"]["legal_basis"] == LEGAL_BASIS
     seal = events(rt, "action = :a", a=A.RECORD_SEAL.value)
     assert [(e["outcome"], e["details"]) for e in seal] == [
-        ("allowed", {"case_number": SEAL_CASE, "legal_basis": LEGAL_BASIS})]
+        ("allowed", {"case_number_hash": _case_hash(rt, SEAL_CASE), "legal_basis": SEAL_BASIS})]
 
     # The subject is the keyed hash: an auditor finds the person's events by ID number, the log never holds it.
     r = client.post(f"{API}/audit/events/search", json={"subject": case.id_number, "limit": 200},
@@ -859,7 +861,7 @@ def test_sealing_reencrypts_under_sealed_keys_and_unsealing_restores(client, tok
         old_blobs = [v.blob_key for v in s.scalars(versions)]
     assert _key(rt, old_minor_key) == _key(rt, old_doc_key) == ("dek", False, False)
 
-    r = client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
+    r = client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": SEAL_BASIS, "case_number": SEAL_CASE},
                     headers=tokens[CUST])
     assert r.status_code == 200, r.text
 
@@ -924,7 +926,8 @@ def test_sealing_reencrypts_under_sealed_keys_and_unsealing_restores(client, tok
     assert r.status_code == 200 and r.content == original_pdf and sha256(r.content) == case.doc_sha256
     unseal = events(rt, "action = :a", a=A.RECORD_UNSEAL.value)
     assert [(e["outcome"], e["details"]) for e in unseal] == [
-        ("allowed", {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS, "case_number": SEAL_CASE})]
+        ("allowed", {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS,
+                     "case_number_hash": _case_hash(rt, SEAL_CASE)})]
 
 
 def _open_with_ordinary_context(rt: Runtime, s: Any, mn: Minor) -> Any:
@@ -945,6 +948,12 @@ DENY_REASON = "申请材料不全，未附立案决定书"
 APPROVE_REASON = "附立案决定书，符合法定情形"
 REVOKE_REASON = "案件已审结，授权提前终止"
 UNSEAL_REASON = "又犯盗窃罪，数罪并罚决定执行六年有期徒刑"
+
+
+def _case_hash(rt: Runtime, case_number: str) -> str:
+    from access_control.sealed import case_number_hash
+
+    return case_number_hash(rt.ring, case_number)
 
 
 def _reason_hash(rt: Runtime, text: str) -> str:
@@ -992,21 +1001,22 @@ def test_reasons_are_stored_sealed_and_the_log_keeps_their_keyed_hash(client, rt
 
     # The log: the keyed hash of each reason (its own purpose), case number and legal basis; never the text.
     decided = events(rt, "action = :a", a=A.SEALED_DECIDE.value)
+    applied = {"case_number_hash": _case_hash(rt, APPLY_CASE), "legal_basis": LEGAL_BASIS}
     assert [(e["resource_id"], e["outcome"], e["details"]) for e in decided] == [
-        (denied, "allowed", {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "decision": "deny",
+        (denied, "allowed", {**applied, "decision": "deny",
                              "reason_hash": _reason_hash(rt, DENY_REASON)}),
-        (granted, "allowed", {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "decision": "approve",
+        (granted, "allowed", {**applied, "decision": "approve",
                               "reason_hash": _reason_hash(rt, APPROVE_REASON)}),
-        (granted, "error", {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "decision": "deny",
+        (granted, "error", {**applied, "decision": "deny",
                             "reason_hash": _reason_hash(rt, "再次审批")}),
     ]
     assert _reason_hash(rt, DENY_REASON) != rt.ring.keyed_hash("id_number", DENY_REASON)  # a purpose of its own
     revoked = events(rt, "action = :a", a=A.SEALED_REVOKE.value)
     assert [e["details"] for e in revoked] == [
-        {"case_number": APPLY_CASE, "legal_basis": LEGAL_BASIS, "reason_hash": _reason_hash(rt, REVOKE_REASON)}]
+        {**applied, "reason_hash": _reason_hash(rt, REVOKE_REASON)}]
     unsealed = events(rt, "action = :a", a=A.RECORD_UNSEAL.value)
     assert [e["details"] for e in unsealed] == [
-        {"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "case_number": SEAL_CASE,
+        {"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "case_number_hash": _case_hash(rt, SEAL_CASE),
          "reason_hash": _reason_hash(rt, UNSEAL_REASON)}]
     dump = json.dumps([[str(v) for v in row] for row in run_sql(rt, "SELECT * FROM audit_events")],
                       ensure_ascii=False)
@@ -1035,7 +1045,7 @@ def test_seal_and_unseal_of_a_record_the_caller_may_not_know_of_answer_as_for_an
     add_extra_users(rt)
     tokens = Tokens(client)
     case = make_case(client, tokens, seal_by=CUST)
-    seal_body = {"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE}
+    seal_body = {"legal_basis": SEAL_BASIS, "case_number": SEAL_CASE}
     unseal_body = {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS}
     nowhere = {"minor": "mn_nonexistent000000000", "document": "doc_nonexistent0000000"}
 
@@ -1052,7 +1062,8 @@ def test_seal_and_unseal_of_a_record_the_caller_may_not_know_of_answer_as_for_an
     hidden = events(rt, "action = :a AND outcome = 'denied' AND resource_id IN (:m, :d)", a=A.RECORD_SEAL.value,
                     m=case.minor, d=case.doc)
     assert {(e["actor"], e["reason"]) for e in hidden} == {(COURT, "sealed:no_grant"), (CLERK, "sealed:no_grant")}
-    assert all(e["details"] == seal_body for e in hidden)
+    assert all(e["details"] == {"case_number_hash": _case_hash(rt, SEAL_CASE), "legal_basis": SEAL_BASIS}
+               for e in hidden)
     # The custodian may know: told it is sealed already.
     r = client.post(f"{API}/records/{case.minor}/seal", json=seal_body, headers=tokens[CUST])
     assert r.status_code == 409 and r.json()["error"]["message"] == "该记录已封存。"
@@ -1090,7 +1101,7 @@ def test_unsealing_needs_a_cause_from_the_list(client, tokens, rt):
     for cause in UNSEAL_CAUSES:
         r = client.post(url, json={"cause": cause, "legal_basis": UNSEAL_BASIS}, headers=tokens[CUST])
         assert r.status_code == 200 and r.json()["cause"] == cause, r.text
-        assert client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": LEGAL_BASIS,
+        assert client.post(f"{API}/records/{case.minor}/seal", json={"legal_basis": SEAL_BASIS,
                                                                      "case_number": SEAL_CASE},
                            headers=tokens[CUST]).status_code == 200
 
@@ -1177,7 +1188,7 @@ def test_sealing_one_document_hides_it_and_a_grant_releases_it_stamped(client, r
     tokens = Tokens(client)
     case = make_case(client, tokens, seal_by=None)
     cw, court, cust = tokens[CW], tokens[COURT], tokens[CUST]
-    r = client.post(f"{API}/records/{case.doc}/seal", json={"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
+    r = client.post(f"{API}/records/{case.doc}/seal", json={"legal_basis": SEAL_BASIS, "case_number": SEAL_CASE},
                     headers=cust)
     assert r.status_code == 200, r.text
     assert (r.json()["record_kind"], r.json()["sealed"]) == ("document", [case.doc])

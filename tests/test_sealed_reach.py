@@ -34,7 +34,7 @@ from test_sealed import (
     CUST,
     CW,
     GN,
-    LEGAL_BASIS,
+    SEAL_BASIS,
     SEAL_CASE,
     SEALED_NAME,
     SIBLING_NAME,
@@ -104,7 +104,7 @@ def issue(client: TestClient, headers: dict[str, str], kind: str, subject_id: st
 
 
 def seal(client: TestClient, tokens: Tokens, record_id: str) -> list[str]:
-    r = client.post(f"{API}/records/{record_id}/seal", json={"legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE},
+    r = client.post(f"{API}/records/{record_id}/seal", json={"legal_basis": SEAL_BASIS, "case_number": SEAL_CASE},
                     headers=tokens[CUST])
     assert r.status_code == 200, r.text
     return list(r.json()["sealed"])

@@ -421,15 +421,15 @@ class World:
 
     def seal(self, rid: str) -> None:
         self.post(self.custodian, f"/api/v1/records/{rid}/seal",
-                  {"legal_basis": "《刑事诉讼法》第二百八十六条", "case_number": f"（2026）苏0706刑初{rid[-4:]}号"})
+                  {"legal_basis": "cpl_286_1", "case_number": f"（2026）苏0706刑初{sum(map(ord, rid))}号"})
 
     def unseal(self, rid: str) -> None:
         self.post(self.custodian, f"/api/v1/records/{rid}/unseal",
-                  {"cause": "undiscovered_crime", "legal_basis": "发现漏罪，依法解除封存"})
+                  {"cause": "undiscovered_crime", "legal_basis": "spp_rules_485"})
 
     def grant(self, requester: str, minor: dict[str, Any]) -> None:
         req = self.post(self.headers[requester], "/api/v1/sealed-requests", {
-            "case_number": "（2026）苏0706刑初1号", "legal_basis": "《刑事诉讼法》第二百八十六条第二款",
+            "case_number": "（2026）苏0706刑初1号", "legal_basis": "cpl_286_judicial",
             "purpose": "办案需要", "subject": {"name": minor["name"], "id_number": minor["id_number"]}})
         self.post(self.custodian, f"/api/v1/sealed-requests/{req['id']}/decision",
                   {"decision": "approve", "reason": "符合法定条件"})

@@ -38,7 +38,9 @@ CUST, COURT, CW, SUP, AUDITOR, ADMIN = (
     "custodian.city", "court.haizhou", "caseworker.haizhou", "supervisor.city", "auditor.city", "admin")
 VILLAGE, GN = "village.haizhou", "caseworker.guannan"
 DEMO_USERS = [CUST, COURT, CW, VILLAGE, SUP, AUDITOR, ADMIN, GN]
-LEGAL_BASIS = "《中华人民共和国刑事诉讼法》第二百八十六条"
+LEGAL_BASIS = "cpl_286_judicial"  # picked from the list (access_control.legal_bases)
+SEAL_BASIS = "cpl_286_1"
+UNSEAL_BASIS = "spp_rules_485"
 SEAL_CASE = "(2026)苏0706刑初17号"
 APPLY_CASE = "(2026)苏0706刑初88号"
 PURPOSE = "审理案件需要核实被告人有无前科"
@@ -106,6 +108,13 @@ def input_value(html: str, name: str) -> str:
     m = re.search(rf'<input id="f-{re.escape(name)}" name="{re.escape(name)}"[^>]*value="([^"]*)"', html)
     assert m, f"no input {name}"
     return unescape(m.group(1))
+
+
+def selected_value(html: str, name: str) -> str:
+    m = re.search(rf'<select id="f-{re.escape(name)}" name="{re.escape(name)}".*?</select>', html, re.S)
+    assert m, f"no select {name}"
+    chosen = re.search(r'<option value="([^"]*)" selected>', m.group(0))
+    return unescape(chosen.group(1)) if chosen else ""
 
 
 def textarea_value(html: str, name: str) -> str:
@@ -247,20 +256,25 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     assert input_value(r.text, "record_id") == minor and input_value(r.text, "case_number") == SEAL_CASE
     r = cust.post("/sealed/seal", {"record_id": "", "legal_basis": "", "case_number": SEAL_CASE})
     assert field_error(r.text, "record_id") == "必填字段" and field_error(r.text, "legal_basis") == "必填字段"
-    r = cust.post("/sealed/seal", {"record_id": "mn_nosuchrecord", "legal_basis": LEGAL_BASIS,
+    r = cust.post("/sealed/seal", {"record_id": "mn_nosuchrecord", "legal_basis": SEAL_BASIS,
                                    "case_number": SEAL_CASE})
     assert r.status_code == 422
     assert field_error(r.text, "record_id") == "记录不存在或无权查看。"
-    assert input_value(r.text, "legal_basis") == LEGAL_BASIS
+    assert selected_value(r.text, "legal_basis") == SEAL_BASIS
+    # the basis is picked from the list; a case number must look like one
+    r = cust.post("/sealed/seal", {"record_id": minor, "legal_basis": "刑诉法第286条", "case_number": "张三的案子"})
+    assert r.status_code == 422
+    assert field_error(r.text, "legal_basis").startswith("取值应为") and field_error(r.text, "case_number").startswith(
+        "案号格式不正确")
     # sealing the minor seals its document too
-    r = cust.post("/sealed/seal", {"record_id": minor, "legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE})
+    r = cust.post("/sealed/seal", {"record_id": minor, "legal_basis": SEAL_BASIS, "case_number": SEAL_CASE})
     assert r.status_code == 200, r.text
     assert "已封存记录" in r.text and doc in r.text
-    r = cust.post("/sealed/seal", {"record_id": minor, "legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE})
+    r = cust.post("/sealed/seal", {"record_id": minor, "legal_basis": SEAL_BASIS, "case_number": SEAL_CASE})
     assert r.status_code == 409 and "该记录已封存。" in field_error(r.text, "record_id")
     # a court user may seal, but may not know of the sealed minor: told what an unknown id is told
-    r = court.post("/sealed/seal", {"record_id": minor, "legal_basis": LEGAL_BASIS, "case_number": SEAL_CASE})
-    unknown = court.post("/sealed/seal", {"record_id": "mn_nosuchrecord", "legal_basis": LEGAL_BASIS,
+    r = court.post("/sealed/seal", {"record_id": minor, "legal_basis": SEAL_BASIS, "case_number": SEAL_CASE})
+    unknown = court.post("/sealed/seal", {"record_id": "mn_nosuchrecord", "legal_basis": SEAL_BASIS,
                                           "case_number": SEAL_CASE})
     assert r.status_code == unknown.status_code == 422
     assert field_error(r.text, "record_id") == field_error(unknown.text, "record_id") == "记录不存在或无权查看。"
@@ -268,13 +282,15 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     # the application form: Chinese messages next to the fields, typed values kept
     r = court.get("/sealed/new")
     assert r.status_code == 200 and "申请查询封存记录" in r.text
+    assert '<select id="f-legal_basis" name="legal_basis"' in r.text  # picked from the list, never typed
+    assert '<option value="cpl_286_judicial">《中华人民共和国刑事诉讼法》第二百八十六条第二款' in r.text
     r = court.post("/sealed/new", {"case_number": "", "legal_basis": LEGAL_BASIS, "purpose": PURPOSE,
                                    "subject.name": SEALED_NAME, "subject.id_number": idn[:-1] + "0" + "1"})
     assert r.status_code == 422
     assert field_error(r.text, "case_number") == "必填字段"
     assert "身份证号码" in field_error(r.text, "subject.id_number")
     assert input_value(r.text, "subject.name") == SEALED_NAME
-    assert input_value(r.text, "legal_basis") == LEGAL_BASIS
+    assert selected_value(r.text, "legal_basis") == LEGAL_BASIS
     assert textarea_value(r.text, "purpose") == PURPOSE
     assert "提交的数据有误" in r.text
     rid = apply_via_page(court, idn)
@@ -371,11 +387,11 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     assert field_error(r.text, "unseal.cause") == "必填字段"
     assert input_value(r.text, "unseal.record_id") == minor
     r = cust.post("/sealed/unseal", {"unseal.record_id": minor, "unseal.cause": "just_because",
-                                     "unseal.legal_basis": "发现漏罪", "unseal.reason": "说明文字"})
+                                     "unseal.legal_basis": UNSEAL_BASIS, "unseal.reason": "说明文字"})
     assert r.status_code == 422 and field_error(r.text, "unseal.cause").startswith("取值应为")
     assert textarea_value(r.text, "unseal.reason") == "说明文字"
     r = cust.post("/sealed/unseal", {"unseal.record_id": minor, "unseal.cause": "undiscovered_crime",
-                                     "unseal.legal_basis": "发现漏罪", "unseal.reason": "说明文字"})
+                                     "unseal.legal_basis": UNSEAL_BASIS, "unseal.reason": "说明文字"})
     assert r.status_code == 200 and "已解除封存记录" in r.text and "事由：发现漏罪" in r.text
 
     # every step is in the log, and no page put the ID number in a URL or the log

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,7 +24,7 @@ from access_control.audit_service import EventFilter
 from access_control.deps import get_runtime
 from access_control.guard import Guard
 from core.errors import InvalidInput, NotFound, ShouhuError
-from core.fields import check_id_number
+from core.fields import check_id_number, local_day_start
 from web.pages import LOCAL_TZ, errors_by_field, form_to_nested, render
 from web.session import CsrfChecked, FormDep, PageGuard
 
@@ -88,7 +88,10 @@ def day_start(value: str | None, field: str, *, next_day: bool = False) -> datet
         day = date.fromisoformat(value.strip())
     except ValueError:
         raise InvalidInput.one(field, "日期格式应为 YYYY-MM-DD", location="query") from None
-    return datetime.combine(day + timedelta(days=1 if next_day else 0), time(), LOCAL_TZ)
+    try:
+        return local_day_start(day, LOCAL_TZ, next_day=next_day)
+    except ValueError as exc:
+        raise InvalidInput.one(field, str(exc), location="query") from None
 
 
 def event_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ unchanged. Nothing personal goes into a URL: application ids and record ids only
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from access_control import legal_bases
 from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
@@ -26,6 +27,7 @@ from archive.documents_api import pdf_response
 from archive.sealing import UNSEAL_CAUSES, SealBody, UnsealBody
 from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
+from core.fields import local_day_start
 from doc_templates.kinds import KINDS
 from web.pages import LOCAL_TZ, errors_by_field, form_to_nested, render, validate
 from web.session import CsrfChecked, FormDep, PageGuard
@@ -60,8 +62,11 @@ def require(g: Guard, action: Action, resource: Resource) -> None:
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    # The legal bases are picked from the fixed list, never typed (access_control.legal_bases).
     return render(request, template, status_code=status_code, status_names=STATUS_NAMES,
-                  decision_names=DECISION_NAMES, **context)
+                  decision_names=DECISION_NAMES, legal_bases=legal_bases.choices(legal_bases.APPLY),
+                  seal_bases=legal_bases.choices(legal_bases.SEAL),
+                  unseal_bases=legal_bases.choices(legal_bases.UNSEAL), **context)
 
 
 def parse_local_date(value: str | None, field: str) -> datetime | None:
@@ -72,7 +77,10 @@ def parse_local_date(value: str | None, field: str) -> datetime | None:
         day = date.fromisoformat(value)
     except ValueError:
         raise InvalidInput.one(field, "日期格式应为 YYYY-MM-DD") from None
-    return datetime.combine(day + timedelta(days=1), time(), LOCAL_TZ)
+    try:
+        return local_day_start(day, LOCAL_TZ, next_day=True)
+    except ValueError as exc:
+        raise InvalidInput.one(field, str(exc)) from None
 
 
 def with_deadline(item: dict[str, Any], now: datetime) -> dict[str, Any]:

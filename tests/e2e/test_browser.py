@@ -628,7 +628,7 @@ def sealing(e2e: E2E, casework: Story) -> Story:
     custodian.open("/sealed")
     custodian.follow("a.button[href='/sealed/seal']")
     custodian.page.fill("#f-record_id", s.minor_id)
-    custodian.page.fill("#f-legal_basis", "《中华人民共和国刑事诉讼法》第二百八十六条")
+    custodian.page.select_option("#f-legal_basis", "cpl_286_1")  # picked from the list of statutory bases
     custodian.page.fill("#f-case_number", "（2026）苏0706刑初12号")
     custodian.submit("form[action='/sealed/seal'] button.primary", status=200)
     s.sealed_notice = custodian.text(".notice")
@@ -646,7 +646,7 @@ def sealing(e2e: E2E, casework: Story) -> Story:
     court.open("/sealed")
     court.follow("a.button.primary[href='/sealed/new']")
     court.page.fill("#f-case_number", s.case_number)
-    court.page.fill("#f-legal_basis", "《中华人民共和国刑事诉讼法》第二百八十六条")
+    court.page.select_option("#f-legal_basis", "cpl_286_judicial")
     court.page.fill("#f-purpose", "审理案件需要，查询被告人未成年时的犯罪记录。")
     court.page.fill("[id='f-subject.name']", s.minor_name)
     court.page.fill("[id='f-subject.id_number']", s.id_number)
