@@ -34,6 +34,7 @@ from archive.visits import Visits
 from core import crypto
 from core.db import Database, new_id, utcnow
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
+from core.ratelimit import RateLimiter
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
 from doc_templates.pool import shared_pool
 from search.analyzer import Analyzer
@@ -75,6 +76,8 @@ class Runtime:
         self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite], signer=self._load_signer())
         self.passwords = Passwords(s)
         self.throttle = Throttle(s, self.ring)
+        # Public verifications per client address, counted on the runtime's clock.
+        self.verify_limits = RateLimiter(limit=s.verify_rate_limit, window=s.verify_rate_window_seconds)
         self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length)
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)

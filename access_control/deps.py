@@ -28,8 +28,18 @@ def get_runtime(request: Request) -> Any:
 RuntimeDep = Annotated[Any, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.db.session() as session:
+# Methods that only read (besides their audit events, which the guard appends in short write
+# transactions of their own).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+    """The request's session: reading for GET, writing for the methods that change records.
+
+    Either way it goes back to reading after each commit, so no request holds a lock or a
+    write transaction while it builds its answer.
+    """
+    with runtime.db.request_session(write=request.method not in SAFE_METHODS) as session:
         yield session
 
 
@@ -38,16 +48,15 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def get_actor(
     runtime: RuntimeDep,
-    session: SessionDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Actor:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized()
-    actor = resolve_token(session, runtime.ring, creds.credentials, now=runtime.clock())
-    # End the token lookup's transaction: on SQLite it holds the database's write lock, which the
-    # request's own work should take only when it starts (and not while it waits, e.g. in the
-    # issuing queue of archive.documents).
-    session.rollback()
+    # A read of its own, ended before the request's work begins: a write request takes the
+    # write lock only when its own work starts (not while it waits, e.g. in the issuing queue
+    # of archive.documents), and a refused token takes no lock at all.
+    with runtime.db.read_session() as session:
+        actor = resolve_token(session, runtime.ring, creds.credentials, now=runtime.clock())
     if actor is None:
         raise Unauthorized()
     return actor

@@ -25,6 +25,7 @@ from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
 from access_control.identity import Actor
 from access_control.policy import Decision, Policy, Resource
+from core.db import begin_write
 from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, ShouhuError
 from core.redact import safe_identifier
 
@@ -117,8 +118,10 @@ class Guard:
         self.session.rollback()
 
     def record(self, draft: EventDraft) -> None:
-        """Append an event in the current transaction."""
+        """Append an event in the current transaction (a write transaction: a request session
+        that was reading commits its read and begins writing)."""
         try:
+            begin_write(self.session)
             self.audit.append(
                 self.session, actor=self.actor, draft=draft, request_id=self.request_id, at=self.now
             )
