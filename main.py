@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
 import threading
 import time
 import traceback
@@ -135,6 +137,8 @@ def configure_logging(settings: Settings) -> None:
         fh = logging.handlers.RotatingFileHandler(
             settings.log_dir / "shouhu.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8"
         )
+        with contextlib.suppress(OSError):  # one made by an older version too (new ones are, by umask)
+            os.chmod(fh.baseFilename, 0o600)
         fh.setFormatter(fmt)
         fh._shouhu = True  # type: ignore[attr-defined]
         root.addHandler(fh)

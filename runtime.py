@@ -61,6 +61,23 @@ def upgrade_database(db: Database) -> None:
         command.upgrade(cfg, "head")
 
 
+def keep_files_private(settings: Settings) -> None:
+    """Files this process creates are 0600 and folders 0700, whoever creates them (SQLite, its
+    -wal and -shm files, the log, tantivy and Whoosh, the blob store): the process umask is
+    077. An embedded database, its WAL and the log made by an older version are tightened too.
+    """
+    os.umask(0o077)
+    if not settings.is_sqlite:
+        return
+    db_file = Path(settings.effective_database_url.split("///", 1)[-1])
+    for path in (db_file.parent, db_file, *(db_file.with_name(db_file.name + x) for x in ("-wal", "-shm"))):
+        try:
+            if path.exists() and path.stat().st_uid == os.getuid():
+                os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        except OSError:  # not ours to change: `shouhu doctor` and the operator's own setup decide
+            pass
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -140,6 +157,7 @@ class Runtime:
     def open(cls, settings: Settings, *, require_schema: bool = True,
              clock: Callable[[], datetime] = utcnow) -> Runtime:
         """Build the services; refuse (ConfigError) without a usable master key or database."""
+        keep_files_private(settings)
         master = settings.master_key_bytes
         db = Database(settings)
         ring = crypto.KeyRing(
