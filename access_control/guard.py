@@ -9,6 +9,12 @@ again as an error, so every decision leaves exactly one event. A read whose
 content then fails to decrypt (``IntegrityFailure``) already has its 'allowed'
 event committed; ``fail`` adds an 'error' event for it, so the log shows that
 nothing was served.
+
+Every event is appended in a write transaction (``record`` begins one): in a request
+that reads (GET) the session reads in a read transaction, which ``record`` ends before
+a short write transaction appends the event; the commit that follows makes it durable
+before any content is decrypted, and the session goes back to reading (core.db), so a
+request never holds the write lock while it decrypts or builds its answer.
 """
 
 from __future__ import annotations
@@ -105,6 +111,11 @@ class Guard:
         if commit:
             self.commit()
         return decision
+
+    def begin_write(self) -> None:
+        """What follows is a write transaction: for a request that reads (GET) yet must record
+        something besides its audit events (a disclosure in the register). Elsewhere a no-op."""
+        begin_write(self.session)
 
     def release(self) -> None:
         """End the transaction so far (only reads) before slow work, such as rendering a PDF.

@@ -286,6 +286,7 @@ class Sealing:
             CONFIDENTIALITY,
         ]
         stamped = self.documents.pool.stamp(pdf, lines)
+        g.begin_write()  # a read (GET) that records the copy it hands out
         g.session.add(Disclosure(
             id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
             requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
