@@ -127,6 +127,9 @@ class Guard:
         """
         assert not self._pending and not self._undo, "release() after a write"
         self.session.rollback()
+        # What follows the slow work is the write (a request that committed earlier, e.g. a
+        # reply that then issues its letter, has gone back to reading: begin writing again).
+        begin_write(self.session)
 
     def record(self, draft: EventDraft) -> None:
         """Append an event in the current transaction (a write transaction: a request session

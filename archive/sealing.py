@@ -325,6 +325,7 @@ class Sealing:
             fields["case_number"] = req.case_number
         g.commit()  # the decision to reply was logged above; issuing logs its own event
         issued = self.documents.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
+        g.begin_write()  # the issue committed: the request's session reads again until told to write
         req = g.session.get(SealedRequest, rid)
         assert req is not None
         req.reply_document_id = issued.id

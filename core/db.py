@@ -257,6 +257,20 @@ def _back_to_reading(session: Session) -> None:
         session.bind = binds[1]
 
 
+class WriteWhileReading(RuntimeError):
+    """A request session was asked to write while reading: a programming error."""
+
+
+def _no_writes_while_reading(session: Session, _flush_context: Any, _instances: Any) -> None:
+    binds = session.info.get(_MODES)
+    if binds is None or session.bind is binds[0]:
+        return
+    if session.new or session.deleted or any(session.is_modified(o) for o in session.dirty):
+        raise WriteWhileReading(
+            "a write in a request session that is reading (a GET, or after a commit): "
+            "call Guard.begin_write() (core.db.begin_write) before changing records")
+
+
 def begin_write(session: Session) -> None:
     """Make the session's next statements run in a write transaction (SQLite: BEGIN IMMEDIATE).
 
@@ -283,6 +297,7 @@ class Database:
         # Long reads (log verification, exports) see a snapshot without the write lock.
         self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         event.listen(self.sessions, "after_commit", _back_to_reading)
+        event.listen(self.sessions, "before_flush", _no_writes_while_reading)
 
     @property
     def dialect(self) -> str:

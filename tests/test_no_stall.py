@@ -32,6 +32,7 @@ from conftest import login as api_login
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.routing import Mount, Route
 
@@ -377,3 +378,26 @@ def test_after_its_commit_a_request_holds_no_lock(backend, data_dir, method):
             assert _writer_gets_through(rt) < 1.0
     finally:
         rt.close()
+
+
+def test_a_reading_session_cannot_write_until_told(rt):
+    """A GET's session (or one after a commit) is read-only in the database as well as in the ORM:
+    a forgotten Guard.begin_write() fails loudly instead of taking the write lock unannounced."""
+    from sqlalchemy import text
+
+    from core.db import WriteWhileReading, begin_write
+
+    with rt.db.request_session(write=False) as s:
+        user = s.scalars(select(User).where(User.username == "caseworker.haizhou")).one()
+        user.display_name = "改名"
+        with pytest.raises(WriteWhileReading):
+            s.flush()
+        s.rollback()
+        with pytest.raises(DBAPIError):  # query_only (SQLite), READ ONLY (PostgreSQL)
+            s.execute(text("UPDATE users SET display_name = 'x'"))
+        s.rollback()
+        begin_write(s)
+        s.execute(text("UPDATE users SET display_name = display_name"))
+        s.commit()  # and back to reading
+        with pytest.raises(DBAPIError):
+            s.execute(text("UPDATE users SET display_name = 'x'"))
