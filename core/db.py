@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, inspect
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -223,7 +223,10 @@ def make_engine(url: str, *, lock_timeout: float = 5.0, request_threads: int = 4
                 raise
 
         return engine
-    connect_args = {"options": f"-c lock_timeout={millis}", "connect_timeout": max(2, round(lock_timeout))}
+    # Added to (not in place of) any `options` the URL gives.
+    given = make_url(url).query.get("options")
+    options_arg = " ".join([*([given] if isinstance(given, str) else list(given or ())), f"-c lock_timeout={millis}"])
+    connect_args = {"options": options_arg, "connect_timeout": max(2, round(lock_timeout))}
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "begin")
