@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import logging.handlers
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -106,6 +108,49 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, send: Send) -> None:
         err = PayloadTooLarge(details={"field": "body", "limit_bytes": self.limit})
         await JSONResponse(err.body(), status_code=413)(scope, _empty_receive, send)
+
+
+class Admission:
+    """At most ``limit`` requests in the works at once; the others wait here, on the event loop.
+
+    A request in the works may hold a database connection between two of its steps in the
+    thread pool (e.g. after its audit commit, while its answer waits for a thread to be
+    validated). With more requests in the works than threads or pooled connections, each
+    would wait for what another waiting request holds. Waiting here holds neither; a
+    request still waiting after ``timeout`` seconds answers 503 ``busy`` with Retry-After.
+    Exempt: what holds no connection across steps (health, static files, the API docs) and
+    public verification, which has threads and a queue of its own.
+    """
+
+    EXEMPT = ("/healthz", "/static/", "/docs", "/openapi.json", "/api/v1/verify/")
+
+    def __init__(self, app: ASGIApp, *, limit: int, timeout: float):
+        self.app, self.limit, self.timeout = app, limit, timeout
+        self._turns: tuple[Any, anyio.Semaphore] | None = None
+
+    def _semaphore(self) -> anyio.Semaphore:
+        loop = asyncio.get_running_loop()  # one per event loop (tests run several)
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, anyio.Semaphore(self.limit))
+        return self._turns[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.EXEMPT):
+            await self.app(scope, receive, send)
+            return
+        turns = self._semaphore()
+        admitted = False
+        with anyio.move_on_after(self.timeout):
+            await turns.acquire()
+            admitted = True
+        if not admitted:
+            err = Busy()
+            await JSONResponse(err.body(), status_code=err.status, headers=err.headers())(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            turns.release()
 
 
 async def _empty_receive() -> Message:
@@ -246,6 +291,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # Added before the request middleware below, so it runs inside it: a 413 gets
     # the request id and security headers like every other answer.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Inside the request middleware (its id and headers go on a 503 too); a request waiting for
+    # its turn holds no thread and no connection.
+    app.add_middleware(Admission, limit=settings.request_threads, timeout=settings.request_queue_seconds)
 
     @app.middleware("http")
     async def request_context(

@@ -165,6 +165,15 @@ def _wait_ready(server: Server, timeout: float = 90) -> None:
     raise RuntimeError("shouhu serve not ready")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (Linux /proc), NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -241,6 +250,7 @@ def load_rows(backend: str, opts: Options) -> list[Result]:
 
         background = [threading.Thread(target=probe)] + [
             threading.Thread(target=flooder, args=(k,)) for k in range(opts.flooders)]
+        server_cpu, own_cpu = _cpu_seconds(server.proc.pid), time.process_time()
         started = time.perf_counter()
         for t in background:
             t.start()
@@ -250,6 +260,7 @@ def load_rows(backend: str, opts: Options) -> list[Result]:
         for t in background:
             t.join(120)
         elapsed = time.perf_counter() - started
+        server_cpu, own_cpu = _cpu_seconds(server.proc.pid) - server_cpu, time.process_time() - own_cpu
         alive = server.proc.poll() is None
 
     def row(case: str, variant: str, tally: Tally, p: float, base: Result | None = None, extra: str = "") -> Result:
@@ -266,7 +277,8 @@ def load_rows(backend: str, opts: Options) -> list[Result]:
     h0 = row(f"/healthz · {backend}", "idle", idle_health, 99)
     r0 = row(f"read · {backend}", "1 reader", idle_read, 95)
     errors = reads.server_errors + health.server_errors + flood.server_errors
-    verdict = f"5xx or failed: {errors}; server {'up' if alive else 'DIED'}"
+    verdict = (f"5xx or failed: {errors}; server {'up' if alive else 'DIED'}; {elapsed:.1f} s wall, server CPU "
+               f"{server_cpu:.1f} s, this client's CPU {own_cpu:.1f} s")
     return [
         h0,
         row(f"/healthz · {backend}", load, health, 99, h0, extra=f"; {verdict}"),

@@ -161,12 +161,13 @@ class _SqliteConnection(sqlite3.Connection):
             self.give_turn()
 
 
-# Request threads and connections. Each request thread holds at most two connections at
-# once (its request session and a short nested read: the key ring, a search, the audit desk),
-# and a few background threads (indexer, checkpoints) hold one each: with this many a thread
-# never waits for a connection that another waiting thread holds.
+# Requests and connections. At most ``request_threads`` requests are in the works at once
+# (main.Admission) and each holds at most two connections (its request session, which may keep
+# one between two of its steps, and a short nested read: the key ring, a search, the audit
+# desk); public verifications and background threads (indexer, checkpoints) hold one each.
+# With this many no request waits for a connection that a request waiting for it holds.
 def pool_options(request_threads: int, lock_timeout: float) -> dict[str, Any]:
-    return {"pool_size": 10, "max_overflow": 2 * request_threads, "pool_timeout": lock_timeout}
+    return {"pool_size": 10, "max_overflow": 2 * request_threads + 10, "pool_timeout": lock_timeout}
 
 
 def make_engine(url: str, *, lock_timeout: float = 5.0, request_threads: int = 40, **kwargs: Any) -> Engine:

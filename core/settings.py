@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         "up to twice as many connections plus a few, so no thread ever waits for one; on PostgreSQL "
         "`max_connections` must allow that per server process.",
     )
+    request_queue_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=120,
+        description="Longest a request waits for its turn when `request_threads` requests are already in "
+        "the works; past it the request answers 503 with `Retry-After`. Waiting requests hold no thread "
+        "and no database connection.",
+    )
     verify_rate_limit: int = Field(
         30,
         ge=1,
