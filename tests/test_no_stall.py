@@ -410,3 +410,20 @@ def test_a_reading_session_cannot_write_until_told(rt):
         s.commit()  # and back to reading
         with pytest.raises(DBAPIError):
             s.execute(text("UPDATE users SET display_name = 'x'"))
+
+
+def test_signing_out_of_the_pages_revokes_the_session(app):
+    """A form post that writes after its audit commit (the sign-out revokes the token): it asks to
+    write again, so the session is ended, not a 500."""
+    import re
+
+    from conftest import web_login
+
+    with TestClient(app, base_url="https://testserver") as c:
+        assert web_login(c, "caseworker.haizhou", follow_redirects=False).status_code == 303
+        page = c.get("/")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and token
+        r = c.post("/logout", data={"csrf_token": token.group(1)}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert c.get("/", follow_redirects=False).status_code == 303  # signed out: to the sign-in page
