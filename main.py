@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import logging.handlers
+import os
 import threading
 import time
 import traceback
@@ -11,10 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,8 +32,8 @@ import archive.documents_api
 import archive.sealing_api
 import search.api
 import web.app
-from core.db import new_id
-from core.errors import PayloadTooLarge, ShouhuError, field_errors
+from core.db import is_busy, new_id
+from core.errors import Busy, PayloadTooLarge, ShouhuError, field_errors
 from core.inputs import refuse_nul
 from core.redact import safe_path
 from core.settings import Settings
@@ -35,6 +42,23 @@ from runtime import Runtime
 from search.backends import SearchUnavailable
 
 log = logging.getLogger("shouhu")
+
+# /docs: Swagger UI from this server's own files; the pages' CSP (web.app.CSP) allows nothing else.
+API_DOCS_PAGE = """<!doctype html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<title>Shouhu 守护 API</title>
+<link rel="stylesheet" href="/static/swagger/swagger-ui.css">
+<link rel="icon" href="/static/favicon.svg">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/static/swagger/swagger-ui-bundle.js"></script>
+<script src="/static/swagger/init.js"></script>
+</body>
+</html>
+"""
 
 class BodyLimit:
     """Refuse bodies over ``limit`` bytes with 413, declared or streamed."""
@@ -87,6 +111,49 @@ class BodyLimit:
         await JSONResponse(err.body(), status_code=413)(scope, _empty_receive, send)
 
 
+class Admission:
+    """At most ``limit`` requests in the works at once; the others wait here, on the event loop.
+
+    A request in the works may hold a database connection between two of its steps in the
+    thread pool (e.g. after its audit commit, while its answer waits for a thread to be
+    validated). With more requests in the works than threads or pooled connections, each
+    would wait for what another waiting request holds. Waiting here holds neither; a
+    request still waiting after ``timeout`` seconds answers 503 ``busy`` with Retry-After.
+    Exempt: what holds no connection across steps (health, static files, the API docs) and
+    public verification, which has threads and a queue of its own.
+    """
+
+    EXEMPT = ("/healthz", "/static/", "/docs", "/openapi.json", "/api/v1/verify/")
+
+    def __init__(self, app: ASGIApp, *, limit: int, timeout: float):
+        self.app, self.limit, self.timeout = app, limit, timeout
+        self._turns: tuple[Any, anyio.Semaphore] | None = None
+
+    def _semaphore(self) -> anyio.Semaphore:
+        loop = asyncio.get_running_loop()  # one per event loop (tests run several)
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, anyio.Semaphore(self.limit))
+        return self._turns[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.EXEMPT):
+            await self.app(scope, receive, send)
+            return
+        turns = self._semaphore()
+        admitted = False
+        with anyio.move_on_after(self.timeout):
+            await turns.acquire()
+            admitted = True
+        if not admitted:
+            err = Busy()
+            await JSONResponse(err.body(), status_code=err.status, headers=err.headers())(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            turns.release()
+
+
 async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
 
@@ -116,6 +183,8 @@ def configure_logging(settings: Settings) -> None:
         fh = logging.handlers.RotatingFileHandler(
             settings.log_dir / "shouhu.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8"
         )
+        with contextlib.suppress(OSError):  # one made by an older version too (new ones are, by umask)
+            os.chmod(fh.baseFilename, 0o600)
         fh.setFormatter(fmt)
         fh._shouhu = True  # type: ignore[attr-defined]
         root.addHandler(fh)
@@ -187,6 +256,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The request threads; the connection pool is sized from the same number (core.db).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         scheduler = CheckpointSchedule(rt, settings.audit_checkpoint_interval_seconds)
         scheduler.start()
         try:
@@ -212,11 +283,19 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "for juvenile social protection. Errors: `{\"error\": {code, message, details}}`.",
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul)],  # PostgreSQL text holds no NUL: refused up front, named
+        # /docs is our own page on local assets (API_DOCS_PAGE), under the pages' CSP;
+        # FastAPI's would load Swagger UI from a CDN with an inline script.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.runtime = rt
     # Added before the request middleware below, so it runs inside it: a 413 gets
     # the request id and security headers like every other answer.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Inside the request middleware (its id and headers go on a 503 too); a request waiting for
+    # its turn holds no thread and no connection.
+    app.add_middleware(Admission, limit=settings.request_threads, timeout=settings.request_queue_seconds)
 
     @app.middleware("http")
     async def request_context(
@@ -236,7 +315,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             response.headers["Cache-Control"] = "no-store"
         if request.url.path.startswith(("/api/", "/healthz", "/readyz")):
             response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
-        elif not request.url.path.startswith("/docs"):
+        else:  # the pages and /docs: this origin only
             response.headers["Content-Security-Policy"] = web.app.CSP
         # The path only: query strings may carry search terms.
         log.info("%s %s %s %d %.1fms", request.state.request_id, request.method, safe_path(request.url.path),
@@ -250,8 +329,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.exception_handler(ShouhuError)
     async def domain_error(request: Request, exc: ShouhuError) -> Response:
         if wants_html(request):
-            return web.app.error_page(request, exc.status, exc.message)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+            response = web.app.error_page(request, exc.status, exc.message)
+            response.headers.update(exc.headers())
+            return response
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    async def busy(request: Request, exc: Exception) -> Response:
+        """A lock or a pooled connection not had in time is a 503 to retry, never a 500."""
+        if not is_busy(exc):
+            return await unexpected(request, exc)
+        log.warning("%s busy %s", getattr(request.state, "request_id", "-"), _safe_traceback(exc))
+        return await domain_error(request, Busy())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -270,7 +358,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return JSONResponse({"error": {"code": code, "message": message, "details": {}}},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("%s unhandled %s", getattr(request.state, "request_id", "-"), _safe_traceback(exc))
         if wants_html(request):
@@ -280,15 +367,24 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             status_code=500,
         )
 
+    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(OperationalError, busy)
+    app.add_exception_handler(SATimeoutError, busy)
+
     @app.get("/healthz", tags=["health"], summary="The process is up")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # On the event loop, not in a request thread: it answers while every thread is busy.
         return {"status": "ok"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return HTMLResponse(API_DOCS_PAGE)
 
     @app.get("/readyz", tags=["health"], summary="Database, key ring, blob store, search index, fonts usable")
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
-            with rt.db.session() as s:
+            with rt.db.read_session() as s:  # a read: never waits for the write lock
                 s.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - report any failure as not ready

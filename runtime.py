@@ -35,6 +35,7 @@ from archive.visits import Visits
 from core import crypto
 from core.db import Database, new_id, utcnow
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
+from core.ratelimit import RateLimiter
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
 from doc_templates.pool import shared_pool
 from search.analyzer import Analyzer
@@ -84,6 +85,23 @@ def migrate_database(db: Database, revision: str, *, down: bool = False) -> None
                 raw.execute("PRAGMA foreign_keys=ON")
 
 
+def keep_files_private(settings: Settings) -> None:
+    """Files this process creates are 0600 and folders 0700, whoever creates them (SQLite, its
+    -wal and -shm files, the log, tantivy and Whoosh, the blob store): the process umask is
+    077. An embedded database, its WAL and the log made by an older version are tightened too.
+    """
+    os.umask(0o077)
+    if not settings.is_sqlite:
+        return
+    db_file = Path(settings.effective_database_url.split("///", 1)[-1])
+    for path in (db_file.parent, db_file, *(db_file.with_name(db_file.name + x) for x in ("-wal", "-shm"))):
+        try:
+            if path.exists() and path.stat().st_uid == os.getuid():
+                os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        except OSError:  # not ours to change: `shouhu doctor` and the operator's own setup decide
+            pass
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -99,6 +117,8 @@ class Runtime:
         self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite], signer=self._load_signer())
         self.passwords = Passwords(s)
         self.throttle = Throttle(s, self.ring)
+        # Public verifications per client address, counted on the runtime's clock.
+        self.verify_limits = RateLimiter(limit=s.verify_rate_limit, window=s.verify_rate_window_seconds)
         self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length,
                                min_password_score=s.min_password_score)
         self.blobs = FilesystemBlobStore(s.blob_dir)
@@ -172,6 +192,7 @@ class Runtime:
     def open(cls, settings: Settings, *, require_schema: bool = True,
              clock: Callable[[], datetime] = utcnow) -> Runtime:
         """Build the services; refuse (ConfigError) without a usable master key or database."""
+        keep_files_private(settings)
         master = settings.master_key_bytes
         db = Database(settings)
         ring = crypto.KeyRing(

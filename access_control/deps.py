@@ -6,9 +6,11 @@ Routers take these through ``Annotated`` aliases; tests swap them with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -25,11 +27,27 @@ def get_runtime(request: Request) -> Any:
     return request.app.state.runtime
 
 
-RuntimeDep = Annotated[Any, Depends(get_runtime)]
+async def runtime_dependency(request: Request) -> Any:
+    """``get_runtime`` as a dependency: on the event loop (it only reads app.state), saving
+    every request a trip to a thread."""
+    return request.app.state.runtime
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.db.session() as session:
+RuntimeDep = Annotated[Any, Depends(runtime_dependency)]
+
+
+# Methods that only read (besides their audit events, which the guard appends in short write
+# transactions of their own).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+    """The request's session: reading for GET, writing for the methods that change records.
+
+    Either way it goes back to reading after each commit, so no request holds a lock or a
+    write transaction while it builds its answer.
+    """
+    with runtime.db.request_session(write=request.method not in SAFE_METHODS) as session:
         yield session
 
 
@@ -44,16 +62,15 @@ TEMPORARY_PASSWORD_ROUTES = frozenset({("GET", "/api/v1/me"), ("POST", "/api/v1/
 def get_actor(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Actor:
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized()
-    actor = resolve_token(session, runtime.ring, creds.credentials, now=runtime.clock())
-    # End the token lookup's transaction: on SQLite it holds the database's write lock, which the
-    # request's own work should take only when it starts (and not while it waits, e.g. in the
-    # issuing queue of archive.documents).
-    session.rollback()
+    # A read of its own, ended before the request's work begins: a write request takes the
+    # write lock only when its own work starts (not while it waits, e.g. in the issuing queue
+    # of archive.documents), and a refused token takes no lock at all.
+    with runtime.db.read_session() as session:
+        actor = resolve_token(session, runtime.ring, creds.credentials, now=runtime.clock())
     if actor is None:
         raise Unauthorized()
     if actor.must_change_password:
@@ -68,7 +85,10 @@ def get_actor(
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-def get_guard(request: Request, runtime: RuntimeDep, session: SessionDep, actor: CurrentActor) -> Iterator[Guard]:
+async def get_guard(request: Request, runtime: RuntimeDep, session: SessionDep,
+                    actor: CurrentActor) -> AsyncIterator[Guard]:
+    """The request's guard. Made on the event loop (no I/O); after an error its ``fail`` (which
+    writes the 'error' events) runs in a thread of its own, never waiting for a request thread."""
     guard = Guard(
         session=session,
         actor=actor,
@@ -80,7 +100,8 @@ def get_guard(request: Request, runtime: RuntimeDep, session: SessionDep, actor:
     try:
         yield guard
     except Exception as exc:
-        guard.fail(exc)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(guard.fail, exc, limiter=anyio.CapacityLimiter(1))
         raise
 
 

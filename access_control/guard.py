@@ -9,6 +9,12 @@ again as an error, so every decision leaves exactly one event. A read whose
 content then fails to decrypt (``IntegrityFailure``) already has its 'allowed'
 event committed; ``fail`` adds an 'error' event for it, so the log shows that
 nothing was served.
+
+Every event is appended in a write transaction (``record`` begins one): in a request
+that reads (GET) the session reads in a read transaction, which ``record`` ends before
+a short write transaction appends the event; the commit that follows makes it durable
+before any content is decrypted, and the session goes back to reading (core.db), so a
+request never holds the write lock while it decrypts or builds its answer.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
 from access_control.identity import Actor
 from access_control.policy import PASSWORD_CHANGE_RULE, Decision, Policy, Resource
+from core.db import begin_write
 from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, PasswordChangeRequired, ShouhuError
 from core.redact import safe_identifier
 
@@ -112,6 +119,11 @@ class Guard:
             self.commit()
         return decision
 
+    def begin_write(self) -> None:
+        """What follows is a write transaction: for a request that reads (GET) yet must record
+        something besides its audit events (a disclosure in the register). Elsewhere a no-op."""
+        begin_write(self.session)
+
     def release(self) -> None:
         """End the transaction so far (only reads) before slow work, such as rendering a PDF.
 
@@ -122,12 +134,17 @@ class Guard:
         """
         assert not self._pending and not self._undo, "release() after a write"
         self.session.rollback()
+        # What follows the slow work is the write (a request that committed earlier, e.g. a
+        # reply that then issues its letter, has gone back to reading: begin writing again).
+        begin_write(self.session)
 
     def record(self, draft: EventDraft) -> None:
-        """Append an event in the current transaction."""
+        """Append an event in the current transaction (a write transaction: a request session
+        that was reading commits its read and begins writing)."""
         if self.operator is not None:
             draft.on_behalf_of = self.actor.username
         try:
+            begin_write(self.session)
             self.audit.append(
                 self.session, actor=self.operator or self.actor, draft=draft, request_id=self.request_id,
                 at=self.now,

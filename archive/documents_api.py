@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from access_control.actions import Action
 from access_control.deps import GuardDep, RuntimeDep
 from access_control.policy import Resource
 from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
-from core.crypto import sha256_hex
+from core.crypto import Sha256Stream, sha256_hex
+from core.errors import Busy, RateLimited
+from core.ratelimit import client_key
 from doc_templates import kinds as K
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
@@ -88,17 +94,54 @@ def new_version(g: GuardDep, runtime: RuntimeDep, document_id: str, body: Versio
     return runtime.documents.new_version(g, document_id, body)
 
 
-@public.get("/verify/{code}", summary="Is a document with this verification code authentic? Nothing personal.")
-def verify(
-    request: Request, runtime: RuntimeDep, code: str,
+# Public verifications ----------------------------------------------------------------------
+#
+# Anyone may verify, so a flood of verifications must not take what signed-in users need:
+# each client address is rate-limited, and the database work runs in threads of its own
+# limiter (``verify_threads``), with at most VERIFY_QUEUE requests waiting for a turn (then
+# 503). The event loop only counts, hashes and waits.
+
+VERIFY_QUEUE = 100
+_verify_turns: RunVar[anyio.CapacityLimiter] = RunVar("shouhu_verify_turns")
+
+
+async def verify_rate_limit(request: Request) -> None:
+    """429 with Retry-After past ``verify_rate_limit`` requests per window from one address."""
+    runtime = request.app.state.runtime
+    wait = runtime.verify_limits.hit(client_key(request.client.host if request.client else None),
+                                     runtime.clock().timestamp())
+    if wait is not None:
+        raise RateLimited(wait)
+
+
+async def _verify_in_turn(request: Request, code: str, sha256: str | None) -> dict[str, Any]:
+    runtime = request.app.state.runtime
+    try:
+        turns = _verify_turns.get()
+    except LookupError:
+        turns = anyio.CapacityLimiter(runtime.settings.verify_threads)
+        _verify_turns.set(turns)
+    if turns.statistics().tasks_waiting >= VERIFY_QUEUE:
+        raise Busy()
+    work = partial(runtime.documents.verify, code[:40], sha256=sha256, request_id=request.state.request_id,
+                   now=runtime.clock())
+    result: dict[str, Any] = await anyio.to_thread.run_sync(work, limiter=turns)
+    return result
+
+
+@public.get("/verify/{code}", dependencies=[Depends(verify_rate_limit)],
+            summary="Is a document with this verification code authentic? Nothing personal.")
+async def verify(
+    request: Request, code: str,
     sha256: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of your copy")] = None,
 ) -> dict[str, Any]:
-    return runtime.documents.verify(code[:40], sha256=sha256, request_id=request.state.request_id,
-                                    now=runtime.clock())
+    return await _verify_in_turn(request, code, sha256)
 
 
-@public.post("/verify/{code}", summary="Upload your copy (application/pdf): does it match the issued bytes?")
-async def verify_copy(request: Request, runtime: RuntimeDep, code: str) -> dict[str, Any]:
-    digest = sha256_hex(await request.body())
-    return runtime.documents.verify(code[:40], sha256=digest, request_id=request.state.request_id,
-                                    now=runtime.clock())
+@public.post("/verify/{code}", dependencies=[Depends(verify_rate_limit)],
+             summary="Upload your copy (application/pdf): does it match the issued bytes?")
+async def verify_copy(request: Request, code: str) -> dict[str, Any]:
+    digest = Sha256Stream()
+    async for chunk in request.stream():  # chunk by chunk: a flood of uploads is not held in memory
+        digest.update(chunk)
+    return await _verify_in_turn(request, code, digest.hexdigest())

@@ -370,6 +370,7 @@ class Sealing:
             CONFIDENTIALITY,
         ]
         stamped = self.documents.pool.stamp(pdf, lines)
+        g.begin_write()  # a read (GET) that records the copy it hands out
         g.session.add(Disclosure(
             id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
             requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
@@ -408,6 +409,7 @@ class Sealing:
             fields["case_number"] = req.case_number or data.get("case_number")  # a pre-0013 row: the column
         g.commit()  # the decision to reply was logged above; issuing logs its own event
         issued = self.documents.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
+        g.begin_write()  # the issue committed: the request's session reads again until told to write
         req = g.session.get(SealedRequest, rid)
         assert req is not None
         req.reply_document_id = issued.id

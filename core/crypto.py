@@ -429,6 +429,19 @@ def sha256_hex(data: bytes) -> str:
     return h.finalize().hex()
 
 
+class Sha256Stream:
+    """Plain SHA-256 fed in chunks (a streamed upload's fingerprint, without holding it whole)."""
+
+    def __init__(self) -> None:
+        self._h = hashes.Hash(hashes.SHA256())
+
+    def update(self, data: bytes) -> None:
+        self._h.update(data)
+
+    def hexdigest(self) -> str:
+        return self._h.finalize().hex()
+
+
 def random_token(nbytes: int = 32) -> bytes:
     return os.urandom(nbytes)
 

@@ -16,7 +16,7 @@ class ShouhuError(Exception):
     status = 500
     code = "internal_error"
     message = "服务器内部错误。"
-    headers: dict[str, str] | None = None  # extra response headers (e.g. Retry-After)
+    retry_after: int | None = None  # seconds, sent as the Retry-After header
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
         self.message = message or type(self).message
@@ -25,6 +25,9 @@ class ShouhuError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class Unauthorized(ShouhuError):
@@ -46,7 +49,7 @@ class LoginThrottled(ShouhuError):
 
     def __init__(self, retry_after: int = 60, message: str | None = None):
         super().__init__(message, details={"retry_after": retry_after})
-        self.headers = {"Retry-After": str(retry_after)}
+        self.retry_after = retry_after
 
 
 class LoginBusy(ShouhuError):
@@ -58,7 +61,7 @@ class LoginBusy(ShouhuError):
 
     def __init__(self, retry_after: int = 2):
         super().__init__(details={"retry_after": retry_after})
-        self.headers = {"Retry-After": str(retry_after)}
+        self.retry_after = retry_after
 
 
 class PasswordChangeRequired(ShouhuError):
@@ -134,6 +137,7 @@ class AuditUnavailable(ShouhuError):
     status = 503
     code = "audit_unavailable"
     message = "访问日志暂时无法写入，为保护数据，本次请求未返回任何内容。"
+    retry_after = 2
 
 
 class IntegrityFailure(ShouhuError):
@@ -147,6 +151,27 @@ class IntegrityFailure(ShouhuError):
     status = 500
     code = "decryption_failed"
     message = "记录校验失败，无法解密。已记录此错误，请联系管理员。"
+
+
+class Busy(ShouhuError):
+    """A lock, a connection or a turn could not be had in time: try again shortly."""
+
+    status = 503
+    code = "busy"
+    message = "服务繁忙，请稍后重试。"
+    retry_after = 2
+
+
+class RateLimited(ShouhuError):
+    """Too many requests from one client address within the window."""
+
+    status = 429
+    code = "rate_limited"
+    message = "请求过于频繁，请稍后再试。"
+
+    def __init__(self, retry_after: int, message: str | None = None):
+        super().__init__(message, details={"retry_after_seconds": retry_after})
+        self.retry_after = retry_after
 
 
 class ServiceUnavailable(ShouhuError):

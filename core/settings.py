@@ -99,6 +99,47 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1024, description="Largest request body accepted; larger is a 413."
     )
+    database_lock_timeout_seconds: float = Field(
+        5.0,
+        ge=0.1,
+        le=60,
+        description="Longest a request waits for a database lock (SQLite's write lock, a PostgreSQL row "
+        "lock) or for a pooled connection; past it the request answers 503 with `Retry-After`. Keep it "
+        "short: a waiting request holds one of the server's request threads.",
+    )
+    request_threads: int = Field(
+        40,
+        ge=4,
+        le=200,
+        description="Threads that run requests (database work, decryption). The connection pool holds "
+        "up to twice as many connections plus a few, so no thread ever waits for one; on PostgreSQL "
+        "`max_connections` must allow that per server process.",
+    )
+    request_queue_seconds: float = Field(
+        10.0,
+        ge=0.1,
+        le=120,
+        description="Longest a request waits for its turn when `request_threads` requests are already in "
+        "the works; past it the request answers 503 with `Retry-After`. Waiting requests hold no thread "
+        "and no database connection.",
+    )
+    verify_rate_limit: int = Field(
+        30,
+        ge=1,
+        description="Public verifications (`/api/v1/verify/...`, GET and POST) one client address may make "
+        "within the window; more answer 429 with `Retry-After`. IPv6 addresses count by /64.",
+    )
+    verify_rate_window_seconds: int = Field(
+        60, ge=1, le=86400, description="Window for `verify_rate_limit`, in seconds."
+    )
+    verify_threads: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Request threads that public verifications may use at once; the rest wait their turn "
+        "(at most 100 waiting, then 503), so a flood of anonymous verifications never takes the threads "
+        "that signed-in users need.",
+    )
     keyring_refresh_seconds: float = Field(
         5.0,
         ge=0,

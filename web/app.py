@@ -133,6 +133,7 @@ def logout_submit(request: Request, session: PageSession, g: PageGuard) -> Respo
     runtime = get_runtime(request)
     g.authorize(Action.AUTH_LOGOUT, Resource("token"))
     g.commit()
+    g.begin_write()  # the session reads again after the commit: revoking the token is a write
     logout(request, runtime, session)
     response = RedirectResponse("/login", status_code=303)
     clear_cookie(response, runtime)

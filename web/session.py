@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from access_control.deps import get_runtime
+from access_control.deps import SAFE_METHODS, get_runtime
 from access_control.guard import Guard
 from access_control.identity import Actor, resolve_token, revoke_token
 from core.errors import ShouhuError
@@ -109,21 +109,25 @@ def clear_cookie(response: Any, runtime: Any) -> None:
 
 
 def page_session(request: Request) -> Iterator[Session]:
+    """As ``access_control.deps.get_session``: reading for GET, writing for form posts."""
     runtime = get_runtime(request)
-    with runtime.db.session() as session:
+    with runtime.db.request_session(write=request.method not in SAFE_METHODS) as session:
         yield session
 
 
 PageSession = Annotated[Session, Depends(page_session)]
 
 
-def page_actor(request: Request, session: PageSession) -> Actor:
+def page_actor(request: Request) -> Actor:
     runtime = get_runtime(request)
     token = request.cookies.get(COOKIE)
     if token:
-        actor = resolve_token(session, runtime.ring, token, now=runtime.clock(), kind="web",
-                              idle_seconds=runtime.settings.session_idle_minutes * 60)
-        session.commit()  # the idle clock (or the time-out) is recorded either way
+        # A short write of its own: the idle clock (or the time-out) is recorded either way,
+        # before the page's own work begins.
+        with runtime.db.session() as session:
+            actor = resolve_token(session, runtime.ring, token, now=runtime.clock(), kind="web",
+                                  idle_seconds=runtime.settings.session_idle_minutes * 60)
+            session.commit()
         if actor is not None:
             request.state.csrf = csrf_for(runtime, token)
             request.state.actor = actor
