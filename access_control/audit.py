@@ -32,7 +32,7 @@ from access_control import merkle
 from access_control.actions import Action
 from access_control.identity import Actor
 from core.crypto import SigningKey, verify_signature
-from core.db import Base, Database, UTCDateTime
+from core.db import Base, Database, UTCDateTime, begin_write
 from core.redact import safe_identifier
 
 FORMAT_VERSION = 1
@@ -221,9 +221,13 @@ class AuditLog:
     def append(
         self, session: Session, *, actor: Actor, draft: EventDraft, request_id: str, at: datetime
     ) -> AuditEvent:
-        """Add one event in the caller's transaction; the caller commits."""
+        """Add one event in the caller's transaction; the caller commits.
+
+        A request session that is reading (a GET, or after a commit) begins writing here: an
+        audit append is a write wherever it happens."""
         if draft.outcome not in OUTCOMES:
             raise ValueError(draft.outcome)
+        begin_write(session)
         head = session.scalars(
             select(AuditHead).where(AuditHead.id == 1).with_for_update()
             .execution_options(populate_existing=True)

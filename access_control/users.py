@@ -34,7 +34,7 @@ from access_control.identity import (
 from access_control.policy import Resource, RoleProblem, role_assignment_problem, roles_needing_approval
 from access_control.regions import Region
 from core.crypto import KeyRing
-from core.db import UTCDateTime, new_id
+from core.db import UTCDateTime, begin_write, new_id
 from core.errors import (
     AuditUnavailable,
     Conflict,
@@ -456,6 +456,7 @@ def login(
     except SQLAlchemyError as exc:
         session.rollback()
         raise AuditUnavailable() from exc
+    begin_write(session)  # what follows the hash writes (the outcome, the event, a token)
 
     def log_and_commit(outcome: str, reason: str, details: dict[str, object] | None = None) -> None:
         # No token leaves unless its login event is durable (fail closed).

@@ -63,11 +63,14 @@ NON_BLOCKING: dict[str, str] = {
     "main.create_app.<locals>.unexpected": "shapes the error and logs one line",
     "main.create_app.<locals>.busy": "shapes the 503 answer",
     "web.app.install.<locals>.to_login": "a redirect",
+    "web.app.install.<locals>.to_password_change": "a redirect",
     "fastapi.exception_handlers.websocket_request_validation_exception_handler": "closes a websocket (none exist)",
     "main.create_app.<locals>.request_context": "headers and one log line per request",
     "main.BodyLimit": "counts body bytes",
     "main.Admission": "waits for a turn on an anyio semaphore",
     "access_control.deps.runtime_dependency": "returns app.state.runtime",
+    "core.inputs.refuse_nul": "looks for NUL in the parameters and in the body already read (bounded by "
+    "SHOUHU_MAX_BODY_BYTES); parses JSON only when the bytes hold an escaped or raw NUL",
     "access_control.deps.get_guard": "builds the guard in memory; after an error its fail() (which writes) "
     "runs in a thread of its own",
 }

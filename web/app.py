@@ -121,7 +121,7 @@ def login_submit(
             address=client_address(request, runtime.settings.trusted_proxies))
     except (LoginFailed, LoginThrottled, LoginBusy) as exc:
         response = _login_form(request, next=target, error=exc.message, username=username, status_code=exc.status)
-        response.headers.update(exc.headers or {})
+        response.headers.update(exc.headers())
         return response
     response = RedirectResponse(target, status_code=303)
     set_cookie(response, runtime, token)
