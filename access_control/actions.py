@@ -9,6 +9,8 @@ class Action(StrEnum):
     # identity
     AUTH_LOGIN = "auth:token:create"
     AUTH_LOGOUT = "auth:token:revoke"
+    # a signed-in request refused before its route runs (a temporary password, change it first)
+    AUTH_TOKEN_USE = "auth:token:use"
     ME_READ = "identity:me:read"
     REGION_LIST = "identity:region:list"
     ORG_LIST = "identity:org:list"

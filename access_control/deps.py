@@ -13,11 +13,15 @@ import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from access_control.actions import Action
+from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.identity import Actor, resolve_token
-from core.errors import PasswordChangeRequired, Unauthorized
+from access_control.policy import PASSWORD_CHANGE_RULE
+from core.errors import AuditUnavailable, PasswordChangeRequired, Unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` from /api/v1/auth/token")
 
@@ -76,10 +80,27 @@ def get_actor(
     if actor.must_change_password:
         # Before the route runs (and before its body is validated): 403 everywhere but the
         # password change itself. Policy refuses the same actions, for callers other than routes.
-        route = request.scope.get("route")
-        if (request.method, getattr(route, "path", "")) not in TEMPORARY_PASSWORD_ROUTES:
-            raise PasswordChangeRequired()
+        route = getattr(request.scope.get("route"), "path", "")
+        if (request.method, route) not in TEMPORARY_PASSWORD_ROUTES:
+            refuse_temporary_password(runtime, actor, request_id=request.state.request_id,
+                                      route=f"{request.method} {route}")
     return actor
+
+
+def refuse_temporary_password(runtime: Any, actor: Actor, *, request_id: str, route: str) -> None:
+    """Log the refusal of a request made with a temporary password, then refuse it (403).
+
+    Like every decision it leaves one event; the route's template (no ids, no values) says
+    what was asked. If the event cannot be written the answer is 503, as for any read."""
+    draft = EventDraft(action=Action.AUTH_TOKEN_USE, outcome="denied", reason=PASSWORD_CHANGE_RULE,
+                       resource_kind="route", details={"route": route[:120]})
+    try:
+        with runtime.db.session() as session:
+            runtime.audit.append(session, actor=actor, draft=draft, request_id=request_id, at=runtime.clock())
+            session.commit()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable() from exc
+    raise PasswordChangeRequired()
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

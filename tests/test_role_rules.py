@@ -363,6 +363,12 @@ def test_a_temporary_password_allows_nothing_but_changing_it(app, rt, client, to
                 problems.append(f"{method.upper()} {path}: {r.status_code} {r.text[:120]}")
     assert checked > 40
     assert not problems, "\n".join(problems)
+    # Each refusal is a decision like any other: one 'denied' event per request, naming the route.
+    refusals = run_sql(rt, "SELECT outcome, reason, details FROM audit_events WHERE action = 'auth:token:use'")
+    assert len(refusals) == checked
+    assert {(o, r) for o, r, _ in refusals} == {("denied", "password:change_required")}
+    routes = [(d if isinstance(d, dict) else json.loads(d))["route"] for _, _, d in refusals]
+    assert all(re.fullmatch(r"(GET|POST|PUT|PATCH|DELETE) /api/v1/\S+", r) for r in routes), routes[:3]
     # The three it may use.
     assert client.get("/api/v1/me", headers=token).json()["must_change_password"] is True
     r = client.post("/api/v1/me/password", headers=token,
