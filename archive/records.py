@@ -229,7 +229,8 @@ class Archive:
         more = len(rows) > limit
         rows = rows[:limit]
         self._authorize_list(g, Action.HOUSEHOLD_LIST, "household", region, rows, {"region": region})
-        items = [self._household_public(r, self._open(g, r)) for r in rows]
+        with self.vault.preloaded(g.session, [r.dek_id for r in rows]):  # one query for the page's keys
+            items = [self._household_public(r, self._open(g, r)) for r in rows]
         return S.Page[S.HouseholdPublic](
             items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
         )
@@ -247,11 +248,21 @@ class Archive:
             )
         return list(out.values())
 
-    def _minor_public(self, g: Guard, row: Minor, data: dict[str, Any]) -> S.MinorPublic:
-        cats = g.session.scalars(
-            select(MinorCategory).where(MinorCategory.minor_id == row.id)
-            .order_by(MinorCategory.category, MinorCategory.found_on)
-        ).all()
+    @staticmethod
+    def _categories(g: Guard, minor_ids: Sequence[str]) -> dict[str, list[MinorCategory]]:
+        """Each minor's category records, in one query for a whole page."""
+        out: dict[str, list[MinorCategory]] = {mid: [] for mid in minor_ids}
+        for c in g.session.scalars(
+            select(MinorCategory).where(MinorCategory.minor_id.in_(list(minor_ids)))
+            .order_by(MinorCategory.minor_id, MinorCategory.category, MinorCategory.found_on)
+        ):
+            out[c.minor_id].append(c)
+        return out
+
+    def _minor_public(self, g: Guard, row: Minor, data: dict[str, Any],
+                      cats: Sequence[MinorCategory] | None = None) -> S.MinorPublic:
+        if cats is None:
+            cats = self._categories(g, [row.id])[row.id]
         return S.MinorPublic(
             id=row.id, household_id=row.household_id, region_code=row.region_code,
             name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
@@ -419,7 +430,9 @@ class Archive:
             g, Action.MINOR_LIST, "minor", region, rows,
             {"region": region, "category": category, "household_id": household_id},
         )
-        items = [self._minor_public(g, r, self._open(g, r)) for r in rows]
+        cats = self._categories(g, [r.id for r in rows])
+        with self.vault.preloaded(g.session, [r.dek_id for r in rows]):  # one query for the page's keys
+            items = [self._minor_public(g, r, self._open(g, r), cats[r.id]) for r in rows]
         return S.Page[S.MinorPublic](
             items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
         )

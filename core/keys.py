@@ -10,7 +10,8 @@ the shred (it still holds the wrapped key; see docs/formats.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -261,6 +262,19 @@ class Vault:
                 return kek_id
             self.ring.refresh()
         raise crypto.KeyUnavailableError("no active key-encryption key")
+
+    @staticmethod
+    @contextmanager
+    def preloaded(session: Session, dek_ids: Sequence[str]) -> Iterator[None]:
+        """Many records' key rows loaded in one query (a list page): inside, ``data_key`` finds
+        each in the session instead of asking the database once per record. (The session holds
+        loaded rows weakly: the rows are kept alive here until the block ends.)"""
+        wanted = sorted(set(dek_ids))
+        rows = session.scalars(select(DataKey).where(DataKey.id.in_(wanted))).all() if wanted else []
+        try:
+            yield
+        finally:
+            del rows
 
     def data_key(self, session: Session, dek_id: str, *, sealed: bool = False) -> bytes:
         """A record's data key; a sealed record's key opens only when ``sealed`` is asked for."""

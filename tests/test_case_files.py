@@ -99,3 +99,45 @@ def test_list_minors_filters_and_paginates(client, tokens):
     # The city supervisor sees both counties.
     assert len(client.get("/api/v1/minors", params={"limit": 200},
                           headers=tokens["supervisor.city"]).json()["items"]) == 6
+
+
+def test_a_list_page_costs_the_same_queries_for_2_or_12_records(client, tokens, rt):
+    """A page's data keys and category records come in one query each, not one per record."""
+    import threading
+
+    from sqlalchemy import event, select
+
+    from access_control.identity import User, actor_for
+
+    cw = tokens["caseworker.haizhou"]
+    with rt.db.session() as s:
+        actor = actor_for(s, s.scalar(select(User).where(User.username == "caseworker.haizhou")))
+
+    def statements(list_call):
+        seen: list[str] = []
+        me = threading.get_ident()
+
+        def grab(conn, cursor, statement, parameters, context, executemany):
+            if threading.get_ident() == me and not statement.startswith("PRAGMA query_only"):
+                seen.append(statement)
+
+        with rt.db.request_session(write=False) as s:
+            g = rt.guard(s, actor)
+            event.listen(rt.db.engine, "before_cursor_execute", grab)
+            try:
+                page = list_call(g)
+            finally:
+                event.remove(rt.db.engine, "before_cursor_execute", grab)
+        return len(page.items), len(seen)
+
+    counts = {}
+    for total in (2, 12):
+        while len(client.get("/api/v1/households?limit=200", headers=cw).json()["items"]) < total:
+            hh = client.post("/api/v1/households", json=household_body(), headers=cw).json()
+            client.post("/api/v1/minors", json=minor_body(hh["id"], id_number=make_id_number()), headers=cw)
+        households = statements(lambda g: rt.archive.list_households(g, region=None, limit=200, cursor=None))
+        minors = statements(lambda g: rt.archive.list_minors(g, region=None, category=None, household_id=None,
+                                                             limit=200, cursor=None))
+        assert households[0] == minors[0] == total
+        counts[total] = (households[1], minors[1])
+    assert counts[2] == counts[12], counts
