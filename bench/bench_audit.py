@@ -406,6 +406,7 @@ class LogGenerator:
                     "resource_id": rid, "outcome": "denied" if reason.startswith("region:") else "allowed",
                     "reason": reason, "request_id": f"req_{rng.getrandbits(100):025x}",
                     "subjects": sorted(set(subjects)), "details": details, "prev_hash": self.prev,
+                    "on_behalf_of": None,
                 }
             ev["hash"] = self.prev = audit.event_hash(alg, ev)
             events.append(ev)
@@ -424,6 +425,7 @@ def probe_event(seq: int, at: datetime, prev: str) -> dict[str, Any]:
         "roles": ",".join(sorted(LOADER.roles)), "action": PROBE_DRAFT.action.value, "resource_kind": "",
         "resource_id": "", "outcome": PROBE_DRAFT.outcome, "reason": PROBE_DRAFT.reason,
         "request_id": PROBE_REQUEST, "subjects": [], "details": dict(PROBE_DRAFT.details), "prev_hash": prev,
+        "on_behalf_of": None,
     }
 
 

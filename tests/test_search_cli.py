@@ -127,9 +127,9 @@ class Writers:
                     return
                 self.ack("minor", mn["id"], f"儿童{p}")
                 if with_documents:
+                    # The minor's particulars (name, sex, age, address) come from its record.
                     fields = {
-                        "recipient": "连云港市海州区教育局", "minor_name": "赵雨桐", "minor_sex": "女", "minor_age": 10,
-                        "minor_address": "海州区新安街道幸福村3组12号", "found_on": "2026-11-18",
+                        "recipient": "连云港市海州区教育局", "found_on": "2026-11-18",
                         "situation": f"该生父母长期在外务工，通报{p}，由祖母照料。",
                         "requests": ["请协助开展学业帮扶。"], "contact": "张晓东", "contact_phone": "0518-85800000"}
                     doc = self.post(http, "/api/v1/documents",
