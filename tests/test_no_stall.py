@@ -65,7 +65,7 @@ NON_BLOCKING: dict[str, str] = {
     "web.app.install.<locals>.to_login": "a redirect",
     "web.app.install.<locals>.to_password_change": "a redirect",
     "fastapi.exception_handlers.websocket_request_validation_exception_handler": "closes a websocket (none exist)",
-    "main.create_app.<locals>.request_context": "headers and one log line per request",
+    "main.RequestContext": "headers and one log line per request",
     "main.BodyLimit": "counts body bytes",
     "main.Admission": "waits for a turn on an anyio semaphore",
     "access_control.deps.runtime_dependency": "returns app.state.runtime",
