@@ -20,6 +20,7 @@ from sqlalchemy import event, inspect, select
 
 from access_control.audit import AuditHead, AuditLog
 from access_control.audit_service import AuditDesk
+from access_control.audit_writer import AuditWriter
 from access_control.guard import Guard
 from access_control.identity import Actor, Passwords, Throttle, system_actor
 from access_control.policy import Policy
@@ -123,6 +124,8 @@ class Runtime:
                                min_password_score=s.min_password_score)
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
+        # Group commit of reading requests' events; a wait covers a lock wait and a batch.
+        self.audit_writer = AuditWriter(self.db, self.audit, timeout=2 * s.database_lock_timeout_seconds + 1)
         self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
         self.documents = DocumentService(
             vault=self.vault, ring=self.ring, regions=self.regions, blobs=self.blobs,
@@ -274,6 +277,7 @@ class Runtime:
         return self.audit.sign_checkpoint(self.db, now=self.clock())
 
     def close(self) -> None:
+        self.audit_writer.close()
         if self._indexer is not None:
             self._indexer.stop()
         if self._live is not None:

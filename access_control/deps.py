@@ -117,6 +117,7 @@ async def get_guard(request: Request, runtime: RuntimeDep, session: SessionDep,
         now=runtime.clock(),
         policy=runtime.policy,
         audit=runtime.audit,
+        writer=runtime.audit_writer,
     )
     try:
         yield guard

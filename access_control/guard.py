@@ -10,11 +10,13 @@ content then fails to decrypt (``IntegrityFailure``) already has its 'allowed'
 event committed; ``fail`` adds an 'error' event for it, so the log shows that
 nothing was served.
 
-Every event is appended in a write transaction (``record`` begins one): in a request
-that reads (GET) the session reads in a read transaction, which ``record`` ends before
-a short write transaction appends the event; the commit that follows makes it durable
-before any content is decrypted, and the session goes back to reading (core.db), so a
-request never holds the write lock while it decrypts or builds its answer.
+Every event is appended in a write transaction. A request that reads (GET) keeps its
+session reading: its events wait in the guard until ``commit`` hands them to the
+process's ``AuditWriter``, which appends the events of many reading requests in one
+short transaction and returns once they are durable, before any content is decrypted.
+A request that writes appends its events in its own transaction (``record`` begins one),
+committed with its write; after that commit the session goes back to reading (core.db),
+so a request never holds the write lock while it decrypts or builds its answer.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from sqlalchemy.orm import Session
 
 from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
+from access_control.audit_writer import AuditWriter
 from access_control.identity import Actor
 from access_control.policy import PASSWORD_CHANGE_RULE, Decision, Policy, Resource
-from core.db import begin_write
+from core.db import begin_write, is_reading
 from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, PasswordChangeRequired, ShouhuError
 from core.redact import safe_identifier
 
@@ -53,7 +56,12 @@ class Guard:
     # An operator command acting for ``actor`` (``shouhu print --as``): policy decides as
     # ``actor``, the log names the operator as the actor and ``actor`` as ``on_behalf_of``.
     operator: Actor | None = None
+    # The process's group commit for the events of reading requests (None: every event is
+    # appended in this guard's own session).
+    writer: AuditWriter | None = None
     _pending: list[EventDraft] = field(default_factory=list)
+    # Events of a request that has written nothing, for ``writer`` at ``commit``.
+    _queued: list[EventDraft] = field(default_factory=list)
     _undo: list[Callable[[], None]] = field(default_factory=list)
     _deferred: list[EventDraft] = field(default_factory=list)
     # The 'allowed' events of the last commit: a read commits its event before decrypting.
@@ -123,6 +131,7 @@ class Guard:
         """What follows is a write transaction: for a request that reads (GET) yet must record
         something besides its audit events (a disclosure in the register). Elsewhere a no-op."""
         begin_write(self.session)
+        self._append_queued()  # events waiting for the writer go with the write instead
 
     def release(self) -> None:
         """End the transaction so far (only reads) before slow work, such as rendering a PDF.
@@ -138,11 +147,29 @@ class Guard:
         # reply that then issues its letter, has gone back to reading: begin writing again).
         begin_write(self.session)
 
+    def _reading(self) -> bool:
+        """Whether this request has written nothing so far (its events can go to the writer)."""
+        return self.writer is not None and not self._pending and is_reading(self.session)
+
     def record(self, draft: EventDraft) -> None:
-        """Append an event in the current transaction (a write transaction: a request session
-        that was reading commits its read and begins writing)."""
+        """Log an event: for a request that has written nothing, kept for the writer until
+        ``commit``; otherwise appended in the current (write) transaction."""
         if self.operator is not None:
             draft.on_behalf_of = self.actor.username
+        if self._reading():
+            self._queued.append(draft)
+            return
+        self._append_queued()
+        self._append(draft)
+
+    def _append_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        for draft in queued:
+            self._append(draft)
+
+    def _append(self, draft: EventDraft) -> None:
+        """Append an event in the current transaction (a write transaction: a request session
+        that was reading commits its read and begins writing)."""
         try:
             begin_write(self.session)
             self.audit.append(
@@ -161,6 +188,10 @@ class Guard:
         deferred, self._deferred = self._deferred, []
         for draft in deferred:
             self.record(draft)
+        if self._queued and self._reading():
+            self._commit_queued()
+            return
+        self._append_queued()
         try:
             self.session.commit()
         except SQLAlchemyError as exc:
@@ -172,6 +203,21 @@ class Guard:
         self._pending.clear()
         self._undo.clear()
 
+    def _commit_queued(self) -> None:
+        """The events of a request that wrote nothing, made durable by the writer."""
+        queued, self._queued = self._queued, []
+        writer = self.writer
+        if writer is None:  # pragma: no cover - _reading() checked it
+            raise RuntimeError("no audit writer")
+        try:
+            writer.append(self.operator or self.actor, queued, request_id=self.request_id, at=self.now)
+        except AuditUnavailable:
+            self._rolled_back()
+            raise
+        self.session.commit()  # ends the read transaction (it wrote nothing)
+        self._committed = [d for d in queued if d.outcome == "allowed"]
+        self._undo.clear()
+
     def fail(self, exc: BaseException) -> None:
         """After an error, replace uncommitted 'allowed' events by 'error' events.
 
@@ -179,8 +225,8 @@ class Guard:
         the event is durable before any content is opened) gets an 'error' event of its
         own for the same decision: the client was given no content.
         """
-        pending, self._pending = self._pending + self._deferred, []
-        self._deferred = []
+        pending, self._pending = self._pending + self._queued + self._deferred, []
+        self._deferred, self._queued = [], []
         committed, self._committed = self._committed, []
         if not pending and isinstance(exc, IntegrityFailure):
             pending = [replace(d, subjects=list(d.subjects), details=dict(d.details)) for d in committed]

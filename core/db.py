@@ -275,6 +275,12 @@ def _no_writes_while_reading(session: Session, _flush_context: Any, _instances: 
             "call Guard.begin_write() (core.db.begin_write) before changing records")
 
 
+def is_reading(session: Session) -> bool:
+    """Whether a request session is reading (a GET, or after a commit): it can hold no write."""
+    binds = session.info.get(_MODES)
+    return binds is not None and session.bind is binds[1]
+
+
 def begin_write(session: Session) -> None:
     """Make the session's next statements run in a write transaction (SQLite: BEGIN IMMEDIATE).
 

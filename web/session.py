@@ -144,7 +144,7 @@ PageActor = Annotated[Actor, Depends(page_actor)]
 def page_guard(request: Request, session: PageSession, actor: PageActor) -> Iterator[Guard]:
     runtime = get_runtime(request)
     guard = Guard(session=session, actor=actor, request_id=request.state.request_id, now=runtime.clock(),
-                  policy=runtime.policy, audit=runtime.audit)
+                  policy=runtime.policy, audit=runtime.audit, writer=runtime.audit_writer)
     try:
         yield guard
     except Exception as exc:
