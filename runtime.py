@@ -124,8 +124,12 @@ class Runtime:
                                min_password_score=s.min_password_score)
         self.blobs = FilesystemBlobStore(s.blob_dir)
         self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
-        # Group commit of reading requests' events; a wait covers a lock wait and a batch.
-        self.audit_writer = AuditWriter(self.db, self.audit, timeout=2 * s.database_lock_timeout_seconds + 1)
+        # Group commit of reading requests' events, on PostgreSQL, where every transaction costs
+        # round trips (measured: read p95 under the load bench 1.7 s -> 1.1 s). On SQLite a commit
+        # is local and cheap, and handing each event to another thread cost more than it saved
+        # (0.69 -> 0.85 s): there each read appends its own. A wait covers a lock wait and a batch.
+        self.audit_writer = (AuditWriter(self.db, self.audit, timeout=2 * s.database_lock_timeout_seconds + 1)
+                             if self.db.dialect == "postgresql" else None)
         self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
         self.documents = DocumentService(
             vault=self.vault, ring=self.ring, regions=self.regions, blobs=self.blobs,
@@ -277,7 +281,8 @@ class Runtime:
         return self.audit.sign_checkpoint(self.db, now=self.clock())
 
     def close(self) -> None:
-        self.audit_writer.close()
+        if self.audit_writer is not None:
+            self.audit_writer.close()
         if self._indexer is not None:
             self._indexer.stop()
         if self._live is not None:
