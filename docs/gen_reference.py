@@ -99,6 +99,11 @@ class Section:
         return f"<!-- END GENERATED: {self.name} -->"
 
 
+def _text(text: str) -> str:
+    """Help text as Markdown: angle brackets shown, not taken for HTML tags."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -136,7 +141,7 @@ def cli_reference() -> str:
         out += [f"### `{path}`", "", f"`{' '.join(usage)}`", ""]
         help_text = (cmd.help or "").replace("\b\n", "").strip()
         if help_text:
-            out += [help_text, ""]
+            out += [_text(help_text), ""]
         if getattr(cmd, "commands", None):
             subs = sorted(n for n, c in cmd.commands.items() if not getattr(c, "hidden", False))
             out += ["Commands: " + ", ".join(f"`{path} {n}`" for n in subs) + ".", ""]
@@ -149,7 +154,7 @@ def cli_reference() -> str:
                 names, text = record
                 if getattr(p, "param_type_name", "") == "argument":
                     names = p.name.upper() + names[len(p.name):]
-                out.append(f"| `{_cell(names)}` | {_cell(text)} |")
+                out.append(f"| `{_cell(names)}` | {_cell(_text(text))} |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
