@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from access_control import policy
 from access_control.actions import Role
-from access_control.identity import OrgType
+from access_control.identity import Actor, OrgType
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = "access_control/policy.py"
@@ -135,3 +136,22 @@ def test_no_role_or_org_type_compared_outside_policy() -> None:
             continue
         bad += [f"{rel}:{line}: {code}" for line, code in offences(path.read_text(encoding="utf-8"))]
     assert not bad, "role or org-type rules outside access_control/policy.py:\n" + "\n".join(bad)
+
+
+def _actor(*roles: str, org_type: str = "civil_affairs") -> Actor:
+    return Actor(user_id="u1", username="u1", display_name="", org_id="o1", org_name="", org_type=org_type,
+                 roles=roles, region_code="320700")
+
+
+def test_the_named_rules() -> None:
+    caseworker, custodian, admin = _actor("caseworker"), _actor("custodian"), _actor("admin")
+    assert policy.is_custodian(custodian) and not policy.is_custodian(caseworker)
+    assert policy.home_panel(caseworker) == "stats" and policy.home_panel(custodian) == "requests"
+    assert policy.home_panel(_actor("auditor")) == "audit" and policy.home_panel(admin) == "accounts"
+    assert policy.home_panel(_actor()) is None
+    assert policy.sees_page(caseworker, "/households") and not policy.sees_page(admin, "/households")
+    assert policy.sees_page(admin, "/") and not policy.sees_page(_actor(), "/")
+    assert policy.holds_any_role(custodian, {"custodian", "auditor"}) and not policy.holds_any_role(custodian, ())
+    assert policy.holds_admin(["caseworker", "admin"]) and not policy.holds_admin(None)
+    court = _actor("requester", org_type="court")
+    assert policy.org_type_entitled(court, frozenset({"court"})) and not policy.org_type_entitled(court, frozenset())
