@@ -31,6 +31,7 @@ from access_control.identity import (
 )
 from access_control.policy import (
     TWO_PERSON_MESSAGES,
+    holds_admin,
     role_assignment_problem,
     roles_needing_approval,
     two_person_conflict,
@@ -439,7 +440,7 @@ def users_add(
                               reason="user:username_taken")
             added = roles_needing_approval([], roles)
             # The first administrator of an archive with none: nobody could approve it.
-            bootstrap = Role.ADMIN.value in added and not active_admin_exists(s)
+            bootstrap = holds_admin(added) and not active_admin_exists(s)
             pending = bool(added) and not bootstrap
             user = create_user(s, rt.passwords, username=username, display_name=name, org=org_row,
                                roles=[] if pending else roles, password=password, now=g.now,

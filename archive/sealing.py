@@ -24,7 +24,7 @@ from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.identity import Org, User
 from access_control.legal_bases import SealBasis, UnsealBasis
-from access_control.policy import Resource
+from access_control.policy import Resource, is_custodian
 from access_control.sealed import SealedDesk, SealedGrant, SealedRequest
 from archive import persons as people
 from archive.blobstore import BlobStore
@@ -95,14 +95,10 @@ class Sealing:
 
     def _target(self, g: Guard, record_id: str, action: Action) -> Minor | Document:
         """A minor or document by id; unknown ids are logged and answered 404."""
-        if not g.decide(action).allowed:
-            g.authorize(action, Resource("record", record_id[:64]))
+        g.require(action, Resource("record", record_id[:64]))
         row: Minor | Document | None = g.session.get(Minor, record_id) or g.session.get(Document, record_id)
         if row is None:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="record", resource_id=record_id[:64]))
-            g.commit()
-            raise NotFound()
+            g.not_found(action, "record", record_id)
         return row
 
     def seal(self, g: Guard, record_id: str, body: SealBody) -> dict[str, Any]:
@@ -249,7 +245,7 @@ class Sealing:
     def _may_know_sealed(g: Guard, row: Minor | Document) -> bool:
         """Whether the caller may know that this sealed record exists: a custodian (who keeps the
         sealed archive), or the requester whose live grant names it."""
-        if "custodian" in g.actor.roles:
+        if is_custodian(g.actor):
             return True
         return isinstance(row, Document) and SealedDesk.active_grant(
             g.session, user_id=g.actor.user_id, record_id=row.id, now=g.now) is not None

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from access_control.actions import Action
 from access_control.guard import Guard
-from access_control.policy import Resource
+from access_control.policy import Resource, holds_any_role
 from access_control.regions import RegionTree
 from access_control.sealed import SealedGrant, SealedRequest
 from archive.documents import DocumentService
@@ -79,7 +79,7 @@ class SearchService:
         if g.decide(Action.MINOR_LIST).allowed:
             kinds += list(RECORD_KINDS)
         if g.decide(Action.DOCUMENT_LIST).allowed:
-            kinds += [k.kind for k in K.KINDS.values() if set(g.actor.roles) & self.documents.readers(k)]
+            kinds += [k.kind for k in K.KINDS.values() if holds_any_role(g.actor, self.documents.readers(k))]
         grants = list(g.session.scalars(
             select(SealedGrant.record_id).join(SealedRequest, SealedRequest.id == SealedGrant.request_id)
             .where(SealedRequest.requester_id == g.actor.user_id, SealedRequest.status == "approved",
@@ -88,8 +88,7 @@ class SearchService:
 
     def search(self, g: Guard, *, q: str, kind: str | None, region: str | None, category: int | None,
                date_from: date | None, date_to: date | None, limit: int, cursor: str | None) -> dict[str, Any]:
-        if not g.decide(Action.SEARCH).allowed:
-            g.authorize(Action.SEARCH, Resource("search"))
+        g.require(Action.SEARCH, Resource("search"))
         q = q.strip()
         if not q:
             raise InvalidInput.one("q", "请输入要查找的内容", location="query")
@@ -98,8 +97,7 @@ class SearchService:
         if region is not None:
             if region not in self.regions:
                 raise InvalidInput.one("region", "未知的行政区划代码", location="query")
-            if not g.decide(Action.SEARCH, Resource("region", region, region)).allowed:
-                g.authorize(Action.SEARCH, Resource("region", region, region))
+            g.require(Action.SEARCH, Resource("region", region, region))
         offset = decode_int_cursor(cursor, maximum=MAX_OFFSET) or 0
         scope = self.scope(g)
         blind = self.analyzer.query(q)
