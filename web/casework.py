@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
-from access_control.policy import Resource
+from access_control.policy import Resource, may_read_document_kind
 from access_control.regions import Level, RegionNode
 from archive import schemas as S
 from archive.visits import VisitCreate
@@ -472,8 +472,7 @@ def safe_snippet(snippet: str) -> Markup:
 def _kind_options(rt: Any, g: Guard) -> list[tuple[str, str]]:
     options = list(RECORD_KIND_LABELS.items()) if _may(g, Action.MINOR_LIST) else []
     if _may(g, Action.DOCUMENT_LIST):
-        roles = set(g.actor.roles)
-        options += [(k.kind, k.title) for k in K.KINDS.values() if roles & rt.documents.readers(k)]
+        options += [(k.kind, k.title) for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
     return options
 
 
