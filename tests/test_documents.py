@@ -760,6 +760,30 @@ def test_print_issue_refuses_an_issuer_without_a_prefix_as_issue_does(rt, client
 # 7. the kind registry -------------------------------------------------------------------------
 
 
+def test_who_reads_a_kind_is_decided_in_policy():
+    """Readers of a kind: its issuers, and supervisors for documents about a household, minor or
+    region (one rule in access_control.policy, used by the API, the pages, the list and search)."""
+    from access_control.identity import Actor, OrgType
+    from access_control.policy import document_kind_readers, may_correct_document, may_read_document_kind
+
+    readers = {name: document_kind_readers(kind) for name, kind in KINDS.items()}
+    assert readers["referral_notice"] == {"caseworker", "supervisor"}
+    assert readers["inspection_report"] == {"supervisor"}
+    assert readers["sealed_query_reply"] == {"custodian"}
+    assert readers["access_audit_report"] == {"auditor"}
+
+    def actor(*roles: str, org: str = "org_a") -> Actor:
+        return Actor(user_id="u", username="u", display_name="", org_id=org, org_name="", org_type=OrgType.OTHER,
+                     roles=roles, region_code="320706")
+
+    assert may_read_document_kind(actor("supervisor"), KINDS["minor_file"])
+    assert not may_read_document_kind(actor("supervisor"), KINDS["sealed_query_reply"])
+    assert not may_read_document_kind(actor("requester"), KINDS["sealed_query_reply"])  # only through a grant
+    assert may_correct_document(actor("caseworker"), KINDS["minor_file"], "org_a")
+    assert not may_correct_document(actor("caseworker"), KINDS["minor_file"], "org_b")
+    assert not may_correct_document(actor("supervisor"), KINDS["minor_file"], "org_a")
+
+
 def test_document_kinds_and_prefill(client, tokens):
     cw = tokens["caseworker.haizhou"]
     r = client.get("/api/v1/document-kinds", headers=cw)
