@@ -767,7 +767,7 @@ def print_documents(
                 with rt.db.session() as s:
                     g = rt.guard(s, actor, operator=op.actor, request_id=op.request_id)
                     try:
-                        pdf, issued = rt.documents.print_batch(
+                        pdf, issued = rt.document_batch.print_batch(
                             g, kind, region=region, issue=issue, renderer=renderer,
                             progress=lambda done, total: progress.update(task, completed=done, total=total))
                     except Exception as exc:

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from access_control.actions import ROLE_LABELS, Action, Role
 from access_control.identity import Actor, OrgType
 from access_control.regions import RegionTree
+
+if TYPE_CHECKING:
+    from doc_templates.kinds import DocKind
 
 A = Action
 
@@ -313,3 +317,31 @@ class Policy:
             # An actor whose region vanished sees nothing: a path no region has.
             return "/\x00nowhere/"
         return node.path
+
+
+# Document kinds: who may issue and who may read each kind. The kind's own ``issuer_roles``
+# (doc_templates.kinds) say who issues it; these functions are the one place that turns them
+# into answers, for the services (``Resource.required_roles``), the lists and the pages.
+
+_CASE_SUBJECTS = frozenset({"household", "minor", "region"})
+
+
+def document_kind_readers(kind: DocKind) -> frozenset[str]:
+    """The roles that may read documents of ``kind``: its issuers, and supervisors for case documents."""
+    extra = {Role.SUPERVISOR.value} if kind.subject in _CASE_SUBJECTS else set()
+    return kind.issuer_roles | extra
+
+
+def may_read_document_kind(actor: Actor, kind: DocKind) -> bool:
+    """Whether one of ``actor``'s roles may read documents of ``kind`` (the region is decided apart)."""
+    return bool(set(actor.roles) & document_kind_readers(kind))
+
+
+def may_issue_document_kind(actor: Actor, kind: DocKind) -> bool:
+    """Whether one of ``actor``'s roles may issue (preview, prefill, correct) documents of ``kind``."""
+    return bool(set(actor.roles) & kind.issuer_roles)
+
+
+def may_correct_document(actor: Actor, kind: DocKind, issuer_org_id: str) -> bool:
+    """Whether ``actor`` may correct a document: a role that issues its kind, in the issuing org."""
+    return may_issue_document_kind(actor, kind) and actor.org_id == issuer_org_id

@@ -27,9 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 POLICY = "access_control/policy.py"
 SKIP_DIRS = {"tests", "migrations", "bench", "docs", "var", "node_modules", "build", "dist"}
 
-# TEMPORARY: being moved by h14-1 (the document-kind reader rule and its checks); the merge
-# of h14-1 drops this list.
-BEING_MOVED_BY_H14_1 = {"archive/documents.py", "archive/documents_api.py", "web/documents.py"}
 
 ROLE_NAMES = frozenset(r.value for r in Role)
 ORG_TYPES = frozenset(t.value for t in OrgType)
@@ -132,7 +129,7 @@ def test_no_role_or_org_type_compared_outside_policy() -> None:
     bad = []
     for path in app_modules():
         rel = path.relative_to(ROOT).as_posix()
-        if rel == POLICY or rel in BEING_MOVED_BY_H14_1:
+        if rel == POLICY:
             continue
         bad += [f"{rel}:{line}: {code}" for line, code in offences(path.read_text(encoding="utf-8"))]
     assert not bad, "role or org-type rules outside access_control/policy.py:\n" + "\n".join(bad)

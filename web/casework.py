@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
-from access_control.policy import Resource, holds_any_role
+from access_control.policy import Resource, may_issue_document_kind, may_read_document_kind
 from access_control.regions import Level, RegionNode
 from archive import schemas as S
 from archive.visits import VisitCreate
@@ -65,7 +65,7 @@ def _may(g: Guard, action: Action) -> bool:
 
 def _issuable(g: Guard, kind: str) -> bool:
     doc = K.get(kind)
-    return doc is not None and _may(g, Action.DOCUMENT_ISSUE) and holds_any_role(g.actor, doc.issuer_roles)
+    return doc is not None and _may(g, Action.DOCUMENT_ISSUE) and may_issue_document_kind(g.actor, doc)
 
 
 def _region_label(rt: Any, code: str, root: str) -> str:
@@ -471,7 +471,7 @@ def safe_snippet(snippet: str) -> Markup:
 def _kind_options(rt: Any, g: Guard) -> list[tuple[str, str]]:
     options = list(RECORD_KIND_LABELS.items()) if _may(g, Action.MINOR_LIST) else []
     if _may(g, Action.DOCUMENT_LIST):
-        options += [(k.kind, k.title) for k in K.KINDS.values() if holds_any_role(g.actor, rt.documents.readers(k))]
+        options += [(k.kind, k.title) for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
     return options
 
 

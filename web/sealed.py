@@ -2,7 +2,7 @@
 sealing and unsealing, grants and their stamped PDFs, reply letters, the disclosure register.
 
 Every page calls the same services as the API (``rt.sealed``, ``rt.sealing``,
-``rt.documents``) with the signed-in user's guard, so policy and audit apply
+``rt.document_reading``) with the signed-in user's guard, so policy and audit apply
 unchanged. Nothing personal goes into a URL: application ids and record ids only.
 """
 
@@ -338,5 +338,5 @@ def reply_pdf(request: Request, g: PageGuard, rid: str) -> Response:
 def granted_pdf(request: Request, g: PageGuard, rid: str, doc_id: str) -> Response:
     """A granted record, stamped for its requester (the copy enters the disclosure register)."""
     rt = get_runtime(request)
-    data, v = rt.documents.pdf(g, doc_id)
+    data, v = rt.document_reading.pdf(g, doc_id)
     return pdf_response(data, f"{doc_id}-v{v.version}.pdf", sha256=sha256_hex(data))
