@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from audit_support import audit_blocker, log_size
 from cli_support import (
+    InProcess,
     cli_env,
     fresh_postgres_database,
     login,
@@ -30,14 +31,11 @@ from cli_support import (
     run_cli,
     serving,
 )
-from click.testing import Result
 from conftest import DEMO_PASSWORD, create_household_and_minor, run_sql
 from conftest import login as api_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-import cli
 from access_control.identity import os_user
 from archive import schemas as S
 from archive.models import Household, Minor, MinorCategory
@@ -407,25 +405,16 @@ class Ev:
     reason: str = "cli:operator"
 
 
-class Shouhu:
+class Shouhu(InProcess):
     """Runs `shouhu` commands in this process on the test's archive and reads what they logged."""
 
-    def __init__(self, rt: Runtime):
+    def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch):
+        super().__init__(rt.settings, monkeypatch)
         self.rt = rt
-        self.runner = CliRunner()
         self.seen = self.size()
 
     def size(self) -> int:
         return log_size(self.rt.db.engine)
-
-    def __call__(self, *args: str, stdin: str | None = None, ok: bool = True) -> Result:
-        result = self.runner.invoke(cli.app, list(args), input=stdin)
-        if ok:
-            assert result.exit_code == 0, (args, result.output, result.exception)
-        else:
-            assert result.exit_code != 0, (args, result.output)
-            assert not isinstance(result.exception, AssertionError), result.exception
-        return result
 
     def new_events(self) -> list[dict[str, Any]]:
         """The events since the last call, each checked to be the operator's, one request id each call."""
@@ -452,8 +441,7 @@ class Shouhu:
 
 @pytest.fixture
 def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Shouhu:
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
-    return Shouhu(rt)
+    return Shouhu(rt, monkeypatch)
 
 
 def user_row(rt: Runtime, username: str) -> tuple[str, bool, str] | None:

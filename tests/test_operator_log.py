@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import InProcess
 from conftest import create_household_and_minor, household_body, run_sql
 from test_audit_export import accepted, run_verifier, write_json
-from typer.testing import CliRunner
 
-import cli
 from access_control.audit import CANONICAL_KEYS, canonical_bytes, event_hash
 from access_control.identity import os_user
 from runtime import Runtime
@@ -32,16 +31,8 @@ OPERATOR = f"system:cli:{os_user()}"
 
 
 @pytest.fixture
-def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True, stdin: str | None = None) -> Any:
-        result = runner.invoke(cli.app, list(args), input=stdin)
-        assert (result.exit_code == 0) == ok, (args, result.output, result.exception)
-        return result
-
-    return run
+def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> InProcess:
+    return InProcess(rt.settings, monkeypatch)
 
 
 def events_since(rt: Runtime, seq: int) -> list[dict[str, Any]]:
