@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from click.testing import Result
 from conftest import DEMO_PASSWORD, postgres_admin_url, sqlalchemy_url
+from conftest import login as login  # re-exported: tests sign in to a served archive with it
 from typer.testing import CliRunner
 
 import cli
@@ -154,11 +155,6 @@ def _wait_ready(server: Server, timeout: float, path: str = "/readyz") -> None:
         time.sleep(0.1)
     raise AssertionError(f"shouhu serve not ready after {timeout}s ({last}):\n{server.output()}")
 
-
-def login(client: httpx.Client, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 @contextmanager

@@ -159,10 +159,20 @@ def client(app: Any) -> Iterator[TestClient]:
         yield c
 
 
-def login(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+def sign_in(client: Any, username: str, password: str = DEMO_PASSWORD, **kw: Any) -> Any:
+    """The API's sign-in answer, as it came (``client``: a TestClient or an httpx client)."""
+    return client.post("/api/v1/auth/token", data={"username": username, "password": password}, **kw)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client: Any, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
+    """Sign in (it must succeed); the Authorization header for the token."""
+    r = sign_in(client, username, password)
     assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return bearer(r.json()["access_token"])
 
 
 class Tokens:

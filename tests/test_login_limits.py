@@ -26,7 +26,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from cli_support import InProcess, cli_env, run_cli, serving
-from conftest import DEMO_PASSWORD, run_sql, seed_world, web_login
+from conftest import DEMO_PASSWORD, run_sql, seed_world, sign_in, web_login
 from fastapi.testclient import TestClient
 
 from access_control.addresses import client_address
@@ -57,9 +57,6 @@ def configured(settings: Any, *, peer: tuple[str, int] = ("testclient", 50000),
     finally:
         rt.close()
 
-
-def sign_in(client: Any, username: str, password: str = DEMO_PASSWORD, **kw: Any) -> Any:
-    return client.post("/api/v1/auth/token", data={"username": username, "password": password}, **kw)
 
 
 def bearer(r: Any) -> dict[str, str]:

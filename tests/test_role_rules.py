@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from cli_support import InProcess
-from conftest import DEMO_PASSWORD, run_sql, web_login
+from conftest import DEMO_PASSWORD, bearer, run_sql, sign_in, web_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from test_web_sealed_audit_admin import browsers as browsers  # the fixture
@@ -60,12 +60,6 @@ def expected(org_type: str, roles: tuple[str, ...], table: dict[str, set[str]]) 
     return "pending" if PRIVILEGED & set(roles) else "created"
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def sign_in(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> Any:
-    return client.post("/api/v1/auth/token", data={"username": username, "password": password})
 
 
 def orgs_of_every_type(rt: Runtime) -> dict[str, str]:
