@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -155,6 +156,15 @@ def _wait_ready(server: Server, timeout: float, path: str = "/readyz") -> None:
         time.sleep(0.1)
     raise AssertionError(f"shouhu serve not ready after {timeout}s ({last}):\n{server.output()}")
 
+
+
+def sqlite_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of a read-only query on the archive's SQLite file (opened read-only: never creates it)."""
+    conn = sqlite3.connect(f"file:{data_dir / 'shouhu.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 @contextmanager

@@ -12,7 +12,6 @@ import functools
 import json
 import re
 import shutil
-import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cli_support import (
     output,
     run_cli,
     serving,
+    sqlite_rows,
 )
 from conftest import DEMO_PASSWORD, create_household_and_minor, run_sql
 from conftest import login as api_login
@@ -52,13 +52,6 @@ TEMP_PASSWORD = re.compile(r"临时密码（只显示这一次）：([A-Za-z0-9]
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
-
-def sqlite_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(data_dir / "shouhu.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
