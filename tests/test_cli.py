@@ -240,6 +240,22 @@ def test_doctor_fails_with_a_fix_when_the_database_is_missing(archive_copy):
     assert not (archive_copy / "shouhu.db").exists()  # a check changes nothing
 
 
+def test_doctor_and_readyz_run_the_same_checks(rt, client, monkeypatch):
+    """One list of checks (core/health.py): a font gone missing fails both, each in its own words."""
+    import doc_templates.fonts
+
+    assert client.get("/readyz").json()["checks"]["fonts"] == "ok"
+    monkeypatch.setattr(doc_templates.fonts, "missing_fonts", lambda: ["Noto Serif CJK SC"])
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    checks = r.json()["error"]["details"]["checks"]
+    assert checks["fonts"] == "failed: missing Noto Serif CJK SC"
+    assert set(checks) == {"database", "key_ring", "blob_store", "search_index", "fonts"}
+    doctor = InProcess(rt.settings, monkeypatch, width=400)("doctor", ok=False).output
+    assert "缺少 Noto Serif CJK SC" in doctor
+    assert "当前密钥 kek-" in doctor  # the key ring check both run
+
+
 def test_doctor_on_a_fresh_machine_says_how_to_start(tmp_path):
     data_dir = tmp_path / "var"
     proc = run_cli(cli_env(data_dir), "doctor", check=False)
