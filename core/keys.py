@@ -20,7 +20,8 @@ from sqlalchemy import ForeignKey, LargeBinary, String, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import crypto
-from core.db import Base, Database, UTCDateTime, new_id, utcnow
+from core.clock import utcnow
+from core.db import Base, Database, UTCDateTime, new_id
 from core.errors import Gone, IntegrityFailure
 
 SEALED_DEK = "sealed-dek"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import psycopg
-from conftest import DEMO_PASSWORD, postgres_admin_url, sqlalchemy_url
+from conftest import DEMO_PASSWORD, WORKER, postgres_admin_url, sqlalchemy_url
 
 SHOUHU = str(Path(sys.executable).with_name("shouhu"))
 if not Path(SHOUHU).exists():  # pragma: no cover - a venv without the script
@@ -134,7 +134,7 @@ def login(client: httpx.Client, username: str, password: str = DEMO_PASSWORD) ->
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
     admin = postgres_admin_url()
-    name = f"shouhu_cli_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"shouhu_cli_{WORKER}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -1,9 +1,9 @@
 """Shared fixtures: every archive test runs on SQLite and on PostgreSQL.
 
-Migrations run once per backend and test session. Each test then gets a clean
-database (a copy of the migrated SQLite file, or truncated PostgreSQL tables in
-a database of this run's own), its own random master key, a fresh KEK and the
-demo region tree, orgs and users.
+Migrations run once per backend and test session (with pytest-xdist, once per
+worker). Each test then gets a clean database (a copy of the migrated SQLite
+file, or truncated PostgreSQL tables in a database of this worker's own), its
+own random master key, a fresh KEK and the demo region tree, orgs and users.
 """
 
 from __future__ import annotations
@@ -35,8 +35,32 @@ for _name in list(os.environ):
     if _name.startswith("SHOUHU_") and _name not in ("SHOUHU_TEST_POSTGRES_URL",):
         del os.environ[_name]
 
+# The pytest-xdist worker this process is ("gw0", "gw1", ...; "main" without xdist): it names the
+# PostgreSQL databases this process creates, so parallel workers never share one.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
 DEMO_PASSWORD = "test-password-123"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+
+
+# Parallel runs (`make test`: pytest-xdist, `--dist loadgroup`). A file whose tests share an expensive
+# module-scoped fixture runs whole on one worker, so the fixture is built once; the tests that time
+# themselves or load the machine (benches, stall and latency checks, `make run`) share one group, so
+# they never run next to each other.
+SAME_WORKER_FILES = {"test_cli.py", "test_documents.py", "test_documents_pdf.py", "test_login_limits.py",
+                     "test_browser.py"}
+HEAVY_FILES = {"test_no_stall.py", "test_make_run.py", "test_bench_smoke.py", "test_bench_audit_smoke.py",
+               "test_bench_documents_smoke.py", "test_bench_load_smoke.py", "test_bench_search_smoke.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if name in HEAVY_FILES:
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+        elif name in SAME_WORKER_FILES:
+            item.add_marker(pytest.mark.xdist_group(name.removesuffix(".py")))
 
 
 def postgres_admin_url() -> str:
@@ -101,7 +125,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield Backend("sqlite", template=folder / "shouhu.db")
         return
     admin = postgres_admin_url()
-    name = f"shouhu_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"shouhu_test_{WORKER}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = admin.rpartition("/")
