@@ -73,7 +73,8 @@ def migrate_database(db: Database, revision: str, *, down: bool = False) -> None
     sqlite = db.dialect == "sqlite"
     with db.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
-        assert raw is not None
+        if raw is None:
+            raise RuntimeError("the migration connection has no DB-API connection")
         if sqlite:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:

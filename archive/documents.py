@@ -222,15 +222,18 @@ class DocumentService:
         today = g.now.astimezone(LOCAL_TZ).date()
         if subject.kind == "household":
             hh = g.session.get(Household, subject.id)
-            assert hh is not None
+            if hh is None:
+                raise RuntimeError("the authorized household row is gone")
             minors = [g.session.get(Minor, mid) for mid in subject.listed]
             return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
                             household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
                             minors=[self.archive.minor_view(g, m).model_dump(mode="json") for m in minors if m])
         mn = g.session.get(Minor, subject.id)
-        assert mn is not None
+        if mn is None:
+            raise RuntimeError("the authorized minor row is gone")
         hh = g.session.get(Household, mn.household_id)
-        assert hh is not None
+        if hh is None:
+            raise RuntimeError("a minor's household row is missing")
         return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
                         household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
                         minor=self.archive.minor_view(g, mn).model_dump(mode="json"))
@@ -475,10 +478,12 @@ class DocumentService:
                 g.commit()
                 raise NotFound()
         doc = g.session.get(Document, doc_id)
-        assert doc is not None and kind is not None
+        if doc is None or kind is None:
+            raise RuntimeError("the authorized document row or its kind is gone")
         if doc.sealed:
             grant = g.session.get(SealedRequest, grant_of)
-            assert grant is not None
+            if grant is None:
+                raise RuntimeError("the sealed-record grant row is gone")
             # The grant's case: the basis's code and the case number's keyed hash, never the number.
             g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True, grant=grant.id),
                         subjects=list(doc.subject_hashes or []) + ([grant.case_number_hash]
@@ -548,7 +553,8 @@ class DocumentService:
                 raise NotFound()
             self._prevalidate(kind, req.fields)
             org = g.session.get(Org, doc.issuer_org_id)
-            assert org is not None
+            if org is None:
+                raise RuntimeError("a document's issuing organisation row is missing")
             if org.id != g.actor.org_id:
                 raise Conflict("只有发文单位可以更正本公文。", details={"field": "issuer"})
             subject = self._subject(g, kind, doc.subject_id, Action.DOCUMENT_CORRECT) \
@@ -595,7 +601,8 @@ class DocumentService:
                     Document.sealed.is_(False), Document.kind.in_(readable)))
         if region:
             node = self.regions.get(region)
-            assert node is not None
+            if node is None:
+                raise RuntimeError("a region checked above is not in the tree")
             q = q.where(Region.path.startswith(node.path, autoescape=True))
         if kind:
             q = q.where(Document.kind == kind)
@@ -727,7 +734,8 @@ class DocumentService:
             known = doc is not None and not doc.sealed and v is not None
             matches = None if sha256 is None or v is None else sha256.lower() == v.sha256
             if known:
-                assert doc is not None and v is not None
+                if doc is None or v is None:
+                    raise RuntimeError("a known document without its row or version")
                 org = s.get(Org, doc.issuer_org_id)
                 kind = K.get(doc.kind)
                 answer = {

@@ -133,7 +133,8 @@ def rotate(
             if not rows:
                 break
             for row in rows:
-                assert row.wrapped is not None
+                if row.wrapped is None:
+                    raise RuntimeError("a data key selected as wrapped has no wrapped key")
                 w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=new_kek,
                                 purpose=row.purpose)
                 row.kek_id, row.wrapped = w.kek_id, w.wrapped
@@ -180,7 +181,8 @@ def retire(db: Database, ring: crypto.KeyRing, kek_id: str, *,
         for row in s.scalars(
             select(DataKey).where(DataKey.kek_id == kek_id, DataKey.wrapped.is_not(None))
         ):
-            assert row.wrapped is not None
+            if row.wrapped is None:
+                raise RuntimeError("a data key selected as wrapped has no wrapped key")
             w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=current,
                         purpose=row.purpose)
             row.kek_id, row.wrapped = w.kek_id, w.wrapped
