@@ -34,7 +34,7 @@ from cli_support import cli_env, output, run_cli, serving
 from cli_support import login as http_login
 from conftest import household_body, login, minor_body, record_fields, run_sql
 from fastapi.testclient import TestClient
-from proc_support import children, maps
+from proc_support import children, cpu_ticks, maps
 from sqlalchemy import select
 
 from access_control.identity import User, actor_for
@@ -630,8 +630,12 @@ def test_render_pool_survives_a_dead_worker():
         assert pool.pdf(k.kind, k.example, meta).startswith(b"%PDF-")  # a fresh worker took over
         worker = new_worker()
         with ThreadPoolExecutor(1) as ex:  # killed in the middle of a render: retried, not lost
+            idle = cpu_ticks(worker.pid)
             rendering = ex.submit(pool.pdf, k.kind, k.example, meta)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 60
+            while cpu_ticks(worker.pid) == idle:  # until the worker has started on it
+                assert time.monotonic() < deadline and not rendering.done(), "the render never started"
+                time.sleep(0.005)
             os.kill(worker.pid, signal.SIGKILL)
             assert pdf_text(rendering.result(timeout=300)).count("草稿") >= 1
     finally:
