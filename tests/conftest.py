@@ -43,25 +43,28 @@ DEMO_PASSWORD = "test-password-123"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
 
-# Parallel runs (`make test`: pytest-xdist, `--dist loadgroup`). A file whose tests share an expensive
-# module-scoped fixture runs whole on one worker, so the fixture is built once; the tests that time
-# themselves or load the machine (benches, stall and latency checks, `make run`) share one group, so
-# they never run next to each other.
-SAME_WORKER_FILES = {"test_cli.py", "test_documents.py", "test_documents_pdf.py", "test_login_limits.py",
-                     "test_browser.py"}
-HEAVY_FILES = {"test_no_stall.py", "test_make_run.py", "test_bench_smoke.py", "test_bench_audit_smoke.py",
-               "test_bench_documents_smoke.py", "test_bench_load_smoke.py", "test_bench_search_smoke.py"}
-HEAVY_TESTS = {"test_indistinguishable_sealed_record_and_no_record"}  # a timing test in a light file
+# Parallel runs. `make test` runs the suite in two passes: everything not marked `serial` on one
+# pytest-xdist worker per core (`--dist loadgroup`), then the `serial` tests alone, one at a time.
+# `serial`: tests that time themselves or load the machine (benches, stall and latency checks, load
+# against a real server), whose answers would depend on what the other workers do meanwhile.
+# A test that uses a module-scoped fixture joins its file's xdist group, so the fixture is built once.
+SERIAL_FILES = {"test_no_stall.py", "test_make_run.py", "test_bench_smoke.py", "test_bench_audit_smoke.py",
+                "test_bench_documents_smoke.py", "test_bench_load_smoke.py", "test_bench_search_smoke.py"}
+SERIAL_TESTS = {
+    "test_indistinguishable_sealed_record_and_no_record",  # answer timing, sealed vs no record
+    "test_fifty_concurrent_issues_get_numbers_one_to_fifty_once",  # 50 issues at once: 503 when starved
+    "test_healthz_answers_while_documents_render",  # latency while rendering
+}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        name = item.path.name
-        if name in HEAVY_FILES or getattr(item, "originalname", None) in HEAVY_TESTS:
-            item.add_marker(pytest.mark.xdist_group("heavy"))
-        elif name in SAME_WORKER_FILES:
-            item.add_marker(pytest.mark.xdist_group(name.removesuffix(".py")))
+        if item.path.name in SERIAL_FILES or getattr(item, "originalname", None) in SERIAL_TESTS:
+            item.add_marker(pytest.mark.serial)
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def postgres_admin_url() -> str:
