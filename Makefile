@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export SHOUHU_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install debs run test screenshots bench lint clean
+.PHONY: install debs run test screenshots bench docs lint clean
 
 install: debs $(VENV)/.installed
 
@@ -45,6 +45,10 @@ screenshots: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Regenerate the parts of docs/ that the code defines (CLI reference, error table).
+docs: install
+	$(BIN)/python docs/gen_reference.py
 
 lint: install
 	$(BIN)/ruff check .

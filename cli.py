@@ -31,6 +31,7 @@ from access_control.identity import (
 )
 from access_control.policy import (
     TWO_PERSON_MESSAGES,
+    holds_admin,
     role_assignment_problem,
     roles_needing_approval,
     two_person_conflict,
@@ -439,7 +440,7 @@ def users_add(
                               reason="user:username_taken")
             added = roles_needing_approval([], roles)
             # The first administrator of an archive with none: nobody could approve it.
-            bootstrap = Role.ADMIN.value in added and not active_admin_exists(s)
+            bootstrap = holds_admin(added) and not active_admin_exists(s)
             pending = bool(added) and not bootstrap
             user = create_user(s, rt.passwords, username=username, display_name=name, org=org_row,
                                roles=[] if pending else roles, password=password, now=g.now,
@@ -767,7 +768,7 @@ def print_documents(
                 with rt.db.session() as s:
                     g = rt.guard(s, actor, operator=op.actor, request_id=op.request_id)
                     try:
-                        pdf, issued = rt.documents.print_batch(
+                        pdf, issued = rt.document_batch.print_batch(
                             g, kind, region=region, issue=issue, renderer=renderer,
                             progress=lambda done, total: progress.update(task, completed=done, total=total))
                     except Exception as exc:

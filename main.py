@@ -313,7 +313,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             # Serve everything else; searches answer 503 until the index is rebuilt.
             log.error("search index unavailable: %s", exc)
         # Start the render workers now, not on the first issue (5-7 s cold).
-        threading.Thread(target=rt.documents.pool.warm, name="render-warm", daemon=True).start()
+        threading.Thread(target=rt.render_pool.warm, name="render-warm", daemon=True).start()
         try:
             yield
         finally:

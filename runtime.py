@@ -29,7 +29,11 @@ from access_control.sealed import SealedDesk
 from access_control.users import UserAdmin
 from archive import sealed_upgrade
 from archive.blobstore import FilesystemBlobStore
-from archive.documents import DocumentService
+from archive.document_batch import DocumentBatch
+from archive.document_issuing import DocumentIssuing
+from archive.document_reading import DocumentReading
+from archive.document_verification import DocumentVerification
+from archive.documents import DocumentBasis
 from archive.records import Archive
 from archive.sealing import Sealing
 from archive.visits import Visits
@@ -134,14 +138,17 @@ class Runtime:
         self.audit_writer = (AuditWriter(self.db, self.audit, timeout=2 * s.database_lock_timeout_seconds + 1)
                              if self.db.dialect == "postgresql" else None)
         self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
-        self.documents = DocumentService(
-            vault=self.vault, ring=self.ring, regions=self.regions, blobs=self.blobs,
-            pool=shared_pool(s.render_workers), base_url=s.public_base_url, db=self.db, audit=self.audit,
-            archive=self.archive,
-        )
+        # Documents, one service per job (archive.documents says which does what).
+        self.render_pool = shared_pool(s.render_workers)
+        basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive, base_url=s.public_base_url)
+        self.document_issuing = DocumentIssuing(basis=basis, vault=self.vault, blobs=self.blobs, pool=self.render_pool)
+        self.document_reading = DocumentReading(vault=self.vault, blobs=self.blobs, regions=self.regions)
+        self.document_batch = DocumentBatch(basis=basis, issuing=self.document_issuing, regions=self.regions)
+        self.document_verification = DocumentVerification(db=self.db, audit=self.audit)
         self.visits = Visits(vault=self.vault, regions=self.regions)
         self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s)
-        self.sealing = Sealing(vault=self.vault, blobs=self.blobs, documents=self.documents, desk=self.sealed)
+        self.sealing = Sealing(vault=self.vault, blobs=self.blobs, issuing=self.document_issuing,
+                              reading=self.document_reading, pool=self.render_pool, desk=self.sealed)
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)
@@ -198,7 +205,7 @@ class Runtime:
     def search(self) -> SearchService:
         if self._search is None:
             self._search = SearchService(backend=self.live_index, analyzer=self.analyzer, sources=self.sources,
-                                         ring=self.ring, regions=self.regions, documents=self.documents)
+                                         ring=self.ring, regions=self.regions)
         return self._search
 
     def _load_signer(self) -> crypto.SigningKey | None:

@@ -14,7 +14,6 @@ from access_control.addresses import client_address
 from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep
 from access_control.identity import Org, User, revoke_token, token_hash
 from access_control.policy import Resource
-from access_control.regions import Region
 from access_control.users import (
     OrgPublic,
     RoleGrantPublic,
@@ -120,11 +119,7 @@ def regions(g: GuardDep, runtime: RuntimeDep) -> dict[str, Any]:
 @router.get("/orgs", response_model=dict[str, list[OrgPublic]], tags=["identity"])
 def orgs(g: GuardDep) -> dict[str, list[OrgPublic]]:
     g.authorize(Action.ORG_LIST, Resource("org", None, g.actor.region_code), commit=True)
-    path = g.policy.scope_path(g.actor)
-    rows = g.session.scalars(
-        select(Org).join(Region, Region.code == Org.region_code)
-        .where(Region.path.startswith(path, autoescape=True)).order_by(Org.region_code, Org.name)
-    )
+    rows = g.session.scalars(g.scoped(select(Org), Org.region_code).order_by(Org.region_code, Org.name))
     return {"items": [org_public(o) for o in rows]}
 
 

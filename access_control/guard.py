@@ -1,6 +1,10 @@
 """The per-request gate: decide by policy, write the audit event, fail closed.
 
-Services call ``guard.authorize(action, resource)`` before touching a record.
+Services call ``guard.authorize(action, resource)`` before touching a record. Three
+more verbs cover what callers need besides: ``require`` refuses (logged, raised) what
+policy refuses and logs nothing when it allows, for a check made before the record is
+read (its event follows with the record); ``not_found`` is the audited refusal of an id
+that names no visible record; ``scoped`` limits a query to the actor's jurisdiction.
 A refusal is written to the log and committed before the error is raised; an
 allowed read is committed before any content is decrypted (``commit=True``);
 an allowed write commits its event with the write itself. If anything after
@@ -24,8 +28,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
+from sqlalchemy import Select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -34,9 +39,12 @@ from access_control.audit import AuditLog, EventDraft
 from access_control.audit_writer import AuditWriter
 from access_control.identity import Actor
 from access_control.policy import PASSWORD_CHANGE_RULE, Decision, Policy, Resource
+from access_control.regions import Region
 from core.db import begin_write, is_reading
 from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, PasswordChangeRequired, ShouhuError
 from core.redact import safe_identifier
+
+_Q = TypeVar("_Q", bound=Select[Any])
 
 
 def _typed(filters: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +87,31 @@ class Guard:
     def decide(self, action: Action, resource: Resource | None = None) -> Decision:
         """The decision alone, without logging (for building scoped queries)."""
         return self.policy.decide(self.actor, action, resource)
+
+    def require(
+        self,
+        action: Action,
+        resource: Resource | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Refuse unless policy allows: a refusal is logged and raised as by ``authorize``; an
+        allowed decision is not logged (the caller logs it, with the record, once it has read it)."""
+        if not self.decide(action, resource).allowed:
+            self.authorize(action, resource, details=details)
+
+    def not_found(self, action: Action, kind: str, record_id: str) -> NoReturn:
+        """Log that ``record_id`` names no record the actor may see, commit, and answer 404."""
+        self.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
+                               resource_kind=kind, resource_id=record_id[:64]))
+        self.commit()
+        raise NotFound()
+
+    def scoped(self, query: _Q, region_code: Any) -> _Q:
+        """``query`` limited to rows whose ``region_code`` column lies in the actor's jurisdiction
+        (its own region node and the nodes below it)."""
+        path = self.policy.scope_path(self.actor)
+        return query.join(Region, Region.code == region_code).where(Region.path.startswith(path, autoescape=True))
 
     def authorize(
         self,

@@ -146,9 +146,6 @@ class Actor:
     # A temporary password (new account, reset): nothing but changing it is allowed.
     must_change_password: bool = False
 
-    def has_role(self, role: Role) -> bool:
-        return role.value in self.roles
-
     @property
     def principal(self) -> str:
         """Who this is for the two-person rule: the user id, or the operator's full name."""

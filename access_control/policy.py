@@ -10,11 +10,16 @@ not exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from access_control.actions import ROLE_LABELS, Action, Role
 from access_control.identity import Actor, OrgType
 from access_control.regions import RegionTree
+
+if TYPE_CHECKING:
+    from doc_templates.kinds import DocKind
 
 A = Action
 
@@ -145,6 +150,69 @@ def two_person_conflict(actor: Actor, *, requested_by: str, user_id: str) -> str
     return None
 
 
+# Rules on roles and org types outside ``decide`` ------------------------------------------
+#
+# Whatever else looks at an actor's roles or organisation type is a named rule here: no other
+# module compares a role name or an org type (tests/test_policy_single.py holds them to it).
+R = Role
+
+# The navigation's entries and the roles shown each: a link only, every page still asks ``decide``.
+PAGE_ROLES: dict[str, frozenset[Role]] = {
+    "/": frozenset(Role),
+    "/households": frozenset({R.CASEWORKER, R.SUPERVISOR}),
+    "/minors": frozenset({R.CASEWORKER, R.SUPERVISOR}),
+    "/documents": frozenset({R.CASEWORKER, R.SUPERVISOR, R.CUSTODIAN, R.AUDITOR}),
+    "/search": frozenset({R.CASEWORKER, R.SUPERVISOR, R.CUSTODIAN, R.REQUESTER}),
+    "/statistics": frozenset({R.CASEWORKER, R.SUPERVISOR}),
+    "/sealed": frozenset({R.REQUESTER, R.CUSTODIAN}),
+    "/audit": frozenset({R.AUDITOR}),
+    "/admin": frozenset({R.ADMIN}),
+}
+
+# The home page's panel: the first whose roles the actor holds.
+HOME_PANELS: tuple[tuple[str, frozenset[Role]], ...] = (
+    ("stats", frozenset({R.CASEWORKER, R.SUPERVISOR})),
+    ("requests", frozenset({R.REQUESTER, R.CUSTODIAN})),
+    ("audit", frozenset({R.AUDITOR})),
+    ("accounts", frozenset({R.ADMIN})),
+)
+
+# Who besides its requester is a party to a sealed-record application (``Resource.required_roles``).
+SEALED_REQUEST_PARTIES: frozenset[str] = frozenset({R.CUSTODIAN.value})
+
+
+def holds_any_role(actor: Actor, roles: Iterable[str]) -> bool:
+    """True if ``actor`` holds one of ``roles`` (e.g. a document kind's issuers)."""
+    return bool(set(actor.roles) & set(roles))
+
+
+def sees_page(actor: Actor, path: str) -> bool:
+    """Whether the navigation shows ``actor`` the entry for ``path``."""
+    return holds_any_role(actor, PAGE_ROLES.get(path, frozenset()))
+
+
+def home_panel(actor: Actor) -> str | None:
+    """The panel the home page shows ``actor`` (None: only who they are)."""
+    return next((panel for panel, roles in HOME_PANELS if holds_any_role(actor, roles)), None)
+
+
+def is_custodian(actor: Actor) -> bool:
+    """A custodian keeps the sealed archive: sees every application in full, decides, revokes and
+    replies to them, and may know that any sealed record exists."""
+    return holds_any_role(actor, {R.CUSTODIAN})
+
+
+def holds_admin(roles: Iterable[str] | None) -> bool:
+    """True if a stored user's ``roles`` include the administrator's (the bootstrap test)."""
+    return R.ADMIN.value in set(roles or ())
+
+
+def org_type_entitled(actor: Actor, entitled_types: frozenset[str]) -> bool:
+    """Whether ``actor``'s organisation is of a type entitled by law to query sealed records
+    (the configured ``sealed_entitled_org_types``)."""
+    return actor.org_type in entitled_types
+
+
 @dataclass(frozen=True)
 class Resource:
     """What an action is about. ``region_code`` None means not bound to a region."""
@@ -249,3 +317,31 @@ class Policy:
             # An actor whose region vanished sees nothing: a path no region has.
             return "/\x00nowhere/"
         return node.path
+
+
+# Document kinds: who may issue and who may read each kind. The kind's own ``issuer_roles``
+# (doc_templates.kinds) say who issues it; these functions are the one place that turns them
+# into answers, for the services (``Resource.required_roles``), the lists and the pages.
+
+_CASE_SUBJECTS = frozenset({"household", "minor", "region"})
+
+
+def document_kind_readers(kind: DocKind) -> frozenset[str]:
+    """The roles that may read documents of ``kind``: its issuers, and supervisors for case documents."""
+    extra = {Role.SUPERVISOR.value} if kind.subject in _CASE_SUBJECTS else set()
+    return kind.issuer_roles | extra
+
+
+def may_read_document_kind(actor: Actor, kind: DocKind) -> bool:
+    """Whether one of ``actor``'s roles may read documents of ``kind`` (the region is decided apart)."""
+    return bool(set(actor.roles) & document_kind_readers(kind))
+
+
+def may_issue_document_kind(actor: Actor, kind: DocKind) -> bool:
+    """Whether one of ``actor``'s roles may issue (preview, prefill, correct) documents of ``kind``."""
+    return bool(set(actor.roles) & kind.issuer_roles)
+
+
+def may_correct_document(actor: Actor, kind: DocKind, issuer_org_id: str) -> bool:
+    """Whether ``actor`` may correct a document: a role that issues its kind, in the issuing org."""
+    return may_issue_document_kind(actor, kind) and actor.org_id == issuer_org_id

@@ -30,10 +30,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from access_control import legal_bases
 from access_control.actions import Action
-from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.legal_bases import ApplyBasis
-from access_control.policy import Resource
+from access_control.policy import SEALED_REQUEST_PARTIES, Resource, is_custodian, org_type_entitled
 from core.crypto import KeyRing
 from core.db import Base, UTCDateTime, new_id
 from core.errors import Conflict, Forbidden, NotFound
@@ -121,7 +120,6 @@ class Revocation(BaseModel):
     reason: str = Field(min_length=1, max_length=300, title="撤销理由")
 
 
-CUSTODIANS = frozenset({"custodian"})
 REASON_HASH = "sealed-reason"  # the keyed-hash purpose of decision, revocation and unseal reasons
 CASE_HASH = "case_number"  # the keyed-hash purpose of case numbers (audit details, subjects and filters)
 
@@ -227,7 +225,7 @@ class SealedDesk:
         payload = {"case_number": body.case_number, "purpose": body.purpose, "subject": body.subject.model_dump()}
         req = SealedRequest(
             id=rid, requester_id=g.actor.user_id, requester_org_id=g.actor.org_id,
-            entitled=g.actor.org_type in self.entitled_types, status="pending", case_number=None,
+            entitled=org_type_entitled(g.actor, self.entitled_types), status="pending", case_number=None,
             case_number_hash=case_hash, legal_basis=body.legal_basis, subject_hash=subject_hash,
             payload=self.vault.seal_json(dek, dek_id, payload, kind="sealed_request", record_id=rid, version=1),
             dek_id=dek_id, created_at=g.now, due_by=g.now + timedelta(days=self.decision_days),
@@ -239,25 +237,21 @@ class SealedDesk:
     def _load(self, g: Guard, rid: str, action: Action, *, read: bool, own_only: bool = False,
               extra: dict[str, Any] | None = None) -> SealedRequest:
         """A request the caller may see: its requester, or (unless ``own_only``) a custodian; else 404."""
-        if not g.decide(action).allowed:
-            g.authorize(action, Resource("sealed_request", rid[:64]))
+        g.require(action, Resource("sealed_request", rid[:64]))
         req = g.session.get(SealedRequest, rid)
         if req is None:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="sealed_request", resource_id=rid[:64]))
-            g.commit()
-            raise NotFound()
-        parties = frozenset() if own_only else CUSTODIANS
+            g.not_found(action, "sealed_request", rid)
+        parties = frozenset() if own_only else SEALED_REQUEST_PARTIES
         g.authorize(action, Resource("sealed_request", req.id, required_roles=parties, owner_id=req.requester_id),
                     subjects=case_subjects(req), details=self._details(req, **(extra or {})), commit=read)
         return req
 
     def get(self, g: Guard, rid: str) -> dict[str, Any]:
         req = self._load(g, rid, Action.SEALED_READ, read=True)
-        return self.public(g, req, full="custodian" in g.actor.roles)
+        return self.public(g, req, full=is_custodian(g.actor))
 
     def list(self, g: Guard, *, status: str | None) -> dict[str, Any]:
-        custodian = "custodian" in g.actor.roles
+        custodian = is_custodian(g.actor)
         g.authorize(Action.SEALED_LIST, Resource("sealed_request"), filters={"status": status}, commit=True)
         q = select(SealedRequest)
         if not custodian:

@@ -31,8 +31,13 @@ from access_control.identity import (
     issue_token,
     revoke_all_tokens,
 )
-from access_control.policy import Resource, RoleProblem, role_assignment_problem, roles_needing_approval
-from access_control.regions import Region
+from access_control.policy import (
+    Resource,
+    RoleProblem,
+    holds_admin,
+    role_assignment_problem,
+    roles_needing_approval,
+)
 from core.crypto import KeyRing
 from core.db import UTCDateTime, begin_write, new_id
 from core.errors import (
@@ -42,7 +47,6 @@ from core.errors import (
     LoginBusy,
     LoginFailed,
     LoginThrottled,
-    NotFound,
 )
 
 Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
@@ -199,7 +203,7 @@ def decide_grant(session: Session, grant: RoleGrant, *, approve: bool, decider: 
 def active_admin_exists(session: Session) -> bool:
     """True if some enabled, approved user holds the admin role (the bootstrap test)."""
     rows = session.scalars(select(User.roles).where(User.disabled.is_(False), User.pending_approval.is_(False)))
-    return any(Role.ADMIN.value in (roles or []) for roles in rows)
+    return any(holds_admin(roles) for roles in rows)
 
 
 class UserAdmin:
@@ -224,21 +228,15 @@ class UserAdmin:
                                           "请换一个更长、更难猜的密码")
 
     def _visible_user(self, g: Guard, user_id: str, action: Action, *, authorize: bool = True) -> User:
-        if not g.decide(action).allowed:
-            # The role refusal comes first, so it cannot tell whether the user exists.
-            g.authorize(action, Resource("user", user_id[:64]))
+        # The role refusal comes first, so it cannot tell whether the user exists.
+        g.require(action, Resource("user", user_id[:64]))
         user = g.session.get(User, user_id)
         if user is None:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="user", resource_id=user_id[:64]))
-            g.commit()
-            raise NotFound()
+            g.not_found(action, "user", user_id)
         if authorize:
             g.authorize(action, Resource("user", user.id, user.region_code))
         else:
-            decision = g.decide(action, Resource("user", user.id, user.region_code))
-            if not decision.allowed:
-                g.authorize(action, Resource("user", user.id, user.region_code))
+            g.require(action, Resource("user", user.id, user.region_code))
         return user
 
     def _refuse_roles(self, g: Guard, action: Action, problem: RoleProblem, *, resource_id: str,
@@ -260,8 +258,7 @@ class UserAdmin:
         roles = sorted({r.value for r in data.roles})
         details: dict[str, object] = {"org_id": org.id, "roles": roles}
         resource = Resource("user", data.username, org.region_code, existing=False)
-        if not g.decide(Action.USER_CREATE, resource).allowed:
-            g.authorize(Action.USER_CREATE, resource, details=details)  # refused: logged, raises
+        g.require(Action.USER_CREATE, resource, details=details)
         if problem := roles_problem(org, roles):
             raise self._refuse_roles(g, Action.USER_CREATE, problem, resource_id=data.username, details=details)
         g.authorize(Action.USER_CREATE, resource, details=details)
@@ -319,10 +316,7 @@ class UserAdmin:
 
     def list(self, g: Guard, *, org_id: str | None) -> list[UserPublic]:
         g.authorize(Action.USER_LIST, Resource("user", None, g.actor.region_code), commit=True)
-        path = g.policy.scope_path(g.actor)
-        q = select(User).join(Region, Region.code == User.region_code).where(
-            Region.path.startswith(path, autoescape=True)
-        )
+        q = g.scoped(select(User), User.region_code)
         if org_id:
             q = q.where(User.org_id == org_id)
         users = list(g.session.scalars(q.order_by(User.username)))
@@ -381,24 +375,17 @@ class UserAdmin:
     # the two-person rule ---------------------------------------------------------------
 
     def _visible_grant(self, g: Guard, grant_id: str, action: Action) -> tuple[RoleGrant, User]:
-        if not g.decide(action).allowed:
-            g.authorize(action, Resource("role_grant", grant_id[:64]))
+        g.require(action, Resource("role_grant", grant_id[:64]))
         grant = g.session.get(RoleGrant, grant_id)
         user = g.session.get(User, grant.user_id) if grant is not None else None
         if grant is None or user is None:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="role_grant", resource_id=grant_id[:64]))
-            g.commit()
-            raise NotFound()
+            g.not_found(action, "role_grant", grant_id)
         return grant, user
 
     def list_grants(self, g: Guard, *, status: str | None) -> list[RoleGrantPublic]:
         g.authorize(Action.ROLE_GRANT_LIST, Resource("role_grant", None, g.actor.region_code),
                     filters={"status": status}, commit=True)
-        path = g.policy.scope_path(g.actor)
-        q = (select(RoleGrant, User).join(User, User.id == RoleGrant.user_id)
-             .join(Region, Region.code == User.region_code)
-             .where(Region.path.startswith(path, autoescape=True)))
+        q = g.scoped(select(RoleGrant, User).join(User, User.id == RoleGrant.user_id), User.region_code)
         if status:
             q = q.where(RoleGrant.status == status)
         rows = g.session.execute(q.order_by(RoleGrant.requested_at.desc(), RoleGrant.id).limit(500)).all()

@@ -43,20 +43,20 @@ def prefill(
     g: GuardDep, runtime: RuntimeDep, kind: str,
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
-    return runtime.documents.prefill(g, kind, subject_id)
+    return runtime.document_issuing.prefill(g, kind, subject_id)
 
 
 @router.post("/documents/preview", response_class=Response, responses=PDF,
              summary="Render a draft (stamped 草稿, not numbered, not stored)")
 def preview(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> Response:
-    data = runtime.documents.preview(g, body)
+    data = runtime.document_issuing.preview(g, body)
     return pdf_response(data, "preview.pdf")
 
 
 @router.post("/documents", status_code=status.HTTP_201_CREATED, response_model=DocumentIssued,
              summary="Issue a document: validate, number, render, seal, store")
 def issue(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> DocumentIssued:
-    return runtime.documents.issue(g, body)
+    return runtime.document_issuing.issue(g, body)
 
 
 @router.get("/documents", summary="Documents the caller may read")
@@ -69,12 +69,12 @@ def list_documents(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    return runtime.documents.list(g, kind=kind, subject_id=subject_id, region=region, limit=limit, cursor=cursor)
+    return runtime.document_reading.page(g, kind=kind, subject_id=subject_id, region=region, limit=limit, cursor=cursor)
 
 
 @router.get("/documents/{document_id}", response_model=DocumentPublic)
 def read_document(g: GuardDep, runtime: RuntimeDep, document_id: str) -> DocumentPublic:
-    return runtime.documents.read(g, document_id)
+    return runtime.document_reading.read(g, document_id)
 
 
 @router.get("/documents/{document_id}/pdf", response_class=Response, responses=PDF,
@@ -83,7 +83,7 @@ def document_pdf(
     g: GuardDep, runtime: RuntimeDep, document_id: str,
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> Response:
-    data, v = runtime.documents.pdf(g, document_id, version)
+    data, v = runtime.document_reading.pdf(g, document_id, version)
     # A sealed record's release is a stamped copy: the header names the bytes sent, not the stored ones.
     return pdf_response(data, f"{document_id}-v{v.version}.pdf", sha256=sha256_hex(data))
 
@@ -91,7 +91,7 @@ def document_pdf(
 @router.post("/documents/{document_id}/versions", status_code=status.HTTP_201_CREATED,
              response_model=DocumentIssued, summary="A correction: a new immutable version")
 def new_version(g: GuardDep, runtime: RuntimeDep, document_id: str, body: VersionRequest) -> DocumentIssued:
-    return runtime.documents.new_version(g, document_id, body)
+    return runtime.document_issuing.new_version(g, document_id, body)
 
 
 # Public verifications ----------------------------------------------------------------------
@@ -123,7 +123,7 @@ async def _verify_in_turn(request: Request, code: str, sha256: str | None) -> di
         _verify_turns.set(turns)
     if turns.statistics().tasks_waiting >= VERIFY_QUEUE:
         raise Busy()
-    work = partial(runtime.documents.verify, code[:40], sha256=sha256, request_id=request.state.request_id,
+    work = partial(runtime.document_verification.verify, code[:40], sha256=sha256, request_id=request.state.request_id,
                    now=runtime.clock())
     result: dict[str, Any] = await anyio.to_thread.run_sync(work, limiter=turns)
     return result

@@ -6,7 +6,7 @@ anyway). If the issue fails, the transaction rolls back and the number was
 never used: two issues never share a number and a failed issue never burns one.
 
 The PDF carries its number, but is rendered before that transaction, with the
-number ``peek`` predicts (``archive.documents`` queues one issuer's issues in the
+number ``peek`` predicts (``archive.document_issuing`` queues one issuer's issues in the
 process, so the prediction holds there); only if another process took it
 meanwhile is the document rendered again, under the lock.
 """

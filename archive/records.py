@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from access_control.actions import Action
-from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
@@ -60,9 +59,8 @@ class Archive:
     def _load(self, g: Guard, model: type[Row], record_id: str, action: Action, *, read: bool) -> Row:
         """Fetch a record the actor may act on, logging the decision; else 404."""
         kind = model.__tablename__[:-1]
-        if not g.decide(action).allowed:
-            # The role refusal comes first, so it cannot tell whether the record exists.
-            g.authorize(action, Resource(kind, record_id[:64]))
+        # The role refusal comes first, so it cannot tell whether the record exists.
+        g.require(action, Resource(kind, record_id[:64]))
         # A sealed record and an unknown id take one path and cost the same: one row either way
         # (the asked id left-joined to the table), plain columns, no ORM object; then one event.
         asked = select(literal(record_id[:64], String(64)).label("id")).subquery("asked")
@@ -70,12 +68,7 @@ class Archive:
                                    .outerjoin(model, model.id == asked.c.id)).scalar_one()
         row = g.session.get(model, record_id) if sealed is False else None
         if row is None or row.sealed:
-            g.record(
-                EventDraft(action=action, outcome="denied", reason="record:not_found",
-                           resource_kind=kind, resource_id=record_id[:64])
-            )
-            g.commit()
-            raise NotFound()
+            g.not_found(action, kind, record_id)
         g.authorize(
             action,
             Resource(kind, row.id, row.region_code),
@@ -98,9 +91,8 @@ class Archive:
 
     def _scoped(self, g: Guard, query: Select[Any], model: type[Household] | type[Minor],
                 region: str | None) -> Select[Any]:
-        path = g.policy.scope_path(g.actor)
-        query = query.join(Region, Region.code == model.region_code).where(
-            Region.path.startswith(path, autoescape=True), model.sealed.is_(False),
+        query = g.scoped(query, model.region_code).where(
+            model.sealed.is_(False),
             # A shredded record has no content left to list: leave it out rather
             # than fail the whole page with 410 (a direct read still answers 410).
             exists().where(DataKey.id == model.dek_id, DataKey.wrapped.is_not(None)),
@@ -125,15 +117,13 @@ class Archive:
         )
 
     def _check_list_region(self, g: Guard, action: Action, kind: str, region: str | None) -> None:
-        if not g.decide(action).allowed:
-            g.authorize(action, Resource(kind))  # logs the refusal and raises 403
+        g.require(action, Resource(kind))
         if region is None:
             return
         if region not in self.regions:
             raise InvalidInput.one("region", "未知的行政区划代码", location="query")
         # An out-of-jurisdiction region filter is refused and logged like a record.
-        if not g.decide(action, Resource("region", region, region)).allowed:
-            g.authorize(action, Resource("region", region, region))
+        g.require(action, Resource("region", region, region))
 
     def household_view(self, g: Guard, row: Household) -> S.HouseholdPublic:
         """Decrypted view of a household; the caller has already authorized and logged the read."""
@@ -310,9 +300,8 @@ class Archive:
             raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version"}) from None
 
     def create_minor(self, g: Guard, data: S.MinorCreate) -> S.MinorPublic:
-        if not g.decide(Action.MINOR_CREATE).allowed:
-            # Refuse by role before looking the household up: no existence oracle.
-            g.authorize(Action.MINOR_CREATE, Resource("minor"))
+        # Refuse by role before looking the household up: no existence oracle.
+        g.require(Action.MINOR_CREATE, Resource("minor"))
         problems = S.birth_problems(data.birth_date, data.id_number, today=S.local_date(g.now))
         if problems:
             raise InvalidInput(problems)

@@ -24,11 +24,13 @@ from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.identity import Org, User
 from access_control.legal_bases import SealBasis, UnsealBasis
-from access_control.policy import Resource
+from access_control.policy import Resource, is_custodian
 from access_control.sealed import SealedDesk, SealedGrant, SealedRequest
 from archive import persons as people
 from archive.blobstore import BlobStore
-from archive.documents import DocumentIssued, DocumentRequest, DocumentService
+from archive.document_issuing import DocumentIssuing
+from archive.document_reading import DocumentReading
+from archive.documents import DocumentIssued, DocumentRequest
 from archive.models import Disclosure, Document, DocumentPerson, DocumentVersion, Minor, SealedRecord
 from core.crypto import sha256_hex
 from core.db import new_id
@@ -36,6 +38,7 @@ from core.errors import Conflict, NotFound
 from core.fields import CaseNumber
 from core.keys import Vault
 from core.outbox import enqueue
+from doc_templates.pool import RenderPool
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 CONFIDENTIALITY = ("依据《中华人民共和国刑事诉讼法》第二百八十六条，本件为依法提供的封存记录，"
@@ -76,13 +79,16 @@ class UnsealBody(BaseModel):
 
 
 class Sealing:
-    def __init__(self, *, vault: Vault, blobs: BlobStore, documents: DocumentService, desk: SealedDesk):
+    def __init__(self, *, vault: Vault, blobs: BlobStore, issuing: DocumentIssuing, reading: DocumentReading,
+                 pool: RenderPool, desk: SealedDesk):
         self.vault = vault
         self.blobs = blobs
-        self.documents = documents
+        self.issuing = issuing
+        self.reading = reading
+        self.pool = pool
         self.desk = desk
         desk.find_records = self.find_records
-        documents.releaser = self.release
+        reading.releaser = self.release
 
     # which records a subject has ----------------------------------------------------------
 
@@ -96,14 +102,10 @@ class Sealing:
 
     def _target(self, g: Guard, record_id: str, action: Action) -> Minor | Document:
         """A minor or document by id; unknown ids are logged and answered 404."""
-        if not g.decide(action).allowed:
-            g.authorize(action, Resource("record", record_id[:64]))
+        g.require(action, Resource("record", record_id[:64]))
         row: Minor | Document | None = g.session.get(Minor, record_id) or g.session.get(Document, record_id)
         if row is None:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="record", resource_id=record_id[:64]))
-            g.commit()
-            raise NotFound()
+            g.not_found(action, "record", record_id)
         return row
 
     def seal(self, g: Guard, record_id: str, body: SealBody) -> dict[str, Any]:
@@ -131,7 +133,7 @@ class Sealing:
             self._register(g, row.id, "minor", subject_hash, row.region_code, body)
             sealed_ids.append(row.id)
             # Written first: on PostgreSQL an issue naming the minor that has not committed yet
-            # holds the minor's row (archive.documents._still), so it is either found below or refused.
+            # holds the minor's row (archive.document_issuing's _still), so it is either found below or refused.
             g.session.flush()
             # Every document that names the minor: about it, listing it, or writing its ID number.
             docs = list(g.session.scalars(people.naming(row.id, subject_hash, sealed=False)))
@@ -251,7 +253,7 @@ class Sealing:
     def _may_know_sealed(g: Guard, row: Minor | Document) -> bool:
         """Whether the caller may know that this sealed record exists: a custodian (who keeps the
         sealed archive), or the requester whose live grant names it."""
-        if "custodian" in g.actor.roles:
+        if is_custodian(g.actor):
             return True
         return isinstance(row, Document) and SealedDesk.active_grant(
             g.session, user_id=g.actor.user_id, record_id=row.id, now=g.now) is not None
@@ -342,7 +344,7 @@ class Sealing:
         suffix = "sealed" if sealed else "open"
         stale: list[str] = []
         for v in g.session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == doc.id)):
-            pdf = self.documents.open_version(g, doc, v)
+            pdf = self.reading.open_version(g, doc, v)
             fields = self.vault.open_json(g.session, v.fields_payload, old_dek, kind="document_fields",
                                           record_id=doc.id, version=v.version, sealed=doc.sealed)
             new_key = f"documents/{doc.id}/v{v.version}-{suffix}-{new_id('b')[2:]}"
@@ -361,7 +363,7 @@ class Sealing:
 
     def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest) -> bytes:
         """The granted document stamped on every page; the copy is entered in the register."""
-        pdf = self.documents.open_version(g, doc, version)
+        pdf = self.reading.open_version(g, doc, version)
         requester = g.session.get(User, grant.requester_id)
         org = g.session.get(Org, grant.requester_org_id)
         at = g.now.astimezone(LOCAL_TZ)
@@ -371,7 +373,7 @@ class Sealing:
             f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
             CONFIDENTIALITY,
         ]
-        stamped = self.documents.pool.stamp(pdf, lines)
+        stamped = self.pool.stamp(pdf, lines)
         g.begin_write()  # a read (GET) that records the copy it hands out
         g.session.add(Disclosure(
             id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
@@ -410,7 +412,7 @@ class Sealing:
         if fields["result"] == "records_provided":
             fields["case_number"] = req.case_number or data.get("case_number")  # a pre-0013 row: the column
         g.commit()  # the decision to reply was logged above; issuing logs its own event
-        issued = self.documents.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
+        issued = self.issuing.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
         g.begin_write()  # the issue committed: the request's session reads again until told to write
         req = g.session.get(SealedRequest, rid)
         if req is None:
@@ -430,7 +432,7 @@ class Sealing:
         v = g.session.get(DocumentVersion, (doc.id, doc.current_version))
         if v is None:
             raise RuntimeError("the reply document's current version is missing")
-        return self.documents.open_version(g, doc, v), v
+        return self.reading.open_version(g, doc, v), v
 
     def granted(self, g: Guard, rid: str) -> dict[str, Any]:
         records = self.desk.granted_records(g, rid)

@@ -10,14 +10,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import and_, exists, func, select
 
 from access_control.actions import Action
-from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
 from archive.models import Household, Minor, MinorCategory, Visit
 from archive.schemas import local_date
 from core.db import new_id
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.fields import Name, check_text
 from core.keys import Vault
 
@@ -48,14 +47,10 @@ class Visits:
         self.regions = regions
 
     def _household(self, g: Guard, household_id: str, action: Action, *, read: bool) -> Household:
-        if not g.decide(action).allowed:
-            g.authorize(action, Resource("household", household_id[:64]))
+        g.require(action, Resource("household", household_id[:64]))
         hh = g.session.get(Household, household_id)
         if hh is None or hh.sealed:
-            g.record(EventDraft(action=action, outcome="denied", reason="record:not_found",
-                                resource_kind="household", resource_id=household_id[:64]))
-            g.commit()
-            raise NotFound()
+            g.not_found(action, "household", household_id)
         g.authorize(action, Resource("household", hh.id, hh.region_code), subjects=list(hh.subject_hashes or []),
                     commit=read)
         return hh

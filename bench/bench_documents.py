@@ -1,7 +1,7 @@
 """Documents: PDF rendering cold and warm, throughput, worker pool, batch, size and memory, vs WeasyPrint defaults.
 
 Documents. Two issued documents with a verification code, QR code and seal, as
-``archive.documents`` issues them (fixed date and creation time):
+``archive.document_issuing`` issues them (fixed date and creation time):
 
 - 1 page: the ``sealed_query_reply`` example (a GB/T 9704 letter). The
   ``referral_notice`` example is two pages, and so is every trimmed referral

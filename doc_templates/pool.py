@@ -24,9 +24,9 @@ from doc_templates.render import DocumentMeta, Renderer
 _renderer: Renderer | None = None
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     global _renderer
-    exit_with_parent()
+    exit_with_parent(parent)
     _renderer = Renderer()
     # Pay the first-render costs (glyph-coverage table, font loading) now, not on a request.
     kind = KINDS["sealed_query_reply"]
@@ -68,6 +68,7 @@ class RenderPool:
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_worker_init,
+                    initargs=(os.getpid(),),
                 )
             return self._executor
 

@@ -15,10 +15,9 @@ from sqlalchemy import select
 
 from access_control.actions import Action
 from access_control.guard import Guard
-from access_control.policy import Resource
+from access_control.policy import Resource, may_read_document_kind
 from access_control.regions import RegionTree
 from access_control.sealed import SealedGrant, SealedRequest
-from archive.documents import DocumentService
 from archive.models import Document, Household, Minor
 from core.crypto import KeyRing
 from core.errors import Gone, IntegrityFailure, InvalidInput, ServiceUnavailable
@@ -65,13 +64,12 @@ def highlight(text: str, needles: list[str], width: int = SNIPPET_CHARS) -> str 
 
 class SearchService:
     def __init__(self, *, backend: SearchBackend, analyzer: Analyzer, sources: Sources, ring: KeyRing,
-                 regions: RegionTree, documents: DocumentService):
+                 regions: RegionTree):
         self.backend = backend
         self.analyzer = analyzer
         self.sources = sources
         self.ring = ring
         self.regions = regions
-        self.documents = documents
 
     def scope(self, g: Guard) -> Scope:
         """What the caller may find, from policy: region subtree and kinds, plus sealed grants."""
@@ -79,7 +77,7 @@ class SearchService:
         if g.decide(Action.MINOR_LIST).allowed:
             kinds += list(RECORD_KINDS)
         if g.decide(Action.DOCUMENT_LIST).allowed:
-            kinds += [k.kind for k in K.KINDS.values() if set(g.actor.roles) & self.documents.readers(k)]
+            kinds += [k.kind for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
         grants = list(g.session.scalars(
             select(SealedGrant.record_id).join(SealedRequest, SealedRequest.id == SealedGrant.request_id)
             .where(SealedRequest.requester_id == g.actor.user_id, SealedRequest.status == "approved",
@@ -88,8 +86,7 @@ class SearchService:
 
     def search(self, g: Guard, *, q: str, kind: str | None, region: str | None, category: int | None,
                date_from: date | None, date_to: date | None, limit: int, cursor: str | None) -> dict[str, Any]:
-        if not g.decide(Action.SEARCH).allowed:
-            g.authorize(Action.SEARCH, Resource("search"))
+        g.require(Action.SEARCH, Resource("search"))
         q = q.strip()
         if not q:
             raise InvalidInput.one("q", "请输入要查找的内容", location="query")
@@ -98,8 +95,7 @@ class SearchService:
         if region is not None:
             if region not in self.regions:
                 raise InvalidInput.one("region", "未知的行政区划代码", location="query")
-            if not g.decide(Action.SEARCH, Resource("region", region, region)).allowed:
-                g.authorize(Action.SEARCH, Resource("region", region, region))
+            g.require(Action.SEARCH, Resource("region", region, region))
         offset = decode_int_cursor(cursor, maximum=MAX_OFFSET) or 0
         scope = self.scope(g)
         blind = self.analyzer.query(q)

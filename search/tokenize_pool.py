@@ -13,6 +13,7 @@ value before it tokenizes anything.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
@@ -23,9 +24,9 @@ from search.analyzer import Analyzer, Tokens
 _analyzer: Analyzer | None = None
 
 
-def _start(keyed_hash: Callable[[str], str], check: str) -> None:
+def _start(parent: int, keyed_hash: Callable[[str], str], check: str) -> None:
     global _analyzer
-    exit_with_parent()
+    exit_with_parent(parent)
     analyzer = Analyzer(keyed_hash)
     if analyzer.check_value() != check:
         raise RuntimeError("the worker's search key differs from the index's")
@@ -51,7 +52,7 @@ class TokenizerPool:
         self.workers = workers
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start, initargs=(analyzer.portable_hash(), analyzer.check_value()))
+            initializer=_start, initargs=(os.getpid(), analyzer.portable_hash(), analyzer.check_value()))
 
     def submit(self, texts: Sequence[list[str]]) -> list[Future[list[tuple[list[str], list[str]]]]]:
         """Starts tokenizing one batch (each item: a record's fields), split across the workers."""

@@ -154,11 +154,11 @@ def failing_blobs(rt: Runtime, *, after_write: bool) -> Iterator[None]:
 
     original = rt.blobs
     failing = FailingPut(rt.settings.blob_dir)
-    rt.blobs = rt.documents.blobs = failing
+    rt.blobs = rt.document_issuing.blobs = rt.document_reading.blobs = failing
     try:
         yield
     finally:
-        rt.blobs = rt.documents.blobs = original
+        rt.blobs = rt.document_issuing.blobs = rt.document_reading.blobs = original
 
 
 # 1. numbering --------------------------------------------------------------------------
@@ -247,14 +247,14 @@ def test_subject_moved_while_rendering_issues_nothing(client, tokens, rt, monkey
     409, no number used, and the issue's one event is an error, not 'allowed'."""
     cw = tokens["caseworker.haizhou"]
     minor_id = make_minor(client, cw)
-    render = rt.documents.pool.pdf
+    render = rt.document_issuing.pool.pdf
 
     def render_then_move(*args: Any, **kwargs: Any) -> bytes:
         pdf = render(*args, **kwargs)
         run_sql(rt, "UPDATE minors SET region_code = '320724001001' WHERE id = :id", id=minor_id)
         return pdf
 
-    monkeypatch.setattr(rt.documents.pool, "pdf", render_then_move)
+    monkeypatch.setattr(rt.document_issuing.pool, "pdf", render_then_move)
     r = client.post("/api/v1/documents", json=referral(minor_id), headers=cw)
     assert r.status_code == 409 and r.json()["error"]["details"] == {"field": "subject_id"}, r.text
     assert count(rt, "documents") == 0 and all(last == 0 for _, _, last in counter(rt))  # no number used
@@ -446,7 +446,7 @@ def test_concurrent_corrections_each_get_their_own_version(client, tokens, rt):
             g = rt.guard(s, actor)
             barrier.wait(timeout=60)
             try:
-                return rt.documents.new_version(g, doc_id, VersionRequest(
+                return rt.document_issuing.new_version(g, doc_id, VersionRequest(
                     fields=record_fields("referral_notice", contact_phone=phone), reason="更正联系电话"))
             except Exception as exc:
                 g.fail(exc)
@@ -729,7 +729,63 @@ def test_shouhu_print_of_an_empty_region_says_so(rt, settings, tmp_path):
     assert [tuple(e) for e in events] == [("error", "error:invalid_input")]
 
 
+
+# `shouhu print` run in this process: WeasyPrint leaves its colour profile file to the garbage collector.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_print_issue_refuses_an_issuer_without_a_prefix_as_issue_does(rt, client, tokens, monkeypatch, tmp_path):
+    """Batch issuing is the single issue per subject: an issuer with no number prefix is the same
+    409 (Conflict) for both, not an assertion in the batch."""
+    from typer.testing import CliRunner
+
+    import cli
+
+    village = tokens["village.haizhou"]
+    r = client.post("/api/v1/households", json=household_body(HAIZHOU_VILLAGE), headers=village)
+    assert r.status_code == 201, r.text
+    household = r.json()["id"]
+    run_sql(rt, "UPDATE orgs SET doc_prefix = NULL WHERE id = "
+                "(SELECT org_id FROM users WHERE username = 'village.haizhou')")
+    r = client.post("/api/v1/documents", headers=village, json={
+        "kind": "household_file", "subject_id": household, "fields": record_fields("household_file")})
+    assert r.status_code == 409, r.text
+    refusal = r.json()["error"]["message"]
+
+    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
+    out = tmp_path / "issued.pdf"
+    result = CliRunner().invoke(cli.app, ["print", "--kind", "household_file", "--region", HAIZHOU_VILLAGE,
+                                          "--out", str(out), "--as", "village.haizhou", "--issue"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert refusal in " ".join(result.output.split()).replace(" ", "")
+    assert not out.exists()
+    assert count(rt, "documents") == 0
+    events = run_sql(rt, "SELECT outcome, reason FROM audit_events WHERE action = :a", a="documents:batch:print")
+    assert [tuple(e) for e in events][-1] == ("error", "error:conflict")
+
 # 7. the kind registry -------------------------------------------------------------------------
+
+
+def test_who_reads_a_kind_is_decided_in_policy():
+    """Readers of a kind: its issuers, and supervisors for documents about a household, minor or
+    region (one rule in access_control.policy, used by the API, the pages, the list and search)."""
+    from access_control.identity import Actor, OrgType
+    from access_control.policy import document_kind_readers, may_correct_document, may_read_document_kind
+
+    readers = {name: document_kind_readers(kind) for name, kind in KINDS.items()}
+    assert readers["referral_notice"] == {"caseworker", "supervisor"}
+    assert readers["inspection_report"] == {"supervisor"}
+    assert readers["sealed_query_reply"] == {"custodian"}
+    assert readers["access_audit_report"] == {"auditor"}
+
+    def actor(*roles: str, org: str = "org_a") -> Actor:
+        return Actor(user_id="u", username="u", display_name="", org_id=org, org_name="", org_type=OrgType.OTHER,
+                     roles=roles, region_code="320706")
+
+    assert may_read_document_kind(actor("supervisor"), KINDS["minor_file"])
+    assert not may_read_document_kind(actor("supervisor"), KINDS["sealed_query_reply"])
+    assert not may_read_document_kind(actor("requester"), KINDS["sealed_query_reply"])  # only through a grant
+    assert may_correct_document(actor("caseworker"), KINDS["minor_file"], "org_a")
+    assert not may_correct_document(actor("caseworker"), KINDS["minor_file"], "org_b")
+    assert not may_correct_document(actor("supervisor"), KINDS["minor_file"], "org_a")
 
 
 def test_document_kinds_and_prefill(client, tokens):

@@ -721,7 +721,7 @@ def test_sealed_record_absent_from_lists_counts_search_prefill_duplicates_and_ba
                 for m in (case.minor, "mn_nonexistent000000000"))
         assert (r.status_code, r.json()) == (t.status_code, t.json()) == (422, t.json())
 
-    # Batch print: the real `shouhu print` (rt.documents.print_batch) leaves the sealed minor out of every file.
+    # Batch print: the real `shouhu print` (rt.document_batch.print_batch) leaves the sealed minor out of every file.
     env = cli_env(rt.settings.data_dir, SHOUHU_MASTER_KEY=rt.settings.master_key.get_secret_value(),
                   **({"SHOUHU_DATABASE_URL": rt.settings.database_url} if rt.settings.database_url else {}))
     for kind in ("household_file", "minor_file"):

@@ -96,7 +96,7 @@ def test_a_sealed_document_minor_or_household_costs_the_same_sql_as_an_unknown_i
     case = make_case(client, tokens, seal_by=CUST)
     # Households are not sealed through the API; the flag is honoured all the same: set it here.
     run_sql(rt, "UPDATE households SET sealed = :t WHERE id = :h", t=True, h=case.household)
-    docs = rt.documents
+    docs = rt.document_reading
     cases: list[tuple[str, str, str, Callable[[str], Callable[[Any], Any]]]] = [
         ("document", case.doc, "doc", lambda i: lambda g: docs.read(g, i)),
         ("document pdf", case.doc, "doc", lambda i: lambda g: docs.pdf(g, i)),

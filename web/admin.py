@@ -19,7 +19,6 @@ from access_control.deps import get_runtime
 from access_control.guard import Guard
 from access_control.identity import Org, OrgType, User
 from access_control.policy import Resource
-from access_control.regions import Region
 from access_control.users import UserCreate
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
 from core.keys import status as key_status
@@ -57,10 +56,7 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
 def orgs_in_scope(g: Guard) -> list[Org]:
     """The organisations below the administrator's region node (as GET /api/v1/orgs)."""
     g.authorize(Action.ORG_LIST, Resource("org", None, g.actor.region_code), commit=True)
-    path = g.policy.scope_path(g.actor)
-    return list(g.session.scalars(
-        select(Org).join(Region, Region.code == Org.region_code)
-        .where(Region.path.startswith(path, autoescape=True)).order_by(Org.region_code, Org.name)))
+    return list(g.session.scalars(g.scoped(select(Org), Org.region_code).order_by(Org.region_code, Org.name)))
 
 
 # users ------------------------------------------------------------------------------------
@@ -86,8 +82,7 @@ def _new_user_page(request: Request, g: Guard, *, status_code: int = 200, values
 
 def _require_create(g: Guard) -> None:
     resource = Resource("user", None, g.actor.region_code, existing=False)
-    if not g.decide(Action.USER_CREATE, resource).allowed:
-        g.authorize(Action.USER_CREATE, resource)
+    g.require(Action.USER_CREATE, resource)
 
 
 @router.get("/admin/users/new", response_class=HTMLResponse)

@@ -19,7 +19,7 @@ from access_control.addresses import client_address
 from access_control.audit import AuditLog
 from access_control.deps import get_runtime
 from access_control.identity import User
-from access_control.policy import Resource
+from access_control.policy import Resource, home_panel
 from access_control.sealed import SealedRequest
 from access_control.users import login as password_login
 from core.errors import LoginBusy, LoginFailed, LoginThrottled
@@ -146,18 +146,18 @@ def logout_submit(request: Request, session: PageSession, g: PageGuard) -> Respo
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, g: PageGuard) -> HTMLResponse:
     runtime = get_runtime(request)
-    roles = set(g.actor.roles)
+    panel = home_panel(g.actor)
     context: dict[str, Any] = {"stats": None, "requests": None, "audit": None, "admin": None}
-    if roles & {"caseworker", "supervisor"}:
+    if panel == "stats":
         context["stats"] = runtime.visits.statistics(g)
-    elif roles & {"requester", "custodian"}:
+    elif panel == "requests":
         context["requests"] = runtime.sealed.list(g, status=None)["items"]
-    elif "auditor" in roles:
+    elif panel == "audit":
         g.authorize(Action.AUDIT_CHECKPOINT_READ, Resource("audit_log"), commit=True)
         with runtime.db.read_session() as s:
             checkpoints = runtime.audit.checkpoints(s)
             context["audit"] = {"size": AuditLog.size(s), "checkpoint": checkpoints[-1] if checkpoints else None}
-    elif "admin" in roles:
+    elif panel == "accounts":
         g.authorize(Action.USER_LIST, Resource("user", None, g.actor.region_code), commit=True)
         context["admin"] = {
             "users": g.session.scalar(select(func.count()).select_from(User)),

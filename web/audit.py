@@ -152,16 +152,14 @@ def _subject_page(request: Request, *, status_code: int = 200, id_number: str = 
 
 @router.get("/audit/subject", response_class=HTMLResponse)
 def subject_form(request: Request, g: PageGuard) -> HTMLResponse:
-    if not g.decide(Action.AUDIT_EVENTS_READ).allowed:
-        g.authorize(Action.AUDIT_EVENTS_READ)
+    g.require(Action.AUDIT_EVENTS_READ)
     return _subject_page(request)
 
 
 @router.post("/audit/subject", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def subject_search(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
     rt = get_runtime(request)
-    if not g.decide(Action.AUDIT_EVENTS_READ).allowed:
-        g.authorize(Action.AUDIT_EVENTS_READ)
+    g.require(Action.AUDIT_EVENTS_READ)
     data = form_to_nested(form)
     typed = str(data.get("id_number", ""))[:32]
     cursor = str(data.get("cursor", ""))[:100] or None
@@ -196,8 +194,7 @@ def _verify_page(request: Request, g: Guard, *, status_code: int = 200, result: 
 
 
 def _require_verify(g: Guard) -> None:
-    if not g.decide(Action.AUDIT_VERIFY).allowed:
-        g.authorize(Action.AUDIT_VERIFY)
+    g.require(Action.AUDIT_VERIFY)
 
 
 @router.get("/audit/verify", response_class=HTMLResponse)
@@ -279,8 +276,7 @@ def checkpoint_file(request: Request, g: PageGuard, size: int) -> Response:
 @router.get("/audit/export", response_class=HTMLResponse)
 def export_page(request: Request, g: PageGuard) -> HTMLResponse:
     rt = get_runtime(request)
-    if not g.decide(Action.AUDIT_EVENTS_EXPORT).allowed:
-        g.authorize(Action.AUDIT_EVENTS_EXPORT)
+    g.require(Action.AUDIT_EVENTS_EXPORT)
     info = rt.audit_desk.checkpoints(g)
     checkpoints = info["items"]
     return page(request, "audit/export.html.j2", title="导出访问日志", public_key=info["public_key"],

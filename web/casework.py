@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
-from access_control.policy import Resource
+from access_control.policy import Resource, may_issue_document_kind, may_read_document_kind
 from access_control.regions import Level, RegionNode
 from archive import schemas as S
 from archive.visits import VisitCreate
@@ -56,8 +56,7 @@ def _rt(request: Request) -> Any:
 
 def _require_role(g: Guard, action: Action, kind: str, record_id: str | None = None) -> None:
     """A form for an action the role never grants: refuse (logged) before reading anything."""
-    if not g.decide(action).allowed:
-        g.authorize(action, Resource(kind, record_id[:64] if record_id else None))
+    g.require(action, Resource(kind, record_id[:64] if record_id else None))
 
 
 def _may(g: Guard, action: Action) -> bool:
@@ -66,7 +65,7 @@ def _may(g: Guard, action: Action) -> bool:
 
 def _issuable(g: Guard, kind: str) -> bool:
     doc = K.get(kind)
-    return doc is not None and _may(g, Action.DOCUMENT_ISSUE) and bool(set(g.actor.roles) & doc.issuer_roles)
+    return doc is not None and _may(g, Action.DOCUMENT_ISSUE) and may_issue_document_kind(g.actor, doc)
 
 
 def _region_label(rt: Any, code: str, root: str) -> str:
@@ -473,8 +472,7 @@ def safe_snippet(snippet: str) -> Markup:
 def _kind_options(rt: Any, g: Guard) -> list[tuple[str, str]]:
     options = list(RECORD_KIND_LABELS.items()) if _may(g, Action.MINOR_LIST) else []
     if _may(g, Action.DOCUMENT_LIST):
-        roles = set(g.actor.roles)
-        options += [(k.kind, k.title) for k in K.KINDS.values() if roles & rt.documents.readers(k)]
+        options += [(k.kind, k.title) for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
     return options
 
 

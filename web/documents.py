@@ -7,7 +7,8 @@ annotations), so a new kind or field needs no template work: ``str`` is an input
 ``Literal`` a select, ``bool`` a checkbox, ``list[str]`` several inputs named
 ``fields.x.0``, ``fields.x.1``…, ``list[Model]`` repeated fieldsets named
 ``fields.x.0.sub``…; labels are the fields' Chinese titles. Everything goes
-through DocumentService with the page's guard, so policy and audit apply as for
+through the document services (archive.document_issuing,
+archive.document_reading) with the page's guard, so policy and audit apply as for
 the API.
 """
 
@@ -27,8 +28,13 @@ from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
 from access_control.identity import Actor
-from access_control.policy import Resource
-from archive.documents import DocumentRequest, DocumentService, VersionRequest
+from access_control.policy import (
+    Resource,
+    may_correct_document,
+    may_issue_document_kind,
+    may_read_document_kind,
+)
+from archive.documents import DocumentRequest, VersionRequest
 from archive.documents_api import pdf_response
 from archive.models import Document, DocumentVersion
 from archive.prefill import PARTICULARS, TO_FILL
@@ -270,11 +276,11 @@ def with_unchecked(specs: list[Spec], data: dict[str, Any]) -> dict[str, Any]:
 
 
 def issuable(actor: Actor) -> list[K.DocKind]:
-    return [k for k in K.KINDS.values() if set(actor.roles) & k.issuer_roles]
+    return [k for k in K.KINDS.values() if may_issue_document_kind(actor, k)]
 
 
 def readable(actor: Actor) -> list[K.DocKind]:
-    return [k for k in K.KINDS.values() if set(actor.roles) & DocumentService.readers(k)]
+    return [k for k in K.KINDS.values() if may_read_document_kind(actor, k)]
 
 
 def _kind_or_404(name: str) -> K.DocKind:
@@ -311,7 +317,7 @@ def _statistics(request: Request, g: Guard, region: str) -> list[dict[str, Any]]
 def _prefill(request: Request, g: Guard, kind: K.DocKind, subject_id: str | None) -> dict[str, Any]:
     runtime = get_runtime(request)
     if kind.subject in ("household", "minor") and subject_id:
-        return dict(runtime.documents.prefill(g, kind.kind, subject_id)["fields"])
+        return dict(runtime.document_issuing.prefill(g, kind.kind, subject_id)["fields"])
     if kind.kind == "inspection_report":
         return {"statistics": _statistics(request, g, subject_id or g.actor.region_code)}
     return {}
@@ -365,8 +371,8 @@ def document_list(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     runtime = get_runtime(request)
-    page = runtime.documents.list(g, kind=kind or None, subject_id=subject_id or None, region=None,
-                                  limit=PAGE_SIZE, cursor=cursor or None)
+    page = runtime.document_reading.page(g, kind=kind or None, subject_id=subject_id or None, region=None,
+                                          limit=PAGE_SIZE, cursor=cursor or None)
     return render(request, "documents/list.html.j2", title="公文", items=page["items"],
                   next_cursor=page["next_cursor"], kind=kind or "", subject_id=subject_id or "",
                   cursor=cursor or "", kinds=readable(g.actor), can_issue=bool(issuable(g.actor)))
@@ -422,7 +428,7 @@ def document_preview(request: Request, g: PageGuard, form: FormDep) -> Response:
     kind = _kind_or_404(kind_name)  # the service decides who may issue it
     fields = with_unchecked(form_spec(kind.schema), fields)
     try:
-        pdf = get_runtime(request).documents.preview(g, _document_request(kind, subject_id, fields))
+        pdf = get_runtime(request).document_issuing.preview(g, _document_request(kind, subject_id, fields))
     except (InvalidInput, Conflict) as exc:
         return _failed(request, g, exc, kind, subject_id, fields)
     return pdf_response(pdf, "preview.pdf")
@@ -434,7 +440,7 @@ def document_issue(request: Request, g: PageGuard, form: FormDep) -> Response:
     kind = _kind_or_404(kind_name)  # the service decides who may issue it
     fields = with_unchecked(form_spec(kind.schema), fields)
     try:
-        issued = get_runtime(request).documents.issue(g, _document_request(kind, subject_id, fields))
+        issued = get_runtime(request).document_issuing.issue(g, _document_request(kind, subject_id, fields))
     except (InvalidInput, Conflict) as exc:
         return _failed(request, g, exc, kind, subject_id, fields)
     return RedirectResponse(f"/documents/{issued.id}?issued=1", status_code=303)
@@ -444,14 +450,14 @@ def document_issue(request: Request, g: PageGuard, form: FormDep) -> Response:
 
 
 def _may_correct(g: Guard, kind: K.DocKind, issuer_org_id: str) -> bool:
-    return bool(set(g.actor.roles) & kind.issuer_roles) and g.actor.org_id == issuer_org_id
+    return may_correct_document(g.actor, kind, issuer_org_id)
 
 
 def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, Any] | None = None,
                  errors: dict[str, str] | None = None, reason: str = "", status_code: int = 200,
                  notice: str = "") -> HTMLResponse:
     runtime = get_runtime(request)
-    doc = runtime.documents.read(g, doc_id)
+    doc = runtime.document_reading.read(g, doc_id)
     kind = K.KINDS[doc.kind]
     correction = None
     if _may_correct(g, kind, doc.issuer["org_id"]):
@@ -461,7 +467,7 @@ def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, A
                 version = g.session.get(DocumentVersion, (row.id, row.current_version))
                 if version is None:
                     raise RuntimeError("a document's current version row is missing")
-                values = runtime.documents.fields_of(g, row, version)
+                values = runtime.document_reading.fields_of(g, row, version)
             view = FormView(errors or {})
             widgets = view.widgets(form_spec(kind.schema), values)
             correction = {"widgets": widgets, "reason": reason, "open": bool(errors),
@@ -471,7 +477,7 @@ def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, A
     current = next(v for v in doc.versions if v.version == doc.version)
     return render(request, "documents/detail.html.j2", status_code=status_code, title=doc.doc_number, doc=doc,
                   kind=kind, current=current, correction=correction, notice=notice, problem=problem,
-                  verify_base=f"{runtime.documents.base_url}/api/v1/verify/",
+                  verify_base=f"{runtime.settings.public_base_url.rstrip('/')}/api/v1/verify/",
                   retention=K.RETENTION[kind.retention], subject_label=SUBJECT_LABELS[kind.subject])
 
 
@@ -490,7 +496,7 @@ def document_pdf(
     request: Request, g: PageGuard, doc_id: str,
     version: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> Response:
-    data, v = get_runtime(request).documents.pdf(g, doc_id[:64], version)
+    data, v = get_runtime(request).document_reading.pdf(g, doc_id[:64], version)
     return pdf_response(data, f"{doc_id[:64]}-v{v.version}.pdf", sha256=sha256_hex(data))
 
 
@@ -510,7 +516,7 @@ def document_correct(request: Request, g: PageGuard, form: FormDep, doc_id: str)
             body = VersionRequest.model_validate({"fields": fields, **({"reason": reason} if reason else {})})
         except ValidationError as exc:
             raise InvalidInput([{"field": e["field"], "message": e["message"]} for e in _errors(exc)]) from None
-        issued = runtime.documents.new_version(g, doc_id, body)
+        issued = runtime.document_issuing.new_version(g, doc_id, body)
     except (InvalidInput, Conflict) as exc:
         g.fail(exc)
         errors = errors_by_field(exc, prefix="fields.")

@@ -21,23 +21,24 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from access_control.identity import Actor
+from access_control.policy import sees_page
 from core.errors import InvalidInput, ShouhuError, field_errors
 from doc_templates.kinds import CATEGORY_LABELS, CATEGORY_SHORT
 
 HERE = Path(__file__).resolve().parent
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
-# (path, label, roles that see the entry)
-NAV: list[tuple[str, str, set[str]]] = [
-    ("/", "首页", {"caseworker", "supervisor", "requester", "custodian", "auditor", "admin"}),
-    ("/households", "家庭档案", {"caseworker", "supervisor"}),
-    ("/minors", "未成年人", {"caseworker", "supervisor"}),
-    ("/documents", "公文", {"caseworker", "supervisor", "custodian", "auditor"}),
-    ("/search", "检索", {"caseworker", "supervisor", "custodian", "requester"}),
-    ("/statistics", "督查统计", {"caseworker", "supervisor"}),
-    ("/sealed", "封存记录查询", {"requester", "custodian"}),
-    ("/audit", "访问日志", {"auditor"}),
-    ("/admin", "系统管理", {"admin"}),
+# (path, label); who sees each entry is access_control.policy.PAGE_ROLES
+NAV: list[tuple[str, str]] = [
+    ("/", "首页"),
+    ("/households", "家庭档案"),
+    ("/minors", "未成年人"),
+    ("/documents", "公文"),
+    ("/search", "检索"),
+    ("/statistics", "督查统计"),
+    ("/sealed", "封存记录查询"),
+    ("/audit", "访问日志"),
+    ("/admin", "系统管理"),
 ]
 
 ROLE_NAMES = {"caseworker": "专干", "supervisor": "督导", "requester": "查询申请人", "custodian": "封存记录保管人",
@@ -76,8 +77,7 @@ env.globals.update(category_labels=CATEGORY_LABELS, category_short=CATEGORY_SHOR
 def nav_for(actor: Actor | None) -> list[tuple[str, str]]:
     if actor is None:
         return []
-    roles = set(actor.roles)
-    return [(path, label) for path, label, who in NAV if roles & who]
+    return [(path, label) for path, label in NAV if sees_page(actor, path)]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -2,7 +2,7 @@
 sealing and unsealing, grants and their stamped PDFs, reply letters, the disclosure register.
 
 Every page calls the same services as the API (``rt.sealed``, ``rt.sealing``,
-``rt.documents``) with the signed-in user's guard, so policy and audit apply
+``rt.document_reading``) with the signed-in user's guard, so policy and audit apply
 unchanged. Nothing personal goes into a URL: application ids and record ids only.
 """
 
@@ -21,7 +21,7 @@ from access_control.actions import Action
 from access_control.deps import get_runtime
 from access_control.guard import Guard
 from access_control.identity import Org, User
-from access_control.policy import Resource
+from access_control.policy import Resource, is_custodian
 from access_control.sealed import Decision, Revocation, SealedRequestCreate
 from archive.documents_api import pdf_response
 from archive.sealing import UNSEAL_CAUSES, SealBody, UnsealBody
@@ -57,8 +57,7 @@ def refused_outright(exc: ShouhuError) -> bool:
 
 def require(g: Guard, action: Action, resource: Resource) -> None:
     """A form page for an action the user may not take: refused (and logged) like the action."""
-    if not g.decide(action, resource).allowed:
-        g.authorize(action, resource)
+    g.require(action, resource)
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -100,7 +99,7 @@ def sealed_list(request: Request, g: PageGuard, status: str | None = None) -> HT
     rt = get_runtime(request)
     status = status if status in STATUS_NAMES else None
     items = rt.sealed.list(g, status=status)["items"]
-    custodian = "custodian" in g.actor.roles
+    custodian = is_custodian(g.actor)
     org_ids = {i["requester_org_id"] for i in items if "requester_org_id" in i}
     orgs = {o.id: o.name for o in g.session.scalars(select(Org).where(Org.id.in_(org_ids)))} if org_ids else {}
     return page(request, "sealed/list.html.j2", title="封存记录查询", custodian=custodian, orgs=orgs,
@@ -266,7 +265,7 @@ def _detail(request: Request, g: Guard, rid: str, *, status_code: int = 200, err
         org_row = g.session.get(Org, req["requester_org_id"])
         requester = user.display_name if user else req["requester_id"]
         org = org_row.name if org_row else req["requester_org_id"]
-    custodian = "custodian" in g.actor.roles
+    custodian = is_custodian(g.actor)
     return page(
         request, "sealed/detail.html.j2", status_code=status_code, title=f"申请 {req['id']}",
         req=with_deadline(req, g.now), full=full, own=own, granted=granted, requester=requester, org=org,
@@ -342,5 +341,5 @@ def reply_pdf(request: Request, g: PageGuard, rid: str) -> Response:
 def granted_pdf(request: Request, g: PageGuard, rid: str, doc_id: str) -> Response:
     """A granted record, stamped for its requester (the copy enters the disclosure register)."""
     rt = get_runtime(request)
-    data, v = rt.documents.pdf(g, doc_id)
+    data, v = rt.document_reading.pdf(g, doc_id)
     return pdf_response(data, f"{doc_id}-v{v.version}.pdf", sha256=sha256_hex(data))
