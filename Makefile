@@ -37,7 +37,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not serial" && $(BIN)/python -m pytest -m serial
 
 # The browser tests, writing their screenshots into docs/screenshots (with its README).
 screenshots: install

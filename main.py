@@ -268,7 +268,7 @@ class CheckpointSchedule:
             self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self.rt.clock.wait(self._stop, self.interval):  # the runtime clock: tests advance it
             try:
                 cp = self.rt.checkpoint_now()
                 if cp:

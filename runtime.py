@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ from archive.records import Archive
 from archive.sealing import Sealing
 from archive.visits import Visits
 from core import crypto
-from core.db import Database, new_id, utcnow
+from core.clock import Clock, as_clock
+from core.db import Database, new_id
 from core.keys import DbKekStore, KeyEncryptionKey, Vault, create_kek
 from core.ratelimit import RateLimiter
 from core.settings import ConfigError, Settings, read_secret_file, write_key_file
@@ -76,7 +77,8 @@ def migrate_database(db: Database, revision: str, *, down: bool = False) -> None
     sqlite = db.dialect == "sqlite"
     with db.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
-        assert raw is not None
+        if raw is None:
+            raise RuntimeError("the migration connection has no DB-API connection")
         if sqlite:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
@@ -112,9 +114,10 @@ class Runtime:
     settings: Settings
     db: Database
     ring: crypto.KeyRing
-    clock: Callable[[], datetime] = field(default=utcnow)
+    initial_clock: InitVar[Clock | Callable[[], datetime] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, initial_clock: Clock | Callable[[], datetime] | None) -> None:
+        self.clock = initial_clock  # type: ignore[assignment]  # the setter makes it a Clock
         s = self.settings
         self.vault = Vault(self.ring)
         self.regions = RegionTree()
@@ -153,6 +156,16 @@ class Runtime:
         self._live: LiveIndex | None = None
         self._indexer: Indexer | None = None
         self._search: SearchService | None = None
+
+    @property
+    def clock(self) -> Clock:
+        """The one clock every time rule reads; ``rt.clock()`` is the aware UTC time now."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, value: Clock | Callable[[], datetime] | None) -> None:
+        # Tests pin the time with a plain ``lambda: when`` too: that keeps its time, real waits.
+        self._clock = as_clock(value)
 
     # Search is opened on first use: most CLI commands never touch the index.
     @property
@@ -204,7 +217,7 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, *, require_schema: bool = True,
-             clock: Callable[[], datetime] = utcnow) -> Runtime:
+             clock: Clock | Callable[[], datetime] | None = None) -> Runtime:
         """Build the services; refuse (ConfigError) without a usable master key or database."""
         keep_files_private(settings)
         master = settings.master_key_bytes
@@ -215,7 +228,7 @@ class Runtime:
             store=DbKekStore(db),
             refresh_seconds=settings.keyring_refresh_seconds,
         )
-        rt = cls(settings=settings, db=db, ring=ring, clock=clock)
+        rt = cls(settings=settings, db=db, ring=ring, initial_clock=clock)
         if require_schema:
             if not db.has_schema():
                 raise ConfigError(

@@ -91,7 +91,8 @@ def logout(g: GuardDep, runtime: RuntimeDep, token: BearerToken) -> None:
 def me(g: GuardDep) -> Me:
     g.authorize(Action.ME_READ, Resource("user", g.actor.user_id), commit=True)
     user = g.session.get(User, g.actor.user_id)
-    assert user is not None
+    if user is None:
+        raise RuntimeError("the signed-in user's row is gone")
     a = g.actor
     return Me(id=a.user_id, username=a.username, name=a.display_name,
               org=MeOrg(id=a.org_id, name=a.org_name, type=a.org_type), roles=list(a.roles),

@@ -130,7 +130,8 @@ class AuditDesk:
 
     def public_key(self) -> dict[str, Any]:
         signer = self.log.signer
-        assert signer is not None
+        if signer is None:
+            raise RuntimeError("no audit signing key loaded")
         return {"algorithm": "Ed25519", "key_id": signer.key_id, "public_key": signer.public_key.hex(),
                 "pem": signer.public_pem()}
 

@@ -174,7 +174,8 @@ class Guard:
         events stay deferred (appended at ``commit``); loaded rows expire and are read
         again by the next statement, in a new transaction.
         """
-        assert not self._pending and not self._undo, "release() after a write"
+        if self._pending or self._undo:
+            raise RuntimeError("release() after a write")
         self.session.rollback()
         # What follows the slow work is the write (a request that committed earlier, e.g. a
         # reply that then issues its letter, has gone back to reading: begin writing again).

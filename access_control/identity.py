@@ -245,7 +245,8 @@ def issue_token(session: Session, ring: KeyRing, user: User, *, now: datetime, t
 
 def actor_for(session: Session, user: User) -> Actor:
     org = session.get(Org, user.org_id)
-    assert org is not None
+    if org is None:
+        raise RuntimeError("a user's organisation row is missing")
     return Actor(
         user_id=user.id,
         username=user.username,

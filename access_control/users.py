@@ -140,7 +140,8 @@ def pending_grant(session: Session, user_id: str) -> RoleGrant | None:
 def user_public(session: Session, user: User, grant: RoleGrant | None | bool = True) -> UserPublic:
     """``grant``: the user's pending grant if known (None: none), or True to look it up."""
     org = session.get(Org, user.org_id)
-    assert org is not None
+    if org is None:
+        raise RuntimeError("a user's organisation row is missing")
     if grant is True:
         grant = pending_grant(session, user.id)
     return UserPublic(
@@ -187,7 +188,8 @@ def decide_grant(session: Session, grant: RoleGrant, *, approve: bool, decider: 
         return False
     session.refresh(grant)
     user = session.get(User, grant.user_id)
-    assert user is not None
+    if user is None:
+        raise RuntimeError("a role grant's user row is missing")
     if approve:
         user.roles = list(grant.roles)
         user.pending_approval = False
@@ -290,7 +292,8 @@ class UserAdmin:
         action = Action.USER_CHANGE_ROLES
         user = self._visible_user(g, user_id, action, authorize=False)
         org = g.session.get(Org, user.org_id)
-        assert org is not None
+        if org is None:
+            raise RuntimeError("a user's organisation row is missing")
         roles = sorted({r.value for r in data.roles})
         details: dict[str, object] = {"roles": roles, "before": sorted(user.roles)}
         if problem := roles_problem(org, roles):
@@ -349,7 +352,8 @@ class UserAdmin:
         """Change the caller's password; every other session of theirs ends (the one that
         changed it, ``keep_token_hash``, continues). Returns how many sessions ended."""
         user = g.session.get(User, g.actor.user_id)
-        assert user is not None
+        if user is None:
+            raise RuntimeError("the signed-in user's row is gone")
         self.check_password(new, "new_password", context=(user.username, user.display_name))
         if not self.passwords.verify(user.password_hash, current):
             # A refused credential check is a decision too: log it like a failed sign-in.
@@ -396,7 +400,8 @@ class UserAdmin:
         g.authorize(action, Resource("role_grant", grant.id, user.region_code, grant_requested_by=grant.requested_by,
                                      grant_user_id=grant.user_id), details=details)
         org = g.session.get(Org, user.org_id)
-        assert org is not None
+        if org is None:
+            raise RuntimeError("a user's organisation row is missing")
         if approve and (problem := roles_problem(org, list(grant.roles))):
             raise InvalidInput.one("roles", problem.message)  # the table changed since the request
         if not decide_grant(g.session, grant, approve=approve, decider=g.actor, now=g.now):

@@ -56,7 +56,8 @@ class DocumentBatch:
                     details={"kind": kind.kind})
         model = Household if kind.subject == "household" else Minor
         node = self.regions.get(region)
-        assert node is not None
+        if node is None:
+            raise RuntimeError("a region checked above is not in the tree")
         rows = list(g.session.scalars(
             select(model).join(Region, Region.code == model.region_code)
             .where(Region.path.startswith(node.path, autoescape=True), model.sealed.is_(False))

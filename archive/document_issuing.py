@@ -93,7 +93,8 @@ class DocumentIssuing:
 
     def check_printable(self, g: Guard, kind: K.DocKind, org: Org, fields: BaseModel) -> None:
         """Refuse fields (or an issuer's name) the fonts cannot print, with a number of the issuer's form."""
-        assert org.doc_prefix is not None
+        if org.doc_prefix is None:
+            raise RuntimeError("the issuer has no document number prefix (issuer() refuses that)")
         year = g.now.astimezone(LOCAL_TZ).year
         self.basis.check_glyphs(fields, self.basis.meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1),
                                                         None))
@@ -229,7 +230,8 @@ class DocumentIssuing:
                 raise NotFound()
             b.prevalidate(kind, req.fields)
             org = g.session.get(Org, doc.issuer_org_id)
-            assert org is not None
+            if org is None:
+                raise RuntimeError("a document's issuing organisation row is missing")
             if org.id != g.actor.org_id:
                 raise Conflict("只有发文单位可以更正本公文。", details={"field": "issuer"})
             subject = b.subject(g, kind, doc.subject_id, Action.DOCUMENT_CORRECT) \

@@ -96,7 +96,8 @@ class DocumentReading:
                     Document.sealed.is_(False), Document.kind.in_(readable)))
         if region:
             node = self.regions.get(region)
-            assert node is not None
+            if node is None:
+                raise RuntimeError("a region checked above is not in the tree")
             q = q.where(Region.path.startswith(node.path, autoescape=True))
         if kind:
             q = q.where(Document.kind == kind)

@@ -41,7 +41,8 @@ class DocumentVerification:
             known = doc is not None and not doc.sealed and v is not None
             matches = None if sha256 is None or v is None else sha256.lower() == v.sha256
             if known:
-                assert doc is not None and v is not None
+                if doc is None or v is None:
+                    raise RuntimeError("a known document without its row or version")
                 org = s.get(Org, doc.issuer_org_id)
                 kind = K.get(doc.kind)
                 answer = {

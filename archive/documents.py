@@ -164,10 +164,12 @@ def load_document(g: Guard, doc_id: str, action: Action, *, read: bool
         if not g.decide(action, probe).allowed:
             g.not_found(action, "document", doc_id)
     doc = g.session.get(Document, doc_id)
-    assert doc is not None and kind is not None
+    if doc is None or kind is None:
+        raise RuntimeError("the authorized document row or its kind is gone")
     if doc.sealed:
         grant = g.session.get(SealedRequest, grant_of)
-        assert grant is not None
+        if grant is None:
+            raise RuntimeError("the sealed-record grant row is gone")
         # The grant's case: the basis's code and the case number's keyed hash, never the number.
         g.authorize(action, Resource("document", doc.id, doc.region_code, sealed=True, grant=grant.id),
                     subjects=list(doc.subject_hashes or []) + ([grant.case_number_hash]
@@ -256,15 +258,18 @@ class DocumentBasis:
         today = g.now.astimezone(LOCAL_TZ).date()
         if subject.kind == "household":
             hh = g.session.get(Household, subject.id)
-            assert hh is not None
+            if hh is None:
+                raise RuntimeError("the authorized household row is gone")
             minors = [g.session.get(Minor, mid) for mid in subject.listed]
             return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
                             household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
                             minors=[self.archive.minor_view(g, m).model_dump(mode="json") for m in minors if m])
         mn = g.session.get(Minor, subject.id)
-        assert mn is not None
+        if mn is None:
+            raise RuntimeError("the authorized minor row is gone")
         hh = g.session.get(Household, mn.household_id)
-        assert hh is not None
+        if hh is None:
+            raise RuntimeError("a minor's household row is missing")
         return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
                         household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
                         minor=self.archive.minor_view(g, mn).model_dump(mode="json"))

@@ -29,7 +29,8 @@ def format_number(prefix: str, year: int, serial: int) -> str:
 
 def peek(session: Session, *, issuer: Org, year: int) -> tuple[int, str]:
     """The serial ``allocate`` would give now, without locking or taking it."""
-    assert issuer.doc_prefix
+    if not issuer.doc_prefix:
+        raise ValueError("the issuer has no document number prefix")
     last = session.scalar(
         select(NumberCounter.last_serial).where(NumberCounter.issuer_org_id == issuer.id, NumberCounter.year == year)
     )
@@ -39,7 +40,8 @@ def peek(session: Session, *, issuer: Org, year: int) -> tuple[int, str]:
 
 def allocate(session: Session, *, issuer: Org, year: int) -> tuple[int, str]:
     """The next serial for ``issuer`` in ``year``, locked until the caller commits or rolls back."""
-    assert issuer.doc_prefix
+    if not issuer.doc_prefix:
+        raise ValueError("the issuer has no document number prefix")
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert(NumberCounter)

@@ -99,7 +99,8 @@ class Archive:
         )
         if region:
             node = self.regions.get(region)
-            assert node is not None
+            if node is None:
+                raise RuntimeError("a region checked by the caller is not in the tree")
             query = query.where(Region.path.startswith(node.path, autoescape=True))
         return query
 

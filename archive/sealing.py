@@ -63,7 +63,8 @@ UNSEAL_CAUSES: dict[str, str] = {
     "other_statutory": "法律规定的其他解除封存情形",
 }
 UnsealCause = Literal["new_crime", "undiscovered_crime", "retrial", "other_statutory"]
-assert set(get_args(UnsealCause)) == set(UNSEAL_CAUSES)
+if set(get_args(UnsealCause)) != set(UNSEAL_CAUSES):
+    raise RuntimeError("UnsealCause and UNSEAL_CAUSES name different causes")
 
 
 class UnsealBody(BaseModel):
@@ -229,7 +230,8 @@ class Sealing:
         old_blobs: list[str] = []
         for doc_id, minor_id in first.items():
             doc, reg = g.session.get(Document, doc_id), g.session.get(SealedRecord, minor_id)
-            assert doc is not None and reg is not None
+            if doc is None or reg is None:
+                raise RuntimeError("a sealed document or its sealed record row is missing")
             body = SealBody.model_construct(legal_basis=reg.legal_basis,
                                             case_number=self.seal_case(g.session, reg).get("case_number"))
             old_blobs += self._reseal_document(g, doc, sealed=True)
@@ -413,7 +415,8 @@ class Sealing:
         issued = self.issuing.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
         g.begin_write()  # the issue committed: the request's session reads again until told to write
         req = g.session.get(SealedRequest, rid)
-        assert req is not None
+        if req is None:
+            raise RuntimeError("the sealed-record request row is gone")
         req.reply_document_id = issued.id
         g.commit()
         return issued
@@ -424,9 +427,11 @@ class Sealing:
             raise NotFound("尚未出具告知书。")  # logged in place of the 'allowed' event (Guard.fail)
         g.commit()
         doc = g.session.get(Document, req.reply_document_id)
-        assert doc is not None
+        if doc is None:
+            raise RuntimeError("the reply document row is missing")
         v = g.session.get(DocumentVersion, (doc.id, doc.current_version))
-        assert v is not None
+        if v is None:
+            raise RuntimeError("the reply document's current version is missing")
         return self.reading.open_version(g, doc, v), v
 
     def granted(self, g: Guard, rid: str) -> dict[str, Any]:

@@ -87,7 +87,8 @@ class Visits:
             raise InvalidInput.one("region", "未知的行政区划代码", location="query")
         g.authorize(Action.STATS_READ, Resource("region", root, root), filters={"region": root}, commit=True)
         node = self.regions.get(root)
-        assert node is not None
+        if node is None:
+            raise RuntimeError("a region checked above is not in the tree")
         children = self.regions.children(root) or [node]
         q = (select(Region.path, MinorCategory.category, func.count(func.distinct(Minor.id)))
              .join(Minor, Minor.region_code == Region.code)

@@ -121,7 +121,8 @@ def users_set_roles(
         with op.change() as g:
             user = _operator_target(op, g, action, username)
             org_row = g.session.get(Org, user.org_id)
-            assert org_row is not None
+            if org_row is None:
+                raise RuntimeError("a user's organisation row is missing")
             details: dict[str, object] = {"roles": roles, "before": sorted(user.roles)}
             if problem := roles_problem(org_row, roles):
                 raise op.deny(g, action, problem.message, kind="user", rid=user.id, reason=problem.rule,

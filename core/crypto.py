@@ -326,7 +326,8 @@ class KeyRing:
         )
 
     def _unwrap_kek(self, rec: KekRecord) -> bytes:
-        assert rec.wrapped is not None
+        if rec.wrapped is None:
+            raise RuntimeError("a retired KEK (no wrapped key) cannot be unwrapped")
         head = parse_header(rec.wrapped)
         return open_envelope(
             self._kek_wrap_key(head.suite),

@@ -59,10 +59,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_id(prefix: str) -> str:
     """An opaque id: a type prefix and 20 random base32 characters (100 bits)."""
     alphabet = "abcdefghijkmnpqrstuvwxyz23456789"

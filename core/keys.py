@@ -20,7 +20,8 @@ from sqlalchemy import ForeignKey, LargeBinary, String, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import crypto
-from core.db import Base, Database, UTCDateTime, new_id, utcnow
+from core.clock import utcnow
+from core.db import Base, Database, UTCDateTime, new_id
 from core.errors import Gone, IntegrityFailure
 
 SEALED_DEK = "sealed-dek"
@@ -132,7 +133,8 @@ def rotate(
             if not rows:
                 break
             for row in rows:
-                assert row.wrapped is not None
+                if row.wrapped is None:
+                    raise RuntimeError("a data key selected as wrapped has no wrapped key")
                 w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=new_kek,
                                 purpose=row.purpose)
                 row.kek_id, row.wrapped = w.kek_id, w.wrapped
@@ -179,7 +181,8 @@ def retire(db: Database, ring: crypto.KeyRing, kek_id: str, *,
         for row in s.scalars(
             select(DataKey).where(DataKey.kek_id == kek_id, DataKey.wrapped.is_not(None))
         ):
-            assert row.wrapped is not None
+            if row.wrapped is None:
+                raise RuntimeError("a data key selected as wrapped has no wrapped key")
             w = ring.rewrap(crypto.WrappedKey(row.kek_id, row.wrapped), dek_id=row.id, to_kek=current,
                         purpose=row.purpose)
             row.kek_id, row.wrapped = w.kek_id, w.wrapped

@@ -34,7 +34,8 @@ def _start(parent: int, keyed_hash: Callable[[str], str], check: str) -> None:
 
 
 def _tokenize(texts: list[list[str]]) -> list[tuple[list[str], list[str]]]:
-    assert _analyzer is not None, "worker not started"
+    if _analyzer is None:
+        raise RuntimeError("worker not started")
     out = []
     for parts in texts:
         t = _analyzer.text_tokens(parts)

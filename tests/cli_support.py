@@ -24,7 +24,7 @@ import httpx2 as httpx
 import psycopg
 import pytest
 from click.testing import Result
-from conftest import DEMO_PASSWORD, postgres_admin_url, sqlalchemy_url
+from conftest import DEMO_PASSWORD, WORKER, postgres_admin_url, sqlalchemy_url
 from conftest import login as login  # re-exported: tests sign in to a served archive with it
 from typer.testing import CliRunner
 
@@ -171,7 +171,7 @@ def sqlite_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
     admin = postgres_admin_url()
-    name = f"shouhu_cli_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"shouhu_cli_{WORKER}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

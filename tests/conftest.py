@@ -1,9 +1,9 @@
 """Shared fixtures: every archive test runs on SQLite and on PostgreSQL.
 
-Migrations run once per backend and test session. Each test then gets a clean
-database (a copy of the migrated SQLite file, or truncated PostgreSQL tables in
-a database of this run's own), its own random master key, a fresh KEK and the
-demo region tree, orgs and users.
+Migrations run once per backend and test session (with pytest-xdist, once per
+worker). Each test then gets a clean database (a copy of the migrated SQLite
+file, or truncated PostgreSQL tables in a database of this worker's own), its
+own random master key, a fresh KEK and the demo region tree, orgs and users.
 """
 
 from __future__ import annotations
@@ -35,8 +35,36 @@ for _name in list(os.environ):
     if _name.startswith("SHOUHU_") and _name not in ("SHOUHU_TEST_POSTGRES_URL",):
         del os.environ[_name]
 
+# The pytest-xdist worker this process is ("gw0", "gw1", ...; "main" without xdist): it names the
+# PostgreSQL databases this process creates, so parallel workers never share one.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
 DEMO_PASSWORD = "test-password-123"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+
+
+# Parallel runs. `make test` runs the suite in two passes: everything not marked `serial` on one
+# pytest-xdist worker per core (`--dist loadgroup`), then the `serial` tests alone, one at a time.
+# `serial`: tests that time themselves or load the machine (benches, stall and latency checks, load
+# against a real server), whose answers would depend on what the other workers do meanwhile.
+# A test that uses a module-scoped fixture joins its file's xdist group, so the fixture is built once.
+SERIAL_FILES = {"test_no_stall.py", "test_make_run.py", "test_bench_smoke.py", "test_bench_audit_smoke.py",
+                "test_bench_documents_smoke.py", "test_bench_load_smoke.py", "test_bench_search_smoke.py"}
+SERIAL_TESTS = {
+    "test_indistinguishable_sealed_record_and_no_record",  # answer timing, sealed vs no record
+    "test_fifty_concurrent_issues_get_numbers_one_to_fifty_once",  # 50 issues at once: 503 when starved
+    "test_healthz_answers_while_documents_render",  # latency while rendering
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_FILES or getattr(item, "originalname", None) in SERIAL_TESTS:
+            item.add_marker(pytest.mark.serial)
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def postgres_admin_url() -> str:
@@ -101,7 +129,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield Backend("sqlite", template=folder / "shouhu.db")
         return
     admin = postgres_admin_url()
-    name = f"shouhu_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"shouhu_test_{WORKER}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = admin.rpartition("/")

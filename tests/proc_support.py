@@ -28,6 +28,12 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"  # a zombie has exited; only its reaping is left
 
 
+def cpu_ticks(pid: int) -> int:
+    """The CPU time ``pid`` has used, user and system, in clock ticks; 0 if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12]) if fields is not None else 0
+
+
 def maps(pid: int) -> str:
     """The files mapped into ``pid`` (shared libraries included); empty if it is gone."""
     try:

@@ -15,26 +15,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from access_control.identity import Token
+from core.clock import ManualClock
 from runtime import Runtime
 
 T0 = datetime(2031, 5, 20, 8, 0, tzinfo=UTC)
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-def pin_clock(rt: Runtime, start: datetime = T0) -> Clock:
-    clock = Clock(start)
+def pin_clock(rt: Runtime, start: datetime = T0) -> ManualClock:
+    clock = ManualClock(start)
     rt.clock = clock
     return clock
 

@@ -30,19 +30,12 @@ from conftest import DEMO_PASSWORD, run_sql, seed_world, sign_in, web_login
 from fastapi.testclient import TestClient
 
 from access_control.addresses import client_address
+from core.clock import ManualClock
 from main import create_app
 from runtime import Runtime
 
 T0 = datetime(2031, 5, 20, 8, 0, tzinfo=UTC)
 USER = "caseworker.haizhou"
-
-
-class Clock:
-    def __init__(self, start: datetime):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @contextmanager
@@ -199,7 +192,7 @@ def test_hashing_is_bounded_under_a_flood_with_real_argon2_cost(served_archive, 
 
 def test_lockout_answers_429_with_the_seconds_left(settings):
     with configured(settings) as (rt, client):
-        clock = Clock(T0)
+        clock = ManualClock(T0)
         rt.clock = clock
         limit, lockout = rt.settings.login_max_failures, rt.settings.login_lockout_seconds
         for _ in range(limit):
@@ -207,16 +200,16 @@ def test_lockout_answers_429_with_the_seconds_left(settings):
         r = sign_in(client, USER)
         assert r.status_code == 429 and r.headers["retry-after"] == str(lockout)
         assert r.json()["error"]["details"] == {"retry_after": lockout}
-        clock.now += timedelta(seconds=100)
+        clock.advance(seconds=100)
         assert sign_in(client, USER).headers["retry-after"] == str(lockout - 100)
-        clock.now = T0 + timedelta(seconds=lockout)
+        clock.set(T0 + timedelta(seconds=lockout))
         assert sign_in(client, USER).status_code == 200
 
 
 def test_per_address_limit_spares_the_accounts_and_trusts_only_listed_proxies(settings):
     with configured(settings, peer=("10.0.0.1", 4000), login_max_failures_per_address=4,
                     trusted_proxies="10.0.0.1") as (rt, proxy):
-        rt.clock = Clock(T0)
+        rt.clock = ManualClock(T0)
         # Behind the trusted proxy, the forwarded address is the client.
         for i in range(4):
             r = sign_in(proxy, f"spray.{i}", "Spring2031!", headers={"X-Forwarded-For": "198.51.100.9, 203.0.113.5"})
@@ -249,7 +242,7 @@ def test_client_address_ignores_forwarded_for_from_untrusted_peers():
 
 def test_a_busy_hasher_refuses_at_once_without_counting_a_failure(settings):
     with configured(settings, password_hash_concurrency=1, password_hash_wait_seconds=0.05) as (rt, client):
-        rt.clock = Clock(T0)
+        rt.clock = ManualClock(T0)
         slots = rt.passwords._slots
         assert slots.acquire(timeout=1)  # every hashing slot taken
         try:

@@ -90,7 +90,8 @@ def create_user(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
     values["roles"] = [r for r in data.get("roles", []) if isinstance(r, str)]
     try:
         body = validate(UserCreate, {**values, "roles": values["roles"]})
-        assert isinstance(body, UserCreate)
+        if not isinstance(body, UserCreate):
+            raise TypeError("validate() returned no UserCreate")
         created = rt.users.create(g, body)
     except (InvalidInput, Conflict, Forbidden, NotFound) as exc:
         errors = failed(g, exc)

@@ -124,7 +124,8 @@ def _check(model: type[BaseModel], data: dict[str, Any], *, required: tuple[str,
     problems += [{"field": f, "message": "必填字段"} for f in required if f not in data and f not in named]
     if problems:
         raise InvalidInput([{**p, "field": _rename(p["field"], rename or {})} for p in problems])
-    assert model_obj is not None
+    if model_obj is None:
+        raise RuntimeError("the form validated without a model")
     return model_obj
 
 

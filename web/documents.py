@@ -219,7 +219,8 @@ class FormView:
 
     def widget(self, spec: Spec, value: Any, path: str, *, in_use: bool) -> dict[str, Any]:
         if spec.widget == "list":
-            assert spec.item is not None
+            if spec.item is None:
+                raise RuntimeError("a list widget without an item spec")
             items = value if isinstance(value, list) else []
             count = self._count(spec, len(items), extra=2)
             labels = spec.item_labels or []
@@ -464,7 +465,8 @@ def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, A
         if row is not None and not row.sealed:
             if values is None:
                 version = g.session.get(DocumentVersion, (row.id, row.current_version))
-                assert version is not None
+                if version is None:
+                    raise RuntimeError("a document's current version row is missing")
                 values = runtime.document_reading.fields_of(g, row, version)
             view = FormView(errors or {})
             widgets = view.widgets(form_spec(kind.schema), values)

@@ -117,7 +117,8 @@ def apply_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
     data = form_to_nested(form)
     try:
         body = validate(SealedRequestCreate, data)
-        assert isinstance(body, SealedRequestCreate)
+        if not isinstance(body, SealedRequestCreate):
+            raise TypeError("validate() returned no SealedRequestCreate")
         created = rt.sealed.apply(g, body)
     except FORM_ERRORS as exc:
         values = {**data, "subject": data.get("subject") or {}}
@@ -277,7 +278,8 @@ def decide(request: Request, g: PageGuard, rid: str, form: FormDep) -> Response:
     try:
         expires = parse_local_date(data.get("expires_at"), "expires_at")
         body = validate(Decision, {**data, "expires_at": expires})
-        assert isinstance(body, Decision)
+        if not isinstance(body, Decision):
+            raise TypeError("validate() returned no Decision")
         rt.sealed.decide(g, rid, body)
     except FORM_ERRORS as exc:
         if refused_outright(exc):
@@ -294,7 +296,8 @@ def revoke(request: Request, g: PageGuard, rid: str, form: FormDep) -> Response:
     data = {k: data[k] for k in ("reason",) if k in data}
     try:
         body = validate(Revocation, data)
-        assert isinstance(body, Revocation)
+        if not isinstance(body, Revocation):
+            raise TypeError("validate() returned no Revocation")
         rt.sealed.revoke(g, rid, body)
     except FORM_ERRORS as exc:
         if refused_outright(exc):
