@@ -153,7 +153,7 @@ def two_person_conflict(actor: Actor, *, requested_by: str, user_id: str) -> str
 # Rules on roles and org types outside ``decide`` ------------------------------------------
 #
 # Whatever else looks at an actor's roles or organisation type is a named rule here: no other
-# module compares a role name or an org type (tests/test_policy_single.py holds them to it).
+# module compares a role name or an org type (tests/access_control/test_policy_single.py holds them to it).
 R = Role
 
 # The navigation's entries and the roles shown each: a link only, every page still asks ``decide``.

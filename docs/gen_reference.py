@@ -5,7 +5,7 @@
 
 The output depends only on the code: commands and codes are sorted, and help text is
 taken from the Click parameters, never from a terminal-width formatter.
-``tests/test_docs_current.py`` fails when a generated section differs from the file.
+``tests/docs/test_docs_current.py`` fails when a generated section differs from the file.
 """
 
 from __future__ import annotations

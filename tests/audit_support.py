@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from cli_support import Server
-from cli_support import serving as cli_serving
 from sqlalchemy import select, text
 
 from core.settings import Settings
+from tests.cli_support import Server
+from tests.cli_support import serving as cli_serving
 
 EVENT_COLUMNS = ("seq", "actor", "actor_id", "action", "outcome", "resource_kind", "resource_id",
                  "reason", "request_id")

@@ -24,13 +24,13 @@ import httpx2 as httpx
 import psycopg
 import pytest
 from click.testing import Result
-from conftest import DEMO_PASSWORD, WORKER, postgres_admin_url, sqlalchemy_url
-from conftest import login as login  # re-exported: tests sign in to a served archive with it
 from typer.testing import CliRunner
 
 import cli
 from cli import common as cli_common
 from core.settings import Settings
+from tests.conftest import DEMO_PASSWORD, WORKER, postgres_admin_url, sqlalchemy_url
+from tests.conftest import login as login  # re-exported: tests sign in to a served archive with it
 
 SHOUHU = str(Path(sys.executable).with_name("shouhu"))
 if not Path(SHOUHU).exists():  # pragma: no cover - a venv without the script

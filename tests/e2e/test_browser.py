@@ -42,15 +42,15 @@ from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
-from cli_support import Server, cli_env, run_cli, serving
-from cli_support import login as api_login
-from conftest import DEMO_PASSWORD, web_login
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Route, WebError, sync_playwright
 from playwright.sync_api import Response as PageResponse
 from pypdf import PdfReader
 
 from archive.schemas import id_check_char
+from tests.cli_support import Server, cli_env, run_cli, serving
+from tests.cli_support import login as api_login
+from tests.conftest import DEMO_PASSWORD, web_login
 
 pytestmark = pytest.mark.slow
 
