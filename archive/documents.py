@@ -44,6 +44,7 @@ from archive.records import Archive
 from core.crypto import KeyRing
 from core.errors import Conflict, InvalidInput, NotFound, field_errors
 from core.fields import id_check_char
+from core.redact import loggable
 from doc_templates import kinds as K
 from doc_templates.render import DocumentMeta, MissingGlyphs, Renderer
 
@@ -103,7 +104,11 @@ class DocumentPublic(BaseModel):
 
 
 def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    """A verification code; drawn again if it holds ten digits in a row (see ``core.db.new_id``)."""
+    while True:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        if loggable(code):
+            return code
 
 
 def display_code(code: str) -> str:

@@ -30,6 +30,12 @@ def safe_identifier(value: str) -> str:
     return REDACTED
 
 
+def loggable(value: str) -> bool:
+    """Whether ``value`` passes ``safe_identifier`` unchanged: what every id and code Shouhu hands
+    out must be, or the log would lose which record an event was about."""
+    return safe_identifier(value) == value
+
+
 def safe_path(path: str) -> str:
     """A URL path with every segment that is not id-shaped replaced."""
     return "/".join(safe_identifier(seg) if seg else seg for seg in path.split("/"))
