@@ -14,8 +14,8 @@ subject sit in the application's sealed payload; the legal basis is a code from
 ``access_control.legal_bases``. Rows and events keep the case number's keyed hash
 (``case_number_hash``, also among an event's ``subjects``) and the basis's code.
 
-Which records a subject has is the archive's business: ``find_records`` is
-injected by the archive layer (access_control never imports archive).
+Which records a subject has is the archive's business: ``find_records`` is a required
+constructor argument, given by the archive layer (access_control never imports archive).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ FindRecords = Callable[[Session, str], list[tuple[str, str]]]
 
 
 class SealedDesk:
-    def __init__(self, *, vault: Vault, ring: KeyRing, settings: Settings, find_records: FindRecords | None = None):
+    def __init__(self, *, vault: Vault, ring: KeyRing, settings: Settings, find_records: FindRecords):
         self.vault = vault
         self.ring = ring
         self.decision_days = settings.sealed_decision_days
@@ -291,7 +291,7 @@ class SealedDesk:
             if expires <= g.now:
                 raise Conflict("授权到期时间应晚于现在。", details={"field": "expires_at"})
             req.status, req.expires_at = "approved", expires
-            records = self.find_records(g.session, req.subject_hash) if self.find_records else []
+            records = self.find_records(g.session, req.subject_hash)
             g.session.add_all(SealedGrant(request_id=req.id, record_id=rec_id, record_kind=kind)
                               for kind, rec_id in records)
         else:

@@ -77,25 +77,52 @@ class UnsealBody(BaseModel):
                                description="Free text; stored encrypted, the log keeps only its keyed hash")
 
 
+def sealed_records_of(session: Session, subject_hash: str) -> list[tuple[str, str]]:
+    """The sealed documents of the person with this ID-number hash (what a grant names):
+    those sealed for the person, and every document that names the person's sealed record.
+    The sealed desk is built with it (``SealedDesk(find_records=...)``)."""
+    return [("document", i) for i in people.sealed_documents_of(session, subject_hash)]
+
+
+class SealedRelease:
+    """Stamps a granted sealed document for its requester and enters the copy in the register.
+
+    A required collaborator of ``DocumentReading``: no reading service exists that could hand
+    out a sealed document's PDF without it."""
+
+    def __init__(self, *, pool: RenderPool, desk: SealedDesk):
+        self.pool = pool
+        self.desk = desk
+
+    def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest, pdf: bytes) -> bytes:
+        """``pdf`` (the version's checked bytes) stamped on every page; the copy is registered."""
+        requester = g.session.get(User, grant.requester_id)
+        org = g.session.get(Org, grant.requester_org_id)
+        at = g.now.astimezone(LOCAL_TZ)
+        lines = [
+            f"封存记录 依法提供  查询人：{requester.display_name if requester else g.actor.display_name}"
+            f"（{org.name if org else g.actor.org_name}）  申请编号：{grant.id}",
+            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
+            CONFIDENTIALITY,
+        ]
+        stamped = self.pool.stamp(pdf, lines)
+        g.begin_write()  # a read (GET) that records the copy it hands out
+        g.session.add(Disclosure(
+            id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
+            requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
+            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped)))
+        g.commit()
+        return stamped
+
+
 class Sealing:
     def __init__(self, *, vault: Vault, blobs: BlobStore, issuing: DocumentIssuing, reading: DocumentReading,
-                 pool: RenderPool, desk: SealedDesk):
+                 desk: SealedDesk):
         self.vault = vault
         self.blobs = blobs
         self.issuing = issuing
         self.reading = reading
-        self.pool = pool
         self.desk = desk
-        desk.find_records = self.find_records
-        reading.releaser = self.release
-
-    # which records a subject has ----------------------------------------------------------
-
-    @staticmethod
-    def find_records(session: Session, subject_hash: str) -> list[tuple[str, str]]:
-        """The sealed documents of the person with this ID-number hash (what a grant names):
-        those sealed for the person, and every document that names the person's sealed record."""
-        return [("document", i) for i in people.sealed_documents_of(session, subject_hash)]
 
     # sealing -------------------------------------------------------------------------------
 
@@ -356,29 +383,6 @@ class Sealing:
         doc.dek_id, doc.sealed = dek_id, sealed
         self.vault.shred_key(g.session, old_dek)
         return stale
-
-    # release -------------------------------------------------------------------------------
-
-    def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest) -> bytes:
-        """The granted document stamped on every page; the copy is entered in the register."""
-        pdf = self.reading.open_version(g, doc, version)
-        requester = g.session.get(User, grant.requester_id)
-        org = g.session.get(Org, grant.requester_org_id)
-        at = g.now.astimezone(LOCAL_TZ)
-        lines = [
-            f"封存记录 依法提供  查询人：{requester.display_name if requester else g.actor.display_name}"
-            f"（{org.name if org else g.actor.org_name}）  申请编号：{grant.id}",
-            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
-            CONFIDENTIALITY,
-        ]
-        stamped = self.pool.stamp(pdf, lines)
-        g.begin_write()  # a read (GET) that records the copy it hands out
-        g.session.add(Disclosure(
-            id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
-            requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
-            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped)))
-        g.commit()
-        return stamped
 
     # replies ---------------------------------------------------------------------------------
 
