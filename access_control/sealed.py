@@ -20,6 +20,7 @@ constructor argument, given by the archive layer (access_control never imports a
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -314,7 +315,7 @@ class SealedDesk:
 
     # grants ----------------------------------------------------------------------------------
 
-    def granted_records(self, g: Guard, rid: str) -> list[tuple[str, str]]:
+    def granted_records(self, g: Guard, rid: str) -> builtins.list[tuple[str, str]]:
         """(kind, id) of what an active grant covers; 404 once it has ended."""
         req = self._load(g, rid, Action.SEALED_RECORDS, read=False, own_only=True)
         if self.status(req, g.now) != "approved":
