@@ -19,10 +19,11 @@ from access_control.regions import Region, RegionTree
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.documents import DocumentPublic, VersionPublic, display_code, load_document
 from archive.models import Document, DocumentVersion
-from archive.records import decode_cursor, encode_cursor
+from archive.records import decode_cursor
 from core.crypto import sha256_hex
 from core.errors import IntegrityFailure, InvalidInput, NotFound
 from core.keys import Vault
+from core.pagination import encode_cursor
 from doc_templates import kinds as K
 
 if TYPE_CHECKING:  # archive.sealing builds on this module

@@ -22,7 +22,7 @@ from doc_templates import kinds as K
 router = APIRouter(prefix="/api/v1", tags=["documents"])
 public = APIRouter(prefix="/api/v1", tags=["verification (public)"])
 
-PDF = {200: {"content": {"application/pdf": {}}, "description": "PDF bytes"}}
+PDF: dict[int | str, dict[str, Any]] = {200: {"content": {"application/pdf": {}}, "description": "PDF bytes"}}
 
 
 def pdf_response(data: bytes, filename: str, *, sha256: str | None = None) -> Response:

@@ -11,6 +11,7 @@ stamped on every page; each stamped copy goes into the disclosure register.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -257,8 +258,8 @@ class Sealing:
         for doc_id, minor_id in first.items():
             doc, reg = g.session.get(Document, doc_id), g.session.get(SealedRecord, minor_id)
             assert doc is not None and reg is not None
-            body = SealBody.model_construct(legal_basis=reg.legal_basis,
-                                            case_number=self.seal_case(g.session, reg).get("case_number"))
+            case_number = self.seal_case(g.session, reg).get("case_number")  # None: ``_store_case`` stores none
+            body = SealBody.model_construct(legal_basis=reg.legal_basis, case_number=case_number)  # type: ignore[arg-type]
             old_blobs += self._reseal_document(g, doc, sealed=True)
             self._register(g, doc.id, "document", reg.subject_hash, doc.region_code, body, sealed_with=minor_id)
             # The minor's case, as every event about a case carries it: code and keyed hash.
@@ -293,7 +294,7 @@ class Sealing:
             reg = g.session.get(SealedRecord, row.subject_id)
             if reg is not None:
                 return reg.subject_hash
-        return (row.subject_hashes or [None])[0]
+        return next(iter(row.subject_hashes or []), None)
 
     def _register(self, g: Guard, record_id: str, kind: str, subject_hash: str | None, region: str,
                   body: SealBody, *, sealed_with: str | None = None) -> None:
@@ -375,7 +376,7 @@ class Sealing:
             new_key = f"documents/{doc.id}/v{v.version}-{suffix}-{new_id('b')[2:]}"
             self.blobs.put(new_key, self.vault.seal_bytes(dek, dek_id, pdf, kind="document", record_id=doc.id,
                                                           version=v.version, sealed=sealed))
-            g.on_rollback(lambda key=new_key: self.blobs.delete(key))
+            g.on_rollback(partial(self.blobs.delete, new_key))
             stale.append(v.blob_key)
             v.blob_key = new_key
             v.fields_payload = self.vault.seal_json(dek, dek_id, fields, kind="document_fields", record_id=doc.id,
@@ -416,9 +417,9 @@ class Sealing:
         g.commit()  # the decision to reply was logged above; issuing logs its own event
         issued = self.issuing.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
         g.begin_write()  # the issue committed: the request's session reads again until told to write
-        req = g.session.get(SealedRequest, rid)
-        assert req is not None
-        req.reply_document_id = issued.id
+        decided = g.session.get(SealedRequest, rid)
+        assert decided is not None
+        decided.reply_document_id = issued.id
         g.commit()
         return issued
 
