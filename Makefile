@@ -37,6 +37,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy --follow-imports=silent core access_control
 	$(BIN)/python -m pytest
 
 # The browser tests, writing their screenshots into docs/screenshots (with its README).
