@@ -9,21 +9,15 @@ import logging.handlers
 import os
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from fastapi import Depends, FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import access_control.api
@@ -33,14 +27,15 @@ import archive.documents_api
 import archive.sealing_api
 import search.api
 import web.app
-from core.db import is_busy, new_id
-from core.errors import Busy, PayloadTooLarge, ShouhuError, field_errors
+from core.db import new_id
+from core.errors import Busy, PayloadTooLarge
 from core.inputs import refuse_nul
-from core.redact import safe_path
+from core.redact import safe_path, safe_traceback
 from core.settings import Settings
-from doc_templates.fonts import missing_fonts
 from runtime import Runtime
 from search.backends import SearchUnavailable
+from web.errors import install_error_handlers
+from web.health import router as health_router
 
 log = logging.getLogger("shouhu")
 
@@ -242,7 +237,7 @@ class _NoExceptionText(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
-            record.msg = f"{record.getMessage()}: {_safe_traceback(record.exc_info[1])}"
+            record.msg = f"{record.getMessage()}: {safe_traceback(record.exc_info[1])}"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
@@ -257,14 +252,6 @@ class _RedactedAccessLine(logging.Filter):
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
             record.args = (args[0], args[1], safe_path(args[2].split("?", 1)[0]), *args[3:])
         return True
-
-
-def _safe_traceback(exc: BaseException) -> str:
-    """Where it failed, without exception messages (they may quote stored values)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return type(exc).__name__ + " at " + " <- ".join(
-        f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(frames[-8:])
-    )
 
 
 class CheckpointSchedule:
@@ -287,7 +274,7 @@ class CheckpointSchedule:
                 if cp:
                     log.info("audit checkpoint size=%s root=%s", cp["size"], cp["root"])
             except Exception as exc:  # noqa: BLE001 - keep the schedule alive, say why
-                log.error("audit checkpoint failed: %s", _safe_traceback(exc))
+                log.error("audit checkpoint failed: %s", safe_traceback(exc))
 
     def stop(self) -> None:
         self._stop.set()
@@ -345,99 +332,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(Admission, limit=settings.request_threads, timeout=settings.request_queue_seconds)
 
     app.add_middleware(RequestContext)
-
-
-    def wants_html(request: Request) -> bool:
-        return not request.url.path.startswith(("/api/", "/healthz", "/readyz", "/openapi.json", "/docs"))
-
-    @app.exception_handler(ShouhuError)
-    async def domain_error(request: Request, exc: ShouhuError) -> Response:
-        if wants_html(request):
-            response = web.app.error_page(request, exc.status, exc.message)
-            response.headers.update(exc.headers())
-            return response
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-
-    async def busy(request: Request, exc: Exception) -> Response:
-        """A lock or a pooled connection not had in time is a 503 to retry, never a 500."""
-        if not is_busy(exc):
-            return await unexpected(request, exc)
-        log.warning("%s busy %s", getattr(request.state, "request_id", "-"), _safe_traceback(exc))
-        return await domain_error(request, Busy())
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        if wants_html(request):
-            return web.app.error_page(request, 422, "提交的数据有误，请返回检查后重试。")
-        body = {"error": {"code": "invalid_input", "message": "提交的数据有误，请检查标出的字段。",
-                          "details": {"fields": field_errors(exc.errors())}}}
-        return JSONResponse(body, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        codes = {404: ("not_found", "请求的地址不存在。"), 405: ("method_not_allowed", "不支持该请求方法。")}
-        code, message = codes.get(exc.status_code, ("http_error", "请求无法处理。"))
-        if wants_html(request):
-            return web.app.error_page(request, exc.status_code, message)
-        return JSONResponse({"error": {"code": code, "message": message, "details": {}}},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("%s unhandled %s", getattr(request.state, "request_id", "-"), _safe_traceback(exc))
-        if wants_html(request):
-            return web.app.error_page(request, 500, "服务器内部错误，请稍后重试。")
-        return JSONResponse(
-            {"error": {"code": "internal_error", "message": "服务器内部错误。", "details": {}}},
-            status_code=500,
-        )
-
-    app.add_exception_handler(Exception, unexpected)
-    app.add_exception_handler(OperationalError, busy)
-    app.add_exception_handler(SATimeoutError, busy)
-
-    @app.get("/healthz", tags=["health"], summary="The process is up")
-    async def healthz() -> dict[str, str]:
-        # On the event loop, not in a request thread: it answers while every thread is busy.
-        return {"status": "ok"}
+    install_error_handlers(app)  # web/errors.py: the JSON error shape, or an error page
+    app.include_router(health_router)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs() -> HTMLResponse:
         return HTMLResponse(API_DOCS_PAGE)
-
-    @app.get("/readyz", tags=["health"], summary="Database, key ring, blob store, search index, fonts usable")
-    def readyz() -> JSONResponse:
-        checks: dict[str, str] = {}
-        try:
-            with rt.db.read_session() as s:  # a read: never waits for the write lock
-                s.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - report any failure as not ready
-            checks["database"] = f"failed: {type(exc).__name__}"
-        try:
-            rt.ring.refresh()
-            _ = rt.ring.current_kek_id
-            checks["key_ring"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["key_ring"] = f"failed: {type(exc).__name__}"
-        try:
-            rt.blobs.check()
-            checks["blob_store"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["blob_store"] = f"failed: {type(exc).__name__}"
-        try:
-            rt.search_backend  # noqa: B018 - opened once: refused if built with another key or broken
-            checks["search_index"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["search_index"] = f"failed: {type(exc).__name__}"
-        absent = missing_fonts()
-        checks["fonts"] = "ok" if not absent else "failed: missing " + ", ".join(absent)
-        ok = all(v == "ok" for v in checks.values())
-        if ok:
-            return JSONResponse({"status": "ready", "checks": checks})
-        return JSONResponse(
-            {"error": {"code": "not_ready", "message": "服务尚未就绪。", "details": {"checks": checks}}},
-            status_code=503,
-        )
 
     app.include_router(access_control.api.router)
     app.include_router(access_control.audit_api.router)

@@ -171,23 +171,11 @@ class Archive:
 
     def update_household(self, g: Guard, household_id: str, data: S.HouseholdUpdate) -> S.HouseholdPublic:
         row = self._load(g, Household, household_id, Action.HOUSEHOLD_UPDATE, read=False)
-        if data.expected_version is not None and data.expected_version != row.version:
-            raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version",
-                                                                "current_version": row.version})
-        current = self._open(g, row)
-        changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version"})
-        merged = self._whole(S.HouseholdRecord, {**current, **changes})
-        new_version = row.version + 1
-        row.payload = self.vault.seal_json(
-            self.vault.data_key(g.session, row.dek_id), row.dek_id, merged,
-            kind="household", record_id=row.id, version=new_version,
-        )
-        row.version = new_version
+        _, merged = self._changed(g, row, data, S.HouseholdRecord)
         row.subject_hashes = sorted(
             {self.subject_hash(m["id_number"]) for m in merged.get("members", []) if m.get("id_number")}
         )
-        row.updated_at = g.now
-        self._flush(g)
+        self._reseal(g, row, merged, kind="household")
         public = self._household_public(row, merged)  # built before the commit: it cannot fail after it
         enqueue(g.session, "household", row.id)
         # Minors are indexed with their household's address.
@@ -195,6 +183,31 @@ class Archive:
             enqueue(g.session, "minor", mid)
         g.commit()
         return public
+
+    def _changed(self, g: Guard, row: Household | Minor, data: S.HouseholdUpdate | S.MinorUpdate,
+                 model: type[S.HouseholdRecord] | type[S.MinorRecord], *, exclude: frozenset[str] = frozenset(),
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An update's changes and the whole record they make (validated); nothing is written yet.
+
+        A stale ``expected_version`` is a Conflict naming the current version.
+        """
+        if data.expected_version is not None and data.expected_version != row.version:
+            raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version",
+                                                                "current_version": row.version})
+        current = self._open(g, row)
+        changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version", *exclude})
+        return changes, self._whole(model, {**current, **changes})
+
+    def _reseal(self, g: Guard, row: Household | Minor, merged: dict[str, Any], *, kind: str) -> None:
+        """Seal the updated record as the row's next version, under its own data key."""
+        new_version = row.version + 1
+        row.payload = self.vault.seal_json(
+            self.vault.data_key(g.session, row.dek_id), row.dek_id, merged,
+            kind=kind, record_id=row.id, version=new_version,
+        )
+        row.version = new_version
+        row.updated_at = g.now
+        self._flush(g)
 
     @staticmethod
     def _whole(model: type[S.HouseholdRecord] | type[S.MinorRecord], merged: dict[str, Any]) -> dict[str, Any]:
@@ -345,13 +358,8 @@ class Archive:
 
     def update_minor(self, g: Guard, minor_id: str, data: S.MinorUpdate) -> S.MinorPublic:
         row = self._load(g, Minor, minor_id, Action.MINOR_UPDATE, read=False)
-        if data.expected_version is not None and data.expected_version != row.version:
-            raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version",
-                                                                "current_version": row.version})
-        current = self._open(g, row)
-        changes = data.model_dump(mode="json", exclude_unset=True, exclude={"expected_version", "categories"})
         # Everything is checked before anything is changed.
-        merged = self._whole(S.MinorRecord, {**current, **changes})
+        changes, merged = self._changed(g, row, data, S.MinorRecord, exclude=frozenset({"categories"}))
         if "birth_date" in changes or "id_number" in changes:
             problems = S.birth_problems(
                 date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=S.local_date(g.now)
@@ -366,14 +374,7 @@ class Archive:
         row.id_hash = id_hash
         if data.categories is not None:
             self._replace_categories(g, row.id, data.categories)
-        new_version = row.version + 1
-        row.payload = self.vault.seal_json(
-            self.vault.data_key(g.session, row.dek_id), row.dek_id, merged,
-            kind="minor", record_id=row.id, version=new_version,
-        )
-        row.version = new_version
-        row.updated_at = g.now
-        self._flush(g)
+        self._reseal(g, row, merged, kind="minor")
         public = self._minor_public(g, row, merged)
         enqueue(g.session, "minor", row.id)
         g.commit()

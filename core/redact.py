@@ -9,6 +9,7 @@ is replaced by a marker.
 from __future__ import annotations
 
 import re
+import traceback
 
 _WORD = re.compile(r"^[a-z][a-z0-9_.\-]{0,63}$")
 _CODE = re.compile(r"^[0-9A-Z]{12}$")  # document verification codes (Crockford base32)
@@ -32,3 +33,11 @@ def safe_identifier(value: str) -> str:
 def safe_path(path: str) -> str:
     """A URL path with every segment that is not id-shaped replaced."""
     return "/".join(safe_identifier(seg) if seg else seg for seg in path.split("/"))
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """Where it failed, without exception messages (they may quote stored values)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return type(exc).__name__ + " at " + " <- ".join(
+        f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(frames[-8:])
+    )

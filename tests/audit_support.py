@@ -12,27 +12,18 @@ plain settings values and reads minors through the service, as the API does.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import psycopg
+from cli_support import Server
+from cli_support import serving as cli_serving
 from sqlalchemy import select, text
 
 from core.settings import Settings
-
-SHOUHU = str(Path(sys.executable).with_name("shouhu"))
-if not Path(SHOUHU).exists():  # pragma: no cover - a venv without the script
-    SHOUHU = shutil.which("shouhu") or "shouhu"
 
 EVENT_COLUMNS = ("seq", "actor", "actor_id", "action", "outcome", "resource_kind", "resource_id",
                  "reason", "request_id")
@@ -48,6 +39,20 @@ def log_size(engine: Any) -> int:
         rows = conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one()
     assert size == rows, f"audit_head says {size} events, the table holds {rows}"
     return int(size)
+
+
+def audit_size(rt: Any) -> int:
+    """The log's size as the service reads it (``AuditLog.size``, a read session)."""
+    from access_control.audit import AuditLog
+
+    with rt.db.read_session() as s:
+        return AuditLog.size(s)
+
+
+def last_seq(rt: Any) -> int:
+    """The highest event seq stored (0 for an empty log), read with plain SQL."""
+    with rt.db.engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(max(seq), 0) FROM audit_events")).scalar_one())
 
 
 def events_after(engine: Any, seq: int) -> list[dict[str, Any]]:
@@ -149,60 +154,11 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    output_path: Path
-
-    def output(self) -> str:
-        return self.output_path.read_text(errors="replace")
-
-
 @contextmanager
 def serving(settings: Settings, output_path: Path, *, ready_timeout: float = 60) -> Iterator[Server]:
-    """``shouhu serve`` on a free port of 127.0.0.1; always stopped on the way out."""
-    port = free_port()
-    with output_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [SHOUHU, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(settings), cwd=settings.data_dir.parent, stdout=out, stderr=subprocess.STDOUT,
-        )
-        server = Server(proc, f"http://127.0.0.1:{port}", output_path)
-        try:
-            _wait_ready(server, ready_timeout)
-            yield server
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
-
-
-def _wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"shouhu serve exited {server.proc.returncode}:\n{server.output()}")
-        try:
-            r = httpx.get(server.base_url + "/readyz", timeout=5)
-            if r.status_code == 200:
-                return
-            last = f"{r.status_code} {r.text}"
-        except httpx.TransportError as exc:
-            last = type(exc).__name__
-        time.sleep(0.1)
-    raise AssertionError(f"shouhu serve not ready after {timeout}s ({last}):\n{server.output()}")
+    """``shouhu serve`` on ``settings``' archive, on a free port of 127.0.0.1; always stopped on the way out."""
+    with cli_serving(server_env(settings), output_path, ready_timeout=ready_timeout) as server:
+        yield server
 
 
 # Concurrent readers (run in spawned processes) ----------------------------------------

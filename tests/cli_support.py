@@ -1,7 +1,8 @@
-"""Helpers for tests that run the real ``shouhu`` command as subprocesses.
+"""Helpers for tests that run the real ``shouhu`` command, as subprocesses or in process.
 
-Each call gets a clean environment: the operator's ``SHOUHU_*`` variables are
+Each subprocess gets a clean environment: the operator's ``SHOUHU_*`` variables are
 dropped, the data dir points into the test's tmp dir, and argon2 is made cheap.
+``InProcess`` runs commands with typer's CliRunner on a test's own settings.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,11 +22,42 @@ from pathlib import Path
 
 import httpx2 as httpx
 import psycopg
+import pytest
+from click.testing import Result
 from conftest import DEMO_PASSWORD, postgres_admin_url, sqlalchemy_url
+from conftest import login as login  # re-exported: tests sign in to a served archive with it
+from typer.testing import CliRunner
+
+import cli
+from cli import common as cli_common
+from core.settings import Settings
 
 SHOUHU = str(Path(sys.executable).with_name("shouhu"))
 if not Path(SHOUHU).exists():  # pragma: no cover - a venv without the script
     SHOUHU = shutil.which("shouhu") or "shouhu"
+
+
+class InProcess:
+    """``shouhu ARGS`` in this process (typer's CliRunner), on ``settings`` rather than the environment's.
+
+    ``width`` widens the console so that rich prints tables unabridged.
+    """
+
+    def __init__(self, settings: Settings, monkeypatch: pytest.MonkeyPatch, *, width: int | None = None):
+        monkeypatch.setattr(cli_common.state, "settings", settings)
+        if width is not None:
+            monkeypatch.setattr(cli_common.console, "width", width)
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, ok: bool | None = True, stdin: str | None = None) -> Result:
+        """Run a command; ``ok`` says whether it must exit 0 or fail (not by a failed assertion); None: either."""
+        result = self.runner.invoke(cli.app, list(args), input=stdin)
+        if ok:
+            assert result.exit_code == 0, (args, result.output, result.exception)
+        elif ok is False:
+            assert result.exit_code != 0, (args, result.output)
+            assert not isinstance(result.exception, AssertionError), result.exception
+        return result
 
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -124,10 +157,14 @@ def _wait_ready(server: Server, timeout: float, path: str = "/readyz") -> None:
     raise AssertionError(f"shouhu serve not ready after {timeout}s ({last}):\n{server.output()}")
 
 
-def login(client: httpx.Client, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+def sqlite_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of a read-only query on the archive's SQLite file (opened read-only: never creates it)."""
+    conn = sqlite3.connect(f"file:{data_dir / 'shouhu.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 @contextmanager

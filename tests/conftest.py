@@ -159,10 +159,20 @@ def client(app: Any) -> Iterator[TestClient]:
         yield c
 
 
-def login(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+def sign_in(client: Any, username: str, password: str = DEMO_PASSWORD, **kw: Any) -> Any:
+    """The API's sign-in answer, as it came (``client``: a TestClient or an httpx client)."""
+    return client.post("/api/v1/auth/token", data={"username": username, "password": password}, **kw)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client: Any, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
+    """Sign in (it must succeed); the Authorization header for the token."""
+    r = sign_in(client, username, password)
     assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return bearer(r.json()["access_token"])
 
 
 class Tokens:
@@ -188,12 +198,18 @@ def tokens(client: TestClient) -> Tokens:
 _ID_SEQ = iter(range(10**6))
 
 
-def make_id_number(county: str = "320706", birth: str = "20150301", male: bool = True) -> str:
+def id_number(county: str, birth: str, seq: str) -> str:
+    """The ID number with these parts and its check character."""
     from archive.schemas import id_check_char
 
-    n = next(_ID_SEQ) % 500
-    first17 = f"{county}{birth}{n * 2 + (1 if male else 0):03d}"
+    first17 = f"{county}{birth}{seq}"
     return first17 + id_check_char(first17)
+
+
+def make_id_number(county: str = "320706", birth: str = "20150301", male: bool = True) -> str:
+    """A fresh valid ID number (a new sequence number each call)."""
+    n = next(_ID_SEQ) % 500
+    return id_number(county, birth, f"{n * 2 + (1 if male else 0):03d}")
 
 
 def household_body(region_code: str = "320706001001", **overrides: Any) -> dict[str, Any]:
@@ -247,6 +263,17 @@ def run_sql(rt: Runtime, sql: str, **params: Any) -> list[Any]:
     with rt.db.engine.begin() as conn:
         result = conn.execute(text(sql), params)
         return list(result) if result.returns_rows else []
+
+
+def clean_postgres_search_tables(rt: Runtime) -> None:
+    # The per-test reset truncates the ORM tables only; these two are made by the migration.
+    run_sql(rt, "DELETE FROM search_docs")
+    run_sql(rt, "DELETE FROM search_meta")
+
+
+def current_generation(root: Path) -> Path:
+    """The folder of an embedded index's live generation (named by its CURRENT file)."""
+    return root / (root / "CURRENT").read_text().strip()
 
 
 def web_login(client: Any, username: str, password: str = DEMO_PASSWORD, next: str = "/", **kw: Any) -> Any:  # noqa: A002

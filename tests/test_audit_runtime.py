@@ -45,6 +45,7 @@ from audit_support import (
 from conftest import (
     DEMO_PASSWORD,
     Tokens,
+    bearer,
     household_body,
     make_id_number,
     make_settings,
@@ -258,9 +259,6 @@ class Walk:
         self.done[route].add(kind)
         return r
 
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_route_table_names_every_route_of_the_openapi_document(app):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_support import audit_size
 from conftest import household_body, minor_body, run_sql
 from fastapi.testclient import TestClient
 from sqlalchemy import bindparam, exc, text
@@ -152,10 +153,6 @@ def assert_names(rt: Runtime, log: Log, seq: int, problem: str | None = None) ->
     assert body["ok"] is False and body["first_bad_seq"] == seq, body
     return result
 
-
-def current_size(rt: Runtime) -> int:
-    with rt.db.read_session() as s:
-        return AuditLog.size(s)
 
 
 def subject_rows(rt: Runtime, seq: int) -> list[str]:
@@ -352,7 +349,7 @@ def test_deleting_an_event_names_the_missing_seq(rt, log, attacker):
 
 
 def test_deleting_the_last_event_is_caught_by_the_head_row(rt, log, attacker):
-    size = current_size(rt)
+    size = audit_size(rt)
     attacker.drop_triggers()
     run_sql(rt, "DELETE FROM audit_event_subjects WHERE seq = :k", k=size)
     run_sql(rt, "DELETE FROM audit_events WHERE seq = :k", k=size)
@@ -487,7 +484,7 @@ def test_truncated_and_refilled_log_is_caught_by_the_checkpoint_root(rt, log, at
     attacker.drop_triggers()
     truncate(rt, new_size)
     run_sql(rt, "DELETE FROM audit_checkpoints WHERE size > :n", n=new_size)
-    while current_size(rt) < log.size + 2:
+    while audit_size(rt) < log.size + 2:
         log.client.get("/api/v1/me", headers=log.headers["hz"])
     assert verify(rt).ok  # the refilled chain is internally consistent
     result = verify(rt, log.end)
@@ -576,7 +573,7 @@ def test_tampered_subject_index_names_the_event(rt, log, attacker, how):
 def test_scheduled_checkpoint_signs_only_when_the_log_grew(rt, log):
     h = merkle.hasher("sha256")
     # Reading the public key after the end checkpoint was logged: the log grew by one.
-    size = current_size(rt)
+    size = audit_size(rt)
     assert size == log.size + 1
     first = rt.checkpoint_now()
     assert first is not None and first["size"] == size

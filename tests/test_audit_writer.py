@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from audit_support import audit_blocker
+from audit_support import audit_blocker, audit_size
 from sqlalchemy import event, select
 
 from access_control.actions import Action
-from access_control.audit import AuditEvent, AuditHead, AuditLog, EventDraft
+from access_control.audit import AuditEvent, AuditHead, EventDraft
 from access_control.audit_writer import AuditWriter
 from access_control.identity import User, actor_for
 from access_control.policy import Resource
@@ -71,15 +71,11 @@ def commits(rt: Runtime) -> list[int]:
     return seen
 
 
-def size(rt: Runtime) -> int:
-    with rt.db.read_session() as s:
-        return AuditLog.size(s)
-
 
 def test_events_waiting_for_the_lock_are_committed_together_and_each_caller_waits_for_its_own(rt):
     actor = caseworker(rt)
     writer = AuditWriter(rt.db, rt.audit, timeout=30)
-    before = size(rt)
+    before = audit_size(rt)
     seen = commits(rt)
     sizes, started = watch_batches(writer)
     drafts = [EventDraft(action=Action.HOUSEHOLD_READ, outcome="allowed", reason="test", resource_kind="household",
@@ -98,7 +94,7 @@ def test_events_waiting_for_the_lock_are_committed_together_and_each_caller_wait
                 f.result(timeout=30)
     finally:
         writer.close()
-    assert size(rt) == before + 20
+    assert audit_size(rt) == before + 20
     writer_commits = [t for t in seen if t == writer._thread.ident]
     assert sizes == [1, 19] and len(writer_commits) == 2  # the first alone (it waited for the lock), then 19
     with rt.db.read_session() as s:
@@ -110,7 +106,7 @@ def test_events_waiting_for_the_lock_are_committed_together_and_each_caller_wait
 def test_one_event_that_cannot_be_written_fails_only_its_own_request(rt):
     actor = caseworker(rt)
     writer = AuditWriter(rt.db, rt.audit, timeout=30)
-    before = size(rt)
+    before = audit_size(rt)
     good = [EventDraft(action=Action.MINOR_READ, outcome="allowed", reason="test") for _ in range(5)]
     sizes, started = watch_batches(writer)
     bad = EventDraft(action=Action.MINOR_READ, outcome="allowed", reason="test", details={"x": {1, 2}})  # not JSON
@@ -131,7 +127,7 @@ def test_one_event_that_cannot_be_written_fails_only_its_own_request(rt):
     finally:
         writer.close()
     assert sizes == [1, 5, 1, 1, 1, 1, 1]  # the batch of five failed, then each was tried alone
-    assert size(rt) == before + 5
+    assert audit_size(rt) == before + 5
     with rt.db.read_session() as s:
         assert rt.audit.verify(s).ok
 
@@ -140,12 +136,12 @@ def test_a_reading_requests_event_is_durable_before_authorize_returns(rt, settin
     actor = caseworker(rt)
     writer = AuditWriter(rt.db, rt.audit, timeout=30)  # the runtime has one on PostgreSQL only
     assert (rt.audit_writer is not None) == (rt.db.dialect == "postgresql")
-    before = size(rt)
+    before = audit_size(rt)
     with rt.db.request_session(write=False) as s:
         g = rt.guard(s, actor)
         g.writer = writer
         g.authorize(Action.REGION_LIST, Resource("region"), commit=True)
-        assert size(rt) == before + 1  # committed by the writer, seen from another connection
+        assert audit_size(rt) == before + 1  # committed by the writer, seen from another connection
         assert [d.outcome for d in g._committed] == ["allowed"]
     with audit_blocker(settings) as blocker, rt.db.request_session(write=False) as s:
         blocker.block()
@@ -154,4 +150,4 @@ def test_a_reading_requests_event_is_durable_before_authorize_returns(rt, settin
         with pytest.raises(AuditUnavailable):
             g.authorize(Action.REGION_LIST, Resource("region"), commit=True)
     writer.close()
-    assert size(rt) == before + 1
+    assert audit_size(rt) == before + 1

@@ -10,7 +10,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conftest import DEMO_PASSWORD, run_sql
+from conftest import DEMO_PASSWORD, bearer, run_sql, sign_in
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -39,18 +39,12 @@ def pin_clock(rt: Runtime, start: datetime = T0) -> Clock:
     return clock
 
 
-def sign_in(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> Any:
-    return client.post("/api/v1/auth/token", data={"username": username, "password": password})
-
 
 def token_of(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> str:
     r = sign_in(client, username, password)
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
 
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def me(client: TestClient, token: str) -> Any:

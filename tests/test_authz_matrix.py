@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from audit_support import last_seq
 from conftest import household_body, minor_body, run_sql
 from fastapi.testclient import TestClient
 from httpx2 import Response
@@ -273,9 +274,6 @@ def events_since(rt: Runtime, actor_id: str, seq: int) -> list[tuple[str, str, s
     )
     return [(r[0], r[1], r[2]) for r in rows]
 
-
-def last_seq(rt: Runtime) -> int:
-    return int(run_sql(rt, "SELECT coalesce(max(seq), 0) FROM audit_events")[0][0])
 
 
 def check_ok(

@@ -12,7 +12,6 @@ import functools
 import json
 import re
 import shutil
-import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,21 +22,20 @@ from typing import Any
 import pytest
 from audit_support import audit_blocker, log_size
 from cli_support import (
+    InProcess,
     cli_env,
     fresh_postgres_database,
     login,
     output,
     run_cli,
     serving,
+    sqlite_rows,
 )
-from click.testing import Result
 from conftest import DEMO_PASSWORD, create_household_and_minor, run_sql
 from conftest import login as api_login
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-import cli
 from access_control.identity import os_user
 from archive import schemas as S
 from archive.models import Household, Minor, MinorCategory
@@ -54,13 +52,6 @@ TEMP_PASSWORD = re.compile(r"临时密码（只显示这一次）：([A-Za-z0-9]
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
-
-def sqlite_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(data_dir / "shouhu.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +240,22 @@ def test_doctor_fails_with_a_fix_when_the_database_is_missing(archive_copy):
     assert not (archive_copy / "shouhu.db").exists()  # a check changes nothing
 
 
+def test_doctor_and_readyz_run_the_same_checks(rt, client, monkeypatch):
+    """One list of checks (core/health.py): a font gone missing fails both, each in its own words."""
+    import doc_templates.fonts
+
+    assert client.get("/readyz").json()["checks"]["fonts"] == "ok"
+    monkeypatch.setattr(doc_templates.fonts, "missing_fonts", lambda: ["Noto Serif CJK SC"])
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    checks = r.json()["error"]["details"]["checks"]
+    assert checks["fonts"] == "failed: missing Noto Serif CJK SC"
+    assert set(checks) == {"database", "key_ring", "blob_store", "search_index", "fonts"}
+    doctor = InProcess(rt.settings, monkeypatch, width=400)("doctor", ok=False).output
+    assert "缺少 Noto Serif CJK SC" in doctor
+    assert "当前密钥 kek-" in doctor  # the key ring check both run
+
+
 def test_doctor_on_a_fresh_machine_says_how_to_start(tmp_path):
     data_dir = tmp_path / "var"
     proc = run_cli(cli_env(data_dir), "doctor", check=False)
@@ -407,25 +414,16 @@ class Ev:
     reason: str = "cli:operator"
 
 
-class Shouhu:
+class Shouhu(InProcess):
     """Runs `shouhu` commands in this process on the test's archive and reads what they logged."""
 
-    def __init__(self, rt: Runtime):
+    def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch):
+        super().__init__(rt.settings, monkeypatch)
         self.rt = rt
-        self.runner = CliRunner()
         self.seen = self.size()
 
     def size(self) -> int:
         return log_size(self.rt.db.engine)
-
-    def __call__(self, *args: str, stdin: str | None = None, ok: bool = True) -> Result:
-        result = self.runner.invoke(cli.app, list(args), input=stdin)
-        if ok:
-            assert result.exit_code == 0, (args, result.output, result.exception)
-        else:
-            assert result.exit_code != 0, (args, result.output)
-            assert not isinstance(result.exception, AssertionError), result.exception
-        return result
 
     def new_events(self) -> list[dict[str, Any]]:
         """The events since the last call, each checked to be the operator's, one request id each call."""
@@ -452,8 +450,7 @@ class Shouhu:
 
 @pytest.fixture
 def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Shouhu:
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
-    return Shouhu(rt)
+    return Shouhu(rt, monkeypatch)
 
 
 def user_row(rt: Runtime, username: str) -> tuple[str, bool, str] | None:

@@ -731,9 +731,7 @@ def test_shouhu_print_of_an_empty_region_says_so(rt, settings, tmp_path):
 def test_print_issue_refuses_an_issuer_without_a_prefix_as_issue_does(rt, client, tokens, monkeypatch, tmp_path):
     """Batch issuing is the single issue per subject: an issuer with no number prefix is the same
     409 (Conflict) for both, not an assertion in the batch."""
-    from typer.testing import CliRunner
-
-    import cli
+    from cli_support import InProcess
 
     village = tokens["village.haizhou"]
     r = client.post("/api/v1/households", json=household_body(HAIZHOU_VILLAGE), headers=village)
@@ -746,10 +744,10 @@ def test_print_issue_refuses_an_issuer_without_a_prefix_as_issue_does(rt, client
     assert r.status_code == 409, r.text
     refusal = r.json()["error"]["message"]
 
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
+    shouhu = InProcess(rt.settings, monkeypatch)
     out = tmp_path / "issued.pdf"
-    result = CliRunner().invoke(cli.app, ["print", "--kind", "household_file", "--region", HAIZHOU_VILLAGE,
-                                          "--out", str(out), "--as", "village.haizhou", "--issue"])
+    result = shouhu("print", "--kind", "household_file", "--region", HAIZHOU_VILLAGE,
+                    "--out", str(out), "--as", "village.haizhou", "--issue", ok=False)
     assert result.exit_code == 2, (result.output, result.exception)
     assert refusal in " ".join(result.output.split()).replace(" ", "")
     assert not out.exists()

@@ -146,7 +146,7 @@ def _rotation_scenario(env: dict[str, str], base_url: str, http: httpx.Client) -
     assert seen and {status for _, status in seen} == {200}, seen
     read_all(http, city, expected)
     assert database_rows(env, "SELECT DISTINCT kek_id FROM data_keys") == [(new_kek,)]
-    # One event, committed with the new KEK (see cli.keys_rotate).
+    # One event, committed with the new KEK (see cli/keys.py, keys_rotate).
     assert operator_events(env, mark) == [("keys:kek:rotate", "allowed", "kek", new_kek, "cli:operator")]
 
     mark = log_end(env)

@@ -25,12 +25,10 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from cli_support import cli_env, run_cli, serving
-from conftest import DEMO_PASSWORD, run_sql, seed_world, web_login
+from cli_support import InProcess, cli_env, run_cli, serving
+from conftest import DEMO_PASSWORD, run_sql, seed_world, sign_in, web_login
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-import cli
 from access_control.addresses import client_address
 from main import create_app
 from runtime import Runtime
@@ -59,9 +57,6 @@ def configured(settings: Any, *, peer: tuple[str, int] = ("testclient", 50000),
     finally:
         rt.close()
 
-
-def sign_in(client: Any, username: str, password: str = DEMO_PASSWORD, **kw: Any) -> Any:
-    return client.post("/api/v1/auth/token", data={"username": username, "password": password}, **kw)
 
 
 def bearer(r: Any) -> dict[str, str]:
@@ -357,9 +352,8 @@ def test_weak_passwords_are_refused_naming_the_field(rt, client, tokens, monkeyp
     assert r.status_code == 422
     assert [f["field"] for f in r.json()["error"]["details"]["fields"]] == ["new_password"]
     # The CLI applies the same judgement.
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
     args = ["users", "add", "zhang.san", "--name", "张三", "--org", "连云港市海州区民政局", "--role", "caseworker",
             "--password-stdin"]
-    result = CliRunner().invoke(cli.app, args, input="zhang.san.2026\n")
-    assert result.exit_code != 0 and "过于简单" in " ".join(result.output.split())
+    result = InProcess(rt.settings, monkeypatch)(*args, ok=False, stdin="zhang.san.2026\n")
+    assert "过于简单" in " ".join(result.output.split())
     assert not run_sql(rt, "SELECT id FROM users WHERE username = 'zhang.san'")

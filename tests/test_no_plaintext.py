@@ -17,17 +17,11 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from conftest import household_body, minor_body, run_sql
-
-from archive.schemas import id_check_char
+from conftest import household_body, id_number, minor_body, run_sql
 
 ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
 PG_DUMP = "/usr/bin/pg_dump"
 
-
-def id_number(county: str, birth: str, seq: str) -> str:
-    first17 = f"{county}{birth}{seq}"
-    return first17 + id_check_char(first17)
 
 
 # Rare characters that occur nowhere else in the archive, each encodable in GBK.

@@ -45,7 +45,7 @@ from runtime import Runtime
 
 # Every async function that the app runs on its event loop, with why it cannot block it.
 NON_BLOCKING: dict[str, str] = {
-    "main.create_app.<locals>.healthz": "returns a constant: the process is up",
+    "web.health.healthz": "returns a constant: the process is up",
     "archive.documents_api.verify": "validates, then hands the database work to a thread of the public limiter",
     "archive.documents_api.verify_copy": "hashes the streamed body chunk by chunk, then hands the database "
     "work to a thread of the public limiter",
@@ -57,11 +57,11 @@ NON_BLOCKING: dict[str, str] = {
     "main.create_app.<locals>.api_docs": "a constant page naming local assets",
     "starlette.staticfiles.StaticFiles": "starlette stats and reads files in threads",
     # Exception handlers and middleware run on the event loop too.
-    "main.create_app.<locals>.domain_error": "shapes the error (an HTML error page from a cached template)",
-    "main.create_app.<locals>.validation_error": "shapes the error",
-    "main.create_app.<locals>.http_error": "shapes the error",
-    "main.create_app.<locals>.unexpected": "shapes the error and logs one line",
-    "main.create_app.<locals>.busy": "shapes the 503 answer",
+    "web.errors.domain_error": "shapes the error (an HTML error page from a cached template)",
+    "web.errors.validation_error": "shapes the error",
+    "web.errors.http_error": "shapes the error",
+    "web.errors.unexpected": "shapes the error and logs one line",
+    "web.errors.busy": "shapes the 503 answer",
     "web.app.install.<locals>.to_login": "a redirect",
     "web.app.install.<locals>.to_password_change": "a redirect",
     "fastapi.exception_handlers.websocket_request_validation_exception_handler": "closes a websocket (none exist)",

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_support import last_seq
+from cli_support import InProcess
 from conftest import create_household_and_minor, household_body, run_sql
 from test_audit_export import accepted, run_verifier, write_json
-from typer.testing import CliRunner
 
-import cli
 from access_control.audit import CANONICAL_KEYS, canonical_bytes, event_hash
 from access_control.identity import os_user
 from runtime import Runtime
@@ -32,16 +32,8 @@ OPERATOR = f"system:cli:{os_user()}"
 
 
 @pytest.fixture
-def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True, stdin: str | None = None) -> Any:
-        result = runner.invoke(cli.app, list(args), input=stdin)
-        assert (result.exit_code == 0) == ok, (args, result.output, result.exception)
-        return result
-
-    return run
+def shouhu(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> InProcess:
+    return InProcess(rt.settings, monkeypatch)
 
 
 def events_since(rt: Runtime, seq: int) -> list[dict[str, Any]]:
@@ -53,9 +45,6 @@ def events_since(rt: Runtime, seq: int) -> list[dict[str, Any]]:
             ev["details"] = json.loads(ev["details"])
     return out
 
-
-def log_size(rt: Runtime) -> int:
-    return int(run_sql(rt, "SELECT coalesce(max(seq), 0) FROM audit_events")[0][0])
 
 
 # `shouhu print` renders in this process here; WeasyPrint leaves its colour profile file to the
@@ -70,7 +59,7 @@ def test_print_as_a_user_is_logged_as_the_operator_on_behalf_of_that_user(rt, cl
     for _ in range(2):
         r = client.post("/api/v1/households", json=household_body(VILLAGE), headers=village)
         assert r.status_code == 201, r.text
-    before = log_size(rt)
+    before = last_seq(rt)
     out = tmp_path / "batch.pdf"
     shouhu("print", "--kind", "household_file", "--region", VILLAGE, "--out", str(out), "--as", "village.haizhou")
     assert out.read_bytes().startswith(b"%PDF")
@@ -97,7 +86,7 @@ def test_print_as_a_user_is_logged_as_the_operator_on_behalf_of_that_user(rt, cl
 
 
 def test_print_as_an_unknown_or_disabled_user_is_a_logged_refusal(rt, client, tokens, shouhu, tmp_path):
-    before = log_size(rt)
+    before = last_seq(rt)
     result = shouhu("print", "--kind", "household_file", "--region", VILLAGE, "--out", str(tmp_path / "x.pdf"),
                     "--as", "nobody.here", ok=False)
     assert "没有用户" in result.output
@@ -154,7 +143,7 @@ def test_version_2_events_export_and_verify_without_shouhu(rt, client, tokens, s
 
 
 def test_operator_commands_name_the_os_account(rt, shouhu):
-    before = log_size(rt)
+    before = last_seq(rt)
     shouhu("users", "disable", "caseworker.guannan")
     (ev,) = events_since(rt, before)
     assert ev["actor"] == OPERATOR and ev["actor"].startswith("system:cli:") and ev["actor"] != "system:cli"
@@ -176,7 +165,7 @@ def test_os_user_is_an_id_safe_name(monkeypatch):
 
 def test_creating_a_minor_logs_the_new_minor_as_the_resource(rt, client, tokens):
     cw = tokens["caseworker.haizhou"]
-    before = log_size(rt)
+    before = last_seq(rt)
     household, minor = create_household_and_minor(client, cw)
     created = [e for e in events_since(rt, before) if e["action"] == "archive:minor:create"]
     assert [(e["outcome"], e["resource_kind"], e["resource_id"]) for e in created] == [("allowed", "minor", minor)]

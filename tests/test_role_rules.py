@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEMO_PASSWORD, run_sql, web_login
+from cli_support import InProcess
+from conftest import DEMO_PASSWORD, bearer, run_sql, sign_in, web_login
 from fastapi.testclient import TestClient
-from rich.console import Console
 from sqlalchemy import select
 from test_web_sealed_audit_admin import browsers as browsers  # the fixture
-from typer.testing import CliRunner
 
-import cli
 from access_control.actions import Role
 from access_control.identity import Org, OrgType, create_user, os_user
 from access_control.policy import ROLE_ORG_TYPES
@@ -62,12 +60,6 @@ def expected(org_type: str, roles: tuple[str, ...], table: dict[str, set[str]]) 
     return "pending" if PRIVILEGED & set(roles) else "created"
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def sign_in(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> Any:
-    return client.post("/api/v1/auth/token", data={"username": username, "password": password})
 
 
 def orgs_of_every_type(rt: Runtime) -> dict[str, str]:
@@ -246,14 +238,10 @@ def test_two_person_rule_through_the_api(rt, client, tokens):
 
 
 def test_two_person_rule_and_bootstrap_through_the_cli(rt, client, tokens, monkeypatch):
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
-    monkeypatch.setattr(cli, "console", Console(width=400))  # tables unabridged
-    runner = CliRunner()
+    run = InProcess(rt.settings, monkeypatch, width=400)  # tables unabridged
 
     def shouhu(*args: str, ok: bool = True, stdin: str | None = None) -> str:
-        result = runner.invoke(cli.app, list(args), input=stdin)
-        assert (result.exit_code == 0) == ok, (args, result.output, result.exception)
-        return " ".join(result.output.split())
+        return " ".join(run(*args, ok=ok, stdin=stdin).output.split())
 
     it_org = "连云港市民政局信息中心"
     # Against the table: refused and logged.
@@ -421,12 +409,10 @@ def test_exclusive_roles_stand_alone_in_any_org(rt, client, tokens, role_names):
 
 def test_doctor_names_users_whose_roles_break_the_rules(rt, monkeypatch):
     """Users made before the rules (or directly in the database) are found by `shouhu doctor`."""
-    monkeypatch.setattr(cli, "settings", lambda: rt.settings)
-    monkeypatch.setattr(cli, "console", Console(width=400))
-    runner = CliRunner()
+    run = InProcess(rt.settings, monkeypatch, width=400)
 
     def roles_line() -> str:
-        out = runner.invoke(cli.app, ["doctor"]).output
+        out = run("doctor", ok=None).output
         return next(line for line in out.splitlines() if "角色与单位类型" in line)
 
     assert "均符合规则" in roles_line()

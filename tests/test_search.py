@@ -25,7 +25,7 @@ from itertools import count
 from typing import Any
 
 import pytest
-from conftest import household_body, login, minor_body, run_sql
+from conftest import clean_postgres_search_tables, household_body, login, minor_body, run_sql
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
@@ -223,11 +223,6 @@ def recall(city: Searcher, corpus: Corpus, label: str) -> None:
     m = next(m for m in corpus.minors if m["id_number"])
     assert search_all(city, m["id_number"])[1] == [m["id"]]
 
-
-def clean_postgres_search_tables(rt: Runtime) -> None:
-    # conftest's reset truncates the ORM tables only; these two are made by the migration.
-    run_sql(rt, "DELETE FROM search_docs")
-    run_sql(rt, "DELETE FROM search_meta")
 
 
 @pytest.fixture

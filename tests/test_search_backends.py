@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import run_sql
+from conftest import clean_postgres_search_tables
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -42,11 +42,6 @@ EVERYTHING = Scope(region=CITY)
 
 Opener = Callable[..., SearchBackend]
 
-
-def clean_postgres_search_tables(rt: Runtime) -> None:
-    # conftest's reset truncates the ORM tables only; these two are made by the migration.
-    run_sql(rt, "DELETE FROM search_docs")
-    run_sql(rt, "DELETE FROM search_meta")
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,8 @@ from typing import Any
 import httpx2 as httpx
 import psycopg
 import pytest
-from cli_support import cli_env, fresh_postgres_database, login, output, run_cli, serving
+from cli_support import cli_env, fresh_postgres_database, login, output, run_cli, serving, sqlite_rows
+from conftest import current_generation
 
 from archive.schemas import id_check_char
 from search.indexer import PARALLEL_MIN
@@ -38,13 +38,6 @@ pytestmark = pytest.mark.slow
 HAIZHOU_VILLAGE = "320706001001"
 CHARS = "春夏秋冬梅兰竹菊松柏桃李杏桂荷莲山川河海湖泉石玉金银铜铁风云雷雨"
 
-
-def sqlite_rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{data_dir / 'shouhu.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def search_ids(http: httpx.Client, headers: dict[str, str], q: str) -> tuple[int, list[str]]:
@@ -138,10 +131,6 @@ class Writers:
                         return
                     self.ack("document", doc["id"], f"通报{p}")
 
-
-def current_generation(root: Path) -> Path:
-    """The folder of an embedded index's live generation (named by its CURRENT file)."""
-    return root / (root / "CURRENT").read_text().strip()
 
 
 def index_has(root: Path) -> Callable[[str], int]:

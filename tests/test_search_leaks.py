@@ -26,9 +26,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from conftest import household_body, minor_body, run_sql
+from conftest import current_generation, household_body, id_number, minor_body, run_sql
 
-from archive.schemas import id_check_char
 from runtime import Runtime
 from search.backends import Filters, Scope
 
@@ -41,10 +40,6 @@ ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
 PG_DUMP = "/usr/bin/pg_dump"
 SEARCH_TABLES = ("search_docs", "search_meta", "search_outbox")
 
-
-def id_number(county: str, birth: str, seq: str) -> str:
-    first17 = f"{county}{birth}{seq}"
-    return first17 + id_check_char(first17)
 
 
 MINOR_NAME = "龘靐齉"
@@ -262,10 +257,6 @@ def assert_indexed(rt: Runtime, backend, ids: list[str]) -> None:  # type: ignor
         total, hits = backend.search(rt.analyzer.query(q), scope, Filters(), limit=10, offset=0)
         assert {i for i, _ in hits} == expected, (backend.name, q)
 
-
-def current_generation(root: Path) -> Path:
-    """The folder of an embedded index's live generation (named by its CURRENT file)."""
-    return root / (root / "CURRENT").read_text().strip()
 
 
 def test_no_plaintext_in_any_search_index(client, tokens, rt, settings):

@@ -27,7 +27,7 @@ from html import unescape
 from typing import Any
 
 import pytest
-from conftest import DEMO_PASSWORD, household_body, make_id_number, minor_body, record_fields, run_sql, web_login
+from conftest import DEMO_PASSWORD, household_body, login, make_id_number, minor_body, record_fields, run_sql, web_login
 from fastapi.testclient import TestClient
 
 from runtime import Runtime
@@ -152,15 +152,10 @@ def api(app: Any) -> Iterator[TestClient]:
         yield c
 
 
-def bearer(api: TestClient, username: str) -> dict[str, str]:
-    r = api.post(f"{API}/auth/token", data={"username": username, "password": DEMO_PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
 
 def make_minor_with_document(api: TestClient) -> tuple[str, str, str]:
     """A minor (to be sealed) with one referral notice; returns (minor id, document id, ID number)."""
-    cw = bearer(api, CW)
+    cw = login(api, CW)
     r = api.post(f"{API}/households", json=household_body(), headers=cw)
     assert r.status_code == 201, r.text
     idn = make_id_number(birth="20090101")

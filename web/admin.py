@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from access_control.actions import Action, Role
@@ -20,9 +19,9 @@ from access_control.guard import Guard
 from access_control.identity import Org, OrgType, User
 from access_control.policy import Resource
 from access_control.users import UserCreate
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.keys import status as key_status
-from web.pages import ROLE_NAMES, errors_by_field, form_to_nested, render, validate
+from web.pages import ROLE_NAMES, failed, form_to_nested, render, validate
 from web.session import CsrfChecked, FormDep, PageGuard
 
 router = APIRouter(include_in_schema=False)
@@ -37,15 +36,6 @@ ORG_TYPE_NAMES = {
     OrgType.OTHER: "其他",
 }
 KEY_STATES = {"active": "使用中", "retired": "已退役"}
-
-
-def failed(g: Guard, exc: ShouhuError | ValidationError) -> dict[str, str]:
-    """Log the failed attempt like the API would, and name its fields for the form."""
-    g.fail(exc)
-    errors = errors_by_field(exc)
-    if not errors:
-        errors = {"_form": exc.message if isinstance(exc, ShouhuError) else "提交的数据有误。"}
-    return errors
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -23,9 +23,9 @@ from access_control.audit_api import CheckpointIn
 from access_control.audit_service import EventFilter
 from access_control.deps import get_runtime
 from access_control.guard import Guard
-from core.errors import InvalidInput, NotFound, ShouhuError
+from core.errors import InvalidInput, NotFound
 from core.fields import check_id_number, local_day_start
-from web.pages import LOCAL_TZ, errors_by_field, form_to_nested, render
+from web.pages import LOCAL_TZ, errors_by_field, failed, form_to_nested, render
 from web.session import CsrfChecked, FormDep, PageGuard
 
 router = APIRouter(include_in_schema=False)
@@ -65,15 +65,6 @@ def problem_cn(problem: str | None) -> str:
         if m:
             return text.format(*m.groups())
     return "日志校验未通过"
-
-
-def failed(g: Guard, exc: ShouhuError | ValidationError) -> dict[str, str]:
-    """Log the failed attempt like the API would, and name its fields for the form."""
-    g.fail(exc)
-    errors = errors_by_field(exc)
-    if not errors:
-        errors = {"_form": exc.message if isinstance(exc, ShouhuError) else "提交的数据有误。"}
-    return errors
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
+from access_control.guard import Guard
 from access_control.identity import Actor
 from access_control.policy import sees_page
 from core.errors import InvalidInput, ShouhuError, field_errors
@@ -149,6 +150,16 @@ def errors_by_field(exc: ShouhuError | ValidationError, prefix: str = "") -> dic
             name = name[len(prefix):]
         out.setdefault(name, f["message"])
     return out
+
+
+def failed(g: Guard, exc: ShouhuError | ValidationError) -> dict[str, str]:
+    """Log a refused attempt as the API would (the guard's 'allowed' events become 'error'
+    events) and name the fields it was about, for showing next to them (``_form`` if none)."""
+    g.fail(exc)
+    errors = errors_by_field(exc)
+    if not errors:
+        errors = {"_form": exc.message if isinstance(exc, ShouhuError) else "提交的数据有误。"}
+    return errors
 
 
 def validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:

@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 from sqlalchemy import select
 
 from access_control import legal_bases
@@ -29,7 +28,7 @@ from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
 from core.fields import local_day_start
 from doc_templates.kinds import KINDS
-from web.pages import LOCAL_TZ, errors_by_field, form_to_nested, render, validate
+from web.pages import LOCAL_TZ, errors_by_field, failed, form_to_nested, render, validate
 from web.session import CsrfChecked, FormDep, PageGuard
 
 router = APIRouter(include_in_schema=False)
@@ -38,16 +37,6 @@ STATUS_NAMES = {"pending": "待审批", "overdue": "已逾期", "approved": "已
                 "denied": "不予批准", "revoked": "已撤销"}
 DECISION_NAMES = {"approve": "批准", "deny": "不予批准"}
 FORM_ERRORS = (InvalidInput, Conflict, Forbidden, NotFound)
-
-
-def failed(g: Guard, exc: ShouhuError | ValidationError) -> dict[str, str]:
-    """Log a refused attempt as the API would (the guard's 'allowed' events become 'error'
-    events) and name the fields it was about, for showing next to them."""
-    g.fail(exc)
-    errors = errors_by_field(exc)
-    if not errors:
-        errors = {"_form": exc.message if isinstance(exc, ShouhuError) else "提交的数据有误。"}
-    return errors
 
 
 def refused_outright(exc: ShouhuError) -> bool:

@@ -1,0 +1,5 @@
+"""``python -m cli``: the ``shouhu`` command."""
+
+from cli import app
+
+app()
