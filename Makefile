@@ -37,7 +37,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy --follow-imports=silent core access_control doc_templates
+	$(BIN)/mypy --follow-imports=silent core access_control doc_templates runtime.py
 	$(BIN)/python -m pytest
 
 # The browser tests, writing their screenshots into docs/screenshots (with its README).
