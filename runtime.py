@@ -35,7 +35,7 @@ from archive.document_reading import DocumentReading
 from archive.document_verification import DocumentVerification
 from archive.documents import DocumentBasis
 from archive.records import Archive
-from archive.sealing import Sealing
+from archive.sealing import SealedRelease, Sealing, sealed_records_of
 from archive.visits import Visits
 from core import crypto
 from core.clock import Clock, as_clock
@@ -117,7 +117,7 @@ class Runtime:
     initial_clock: InitVar[Clock | Callable[[], datetime] | None] = None
 
     def __post_init__(self, initial_clock: Clock | Callable[[], datetime] | None) -> None:
-        self.clock = initial_clock  # type: ignore[assignment]  # the setter makes it a Clock
+        self.clock = initial_clock  # the setter makes it a Clock
         s = self.settings
         self.vault = Vault(self.ring)
         self.regions = RegionTree()
@@ -142,13 +142,17 @@ class Runtime:
         self.render_pool = shared_pool(s.render_workers)
         basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive, base_url=s.public_base_url)
         self.document_issuing = DocumentIssuing(basis=basis, vault=self.vault, blobs=self.blobs, pool=self.render_pool)
-        self.document_reading = DocumentReading(vault=self.vault, blobs=self.blobs, regions=self.regions)
+        # The sealed desk and the stamp of a granted sealed copy come first: the reading service
+        # cannot be built without the stamp, nor the desk without what finds a subject's records.
+        self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s, find_records=sealed_records_of)
+        self.sealed_release = SealedRelease(pool=self.render_pool, desk=self.sealed)
+        self.document_reading = DocumentReading(vault=self.vault, blobs=self.blobs, regions=self.regions,
+                                                releaser=self.sealed_release)
         self.document_batch = DocumentBatch(basis=basis, issuing=self.document_issuing, regions=self.regions)
         self.document_verification = DocumentVerification(db=self.db, audit=self.audit)
         self.visits = Visits(vault=self.vault, regions=self.regions)
-        self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s)
         self.sealing = Sealing(vault=self.vault, blobs=self.blobs, issuing=self.document_issuing,
-                              reading=self.document_reading, pool=self.render_pool, desk=self.sealed)
+                               reading=self.document_reading, desk=self.sealed)
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))
         self.sources = Sources(vault=self.vault, regions=self.regions)

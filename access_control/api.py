@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from access_control.actions import Action
 from access_control.addresses import client_address
-from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep
+from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep, UserAdminDep
 from access_control.identity import Org, User, revoke_token, token_hash
 from access_control.policy import Resource
 from access_control.users import (
@@ -104,9 +104,10 @@ def me(g: GuardDep) -> Me:
              description="The only call (besides /me and logout) a user with a temporary password may make. "
              "The new password is judged by zxcvbn with your username and name as known words (422 naming "
              "`new_password`). Your other API tokens and page sessions are revoked; this token continues.")
-def change_password(g: GuardDep, runtime: RuntimeDep, body: PasswordChange, token: BearerToken) -> None:
-    runtime.users.change_own_password(g, body.current_password, body.new_password,
-                                      keep_token_hash=token_hash(runtime.ring, token))
+def change_password(g: GuardDep, runtime: RuntimeDep, users: UserAdminDep, body: PasswordChange,
+                    token: BearerToken) -> None:
+    users.change_own_password(g, body.current_password, body.new_password,
+                              keep_token_hash=token_hash(runtime.ring, token))
 
 
 @router.get("/regions", tags=["identity"],
@@ -128,41 +129,41 @@ def orgs(g: GuardDep) -> dict[str, list[OrgPublic]]:
                                                                    "(admin, auditor, custodian) waits for a second "
                                                                    "administrator (`pending_grant`)"}},
              summary="Create a user (roles must suit the org type; see docs/security.md)")
-def create_user(g: GuardDep, runtime: RuntimeDep, body: UserCreate, response: Response) -> UserCreated:
-    created = runtime.users.create(g, body)
+def create_user(g: GuardDep, users: UserAdminDep, body: UserCreate, response: Response) -> UserCreated:
+    created = users.create(g, body)
     if created.pending_grant is not None:
         response.status_code = status.HTTP_202_ACCEPTED
     return created
 
 
 @router.get("/users", response_model=dict[str, list[UserPublic]], tags=["users"])
-def list_users(g: GuardDep, runtime: RuntimeDep,
+def list_users(g: GuardDep, users: UserAdminDep,
                org_id: Annotated[str | None, Query(max_length=40)] = None) -> dict[str, list[UserPublic]]:
-    return {"items": runtime.users.list(g, org_id=org_id)}
+    return {"items": users.list(g, org_id=org_id)}
 
 
 @router.get("/users/{user_id}", response_model=UserPublic, tags=["users"])
-def read_user(g: GuardDep, runtime: RuntimeDep, user_id: str) -> UserPublic:
-    return runtime.users.read(g, user_id)
+def read_user(g: GuardDep, users: UserAdminDep, user_id: str) -> UserPublic:
+    return users.read(g, user_id)
 
 
 @router.post("/users/{user_id}/disable", response_model=UserPublic, tags=["users"])
-def disable_user(g: GuardDep, runtime: RuntimeDep, user_id: str) -> UserPublic:
-    return runtime.users.disable(g, user_id)
+def disable_user(g: GuardDep, users: UserAdminDep, user_id: str) -> UserPublic:
+    return users.disable(g, user_id)
 
 
 @router.post("/users/{user_id}/reset-password", response_model=TemporaryPassword, tags=["users"])
-def reset_password(g: GuardDep, runtime: RuntimeDep, user_id: str) -> TemporaryPassword:
-    return runtime.users.reset_password(g, user_id)
+def reset_password(g: GuardDep, users: UserAdminDep, user_id: str) -> TemporaryPassword:
+    return users.reset_password(g, user_id)
 
 
 @router.put("/users/{user_id}/roles", response_model=UserPublic, tags=["users"],
             responses={202: {"model": UserPublic, "description": "Adding admin, auditor or custodian waits for a "
                                                                  "second administrator (`pending_grant`)"}},
             summary="Set a user's roles (roles must suit the org type; see docs/security.md)")
-def change_roles(g: GuardDep, runtime: RuntimeDep, user_id: str, body: RolesChange,
+def change_roles(g: GuardDep, users: UserAdminDep, user_id: str, body: RolesChange,
                  response: Response) -> UserPublic:
-    out = runtime.users.change_roles(g, user_id, body)
+    out = users.change_roles(g, user_id, body)
     if out.pending_grant is not None:
         response.status_code = status.HTTP_202_ACCEPTED
     return out
@@ -171,19 +172,19 @@ def change_roles(g: GuardDep, runtime: RuntimeDep, user_id: str, body: RolesChan
 @router.get("/role-grants", response_model=dict[str, list[RoleGrantPublic]], tags=["users"],
             summary="Grants of admin, auditor or custodian, by status (the two-person rule)")
 def list_role_grants(
-    g: GuardDep, runtime: RuntimeDep,
+    g: GuardDep, users: UserAdminDep,
     grant_status: Annotated[Literal["pending", "approved", "rejected"] | None, Query(alias="status")] = "pending",
 ) -> dict[str, list[RoleGrantPublic]]:
-    return {"items": runtime.users.list_grants(g, status=grant_status)}
+    return {"items": users.list_grants(g, status=grant_status)}
 
 
 @router.post("/role-grants/{grant_id}/approve", response_model=RoleGrantPublic, tags=["users"],
              summary="Approve a pending grant: a second administrator, not the one who asked nor the user")
-def approve_role_grant(g: GuardDep, runtime: RuntimeDep, grant_id: str) -> RoleGrantPublic:
-    return runtime.users.decide_grant(g, grant_id, approve=True)
+def approve_role_grant(g: GuardDep, users: UserAdminDep, grant_id: str) -> RoleGrantPublic:
+    return users.decide_grant(g, grant_id, approve=True)
 
 
 @router.post("/role-grants/{grant_id}/reject", response_model=RoleGrantPublic, tags=["users"],
              summary="Reject a pending grant (a new account it was for stays disabled)")
-def reject_role_grant(g: GuardDep, runtime: RuntimeDep, grant_id: str) -> RoleGrantPublic:
-    return runtime.users.decide_grant(g, grant_id, approve=False)
+def reject_role_grant(g: GuardDep, users: UserAdminDep, grant_id: str) -> RoleGrantPublic:
+    return users.decide_grant(g, grant_id, approve=False)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -281,7 +281,7 @@ class AuditLog:
             rows = session.execute(q).mappings().all()
             if not rows:
                 return
-            yield from rows
+            yield from cast(Sequence[Mapping[str, Any]], rows)  # RowMapping: keys are the column names
             last = rows[-1]["seq"]
 
     @staticmethod

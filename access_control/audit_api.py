@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from access_control.audit_service import MAX_PAGE, EventFilter
-from access_control.deps import GuardDep, RuntimeDep
+from access_control.deps import AuditDeskDep, GuardDep
 from core.fields import Timestamp
 from core.pagination import MAX_CURSOR
 
@@ -58,7 +58,7 @@ class VerifyRequest(BaseModel):
 @router.get("/events", summary="Events, newest first. Prefer POST /events/search for `subject`.")
 def events(
     g: GuardDep,
-    runtime: RuntimeDep,
+    audit_desk: AuditDeskDep,
     actor: Annotated[str | None, Query(max_length=80)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[Literal["allowed", "denied", "error"] | None, Query()] = None,
@@ -73,77 +73,77 @@ def events(
 ) -> dict[str, Any]:
     f = EventFilter(actor=actor, action=action, outcome=outcome, start=start, end=to, subject=subject,
                     case_number=case_number, resource=resource)
-    return runtime.audit_desk.events(g, f, limit=limit, cursor=cursor)
+    return audit_desk.events(g, f, limit=limit, cursor=cursor)
 
 
 @router.post("/events/search", summary="Events matching the filters in the body (newest first)")
-def search_events(g: GuardDep, runtime: RuntimeDep, body: EventSearch) -> dict[str, Any]:
+def search_events(g: GuardDep, audit_desk: AuditDeskDep, body: EventSearch) -> dict[str, Any]:
     f = EventFilter(actor=body.actor, action=body.action, outcome=body.outcome, start=body.start, end=body.end,
                     subject=body.subject, case_number=body.case_number, resource=body.resource)
-    return runtime.audit_desk.events(g, f, limit=body.limit, cursor=body.cursor)
+    return audit_desk.events(g, f, limit=body.limit, cursor=body.cursor)
 
 
 @router.get("/verify", summary="Re-hash the whole log and check every stored checkpoint")
-def verify(g: GuardDep, runtime: RuntimeDep) -> dict[str, Any]:
-    return runtime.audit_desk.verify(g)
+def verify(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+    return audit_desk.verify(g)
 
 
 @router.post("/verify", summary="Verify the log against a checkpoint saved outside Shouhu")
-def verify_against(g: GuardDep, runtime: RuntimeDep, body: VerifyRequest) -> dict[str, Any]:
-    return runtime.audit_desk.verify(g, checkpoint=body.checkpoint.model_dump())
+def verify_against(g: GuardDep, audit_desk: AuditDeskDep, body: VerifyRequest) -> dict[str, Any]:
+    return audit_desk.verify(g, checkpoint=body.checkpoint.model_dump())
 
 
 @router.get("/checkpoints", summary="Signed tree heads, with the public key that signs them")
-def checkpoints(g: GuardDep, runtime: RuntimeDep) -> dict[str, Any]:
-    return runtime.audit_desk.checkpoints(g)
+def checkpoints(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+    return audit_desk.checkpoints(g)
 
 
 @router.post("/checkpoints", status_code=status.HTTP_201_CREATED, summary="Sign a checkpoint now")
-def create_checkpoint(g: GuardDep, runtime: RuntimeDep) -> dict[str, Any]:
-    return runtime.audit_desk.create_checkpoint(g)
+def create_checkpoint(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+    return audit_desk.create_checkpoint(g)
 
 
 @router.get("/public-key", summary="The Ed25519 key that signs checkpoints")
-def public_key(g: GuardDep, runtime: RuntimeDep) -> dict[str, Any]:
-    runtime.audit_desk.checkpoints(g)  # same rule and audit event as reading checkpoints
-    return runtime.audit_desk.public_key()
+def public_key(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+    audit_desk.checkpoints(g)  # same rule and audit event as reading checkpoints
+    return audit_desk.public_key()
 
 
 @router.get("/proofs/inclusion", summary="RFC 6962 inclusion proof of event `seq` in the tree of `size`")
 def inclusion(
     g: GuardDep,
-    runtime: RuntimeDep,
+    audit_desk: AuditDeskDep,
     seq: Annotated[int, Query(ge=1)],
     size: Annotated[int | None, Query(ge=1, description="Default: the current log size")] = None,
 ) -> dict[str, Any]:
-    return runtime.audit_desk.inclusion(g, seq=seq, size=size)
+    return audit_desk.inclusion(g, seq=seq, size=size)
 
 
 @router.get("/proofs/consistency", summary="RFC 6962 consistency proof between two tree sizes")
 def consistency(
     g: GuardDep,
-    runtime: RuntimeDep,
+    audit_desk: AuditDeskDep,
     first: Annotated[int, Query(ge=1)],
     second: Annotated[int | None, Query(ge=1, description="Default: the current log size")] = None,
 ) -> dict[str, Any]:
-    return runtime.audit_desk.consistency(g, first=first, second=second)
+    return audit_desk.consistency(g, first=first, second=second)
 
 
 @router.get("/export", summary="The events in canonical form (docs/audit-format.md)")
 def export(
     g: GuardDep,
-    runtime: RuntimeDep,
+    audit_desk: AuditDeskDep,
     format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",  # noqa: A002 - the API's name
     start: From = None,
     to: To = None,
     upto: Annotated[int | None, Query(ge=0, description="Last seq to include (e.g. a checkpoint size)")] = None,
 ) -> StreamingResponse:
-    stream = runtime.audit_desk.export(g, fmt=format, start=start, end=to, upto=upto)
+    stream = audit_desk.export(g, fmt=format, start=start, end=to, upto=upto)
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(stream, media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="shouhu-audit.{format}"'})
 
 
 @router.get("/anomalies", summary="Flags: bulk reads, off-hours reads, repeated denials, cross-region")
-def anomalies(g: GuardDep, runtime: RuntimeDep, start: From = None, to: To = None) -> dict[str, Any]:
-    return runtime.audit_desk.anomalies(g, start=start, end=to)
+def anomalies(g: GuardDep, audit_desk: AuditDeskDep, start: From = None, to: To = None) -> dict[str, Any]:
+    return audit_desk.anomalies(g, start=start, end=to)

@@ -1,13 +1,18 @@
-"""FastAPI dependencies, in one place: the session, the caller, the request's guard.
+"""FastAPI dependencies, in one place: the runtime and its services, the session, the caller,
+the request's guard.
 
 Routers take these through ``Annotated`` aliases; tests swap them with
-``app.dependency_overrides``.
+``app.dependency_overrides``. Each service has a typed alias of its own (``DocumentReadingDep``
+and the rest), so a route's service calls are type-checked. The service classes are imported for
+the type checker only: access_control does not import the archive or search at run time, and
+FastAPI, which resolves a parameter's annotation in the route's own module, sees ``Any``
+with the ``Depends``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import anyio.to_thread
@@ -23,21 +28,100 @@ from access_control.identity import Actor, resolve_token
 from access_control.policy import PASSWORD_CHANGE_RULE
 from core.errors import AuditUnavailable, PasswordChangeRequired, Unauthorized
 
+if TYPE_CHECKING:
+    from access_control.audit_service import AuditDesk
+    from access_control.sealed import SealedDesk
+    from access_control.users import UserAdmin
+    from archive.document_issuing import DocumentIssuing
+    from archive.document_reading import DocumentReading
+    from archive.records import Archive
+    from archive.sealing import Sealing
+    from archive.visits import Visits
+    from runtime import Runtime
+    from search.query import SearchService
+
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` from /api/v1/auth/token")
 
 
-def get_runtime(request: Request) -> Any:
+def get_runtime(request: Request) -> Runtime:
     """The process-wide services built by ``runtime.Runtime`` (set on app.state)."""
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
-async def runtime_dependency(request: Request) -> Any:
+async def runtime_dependency(request: Request) -> Runtime:
     """``get_runtime`` as a dependency: on the event loop (it only reads app.state), saving
     every request a trip to a thread."""
-    return request.app.state.runtime
+    return get_runtime(request)
 
 
-RuntimeDep = Annotated[Any, Depends(runtime_dependency)]
+if TYPE_CHECKING:
+    RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
+else:  # FastAPI resolves a parameter's annotation in its function's module, which need not import Runtime
+    RuntimeDep = Annotated[Any, Depends(runtime_dependency)]
+
+
+# One dependency per service. Each only reads an attribute the runtime built at start-up, so
+# it runs on the event loop (tests/test_no_stall.py); search, opened on first use, does not.
+
+
+async def archive_service(runtime: RuntimeDep) -> Archive:
+    return runtime.archive
+
+
+async def visits_service(runtime: RuntimeDep) -> Visits:
+    return runtime.visits
+
+
+async def document_issuing(runtime: RuntimeDep) -> DocumentIssuing:
+    return runtime.document_issuing
+
+
+async def document_reading(runtime: RuntimeDep) -> DocumentReading:
+    return runtime.document_reading
+
+
+async def sealed_desk(runtime: RuntimeDep) -> SealedDesk:
+    return runtime.sealed
+
+
+async def sealing_service(runtime: RuntimeDep) -> Sealing:
+    return runtime.sealing
+
+
+async def user_admin(runtime: RuntimeDep) -> UserAdmin:
+    return runtime.users
+
+
+async def audit_desk(runtime: RuntimeDep) -> AuditDesk:
+    return runtime.audit_desk
+
+
+def search_service(runtime: RuntimeDep) -> SearchService:
+    """The search service; the first call opens the index (file or database I/O: in a thread)."""
+    return runtime.search
+
+
+if TYPE_CHECKING:
+    ArchiveDep = Annotated[Archive, Depends(archive_service)]
+    VisitsDep = Annotated[Visits, Depends(visits_service)]
+    DocumentIssuingDep = Annotated[DocumentIssuing, Depends(document_issuing)]
+    DocumentReadingDep = Annotated[DocumentReading, Depends(document_reading)]
+    SealedDeskDep = Annotated[SealedDesk, Depends(sealed_desk)]
+    SealingDep = Annotated[Sealing, Depends(sealing_service)]
+    UserAdminDep = Annotated[UserAdmin, Depends(user_admin)]
+    AuditDeskDep = Annotated[AuditDesk, Depends(audit_desk)]
+    SearchDep = Annotated[SearchService, Depends(search_service)]
+else:
+    ArchiveDep = Annotated[Any, Depends(archive_service)]
+    VisitsDep = Annotated[Any, Depends(visits_service)]
+    DocumentIssuingDep = Annotated[Any, Depends(document_issuing)]
+    DocumentReadingDep = Annotated[Any, Depends(document_reading)]
+    SealedDeskDep = Annotated[Any, Depends(sealed_desk)]
+    SealingDep = Annotated[Any, Depends(sealing_service)]
+    UserAdminDep = Annotated[Any, Depends(user_admin)]
+    AuditDeskDep = Annotated[Any, Depends(audit_desk)]
+    SearchDep = Annotated[Any, Depends(search_service)]
 
 
 # Methods that only read (besides their audit events, which the guard appends in short write
@@ -87,7 +171,7 @@ def get_actor(
     return actor
 
 
-def refuse_temporary_password(runtime: Any, actor: Actor, *, request_id: str, route: str) -> None:
+def refuse_temporary_password(runtime: Runtime, actor: Actor, *, request_id: str, route: str) -> None:
     """Log the refusal of a request made with a temporary password, then refuse it (403).
 
     Like every decision it leaves one event; the route's template (no ids, no values) says

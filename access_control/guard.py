@@ -44,7 +44,7 @@ from core.db import begin_write, is_reading
 from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, PasswordChangeRequired, ShouhuError
 from core.redact import safe_identifier
 
-_Q = TypeVar("_Q", bound=Select[Any])
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 
 def _typed(filters: dict[str, Any]) -> dict[str, Any]:

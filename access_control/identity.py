@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import JSON, Boolean, ForeignKey, String, and_, case, delete, false, literal, or_, select, update
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Table, and_, case, delete, false, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -336,7 +337,7 @@ class Throttle:
 
     def _bump(self, session: Session, key: str, *, now: datetime) -> tuple[int, datetime | None, datetime]:
         """Count one attempt for ``key``; returns (attempts in the window, lock end, window start)."""
-        t = LoginThrottle.__table__
+        t = cast(Table, LoginThrottle.__table__)
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(insert(t).values(key_hash=key, failures=0, window_started_at=now, locked_until=None)
                         .on_conflict_do_nothing(index_elements=["key_hash"]))
@@ -378,7 +379,7 @@ class Throttle:
     def failure(self, session: Session, admission: Admission, *, now: datetime) -> None:
         """The checked password was wrong: lock any key whose count reached its limit."""
         until = now + timedelta(seconds=self._s.login_lockout_seconds)
-        t = LoginThrottle.__table__
+        t = cast(Table, LoginThrottle.__table__)
         for key, count, limit in ((admission.account_key, admission.account_count, self._s.login_max_failures),
                                   (admission.address_key, admission.address_count,
                                    self._s.login_max_failures_per_address)):
@@ -387,7 +388,7 @@ class Throttle:
 
     def success(self, session: Session, admission: Admission) -> None:
         """The password was right: the username starts afresh; the address gets its count back."""
-        t = LoginThrottle.__table__
+        t = cast(Table, LoginThrottle.__table__)
         session.execute(delete(t).where(t.c.key_hash == admission.account_key))
         if admission.address_key is not None:
             self._give_back(session, admission.address_key)
@@ -400,7 +401,7 @@ class Throttle:
 
     @staticmethod
     def _give_back(session: Session, key: str) -> None:
-        t = LoginThrottle.__table__
+        t = cast(Table, LoginThrottle.__table__)
         session.execute(update(t).where(t.c.key_hash == key, t.c.failures > 0).values(failures=t.c.failures - 1))
 
 

@@ -15,7 +15,7 @@ staff should check the wording of each against the official texts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 APPLY, SEAL, UNSEAL = "apply", "seal", "unseal"
 USES = (APPLY, SEAL, UNSEAL)
@@ -80,6 +80,11 @@ def describe(use: str) -> str:
     return "; ".join(f"`{b.code}`: {b.label}" for b in BASES if use in b.uses)
 
 
-ApplyBasis = Literal[codes(APPLY)]  # type: ignore[valid-type]
-SealBasis = Literal[codes(SEAL)]  # type: ignore[valid-type]
-UnsealBasis = Literal[codes(UNSEAL)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # the codes are read from BASES at import; a type checker sees a string
+    ApplyBasis = str
+    SealBasis = str
+    UnsealBasis = str
+else:
+    ApplyBasis = Literal[codes(APPLY)]
+    SealBasis = Literal[codes(SEAL)]
+    UnsealBasis = Literal[codes(UNSEAL)]

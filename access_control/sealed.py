@@ -14,12 +14,13 @@ subject sit in the application's sealed payload; the legal basis is a code from
 ``access_control.legal_bases``. Rows and events keep the case number's keyed hash
 (``case_number_hash``, also among an event's ``subjects``) and the basis's code.
 
-Which records a subject has is the archive's business: ``find_records`` is
-injected by the archive layer (access_control never imports archive).
+Which records a subject has is the archive's business: ``find_records`` is a required
+constructor argument, given by the archive layer (access_control never imports archive).
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -142,7 +143,7 @@ FindRecords = Callable[[Session, str], list[tuple[str, str]]]
 
 
 class SealedDesk:
-    def __init__(self, *, vault: Vault, ring: KeyRing, settings: Settings, find_records: FindRecords | None = None):
+    def __init__(self, *, vault: Vault, ring: KeyRing, settings: Settings, find_records: FindRecords):
         self.vault = vault
         self.ring = ring
         self.decision_days = settings.sealed_decision_days
@@ -291,7 +292,7 @@ class SealedDesk:
             if expires <= g.now:
                 raise Conflict("授权到期时间应晚于现在。", details={"field": "expires_at"})
             req.status, req.expires_at = "approved", expires
-            records = self.find_records(g.session, req.subject_hash) if self.find_records else []
+            records = self.find_records(g.session, req.subject_hash)
             g.session.add_all(SealedGrant(request_id=req.id, record_id=rec_id, record_kind=kind)
                               for kind, rec_id in records)
         else:
@@ -314,7 +315,7 @@ class SealedDesk:
 
     # grants ----------------------------------------------------------------------------------
 
-    def granted_records(self, g: Guard, rid: str) -> list[tuple[str, str]]:
+    def granted_records(self, g: Guard, rid: str) -> builtins.list[tuple[str, str]]:
         """(kind, id) of what an active grant covers; 404 once it has ended."""
         req = self._load(g, rid, Action.SEALED_RECORDS, read=False, own_only=True)
         if self.status(req, g.now) != "approved":

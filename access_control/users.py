@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import literal, select, update
+from sqlalchemy import CursorResult, Table, literal, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
@@ -178,12 +179,12 @@ def decide_grant(session: Session, grant: RoleGrant, *, approve: bool, decider: 
     The status changes only from 'pending' (one conditional UPDATE), so two administrators
     deciding at once cannot both act on it.
     """
-    t = RoleGrant.__table__
-    changed = session.execute(
+    t = cast(Table, RoleGrant.__table__)
+    result = session.execute(
         update(t).where(t.c.id == grant.id, t.c.status == "pending").values(
             status="approved" if approve else "rejected", decided_by=decider.principal,
-            decided_by_name=decider.username, decided_at=literal(now, UTCDateTime()))
-    ).rowcount
+            decided_by_name=decider.username, decided_at=literal(now, UTCDateTime())))
+    changed = cast(CursorResult[Any], result).rowcount
     if changed != 1:
         return False
     session.refresh(grant)
@@ -382,7 +383,7 @@ class UserAdmin:
             g.not_found(action, "role_grant", grant_id)
         return grant, user
 
-    def list_grants(self, g: Guard, *, status: str | None) -> list[RoleGrantPublic]:
+    def list_grants(self, g: Guard, *, status: str | None) -> builtins.list[RoleGrantPublic]:
         g.authorize(Action.ROLE_GRANT_LIST, Resource("role_grant", None, g.actor.region_code),
                     filters={"status": status}, commit=True)
         q = g.scoped(select(RoleGrant, User).join(User, User.id == RoleGrant.user_id), User.region_code)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from access_control.deps import GuardDep, RuntimeDep
+from access_control.deps import ArchiveDep, GuardDep, VisitsDep
 from archive import schemas as S
 from archive.visits import VisitCreate, VisitPublic
 from core.pagination import MAX_CURSOR
@@ -19,68 +19,68 @@ RegionFilter = Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$", descript
 
 
 @router.post("/households", status_code=status.HTTP_201_CREATED, response_model=S.HouseholdPublic)
-def create_household(g: GuardDep, runtime: RuntimeDep, body: S.HouseholdCreate) -> S.HouseholdPublic:
-    return runtime.archive.create_household(g, body)
+def create_household(g: GuardDep, archive: ArchiveDep, body: S.HouseholdCreate) -> S.HouseholdPublic:
+    return archive.create_household(g, body)
 
 
 @router.get("/households", response_model=S.Page[S.HouseholdPublic])
-def list_households(g: GuardDep, runtime: RuntimeDep, region: RegionFilter = None, limit: Limit = 20,
+def list_households(g: GuardDep, archive: ArchiveDep, region: RegionFilter = None, limit: Limit = 20,
                     cursor: Cursor = None) -> S.Page[S.HouseholdPublic]:
-    return runtime.archive.list_households(g, region=region, limit=limit, cursor=cursor)
+    return archive.list_households(g, region=region, limit=limit, cursor=cursor)
 
 
 @router.get("/households/{household_id}", response_model=S.HouseholdPublic)
-def read_household(g: GuardDep, runtime: RuntimeDep, household_id: str) -> S.HouseholdPublic:
-    return runtime.archive.read_household(g, household_id)
+def read_household(g: GuardDep, archive: ArchiveDep, household_id: str) -> S.HouseholdPublic:
+    return archive.read_household(g, household_id)
 
 
 @router.patch("/households/{household_id}", response_model=S.HouseholdPublic)
-def update_household(g: GuardDep, runtime: RuntimeDep, household_id: str,
+def update_household(g: GuardDep, archive: ArchiveDep, household_id: str,
                      body: S.HouseholdUpdate) -> S.HouseholdPublic:
-    return runtime.archive.update_household(g, household_id, body)
+    return archive.update_household(g, household_id, body)
 
 
 @router.post("/minors", status_code=status.HTTP_201_CREATED, response_model=S.MinorPublic)
-def create_minor(g: GuardDep, runtime: RuntimeDep, body: S.MinorCreate) -> S.MinorPublic:
-    return runtime.archive.create_minor(g, body)
+def create_minor(g: GuardDep, archive: ArchiveDep, body: S.MinorCreate) -> S.MinorPublic:
+    return archive.create_minor(g, body)
 
 
 @router.get("/minors", response_model=S.Page[S.MinorPublic])
 def list_minors(
     g: GuardDep,
-    runtime: RuntimeDep,
+    archive: ArchiveDep,
     region: RegionFilter = None,
     category: Annotated[int | None, Query(ge=1, le=5)] = None,
     household_id: Annotated[str | None, Query(max_length=40)] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> S.Page[S.MinorPublic]:
-    return runtime.archive.list_minors(g, region=region, category=category, household_id=household_id,
-                                       limit=limit, cursor=cursor)
+    return archive.list_minors(g, region=region, category=category, household_id=household_id,
+                               limit=limit, cursor=cursor)
 
 
 @router.get("/minors/{minor_id}", response_model=S.MinorPublic)
-def read_minor(g: GuardDep, runtime: RuntimeDep, minor_id: str) -> S.MinorPublic:
-    return runtime.archive.read_minor(g, minor_id)
+def read_minor(g: GuardDep, archive: ArchiveDep, minor_id: str) -> S.MinorPublic:
+    return archive.read_minor(g, minor_id)
 
 
 @router.patch("/minors/{minor_id}", response_model=S.MinorPublic)
-def update_minor(g: GuardDep, runtime: RuntimeDep, minor_id: str, body: S.MinorUpdate) -> S.MinorPublic:
-    return runtime.archive.update_minor(g, minor_id, body)
+def update_minor(g: GuardDep, archive: ArchiveDep, minor_id: str, body: S.MinorUpdate) -> S.MinorPublic:
+    return archive.update_minor(g, minor_id, body)
 
 
 @router.post("/households/{household_id}/visits", status_code=status.HTTP_201_CREATED, response_model=VisitPublic,
              summary="Record a home visit")
-def create_visit(g: GuardDep, runtime: RuntimeDep, household_id: str, body: VisitCreate) -> VisitPublic:
-    return runtime.visits.create(g, household_id, body)
+def create_visit(g: GuardDep, visits: VisitsDep, household_id: str, body: VisitCreate) -> VisitPublic:
+    return visits.create(g, household_id, body)
 
 
 @router.get("/households/{household_id}/visits", response_model=dict[str, list[VisitPublic]],
             summary="The household's visit log, newest first")
-def list_visits(g: GuardDep, runtime: RuntimeDep, household_id: str) -> dict[str, list[VisitPublic]]:
-    return {"items": runtime.visits.list(g, household_id)}
+def list_visits(g: GuardDep, visits: VisitsDep, household_id: str) -> dict[str, list[VisitPublic]]:
+    return {"items": visits.list(g, household_id)}
 
 
 @router.get("/statistics/minors", summary="Minors by region (children of `region`) and category; sealed never count")
-def statistics(g: GuardDep, runtime: RuntimeDep, region: RegionFilter = None) -> dict[str, Any]:
-    return runtime.visits.statistics(g, region=region)
+def statistics(g: GuardDep, visits: VisitsDep, region: RegionFilter = None) -> dict[str, Any]:
+    return visits.statistics(g, region=region)

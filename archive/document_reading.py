@@ -1,13 +1,13 @@
 """Reading official documents: one document and its versions, its PDF, its fields, the list.
 
 A sealed document is read only through the caller's active grant (documents.load_document);
-its PDF is then released stamped by archive.sealing (``releaser``).
+its PDF is then released only through the required ``releaser`` (archive.sealing's
+``SealedRelease``), which stamps it for the requester and registers the copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -16,24 +16,26 @@ from access_control.guard import Guard
 from access_control.identity import Org
 from access_control.policy import Resource, may_read_document_kind
 from access_control.regions import Region, RegionTree
-from access_control.sealed import SealedRequest
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.documents import DocumentPublic, VersionPublic, display_code, load_document
 from archive.models import Document, DocumentVersion
-from archive.records import decode_cursor, encode_cursor
+from archive.records import decode_cursor
 from core.crypto import sha256_hex
 from core.errors import IntegrityFailure, InvalidInput, NotFound
 from core.keys import Vault
+from core.pagination import encode_cursor
 from doc_templates import kinds as K
+
+if TYPE_CHECKING:  # archive.sealing builds on this module
+    from archive.sealing import SealedRelease
 
 
 class DocumentReading:
-    def __init__(self, *, vault: Vault, blobs: BlobStore, regions: RegionTree):
+    def __init__(self, *, vault: Vault, blobs: BlobStore, regions: RegionTree, releaser: SealedRelease):
         self.vault = vault
         self.blobs = blobs
         self.regions = regions
-        # Set by archive.sealing: stamps a sealed document for its granted requester.
-        self.releaser: Callable[[Guard, Document, DocumentVersion, SealedRequest], bytes] | None = None
+        self.releaser = releaser  # stamps a sealed document for its granted requester
 
     def _versions(self, g: Guard, doc: Document) -> list[DocumentVersion]:
         return list(g.session.scalars(
@@ -60,9 +62,10 @@ class DocumentReading:
         v = g.session.get(DocumentVersion, (doc.id, version or doc.current_version))
         if v is None:
             raise NotFound("该版本不存在。")
-        if grant is not None and self.releaser is not None:
-            return self.releaser(g, doc, v, grant), v
-        return self.open_version(g, doc, v), v
+        pdf = self.open_version(g, doc, v)
+        if grant is not None:  # sealed: never handed out but stamped
+            return self.releaser.release(g, doc, v, grant, pdf), v
+        return pdf, v
 
     def open_version(self, g: Guard, doc: Document, v: DocumentVersion) -> bytes:
         """The stored PDF bytes, decrypted and checked against the recorded sha256."""

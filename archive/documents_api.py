@@ -11,7 +11,7 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from access_control.actions import Action
-from access_control.deps import GuardDep, RuntimeDep
+from access_control.deps import DocumentIssuingDep, DocumentReadingDep, GuardDep, get_runtime
 from access_control.policy import Resource
 from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
 from core.crypto import Sha256Stream, sha256_hex
@@ -22,7 +22,7 @@ from doc_templates import kinds as K
 router = APIRouter(prefix="/api/v1", tags=["documents"])
 public = APIRouter(prefix="/api/v1", tags=["verification (public)"])
 
-PDF = {200: {"content": {"application/pdf": {}}, "description": "PDF bytes"}}
+PDF: dict[int | str, dict[str, Any]] = {200: {"content": {"application/pdf": {}}, "description": "PDF bytes"}}
 
 
 def pdf_response(data: bytes, filename: str, *, sha256: str | None = None) -> Response:
@@ -40,58 +40,58 @@ def document_kinds(g: GuardDep) -> dict[str, Any]:
 
 @router.get("/document-kinds/{kind}/prefill", summary="Fields for a kind filled in from the subject's record")
 def prefill(
-    g: GuardDep, runtime: RuntimeDep, kind: str,
+    g: GuardDep, issuing: DocumentIssuingDep, kind: str,
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
-    return runtime.document_issuing.prefill(g, kind, subject_id)
+    return issuing.prefill(g, kind, subject_id)
 
 
 @router.post("/documents/preview", response_class=Response, responses=PDF,
              summary="Render a draft (stamped 草稿, not numbered, not stored)")
-def preview(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> Response:
-    data = runtime.document_issuing.preview(g, body)
+def preview(g: GuardDep, issuing: DocumentIssuingDep, body: DocumentRequest) -> Response:
+    data = issuing.preview(g, body)
     return pdf_response(data, "preview.pdf")
 
 
 @router.post("/documents", status_code=status.HTTP_201_CREATED, response_model=DocumentIssued,
              summary="Issue a document: validate, number, render, seal, store")
-def issue(g: GuardDep, runtime: RuntimeDep, body: DocumentRequest) -> DocumentIssued:
-    return runtime.document_issuing.issue(g, body)
+def issue(g: GuardDep, issuing: DocumentIssuingDep, body: DocumentRequest) -> DocumentIssued:
+    return issuing.issue(g, body)
 
 
 @router.get("/documents", summary="Documents the caller may read")
 def list_documents(
     g: GuardDep,
-    runtime: RuntimeDep,
+    reading: DocumentReadingDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
     region: Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    return runtime.document_reading.page(g, kind=kind, subject_id=subject_id, region=region, limit=limit, cursor=cursor)
+    return reading.page(g, kind=kind, subject_id=subject_id, region=region, limit=limit, cursor=cursor)
 
 
 @router.get("/documents/{document_id}", response_model=DocumentPublic)
-def read_document(g: GuardDep, runtime: RuntimeDep, document_id: str) -> DocumentPublic:
-    return runtime.document_reading.read(g, document_id)
+def read_document(g: GuardDep, reading: DocumentReadingDep, document_id: str) -> DocumentPublic:
+    return reading.read(g, document_id)
 
 
 @router.get("/documents/{document_id}/pdf", response_class=Response, responses=PDF,
             summary="The issued PDF; its sha256 equals the stored one")
 def document_pdf(
-    g: GuardDep, runtime: RuntimeDep, document_id: str,
+    g: GuardDep, reading: DocumentReadingDep, document_id: str,
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> Response:
-    data, v = runtime.document_reading.pdf(g, document_id, version)
+    data, v = reading.pdf(g, document_id, version)
     # A sealed record's release is a stamped copy: the header names the bytes sent, not the stored ones.
     return pdf_response(data, f"{document_id}-v{v.version}.pdf", sha256=sha256_hex(data))
 
 
 @router.post("/documents/{document_id}/versions", status_code=status.HTTP_201_CREATED,
              response_model=DocumentIssued, summary="A correction: a new immutable version")
-def new_version(g: GuardDep, runtime: RuntimeDep, document_id: str, body: VersionRequest) -> DocumentIssued:
-    return runtime.document_issuing.new_version(g, document_id, body)
+def new_version(g: GuardDep, issuing: DocumentIssuingDep, document_id: str, body: VersionRequest) -> DocumentIssued:
+    return issuing.new_version(g, document_id, body)
 
 
 # Public verifications ----------------------------------------------------------------------
@@ -107,7 +107,7 @@ _verify_turns: RunVar[anyio.CapacityLimiter] = RunVar("shouhu_verify_turns")
 
 async def verify_rate_limit(request: Request) -> None:
     """429 with Retry-After past ``verify_rate_limit`` requests per window from one address."""
-    runtime = request.app.state.runtime
+    runtime = get_runtime(request)
     wait = runtime.verify_limits.hit(client_key(request.client.host if request.client else None),
                                      runtime.clock().timestamp())
     if wait is not None:
@@ -115,7 +115,7 @@ async def verify_rate_limit(request: Request) -> None:
 
 
 async def _verify_in_turn(request: Request, code: str, sha256: str | None) -> dict[str, Any]:
-    runtime = request.app.state.runtime
+    runtime = get_runtime(request)
     try:
         turns = _verify_turns.get()
     except LookupError:

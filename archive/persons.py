@@ -38,7 +38,7 @@ def record(session: Session, doc: Document, persons: Iterable[Person]) -> None:
         doc.subject_hashes = sorted(set(doc.subject_hashes or []) | hashes)
 
 
-def naming(minor_id: str, id_hash: str | None, *, sealed: bool) -> Select[tuple[Document]]:
+def naming(minor_id: str, id_hash: str | None, *, sealed: bool) -> Select[Document]:
     """Documents (sealed or not) that name this minor, by record or by its ID-number hash."""
     who = DocumentPerson.minor_id == minor_id
     if id_hash:

@@ -11,6 +11,7 @@ stamped on every page; each stamped copy goes into the disclosure register.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -78,25 +79,52 @@ class UnsealBody(BaseModel):
                                description="Free text; stored encrypted, the log keeps only its keyed hash")
 
 
+def sealed_records_of(session: Session, subject_hash: str) -> list[tuple[str, str]]:
+    """The sealed documents of the person with this ID-number hash (what a grant names):
+    those sealed for the person, and every document that names the person's sealed record.
+    The sealed desk is built with it (``SealedDesk(find_records=...)``)."""
+    return [("document", i) for i in people.sealed_documents_of(session, subject_hash)]
+
+
+class SealedRelease:
+    """Stamps a granted sealed document for its requester and enters the copy in the register.
+
+    A required collaborator of ``DocumentReading``: no reading service exists that could hand
+    out a sealed document's PDF without it."""
+
+    def __init__(self, *, pool: RenderPool, desk: SealedDesk):
+        self.pool = pool
+        self.desk = desk
+
+    def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest, pdf: bytes) -> bytes:
+        """``pdf`` (the version's checked bytes) stamped on every page; the copy is registered."""
+        requester = g.session.get(User, grant.requester_id)
+        org = g.session.get(Org, grant.requester_org_id)
+        at = g.now.astimezone(LOCAL_TZ)
+        lines = [
+            f"封存记录 依法提供  查询人：{requester.display_name if requester else g.actor.display_name}"
+            f"（{org.name if org else g.actor.org_name}）  申请编号：{grant.id}",
+            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
+            CONFIDENTIALITY,
+        ]
+        stamped = self.pool.stamp(pdf, lines)
+        g.begin_write()  # a read (GET) that records the copy it hands out
+        g.session.add(Disclosure(
+            id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
+            requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
+            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped)))
+        g.commit()
+        return stamped
+
+
 class Sealing:
     def __init__(self, *, vault: Vault, blobs: BlobStore, issuing: DocumentIssuing, reading: DocumentReading,
-                 pool: RenderPool, desk: SealedDesk):
+                 desk: SealedDesk):
         self.vault = vault
         self.blobs = blobs
         self.issuing = issuing
         self.reading = reading
-        self.pool = pool
         self.desk = desk
-        desk.find_records = self.find_records
-        reading.releaser = self.release
-
-    # which records a subject has ----------------------------------------------------------
-
-    @staticmethod
-    def find_records(session: Session, subject_hash: str) -> list[tuple[str, str]]:
-        """The sealed documents of the person with this ID-number hash (what a grant names):
-        those sealed for the person, and every document that names the person's sealed record."""
-        return [("document", i) for i in people.sealed_documents_of(session, subject_hash)]
 
     # sealing -------------------------------------------------------------------------------
 
@@ -232,8 +260,8 @@ class Sealing:
             doc, reg = g.session.get(Document, doc_id), g.session.get(SealedRecord, minor_id)
             if doc is None or reg is None:
                 raise RuntimeError("a sealed document or its sealed record row is missing")
-            body = SealBody.model_construct(legal_basis=reg.legal_basis,
-                                            case_number=self.seal_case(g.session, reg).get("case_number"))
+            case_number = self.seal_case(g.session, reg).get("case_number")  # None: ``_store_case`` stores none
+            body = SealBody.model_construct(legal_basis=reg.legal_basis, case_number=case_number)  # type: ignore[arg-type]
             old_blobs += self._reseal_document(g, doc, sealed=True)
             self._register(g, doc.id, "document", reg.subject_hash, doc.region_code, body, sealed_with=minor_id)
             # The minor's case, as every event about a case carries it: code and keyed hash.
@@ -268,7 +296,7 @@ class Sealing:
             reg = g.session.get(SealedRecord, row.subject_id)
             if reg is not None:
                 return reg.subject_hash
-        return (row.subject_hashes or [None])[0]
+        return next(iter(row.subject_hashes or []), None)
 
     def _register(self, g: Guard, record_id: str, kind: str, subject_hash: str | None, region: str,
                   body: SealBody, *, sealed_with: str | None = None) -> None:
@@ -350,7 +378,7 @@ class Sealing:
             new_key = f"documents/{doc.id}/v{v.version}-{suffix}-{new_id('b')[2:]}"
             self.blobs.put(new_key, self.vault.seal_bytes(dek, dek_id, pdf, kind="document", record_id=doc.id,
                                                           version=v.version, sealed=sealed))
-            g.on_rollback(lambda key=new_key: self.blobs.delete(key))
+            g.on_rollback(partial(self.blobs.delete, new_key))
             stale.append(v.blob_key)
             v.blob_key = new_key
             v.fields_payload = self.vault.seal_json(dek, dek_id, fields, kind="document_fields", record_id=doc.id,
@@ -358,29 +386,6 @@ class Sealing:
         doc.dek_id, doc.sealed = dek_id, sealed
         self.vault.shred_key(g.session, old_dek)
         return stale
-
-    # release -------------------------------------------------------------------------------
-
-    def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest) -> bytes:
-        """The granted document stamped on every page; the copy is entered in the register."""
-        pdf = self.reading.open_version(g, doc, version)
-        requester = g.session.get(User, grant.requester_id)
-        org = g.session.get(Org, grant.requester_org_id)
-        at = g.now.astimezone(LOCAL_TZ)
-        lines = [
-            f"封存记录 依法提供  查询人：{requester.display_name if requester else g.actor.display_name}"
-            f"（{org.name if org else g.actor.org_name}）  申请编号：{grant.id}",
-            f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
-            CONFIDENTIALITY,
-        ]
-        stamped = self.pool.stamp(pdf, lines)
-        g.begin_write()  # a read (GET) that records the copy it hands out
-        g.session.add(Disclosure(
-            id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
-            requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
-            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped)))
-        g.commit()
-        return stamped
 
     # replies ---------------------------------------------------------------------------------
 
@@ -414,10 +419,10 @@ class Sealing:
         g.commit()  # the decision to reply was logged above; issuing logs its own event
         issued = self.issuing.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
         g.begin_write()  # the issue committed: the request's session reads again until told to write
-        req = g.session.get(SealedRequest, rid)
-        if req is None:
+        decided = g.session.get(SealedRequest, rid)
+        if decided is None:
             raise RuntimeError("the sealed-record request row is gone")
-        req.reply_document_id = issued.id
+        decided.reply_document_id = issued.id
         g.commit()
         return issued
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from access_control.deps import GuardDep, RuntimeDep
+from access_control.deps import GuardDep, SearchDep
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["search"])
 @router.get("/search", summary="Full-text search over blind tokens; snippets are HTML-escaped with <mark>")
 def search(
     g: GuardDep,
-    runtime: RuntimeDep,
+    service: SearchDep,
     q: Annotated[str, Query(min_length=1, max_length=100, description="Names, ID numbers, places, phrases")],
     kind: Annotated[str | None, Query(max_length=40, description="minor, household or a document kind")] = None,
     region: Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$")] = None,
@@ -26,5 +26,5 @@ def search(
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
     # An index that cannot be used (another key, broken) answers 503 from the service.
-    return runtime.search.search(g, q=q, kind=kind, region=region, category=category, date_from=date_from,
-                                 date_to=date_to, limit=limit, cursor=cursor)
+    return service.search(g, q=q, kind=kind, region=region, category=category, date_from=date_from,
+                          date_to=date_to, limit=limit, cursor=cursor)

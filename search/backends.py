@@ -67,7 +67,8 @@ def day_number(d: date) -> int:
 
 
 class SearchBackend(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: the live index (search.generations) answers its backend's
 
     def upsert(self, docs: Sequence[IndexDoc]) -> None: ...
     def delete(self, ids: Sequence[str]) -> None: ...

@@ -1248,3 +1248,35 @@ def test_a_records_provided_reply_says_so(client, rt):
             "符合法律规定，相关封存记录已依法提供。") in text
     assert "你单位对所获记录负有保密义务，不得泄露，不得用于所申请事项以外的用途。" in text
     assert "未发现" not in text and "有犯罪记录" not in text
+
+
+def test_a_granted_sealed_pdf_cannot_be_read_unstamped(client, rt):
+    """The stamp is part of the release path: a reading service cannot be built without its
+    releaser, nor the sealed desk without what finds a subject's records, and a reading
+    service built afresh, as any caller would build it, serves a granted sealed PDF stamped."""
+    from access_control.identity import User, actor_for
+    from access_control.sealed import SealedDesk
+    from archive.document_reading import DocumentReading
+    from archive.sealing import SealedRelease, sealed_records_of
+
+    with pytest.raises(TypeError):
+        DocumentReading(vault=rt.vault, blobs=rt.blobs, regions=rt.regions)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        SealedDesk(vault=rt.vault, ring=rt.ring, settings=rt.settings)  # type: ignore[call-arg]
+
+    pin_clock(rt)
+    tokens = Tokens(client)
+    case = make_case(client, tokens, seal_by=CUST)
+    rid = apply(client, tokens[COURT], SEALED_NAME, case.id_number)
+    assert decide(client, tokens[CUST], rid, "approve", APPROVE_REASON).status_code == 200
+
+    desk = SealedDesk(vault=rt.vault, ring=rt.ring, settings=rt.settings, find_records=sealed_records_of)
+    reading = DocumentReading(vault=rt.vault, blobs=rt.blobs, regions=rt.regions,
+                              releaser=SealedRelease(pool=rt.render_pool, desk=desk))
+    with rt.db.session() as s:
+        actor = actor_for(s, s.scalars(select(User).where(User.username == COURT)).one())
+    with rt.db.request_session(write=False) as s:
+        pdf, _version = reading.pdf(rt.guard(s, actor), case.doc)
+    pages = pdf_pages(pdf)
+    assert sha256(pdf) != case.doc_sha256
+    assert pages and all(f"申请编号：{rid}" in p and re.sub(r"\s+", "", CONFIDENTIALITY) in p for p in pages)
