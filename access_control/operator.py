@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -59,7 +59,7 @@ class Operator:
 
     @staticmethod
     def draft(action: Action, *, kind: str, rid: str = "", outcome: str = "allowed", reason: str = OPERATOR_RULE,
-              details: dict[str, object] | None = None) -> EventDraft:
+              details: Mapping[str, object] | None = None) -> EventDraft:
         return EventDraft(action=action, outcome=outcome, reason=reason, resource_kind=kind, resource_id=rid,
                           details=dict(details or {}))
 
@@ -90,7 +90,7 @@ class Operator:
         return OperatorRefused(message)
 
     def deny(self, g: Guard, action: Action, message: str, *, kind: str, rid: str = "", reason: str,
-             details: dict[str, object] | None = None) -> OperatorRefused:
+             details: Mapping[str, object] | None = None) -> OperatorRefused:
         """Inside ``change``: undo what the transaction did, log the refusal, commit it."""
         g.session.rollback()
         g.record(self.draft(action, kind=kind, rid=rid, outcome="denied", reason=reason, details=details))
@@ -98,7 +98,7 @@ class Operator:
         return OperatorRefused(message)
 
     def failed(self, action: Action, exc: BaseException, *, kind: str, rid: str = "",
-               details: dict[str, object] | None = None) -> None:
+               details: Mapping[str, object] | None = None) -> None:
         """Log an 'error' event for an operation that stopped; never hides ``exc`` itself."""
         code = exc.code if isinstance(exc, ShouhuError) else type(exc).__name__
         try:

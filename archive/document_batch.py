@@ -58,7 +58,7 @@ class DocumentBatch:
         node = self.regions.get(region)
         if node is None:
             raise RuntimeError("a region checked above is not in the tree")
-        rows = list(g.session.scalars(
+        rows: list[Household | Minor] = list(g.session.scalars(
             select(model).join(Region, Region.code == model.region_code)
             .where(Region.path.startswith(node.path, autoescape=True), model.sealed.is_(False))
             .order_by(model.region_code, model.id)))

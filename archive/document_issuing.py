@@ -175,7 +175,8 @@ class DocumentIssuing:
         """
         if subject.kind not in ("household", "minor"):
             return True
-        row = g.session.get(Household if subject.kind == "household" else Minor, subject.id)
+        row: Household | Minor | None = (g.session.get(Household, subject.id) if subject.kind == "household"
+                                         else g.session.get(Minor, subject.id))
         if row is None or row.sealed or row.region_code != subject.region_code:
             return False
         if subject.kind == "household" and tuple(m.id for m in self.basis.listed_minors(g, row.id)) != subject.listed:

@@ -224,8 +224,10 @@ class DocumentBasis:
 
     def subject(self, g: Guard, kind: K.DocKind, subject_id: str | None, action: Action) -> Subject:
         if kind.subject in ("household", "minor"):
-            model = Household if kind.subject == "household" else Minor
-            row = g.session.get(model, subject_id) if subject_id else None
+            row: Household | Minor | None = None
+            if subject_id:
+                row = (g.session.get(Household, subject_id) if kind.subject == "household"
+                       else g.session.get(Minor, subject_id))
             if row is None or row.sealed:
                 raise InvalidInput.one("subject_id", "未找到该档案")
             decision = g.decide(action, Resource(kind.subject, row.id, row.region_code))

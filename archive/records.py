@@ -26,6 +26,7 @@ from archive.models import Household, Minor, MinorCategory
 from core.crypto import KeyRing
 from core.db import new_id
 from core.errors import Conflict, InvalidInput, NotFound, field_errors
+from core.fields import normalize_id_number
 from core.keys import DataKey, Vault
 from core.outbox import enqueue
 from core.pagination import decode_id_cursor, encode_cursor
@@ -50,7 +51,7 @@ class Archive:
 
     def subject_hash(self, id_number: str) -> str:
         """Keyed hash of an ID number: lookup column and audit subject alike."""
-        return self.ring.keyed_hash("id_number", S.normalize_id_number(id_number))
+        return self.ring.keyed_hash("id_number", normalize_id_number(id_number))
 
     def _check_region(self, code: str, field: str = "region_code") -> None:
         if code not in self.regions:

@@ -67,8 +67,8 @@ class HouseholdCreate(HouseholdRecord):
 class HouseholdUpdate(BaseModel):
     model_config = _IN
 
-    address: Address = Field(None, description="Required in the record: omit to keep, null is refused")
-    members: list[MemberIn] = Field(None, max_length=20, description="Omit to keep; [] for none; null is refused")
+    address: Address = Field(None, description="Required in the record: omit to keep, null is refused")  # type: ignore[assignment]  # None: unset, never validated
+    members: list[MemberIn] = Field(None, max_length=20, description="Omit to keep; [] for none; null is refused")  # type: ignore[arg-type]  # as above
     notes: Text | None = None
     expected_version: int | None = Field(
         None, ge=1, le=2**31 - 1, description="If given, the update is refused with 409 unless it matches"
@@ -129,12 +129,12 @@ class MinorCreate(MinorRecord):
 class MinorUpdate(MinorFields):
     """Absent keeps a field; null clears an optional one and is refused for a required one."""
 
-    name: Name = Field(None, description="Omit to keep; null is refused")
+    name: Name = Field(None, description="Omit to keep; null is refused")  # type: ignore[assignment]  # None: unset, never validated
     id_number: IdNumber | None = None
-    birth_date: date = Field(None, description="Omit to keep; null is refused")
-    sex: Literal["male", "female"] = Field(None, description="Omit to keep; null is refused")
+    birth_date: date = Field(None, description="Omit to keep; null is refused")  # type: ignore[assignment]  # as above
+    sex: Literal["male", "female"] = Field(None, description="Omit to keep; null is refused")  # type: ignore[arg-type]  # as above
     categories: list[Category | CategoryIn] = Field(
-        None, min_length=1, max_length=10, description="Omit to keep; null is refused")
+        None, min_length=1, max_length=10, description="Omit to keep; null is refused")  # type: ignore[arg-type]  # as above
     expected_version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 

@@ -107,7 +107,8 @@ class Visits:
             select(func.count(func.distinct(Minor.id))).join(Region, Region.code == Minor.region_code)
             .where(Region.path.startswith(node.path, autoescape=True), Minor.sealed.is_(False),
                    exists().where(and_(MinorCategory.minor_id == Minor.id, MinorCategory.ended_on.is_(None)))))
-        rows = [{"region": c.code, "name": c.name, "counts": counts[c.code], "total": sum(counts[c.code])}
-                for c in children]
+        rows: list[dict[str, Any]] = [
+            {"region": c.code, "name": c.name, "counts": counts[c.code], "total": sum(counts[c.code])}
+            for c in children]
         return {"region": root, "name": node.name, "rows": rows,
                 "totals": [sum(r["counts"][i] for r in rows) for i in range(5)], "minors": int(total_minors or 0)}

@@ -41,7 +41,8 @@ _t2s = opencc.OpenCC("t2s")
 
 def normalize(text: str) -> str:
     """NFKC, traditional to simplified script, lower case."""
-    return _t2s.convert(unicodedata.normalize("NFKC", text)).lower()
+    converted: str = _t2s.convert(unicodedata.normalize("NFKC", text))
+    return converted.lower()
 
 
 @dataclass

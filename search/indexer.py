@@ -142,7 +142,8 @@ class Indexer:
             rows += s.scalars(select(DocumentVersion).join(Document, DocumentVersion.document_id == Document.id)
                               .where(Document.id.in_([d.id for d in docs]),
                                      DocumentVersion.version == Document.current_version)).all()
-        dek_ids = {r.dek_id for r in (*minors, *docs, *households)}
+        keyed: list[Minor | Document | Household] = [*minors, *docs, *households]
+        dek_ids = {r.dek_id for r in keyed}
         if dek_ids:
             rows += s.scalars(select(DataKey).where(DataKey.id.in_(dek_ids))).all()
         minor_ids = {m.id for m in minors} | {d.subject_id for d in docs if d.subject_kind == "minor" and d.subject_id}

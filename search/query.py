@@ -131,8 +131,11 @@ class SearchService:
     @staticmethod
     def _row(g: Guard, rid: str) -> Minor | Household | Document | None:
         prefix = rid.split("_", 1)[0]
-        model = {"mn": Minor, "hh": Household, "doc": Document}.get(prefix)
-        return g.session.get(model, rid) if model else None  # type: ignore[arg-type]
+        if prefix == "mn":
+            return g.session.get(Minor, rid)
+        if prefix == "hh":
+            return g.session.get(Household, rid)
+        return g.session.get(Document, rid) if prefix == "doc" else None
 
     def _visible(self, g: Guard, row: Minor | Household | Document, scope: Scope) -> bool:
         if row.sealed:

@@ -86,7 +86,7 @@ def create_user(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
     rt = get_runtime(request)
     _require_create(g)
     data = form_to_nested(form)
-    values = {k: data[k] for k in ("username", "name", "org_id") if k in data}
+    values: dict[str, Any] = {k: data[k] for k in ("username", "name", "org_id") if k in data}
     values["roles"] = [r for r in data.get("roles", []) if isinstance(r, str)]
     try:
         body = validate(UserCreate, {**values, "roles": values["roles"]})

@@ -123,9 +123,9 @@ def login_submit(
         response = _login_form(request, next=target, error=exc.message, username=username, status_code=exc.status)
         response.headers.update(exc.headers())
         return response
-    response = RedirectResponse(target, status_code=303)
-    set_cookie(response, runtime, token)
-    return response
+    redirect = RedirectResponse(target, status_code=303)
+    set_cookie(redirect, runtime, token)
+    return redirect
 
 
 @router.post("/logout", dependencies=[CsrfChecked])

@@ -513,7 +513,8 @@ def _search(request: Request, g: PageGuard, form: Mapping[str, Any] | None, *, f
                                                                   else h["kind"])}
             for h in (result or {}).get("hits", [])]
     pager = {"next": (result or {}).get("next_cursor"), "first": bool(cursor)}
-    context = dict(title="检索", values={**values, "q": (q or "").strip()} if result else values, errors=errors,
+    context: dict[str, Any] = dict(
+        title="检索", values={**values, "q": (q or "").strip()} if result else values, errors=errors,
                    result=result, hits=hits, pager=pager, kind_options=kind_options, categories=CATEGORIES)
     if fragment:  # htmx swaps only 2xx answers: the messages come back with 200
         return render(request, "casework/search_results.html.j2", **context)

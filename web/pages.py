@@ -124,7 +124,8 @@ def form_to_nested(form: FormData | Mapping[str, Any], *, skip: tuple[str, ...] 
                     node[part] = value
                 else:
                     node = node.setdefault(part, nxt)
-    return _compact(out)
+    compact: dict[str, Any] = _compact(out)
+    return compact
 
 
 def _compact(value: Any) -> Any:
