@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
+from tests import leak_support
 from tests.conftest import household_body, id_number, minor_body, run_sql
-
-ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
-PG_DUMP = "/usr/bin/pg_dump"
-
-
+from tests.leak_support import ENCODINGS, Hits, Needles, encoded
 
 # Rare characters that occur nowhere else in the archive, each encodable in GBK.
 MINOR_NAME = "龘靐齉鱻"
@@ -55,15 +51,11 @@ def json_escaped(text: str, *, upper: bool = False) -> bytes:
     return escaped.encode("ascii")
 
 
-def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
+def needles(canaries: Iterable[str]) -> Needles:
     """Every form a canary may take in stored bytes: each encoding, and JSON \\u escapes in both cases."""
     out = []
     for canary in canaries:
-        for enc in ENCODINGS:
-            try:
-                out.append((canary, enc, canary.encode(enc)))
-            except UnicodeEncodeError:
-                continue
+        out += encoded([canary])
         if not canary.isascii():
             out.append((canary, "json-escape", json_escaped(canary)))
             out.append((canary, "json-escape-upper", json_escaped(canary, upper=True)))
@@ -71,58 +63,20 @@ def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
 
 
 NEEDLES = needles(TEXT_CANARIES + DIGIT_CANARIES)
-_STREAM_START = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x1f\x8b\x08")
 
 
-def inflated(data: bytes) -> Iterator[bytes]:
-    """Every zlib or gzip stream that starts somewhere in ``data``, decompressed."""
-    for m in _STREAM_START.finditer(data):
-        d = zlib.decompressobj(wbits=47)  # zlib or gzip header, auto-detected
-        try:
-            out = d.decompress(data[m.start():], 64 * 1024 * 1024)
-        except zlib.error:
-            continue
-        if out:
-            yield out
+def scan_tree(root: Path, needle_list: Needles = NEEDLES) -> tuple[Hits, list[Path]]:
+    return leak_support.scan_tree(root, needle_list)
 
 
-def found(data: bytes, where: str, needle_list: list[tuple[str, str, bytes]] = NEEDLES
-          ) -> set[tuple[str, str, str]]:
-    """(canary, encoding, where) for every canary in ``data`` or in a stream inside it."""
-    hits = {(c, enc, where) for c, enc, b in needle_list if b in data}
-    for stream in inflated(data):
-        hits |= {(c, enc, where + " (inflated)") for c, enc, b in needle_list if b in stream}
-    return hits
-
-
-def scan_tree(root: Path, needle_list: list[tuple[str, str, bytes]] = NEEDLES
-              ) -> tuple[set[tuple[str, str, str]], list[Path]]:
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    hits: set[tuple[str, str, str]] = set()
-    for path in files:
-        hits |= found(path.read_bytes(), str(path.relative_to(root)), needle_list)
-    return hits, files
-
-
-_BYTEA_HEX = re.compile(rb"\\\\x([0-9a-fA-F]+)")
-
-
-def scan_dump(dump: bytes, needle_list: list[tuple[str, str, bytes]] = NEEDLES
-              ) -> set[tuple[str, str, str]]:
-    """A plain pg_dump: the text itself, plus every bytea value (hex in COPY text)."""
-    hits = found(dump, "pg_dump", needle_list)
-    for m in _BYTEA_HEX.finditer(dump):
-        hits |= found(bytes.fromhex(m.group(1).decode()), "pg_dump bytea", needle_list)
-    return hits
+def scan_dump(dump: bytes, needle_list: Needles = NEEDLES) -> Hits:
+    return leak_support.scan_dump(dump, needle_list)
 
 
 def pg_dump(database_url: str) -> bytes:
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    proc = subprocess.run([PG_DUMP, "--no-owner", "--dbname", url], capture_output=True,
-                          check=False, timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert b"COPY public.minors" in proc.stdout
-    return proc.stdout
+    dump = leak_support.pg_dump(database_url)
+    assert b"COPY public.minors" in dump
+    return dump
 
 
 # The test ---------------------------------------------------------------------------

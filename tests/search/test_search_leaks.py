@@ -21,22 +21,21 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from runtime import Runtime
 from search.backends import Filters, Scope
+from tests import leak_support
 from tests.conftest import current_generation, household_body, id_number, minor_body, run_sql
+from tests.leak_support import ENCODINGS, Hits, Needles, encoded, raw_and_inflated
 
 try:  # not a dependency: tantivy writes LZ4 unless told otherwise
     import zstandard
 except ImportError:  # pragma: no cover - depends on the machine
     zstandard = None
 
-ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
-PG_DUMP = "/usr/bin/pg_dump"
 SEARCH_TABLES = ("search_docs", "search_meta", "search_outbox")
 
 
@@ -60,35 +59,10 @@ CANARIES = [MINOR_NAME, MEMBER_NAME, GUARDIAN, ADDRESS, NOTES, MINOR_NOTES, SCHO
 
 # The scanner -------------------------------------------------------------------------------------
 
-Needles = list[tuple[str, str, bytes]]
+needles = encoded
 
-
-def needles(canaries: Iterable[str]) -> Needles:
-    out = []
-    for canary in canaries:
-        for enc in ENCODINGS:
-            try:
-                out.append((canary, enc, canary.encode(enc)))
-            except UnicodeEncodeError:
-                continue
-    return out
-
-
-_ZLIB_START = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x1f\x8b\x08")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LZ4_MAX_BLOCK = 1 << 24
-
-
-def zlib_streams(data: bytes) -> Iterator[bytes]:
-    """Every zlib or gzip stream that starts somewhere in ``data``, inflated."""
-    for m in _ZLIB_START.finditer(data):
-        d = zlib.decompressobj(wbits=47)  # zlib or gzip header, auto-detected
-        try:
-            out = d.decompress(data[m.start():], 64 * 1024 * 1024)
-        except zlib.error:
-            continue
-        if out:
-            yield out
 
 
 def lz4_block(data: bytes, pos: int, size: int) -> bytes | None:
@@ -165,9 +139,7 @@ def zstd_frames(data: bytes) -> Iterator[bytes]:
 
 
 def streams(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
-    yield "", data
-    for out in zlib_streams(data):
-        yield " (inflated)", out
+    yield from raw_and_inflated(data, name)
     if name.endswith(".store"):  # tantivy's document store: the only compressed tantivy file
         for out in lz4_blocks(data):
             yield " (lz4)", out
@@ -175,40 +147,16 @@ def streams(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
         yield " (zstd)", out
 
 
-def found(data: bytes, where: str, needle_list: Needles) -> set[tuple[str, str, str]]:
-    """(canary, encoding, where) for every needle in ``data`` or in a compressed stream inside it."""
-    hits = set()
-    for how, blob in streams(data, where):
-        hits |= {(c, enc, where + how) for c, enc, b in needle_list if b in blob}
-    return hits
+def scan_tree(root: Path, needle_list: Needles) -> tuple[Hits, list[Path]]:
+    return leak_support.scan_tree(root, needle_list, streams)
 
 
-def scan_tree(root: Path, needle_list: Needles) -> tuple[set[tuple[str, str, str]], list[Path]]:
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    hits: set[tuple[str, str, str]] = set()
-    for path in files:
-        hits |= found(path.read_bytes(), str(path.relative_to(root)), needle_list)
-    return hits, files
-
-
-_BYTEA_HEX = re.compile(rb"\\\\x([0-9a-fA-F]+)")
+def scan_dump(dump: bytes, needle_list: Needles) -> Hits:
+    return leak_support.scan_dump(dump, needle_list, streams)
 
 
 def pg_dump_tables(database_url: str, tables: Iterable[str]) -> bytes:
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    args = [PG_DUMP, "--no-owner", "--dbname", url]
-    for t in tables:
-        args += ["--table", t]
-    proc = subprocess.run(args, capture_output=True, check=False, timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    return proc.stdout
-
-
-def scan_dump(dump: bytes, needle_list: Needles) -> set[tuple[str, str, str]]:
-    hits = found(dump, "pg_dump", needle_list)
-    for m in _BYTEA_HEX.finditer(dump):
-        hits |= found(bytes.fromhex(m.group(1).decode()), "pg_dump bytea", needle_list)
-    return hits
+    return leak_support.pg_dump(database_url, tables)
 
 
 def secret_needles(rt: Runtime) -> Needles:
