@@ -197,6 +197,21 @@ def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt,
         assert {c for c, _, _ in hits} == {MINOR_NAME}
 
 
+def sealed_minor(client, tokens, case_number: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """A minor in a new household, sealed by the custodian under ``case_number``: (minor id, ID number)."""
+    api = "/api/v1"
+    cw, cust = tokens["caseworker.haizhou"], tokens["custodian.city"]
+    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
+    subject_id = id_number("320706", "20090101", "417")
+    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": "cpl_286_1", "case_number": case_number},
+                    headers=cust)
+    assert r.status_code == 200, r.text
+    return mid, subject_id
+
+
 # Sealed-record reasons ------------------------------------------------------------------
 
 # Free text a custodian types when deciding, revoking or unsealing: it may name people.
@@ -210,15 +225,8 @@ REASON_CANARIES = [DENY_REASON, APPROVE_REASON, CONFLICT_REASON, REVOKE_REASON, 
 
 def test_sealed_record_reasons_are_never_stored_or_logged_in_plain_text(client, tokens, rt, settings):
     api = "/api/v1"
-    cw, court, cust = tokens["caseworker.haizhou"], tokens["court.haizhou"], tokens["custodian.city"]
-    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
-    subject_id = id_number("320706", "20090101", "417")
-    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
-    assert r.status_code == 201, r.text
-    mid = r.json()["id"]
-    r = client.post(f"{api}/records/{mid}/seal", headers=cust,
-                    json={"legal_basis": "cpl_286_1", "case_number": "(2026)苏0706刑初7号"})
-    assert r.status_code == 200, r.text
+    court, cust = tokens["court.haizhou"], tokens["custodian.city"]
+    mid, subject_id = sealed_minor(client, tokens, "(2026)苏0706刑初7号")
     application = {"case_number": "(2026)苏0706刑初8号", "legal_basis": "cpl_286_judicial", "purpose": "审理案件需要",
                    "subject": {"name": "测试童", "id_number": subject_id}}
 
@@ -277,15 +285,8 @@ def test_requester_free_text_is_never_stored_or_logged_in_plain_text(client, tok
     log keeps the basis's code and the case number's keyed hash only (in no form: UTF-8, GBK,
     UTF-16, JSON escapes)."""
     api = "/api/v1"
-    cw, court, cust = tokens["caseworker.haizhou"], tokens["court.haizhou"], tokens["custodian.city"]
-    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
-    subject_id = id_number("320706", "20090101", "417")
-    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
-    assert r.status_code == 201, r.text
-    mid = r.json()["id"]
-    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": "cpl_286_1", "case_number": SEAL_CASE},
-                    headers=cust)
-    assert r.status_code == 200, r.text
+    court, cust = tokens["court.haizhou"], tokens["custodian.city"]
+    mid, subject_id = sealed_minor(client, tokens, SEAL_CASE)
     application = {"case_number": APPLY_CASE, "legal_basis": "cpl_286_judicial", "purpose": PURPOSE,
                    "subject": {"name": SUBJECT_NAME, "id_number": subject_id}}
     rid = client.post(f"{api}/sealed-requests", json=application, headers=court).json()["id"]
