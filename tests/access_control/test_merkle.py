@@ -10,6 +10,7 @@ is the independent reference for random trees, in SHA-256 and SM3.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,19 @@ from access_control import merkle
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "merkle_rfc6962.json").read_text())
 SHA = merkle.hasher("sha256")
+
+
+def _load_verifier() -> Any:
+    """docs/verify_audit_export.py, the standalone verifier that must not import the app."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "verify_audit_export.py"
+    spec = importlib.util.spec_from_file_location("verify_audit_export", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VERIFIER = _load_verifier()
 SM3 = merkle.hasher("sm3")
 LEAVES = [merkle.leaf_hash(SHA, bytes.fromhex(x)) for x in VECTORS["leaves_hex"]]
 ROOTS = [bytes.fromhex(r) for r in VECTORS["roots"]]
@@ -356,16 +370,8 @@ def test_consistency_proof_layout(vector):
 # Random trees, SHA-256 and SM3 -------------------------------------------------------------
 
 
-def reference_root(h: merkle.Hasher, leaves: list[bytes]) -> bytes:
-    """MTH straight from RFC 6962 2.1."""
-    if not leaves:
-        return h(b"")
-    if len(leaves) == 1:
-        return leaves[0]
-    k = 1
-    while k * 2 < len(leaves):
-        k *= 2
-    return h(b"\x01" + reference_root(h, leaves[:k]) + reference_root(h, leaves[k:]))
+# MTH straight from RFC 6962 2.1, as the standalone verifier computes it (no code of the app).
+reference_root = VERIFIER.merkle_root
 
 
 def check_tree(h: merkle.Hasher, size: int, size1: int, salt: bytes) -> None:
