@@ -205,13 +205,21 @@ def test_single_entry_inclusion():
     assert not merkle.verify_inclusion(SHA, index=0, size=1, leaf=leaf, proof=[leaf], root=leaf)
 
 
-@pytest.mark.parametrize("vector", VECTORS["inclusion_errors"], ids=lambda v: f"{v['leaf_index']}-of-{v['tree_size']}")
-def test_inclusion_proof_generator_refuses_out_of_range(vector):
-    leaves = [merkle.leaf_hash(SHA, b"%d" % i) for i in range(vector["tree_size"])]
-    with pytest.raises(ValueError):
-        merkle.inclusion_proof(SHA, leaves, vector["leaf_index"])
-    with pytest.raises(ValueError):
-        merkle.inclusion_proof(SHA, leaves, -1)
+# Proof generators refuse arguments out of range: (generator, tree size, the vector's bad argument, another).
+REFUSED = [
+    *(pytest.param(merkle.inclusion_proof, v["tree_size"], v["leaf_index"], -1,
+                   id=f"inclusion-{v['leaf_index']}-of-{v['tree_size']}") for v in VECTORS["inclusion_errors"]),
+    *(pytest.param(merkle.consistency_proof, v["size2"], v["size1"], 0,
+                   id=f"consistency-{v['size1']}-to-{v['size2']}") for v in VECTORS["consistency_errors"]),
+]
+
+
+@pytest.mark.parametrize(("generator", "size", "bad", "also_bad"), REFUSED)
+def test_proof_generators_refuse_out_of_range(generator, size, bad, also_bad):
+    leaves = [merkle.leaf_hash(SHA, b"%d" % i) for i in range(size)]
+    for argument in (bad, also_bad):
+        with pytest.raises(ValueError):
+            generator(SHA, leaves, argument)
 
 
 # Consistency proofs -------------------------------------------------------------------------
@@ -318,15 +326,6 @@ def test_every_consistency_proof_in_the_standard_trees():
 )
 def test_consistency_edge_cases(size1, size2, root1, root2, proof, ok):
     assert merkle.verify_consistency(SHA, size1=size1, size2=size2, root1=root1, root2=root2, proof=proof) is ok
-
-
-@pytest.mark.parametrize("vector", VECTORS["consistency_errors"], ids=lambda v: f"{v['size1']}-to-{v['size2']}")
-def test_consistency_proof_generator_refuses_bad_sizes(vector):
-    leaves = [merkle.leaf_hash(SHA, b"%d" % i) for i in range(vector["size2"])]
-    with pytest.raises(ValueError):
-        merkle.consistency_proof(SHA, leaves, vector["size1"])
-    with pytest.raises(ValueError):
-        merkle.consistency_proof(SHA, leaves, 0)
 
 
 # Proof layout in larger trees (transparency-dev proof_test.go node ids) ----------------------
