@@ -13,8 +13,20 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from tests.conftest import id_number
+
 ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
 PG_DUMP = "/usr/bin/pg_dump"
+
+# Canaries both leak tests put in: rare characters that occur nowhere else in the archive, each
+# encodable in GBK, a phone number and two ID numbers.
+MEMBER_NAME = "麤爨灪"
+ADDRESS = "灪靐路7349号龘苑"
+MINOR_NOTES = "鸜鹆童年纪事齾齾"
+SCHOOL = "齉齉鱻小学"
+PHONE = "13976543021"
+MINOR_ID = id_number("320706", "20141129", "737")
+MEMBER_ID = id_number("320706", "19830917", "593")
 
 Needles = list[tuple[str, str, bytes]]
 Hits = set[tuple[str, str, str]]

@@ -18,21 +18,14 @@ from pathlib import Path
 
 from tests import leak_support
 from tests.conftest import household_body, id_number, minor_body, run_sql
-from tests.leak_support import ENCODINGS, Hits, Needles, encoded
+from tests.leak_support import ADDRESS, MEMBER_ID, MEMBER_NAME, MINOR_ID, MINOR_NOTES, PHONE, SCHOOL
 
 # Rare characters that occur nowhere else in the archive, each encodable in GBK.
 MINOR_NAME = "龘靐齉鱻"
-MEMBER_NAME = "麤爨灪"
-ADDRESS = "灪靐路7349号龘苑"
 NOTES = "金丝雀笔记：父母龘靐长期外出"
-MINOR_NOTES = "鸜鹆童年纪事齾齾"
-SCHOOL = "齉齉鱻小学"
 ADDRESS_2 = "爩鬱路8812号麤苑"
 NOTES_2 = "更新后的金丝雀：齾齾龘"
 MINOR_NOTES_2 = "鸜鹆更新纪事爩爩"
-PHONE = "13976543021"
-MINOR_ID = id_number("320706", "20141129", "737")
-MEMBER_ID = id_number("320706", "19830917", "593")
 
 TEXT_CANARIES = [MINOR_NAME, MEMBER_NAME, ADDRESS, NOTES, MINOR_NOTES, SCHOOL, ADDRESS_2, NOTES_2,
                  MINOR_NOTES_2, PHONE, MINOR_ID, MEMBER_ID]
@@ -51,11 +44,11 @@ def json_escaped(text: str, *, upper: bool = False) -> bytes:
     return escaped.encode("ascii")
 
 
-def needles(canaries: Iterable[str]) -> Needles:
+def needles(canaries: Iterable[str]) -> leak_support.Needles:
     """Every form a canary may take in stored bytes: each encoding, and JSON \\u escapes in both cases."""
     out = []
     for canary in canaries:
-        out += encoded([canary])
+        out += leak_support.encoded([canary])
         if not canary.isascii():
             out.append((canary, "json-escape", json_escaped(canary)))
             out.append((canary, "json-escape-upper", json_escaped(canary, upper=True)))
@@ -65,11 +58,11 @@ def needles(canaries: Iterable[str]) -> Needles:
 NEEDLES = needles(TEXT_CANARIES + DIGIT_CANARIES)
 
 
-def scan_tree(root: Path, needle_list: Needles = NEEDLES) -> tuple[Hits, list[Path]]:
+def scan_tree(root: Path, needle_list: leak_support.Needles = NEEDLES) -> tuple[leak_support.Hits, list[Path]]:
     return leak_support.scan_tree(root, needle_list)
 
 
-def scan_dump(dump: bytes, needle_list: Needles = NEEDLES) -> Hits:
+def scan_dump(dump: bytes, needle_list: leak_support.Needles = NEEDLES) -> leak_support.Hits:
     return leak_support.scan_dump(dump, needle_list)
 
 
@@ -173,14 +166,14 @@ def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt,
 
     # Positive control: canaries planted in plain text are found by the same scanner.
     planted = needles(["探针龘靐齉鱻"])
-    for enc in ENCODINGS:
+    for enc in leak_support.ENCODINGS:
         (data_dir / f"planted-{enc}.txt").write_bytes("前缀探针龘靐齉鱻后缀".encode(enc))
     (data_dir / "planted.z").write_bytes(b"junk" + zlib.compress(MINOR_ID.encode()) + b"junk")
     (data_dir / "planted.json").write_bytes(b'{"a": "' + json_escaped("前缀探针龘靐齉鱻") + b'"}')
     (data_dir / "planted-upper.json").write_bytes(json_escaped("探针龘靐齉鱻后缀", upper=True))
     hits, _ = scan_tree(data_dir, planted + needles([MINOR_ID]))
-    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc)
-                                                for enc in (*ENCODINGS, "json-escape", "json-escape-upper")}
+    forms = (*leak_support.ENCODINGS, "json-escape", "json-escape-upper")
+    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc) for enc in forms}
     assert (MINOR_ID, "utf-8", "planted.z (inflated)") in hits
 
     # ... and inside the database, written in plain text the way a bug would.
