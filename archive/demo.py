@@ -175,15 +175,23 @@ def _household_payload(rng: random.Random, region: Region, cats: list[int]) -> t
     return data, surname
 
 
-def load(rt: Runtime, *, households: int = 200, seed: int = 2026,
-         progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Fill an empty archive with the demo world. Returns counts."""
-    rng = random.Random(seed)  # deterministic demo data
+def build_world(rt: Runtime) -> tuple[int, int, int]:
+    """The demo region tree, orgs and users (no households), committed and loaded into ``rt``.
+
+    Returns the numbers of regions, orgs and users."""
     with rt.db.session() as s:
         n_regions = build_regions(s)
         n_orgs, n_users = build_orgs_and_users(rt, s)
         s.commit()
     rt.load()
+    return n_regions, n_orgs, n_users
+
+
+def load(rt: Runtime, *, households: int = 200, seed: int = 2026,
+         progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Fill an empty archive with the demo world. Returns counts."""
+    rng = random.Random(seed)  # deterministic demo data
+    n_regions, n_orgs, n_users = build_world(rt)
     with rt.db.session() as s:
         villages = [r for r in s.query(Region).filter(Region.level == Level.VILLAGE).order_by(Region.code)]
     # The demo village of village.haizhou gets a fair share of households.

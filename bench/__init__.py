@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import resource
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -72,6 +73,16 @@ def skipped(*, case: str, variant: str, why: str) -> Result:
 # Peak resident memory -------------------------------------------------------------
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Terminate ``proc`` and wait for it; kill it if it does not end within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
 
 
 def reset_peak_rss() -> bool:

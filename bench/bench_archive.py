@@ -169,11 +169,7 @@ def bench_runtime(backend: str, suite: str) -> Iterator[Runtime]:
         rt = Runtime.open(bench_settings(Path(tmp) / "var", url, suite), require_schema=False)
         try:
             rt.initialize()
-            with rt.db.session() as s:
-                demo.build_regions(s)
-                demo.build_orgs_and_users(rt, s)
-                s.commit()
-            rt.load()
+            demo.build_world(rt)
             PlainBase.metadata.create_all(rt.db.engine)
             yield rt
         finally:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from bench import Result, skipped
+from bench import Result, skipped, stop_process
 from bench.bench_archive import postgres_database, postgres_unreachable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,12 +143,7 @@ def serving(backend: str) -> Iterator[Server]:
             time.sleep(3)  # the render workers start in the background: let them settle
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            stop_process(proc)
 
 
 def _wait_ready(server: Server, timeout: float = 90) -> None:

@@ -177,11 +177,7 @@ def main() -> None:
         rt = Runtime.open(settings, require_schema=False)
         try:
             rt.initialize()
-            with rt.db.session() as s:
-                demo.build_regions(s)
-                demo.build_orgs_and_users(rt, s)
-                s.commit()
-            rt.load()
+            demo.build_world(rt)
             with TestClient(create_app(runtime=rt)) as client:
                 headers, routes = prepare(client)
                 print(f"{args.backend}: {args.pairs} pairs per route, order within each pair at random "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ import psycopg
 from sqlalchemy import select, text
 
 from core.settings import Settings
-from tests.cli_support import Server
+from tests.cli_support import SHOUHU, Server
 from tests.cli_support import serving as cli_serving
 
 EVENT_COLUMNS = ("seq", "actor", "actor_id", "action", "outcome", "resource_kind", "resource_id",
@@ -152,6 +153,23 @@ def server_env(settings: Settings) -> dict[str, str]:
     if settings.database_url:
         env["SHOUHU_DATABASE_URL"] = settings.database_url
     return env
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_shouhu(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``shouhu`` command against the archive of ``settings``, its result whatever it is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
+    assert settings.master_key is not None
+    env.update(SHOUHU_DATA_DIR=str(settings.data_dir), SHOUHU_MASTER_KEY=settings.master_key.get_secret_value(),
+               SHOUHU_CIPHER_SUITE=settings.cipher_suite, COLUMNS="500")
+    if settings.database_url:
+        env["SHOUHU_DATABASE_URL"] = settings.database_url
+    # The working tree's code, whatever the editable install's package list says.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run([SHOUHU, *args], env=env, cwd=settings.data_dir.parent, capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 import cli
+from bench import stop_process
 from cli import common as cli_common
 from core.settings import Settings
 from tests.conftest import DEMO_PASSWORD, WORKER, postgres_admin_url, sqlalchemy_url
@@ -72,6 +73,15 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def demo_archive_dir(tmp_path_factory: pytest.TempPathFactory, name: str, households: int) -> Path:
+    """A new data folder under ``tmp_path_factory``, initialized by ``shouhu init`` and filled by ``shouhu demo``."""
+    data_dir = tmp_path_factory.mktemp(name) / "var"
+    env = cli_env(data_dir)
+    run_cli(env, "init")
+    run_cli(env, "demo", "--households", str(households))
+    return data_dir
 
 
 def run_cli(env: dict[str, str], *args: str, stdin: str | None = None, check: bool = True,
@@ -131,12 +141,7 @@ def serving(env: dict[str, str], output_path: Path, *, ready_timeout: float = 60
             yield server
         finally:
             if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
+                stop_process(proc)
 
 
 def _wait_ready(server: Server, timeout: float, path: str = "/readyz") -> None:

@@ -12,8 +12,10 @@ import base64
 import os
 import secrets
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,15 +160,22 @@ def settings(backend: Backend, data_dir: Path) -> Settings:
 
 def seed_world(rt: Runtime) -> None:
     """The demo region tree, orgs and users (no households)."""
-    with rt.db.session() as s:
-        demo.build_regions(s)
-        demo.build_orgs_and_users(rt, s)
-        s.commit()
-    rt.load()
+    demo.build_world(rt)
 
 
-@pytest.fixture
-def rt(settings: Settings) -> Iterator[Runtime]:
+def wait_for(what: str, ok: Callable[[], bool], timeout: float = 90, *, poll: float = 0.1) -> None:
+    """Wait until ``ok()``, asking every ``poll`` seconds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def seeded_runtime(settings: Settings) -> Iterator[Runtime]:
+    """A runtime on ``settings``' archive, initialized and seeded with the demo world; closed on the way out."""
     runtime = Runtime.open(settings, require_schema=False)
     runtime.initialize()
     seed_world(runtime)
@@ -174,6 +183,12 @@ def rt(settings: Settings) -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Iterator[Runtime]:
+    with seeded_runtime(settings) as runtime:
+        yield runtime
 
 
 @pytest.fixture

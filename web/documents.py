@@ -15,6 +15,7 @@ the API.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -422,28 +423,33 @@ def _failed(request: Request, g: Guard, exc: InvalidInput | Conflict, kind: K.Do
     return _form_page(request, kind, subject_id=subject_id, values=fields, errors=errors, status_code=exc.status)
 
 
-@router.post("/documents/preview", dependencies=[CsrfChecked])
-def document_preview(request: Request, g: PageGuard, form: FormDep) -> Response:
+def _from_document_form(request: Request, g: Guard, form: Any,
+                        act: Callable[[DocumentRequest], Response]) -> Response:
+    """``act`` on the document request a form asks for; on its errors, the form again."""
     fields, kind_name, subject_id = _request_from(form)
     kind = _kind_or_404(kind_name)  # the service decides who may issue it
     fields = with_unchecked(form_spec(kind.schema), fields)
     try:
-        pdf = get_runtime(request).document_issuing.preview(g, _document_request(kind, subject_id, fields))
+        return act(_document_request(kind, subject_id, fields))
     except (InvalidInput, Conflict) as exc:
         return _failed(request, g, exc, kind, subject_id, fields)
-    return pdf_response(pdf, "preview.pdf")
+
+
+@router.post("/documents/preview", dependencies=[CsrfChecked])
+def document_preview(request: Request, g: PageGuard, form: FormDep) -> Response:
+    def act(req: DocumentRequest) -> Response:
+        return pdf_response(get_runtime(request).document_issuing.preview(g, req), "preview.pdf")
+
+    return _from_document_form(request, g, form, act)
 
 
 @router.post("/documents/new", dependencies=[CsrfChecked])
 def document_issue(request: Request, g: PageGuard, form: FormDep) -> Response:
-    fields, kind_name, subject_id = _request_from(form)
-    kind = _kind_or_404(kind_name)  # the service decides who may issue it
-    fields = with_unchecked(form_spec(kind.schema), fields)
-    try:
-        issued = get_runtime(request).document_issuing.issue(g, _document_request(kind, subject_id, fields))
-    except (InvalidInput, Conflict) as exc:
-        return _failed(request, g, exc, kind, subject_id, fields)
-    return RedirectResponse(f"/documents/{issued.id}?issued=1", status_code=303)
+    def act(req: DocumentRequest) -> Response:
+        issued = get_runtime(request).document_issuing.issue(g, req)
+        return RedirectResponse(f"/documents/{issued.id}?issued=1", status_code=303)
+
+    return _from_document_form(request, g, form, act)
 
 
 # one document ------------------------------------------------------------------------------------------

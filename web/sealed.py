@@ -8,6 +8,7 @@ unchanged. Nothing personal goes into a URL: application ids and record ids only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -180,6 +181,15 @@ def _not_found_at(exc: ShouhuError, field: str) -> ShouhuError:
     return exc
 
 
+def _record_errors(g: Guard, exc: ShouhuError) -> tuple[ShouhuError, dict[str, str]]:
+    """The error to show for a seal or unseal form, and its messages by field (a missing record at record_id)."""
+    errors = failed(g, exc)
+    shown = _not_found_at(exc, "record_id")
+    if shown is not exc:
+        errors = errors_by_field(shown)
+    return shown, errors
+
+
 @router.post("/sealed/seal", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def seal_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
     rt = get_runtime(request)
@@ -190,10 +200,7 @@ def seal_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
         record_id, body = _record_form(data, SealBody)
         done = rt.sealing.seal(g, record_id, body)
     except FORM_ERRORS as exc:
-        errors = failed(g, exc)
-        shown = _not_found_at(exc, "record_id")
-        if shown is not exc:
-            errors = errors_by_field(shown)
+        shown, errors = _record_errors(g, exc)
         return _seal_page(request, g, status_code=shown.status, seal=data, seal_errors=errors)
     return _seal_page(request, g, done={"action": "seal", **done})
 
@@ -208,10 +215,7 @@ def unseal_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
         record_id, body = _record_form(data, UnsealBody)  # empty fields were dropped: "必填字段"
         done = rt.sealing.unseal(g, record_id, body)
     except FORM_ERRORS as exc:
-        errors = failed(g, exc)
-        shown = _not_found_at(exc, "record_id")
-        if shown is not exc:
-            errors = errors_by_field(shown)
+        shown, errors = _record_errors(g, exc)
         errors = {k if k == "_form" else f"unseal.{k}": v for k, v in errors.items()}
         return _seal_page(request, g, status_code=shown.status, unseal=data, unseal_errors=errors)
     return _seal_page(request, g, done={"action": "unseal", **done})
@@ -270,41 +274,47 @@ def detail(request: Request, g: PageGuard, rid: str, done: str | None = None) ->
     return _detail(request, g, rid, done=done if done in ("applied", "decided", "revoked", "replied") else None)
 
 
+def _request_form(request: Request, g: Guard, rid: str, form: FormDep, *, fields: tuple[str, ...], form_name: str,
+                  done: str, act: Callable[[dict[str, Any]], None]) -> Response:
+    """A custodian's form on a request's page: ``act`` on its ``fields``; on a form error the page again."""
+    data = form_to_nested(form)
+    data = {k: data[k] for k in fields if k in data}
+    try:
+        act(data)
+    except FORM_ERRORS as exc:
+        if refused_outright(exc):
+            raise
+        errors = failed(g, exc)
+        return _detail(request, g, rid, status_code=exc.status, errors=errors, form=form_name, values=data)
+    return RedirectResponse(f"/sealed/{rid}?done={done}", status_code=303)
+
+
 @router.post("/sealed/{rid}/decision", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def decide(request: Request, g: PageGuard, rid: str, form: FormDep) -> Response:
     rt = get_runtime(request)
-    data = form_to_nested(form)
-    data = {k: data[k] for k in ("decision", "reason", "expires_at") if k in data}
-    try:
+
+    def act(data: dict[str, Any]) -> None:
         expires = parse_local_date(data.get("expires_at"), "expires_at")
         body = validate(Decision, {**data, "expires_at": expires})
         if not isinstance(body, Decision):
             raise TypeError("validate() returned no Decision")
         rt.sealed.decide(g, rid, body)
-    except FORM_ERRORS as exc:
-        if refused_outright(exc):
-            raise
-        errors = failed(g, exc)
-        return _detail(request, g, rid, status_code=exc.status, errors=errors, form="decision", values=data)
-    return RedirectResponse(f"/sealed/{rid}?done=decided", status_code=303)
+
+    return _request_form(request, g, rid, form, fields=("decision", "reason", "expires_at"), form_name="decision",
+                         done="decided", act=act)
 
 
 @router.post("/sealed/{rid}/revoke", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def revoke(request: Request, g: PageGuard, rid: str, form: FormDep) -> Response:
     rt = get_runtime(request)
-    data = form_to_nested(form)
-    data = {k: data[k] for k in ("reason",) if k in data}
-    try:
+
+    def act(data: dict[str, Any]) -> None:
         body = validate(Revocation, data)
         if not isinstance(body, Revocation):
             raise TypeError("validate() returned no Revocation")
         rt.sealed.revoke(g, rid, body)
-    except FORM_ERRORS as exc:
-        if refused_outright(exc):
-            raise
-        errors = failed(g, exc)
-        return _detail(request, g, rid, status_code=exc.status, errors=errors, form="revoke", values=data)
-    return RedirectResponse(f"/sealed/{rid}?done=revoked", status_code=303)
+
+    return _request_form(request, g, rid, form, fields=("reason",), form_name="revoke", done="revoked", act=act)
 
 
 @router.post("/sealed/{rid}/reply", response_class=HTMLResponse, dependencies=[CsrfChecked])

@@ -31,11 +31,11 @@ from core.crypto import SigningKey, verify_signature
 from core.settings import Settings
 from main import create_app
 from runtime import Runtime
+from tests.audit_support import run_shouhu
 from tests.conftest import Tokens, household_body, make_id_number, make_settings, minor_body, seed_world
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFIER = REPO / "docs" / "verify_audit_export.py"
-SHOUHU = str(Path(sys.executable).with_name("shouhu"))
 CANONICAL_KEYS = {"v", "seq", "at", "actor_id", "actor", "org_id", "roles", "action", "resource_kind",
                   "resource_id", "outcome", "reason", "request_id", "subjects", "details", "prev_hash"}
 
@@ -110,15 +110,7 @@ def accepted(proc: subprocess.CompletedProcess[str]) -> bool:
 
 
 def shouhu(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
-    assert settings.master_key is not None
-    env.update(SHOUHU_DATA_DIR=str(settings.data_dir), SHOUHU_MASTER_KEY=settings.master_key.get_secret_value(),
-               SHOUHU_CIPHER_SUITE=settings.cipher_suite, COLUMNS="500")
-    if settings.database_url:
-        env["SHOUHU_DATABASE_URL"] = settings.database_url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run([SHOUHU, *args], env=env, cwd=settings.data_dir.parent, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = run_shouhu(settings, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 

@@ -63,7 +63,7 @@ from tests.conftest import (
     minor_body,
     record_fields,
     run_sql,
-    seed_world,
+    seeded_runtime,
 )
 
 API = "/api/v1"
@@ -963,13 +963,8 @@ def small_rt(settings: Settings) -> Iterator[Runtime]:
     assert settings.master_key is not None
     small = make_settings(settings.data_dir, settings.database_url, master_key=settings.master_key,
                           audit_bulk_read_threshold=5, audit_denial_threshold=3)
-    runtime = Runtime.open(small, require_schema=False)
-    runtime.initialize()
-    seed_world(runtime)
-    try:
+    with seeded_runtime(small) as runtime:
         yield runtime
-    finally:
-        runtime.close()
 
 
 class Clocked:

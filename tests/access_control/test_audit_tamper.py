@@ -12,12 +12,9 @@ Runs on SQLite and PostgreSQL (the ``rt`` fixture).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,13 +33,11 @@ from access_control.audit import (
 from core.crypto import verify_signature
 from core.settings import Settings
 from runtime import Runtime
-from tests.audit_support import audit_size
+from tests.audit_support import audit_size, run_shouhu
 from tests.conftest import household_body, minor_body, run_sql
 
 APPEND_ONLY = ("audit_events", "audit_event_subjects", "audit_checkpoints")
 EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns)
-SHOUHU = str(Path(sys.executable).with_name("shouhu"))
-REPO = Path(__file__).resolve().parents[2]
 FORGED_HASH = "f0" * 32
 OTHER_SUBJECT = "0123456789abcdef0123456789abcdef"
 
@@ -259,16 +254,7 @@ def attacker(rt: Runtime) -> Iterator[Attacker]:
 
 def shouhu(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """The real ``shouhu`` command against this test's archive."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
-    assert settings.master_key is not None
-    env.update(SHOUHU_DATA_DIR=str(settings.data_dir), SHOUHU_MASTER_KEY=settings.master_key.get_secret_value(),
-               SHOUHU_CIPHER_SUITE=settings.cipher_suite, COLUMNS="500")
-    if settings.database_url:
-        env["SHOUHU_DATABASE_URL"] = settings.database_url
-    # The working tree's code, whatever the editable install's package list says.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run([SHOUHU, *args], env=env, cwd=settings.data_dir.parent, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return run_shouhu(settings, *args)
 
 
 def said(proc: subprocess.CompletedProcess[str]) -> str:

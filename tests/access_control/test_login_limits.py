@@ -31,7 +31,7 @@ from access_control.addresses import client_address
 from core.clock import ManualClock
 from main import create_app
 from runtime import Runtime
-from tests.cli_support import InProcess, cli_env, run_cli, serving
+from tests.cli_support import InProcess, cli_env, demo_archive_dir, serving
 from tests.conftest import DEMO_PASSWORD, run_sql, seed_world, sign_in, web_login
 
 T0 = datetime(2031, 5, 20, 8, 0, tzinfo=UTC)
@@ -79,11 +79,7 @@ def parallel(n: int, call: Any) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def served_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("login-limits") / "var"
-    env = cli_env(data_dir)
-    run_cli(env, "init")
-    run_cli(env, "demo", "--households", "0")
-    return data_dir
+    return demo_archive_dir(tmp_path_factory, "login-limits", households=0)
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:

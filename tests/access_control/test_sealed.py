@@ -75,7 +75,7 @@ from tests.conftest import (
     make_id_number,
     minor_body,
     run_sql,
-    seed_world,
+    seeded_runtime,
     web_login,
 )
 
@@ -206,6 +206,13 @@ def decide(client: TestClient, headers: dict[str, str], rid: str, decision: str,
     if expires_at is not None:
         body["expires_at"] = expires_at.isoformat()
     return client.post(f"{API}/sealed-requests/{rid}/decision", json=body, headers=headers)
+
+
+def approved(client: TestClient, requester: dict[str, str], custodian: dict[str, str], id_number: str) -> str:
+    """An application for SEALED_NAME with ``id_number``, approved by the custodian: its id."""
+    rid = apply(client, requester, SEALED_NAME, id_number)
+    assert decide(client, custodian, rid, "approve", APPROVE_REASON).status_code == 200
+    return rid
 
 
 def pdf_pages(data: bytes) -> list[str]:
@@ -978,8 +985,7 @@ def test_reasons_are_stored_sealed_and_the_log_keeps_their_keyed_hash(client, rt
     court, cust = tokens[COURT], tokens[CUST]
     denied = apply(client, court, SEALED_NAME, case.id_number)
     assert decide(client, cust, denied, "deny", DENY_REASON).status_code == 200
-    granted = apply(client, court, SEALED_NAME, case.id_number)
-    assert decide(client, cust, granted, "approve", APPROVE_REASON).status_code == 200
+    granted = approved(client, court, cust, case.id_number)
     assert decide(client, cust, granted, "deny", "再次审批").status_code == 409  # an 'error' event, hashed too
     r = client.post(f"{API}/sealed-requests/{granted}/revoke", json={"reason": REVOKE_REASON}, headers=cust)
     assert r.status_code == 200, r.text
@@ -1037,8 +1043,7 @@ def test_reasons_written_in_plain_text_before_0009_still_read_and_move_into_the_
     tokens = Tokens(client)
     case = make_case(client, tokens, seal_by=CUST)
     court, cust = tokens[COURT], tokens[CUST]
-    rid = apply(client, court, SEALED_NAME, case.id_number)
-    assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+    rid = approved(client, court, cust, case.id_number)
     legacy = "旧版明文理由"  # as a request decided before migration 0009 holds it
     run_sql(rt, "UPDATE sealed_requests SET reasons = NULL, decision_reason = :r WHERE id = :i", r=legacy, i=rid)
     assert client.get(f"{API}/sealed-requests/{rid}", headers=court).json()["reason"] == legacy
@@ -1118,14 +1123,9 @@ def test_unsealing_needs_a_cause_from_the_list(client, tokens, rt):
 @contextmanager
 def configured(settings: Any, **overrides: Any) -> Iterator[tuple[Runtime, TestClient]]:
     """A runtime and client on the test database with some settings changed."""
-    runtime = Runtime.open(settings.model_copy(update=overrides), require_schema=False)
-    runtime.initialize()
-    seed_world(runtime)
-    try:
-        with TestClient(create_app(runtime=runtime)) as c:
-            yield runtime, c
-    finally:
-        runtime.close()
+    with seeded_runtime(settings.model_copy(update=overrides)) as runtime, \
+            TestClient(create_app(runtime=runtime)) as c:
+        yield runtime, c
 
 
 def test_a_configured_decision_deadline_sets_due_by_and_overdue(settings):
@@ -1217,8 +1217,7 @@ def test_sealing_one_document_hides_it_and_a_grant_releases_it_stamped(client, r
         assert doc is not None and doc.sealed and mn is not None and not mn.sealed and mn.id_hash
 
     # A grant about the minor's ID number names the document; the PDF comes stamped.
-    rid = apply(client, court, SEALED_NAME, case.id_number)
-    assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+    rid = approved(client, court, cust, case.id_number)
     r = client.get(f"{API}/sealed-requests/{rid}/records", headers=court)
     assert [(i["id"], i["kind"]) for i in r.json()["items"]] == [(case.doc, "referral_notice")]
     r = client.get(f"{API}/documents/{case.doc}/pdf", headers=court)
@@ -1233,8 +1232,7 @@ def test_a_records_provided_reply_says_so(client, rt):
     tokens = Tokens(client)
     case = make_case(client, tokens, seal_by=CUST)
     court, cust = tokens[COURT], tokens[CUST]
-    rid = apply(client, court, SEALED_NAME, case.id_number)
-    assert decide(client, cust, rid, "approve", APPROVE_REASON).status_code == 200
+    rid = approved(client, court, cust, case.id_number)
     r = client.post(f"{API}/sealed-requests/{rid}/reply", headers=cust)
     assert r.status_code == 201, r.text
     assert r.json()["kind"] == "sealed_query_reply"

@@ -12,31 +12,20 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
+from tests import leak_support
 from tests.conftest import household_body, id_number, minor_body, run_sql
-
-ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
-PG_DUMP = "/usr/bin/pg_dump"
-
-
+from tests.leak_support import ADDRESS, MEMBER_ID, MEMBER_NAME, MINOR_ID, MINOR_NOTES, PHONE, SCHOOL
 
 # Rare characters that occur nowhere else in the archive, each encodable in GBK.
 MINOR_NAME = "龘靐齉鱻"
-MEMBER_NAME = "麤爨灪"
-ADDRESS = "灪靐路7349号龘苑"
 NOTES = "金丝雀笔记：父母龘靐长期外出"
-MINOR_NOTES = "鸜鹆童年纪事齾齾"
-SCHOOL = "齉齉鱻小学"
 ADDRESS_2 = "爩鬱路8812号麤苑"
 NOTES_2 = "更新后的金丝雀：齾齾龘"
 MINOR_NOTES_2 = "鸜鹆更新纪事爩爩"
-PHONE = "13976543021"
-MINOR_ID = id_number("320706", "20141129", "737")
-MEMBER_ID = id_number("320706", "19830917", "593")
 
 TEXT_CANARIES = [MINOR_NAME, MEMBER_NAME, ADDRESS, NOTES, MINOR_NOTES, SCHOOL, ADDRESS_2, NOTES_2,
                  MINOR_NOTES_2, PHONE, MINOR_ID, MEMBER_ID]
@@ -55,15 +44,11 @@ def json_escaped(text: str, *, upper: bool = False) -> bytes:
     return escaped.encode("ascii")
 
 
-def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
+def needles(canaries: Iterable[str]) -> leak_support.Needles:
     """Every form a canary may take in stored bytes: each encoding, and JSON \\u escapes in both cases."""
     out = []
     for canary in canaries:
-        for enc in ENCODINGS:
-            try:
-                out.append((canary, enc, canary.encode(enc)))
-            except UnicodeEncodeError:
-                continue
+        out += leak_support.encoded([canary])
         if not canary.isascii():
             out.append((canary, "json-escape", json_escaped(canary)))
             out.append((canary, "json-escape-upper", json_escaped(canary, upper=True)))
@@ -71,58 +56,20 @@ def needles(canaries: Iterable[str]) -> list[tuple[str, str, bytes]]:
 
 
 NEEDLES = needles(TEXT_CANARIES + DIGIT_CANARIES)
-_STREAM_START = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x1f\x8b\x08")
 
 
-def inflated(data: bytes) -> Iterator[bytes]:
-    """Every zlib or gzip stream that starts somewhere in ``data``, decompressed."""
-    for m in _STREAM_START.finditer(data):
-        d = zlib.decompressobj(wbits=47)  # zlib or gzip header, auto-detected
-        try:
-            out = d.decompress(data[m.start():], 64 * 1024 * 1024)
-        except zlib.error:
-            continue
-        if out:
-            yield out
+def scan_tree(root: Path, needle_list: leak_support.Needles = NEEDLES) -> tuple[leak_support.Hits, list[Path]]:
+    return leak_support.scan_tree(root, needle_list)
 
 
-def found(data: bytes, where: str, needle_list: list[tuple[str, str, bytes]] = NEEDLES
-          ) -> set[tuple[str, str, str]]:
-    """(canary, encoding, where) for every canary in ``data`` or in a stream inside it."""
-    hits = {(c, enc, where) for c, enc, b in needle_list if b in data}
-    for stream in inflated(data):
-        hits |= {(c, enc, where + " (inflated)") for c, enc, b in needle_list if b in stream}
-    return hits
-
-
-def scan_tree(root: Path, needle_list: list[tuple[str, str, bytes]] = NEEDLES
-              ) -> tuple[set[tuple[str, str, str]], list[Path]]:
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    hits: set[tuple[str, str, str]] = set()
-    for path in files:
-        hits |= found(path.read_bytes(), str(path.relative_to(root)), needle_list)
-    return hits, files
-
-
-_BYTEA_HEX = re.compile(rb"\\\\x([0-9a-fA-F]+)")
-
-
-def scan_dump(dump: bytes, needle_list: list[tuple[str, str, bytes]] = NEEDLES
-              ) -> set[tuple[str, str, str]]:
-    """A plain pg_dump: the text itself, plus every bytea value (hex in COPY text)."""
-    hits = found(dump, "pg_dump", needle_list)
-    for m in _BYTEA_HEX.finditer(dump):
-        hits |= found(bytes.fromhex(m.group(1).decode()), "pg_dump bytea", needle_list)
-    return hits
+def scan_dump(dump: bytes, needle_list: leak_support.Needles = NEEDLES) -> leak_support.Hits:
+    return leak_support.scan_dump(dump, needle_list)
 
 
 def pg_dump(database_url: str) -> bytes:
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    proc = subprocess.run([PG_DUMP, "--no-owner", "--dbname", url], capture_output=True,
-                          check=False, timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert b"COPY public.minors" in proc.stdout
-    return proc.stdout
+    dump = leak_support.pg_dump(database_url)
+    assert b"COPY public.minors" in dump
+    return dump
 
 
 # The test ---------------------------------------------------------------------------
@@ -219,14 +166,14 @@ def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt,
 
     # Positive control: canaries planted in plain text are found by the same scanner.
     planted = needles(["探针龘靐齉鱻"])
-    for enc in ENCODINGS:
+    for enc in leak_support.ENCODINGS:
         (data_dir / f"planted-{enc}.txt").write_bytes("前缀探针龘靐齉鱻后缀".encode(enc))
     (data_dir / "planted.z").write_bytes(b"junk" + zlib.compress(MINOR_ID.encode()) + b"junk")
     (data_dir / "planted.json").write_bytes(b'{"a": "' + json_escaped("前缀探针龘靐齉鱻") + b'"}')
     (data_dir / "planted-upper.json").write_bytes(json_escaped("探针龘靐齉鱻后缀", upper=True))
     hits, _ = scan_tree(data_dir, planted + needles([MINOR_ID]))
-    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc)
-                                                for enc in (*ENCODINGS, "json-escape", "json-escape-upper")}
+    forms = (*leak_support.ENCODINGS, "json-escape", "json-escape-upper")
+    assert {(c, enc) for c, enc, _ in hits} >= {("探针龘靐齉鱻", enc) for enc in forms}
     assert (MINOR_ID, "utf-8", "planted.z (inflated)") in hits
 
     # ... and inside the database, written in plain text the way a bug would.
@@ -243,6 +190,21 @@ def test_no_personal_field_is_stored_or_logged_in_plain_text(client, tokens, rt,
         assert {c for c, _, _ in hits} == {MINOR_NAME}
 
 
+def sealed_minor(client, tokens, case_number: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """A minor in a new household, sealed by the custodian under ``case_number``: (minor id, ID number)."""
+    api = "/api/v1"
+    cw, cust = tokens["caseworker.haizhou"], tokens["custodian.city"]
+    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
+    subject_id = id_number("320706", "20090101", "417")
+    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": "cpl_286_1", "case_number": case_number},
+                    headers=cust)
+    assert r.status_code == 200, r.text
+    return mid, subject_id
+
+
 # Sealed-record reasons ------------------------------------------------------------------
 
 # Free text a custodian types when deciding, revoking or unsealing: it may name people.
@@ -256,15 +218,8 @@ REASON_CANARIES = [DENY_REASON, APPROVE_REASON, CONFLICT_REASON, REVOKE_REASON, 
 
 def test_sealed_record_reasons_are_never_stored_or_logged_in_plain_text(client, tokens, rt, settings):
     api = "/api/v1"
-    cw, court, cust = tokens["caseworker.haizhou"], tokens["court.haizhou"], tokens["custodian.city"]
-    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
-    subject_id = id_number("320706", "20090101", "417")
-    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
-    assert r.status_code == 201, r.text
-    mid = r.json()["id"]
-    r = client.post(f"{api}/records/{mid}/seal", headers=cust,
-                    json={"legal_basis": "cpl_286_1", "case_number": "(2026)苏0706刑初7号"})
-    assert r.status_code == 200, r.text
+    court, cust = tokens["court.haizhou"], tokens["custodian.city"]
+    mid, subject_id = sealed_minor(client, tokens, "(2026)苏0706刑初7号")
     application = {"case_number": "(2026)苏0706刑初8号", "legal_basis": "cpl_286_judicial", "purpose": "审理案件需要",
                    "subject": {"name": "测试童", "id_number": subject_id}}
 
@@ -323,15 +278,8 @@ def test_requester_free_text_is_never_stored_or_logged_in_plain_text(client, tok
     log keeps the basis's code and the case number's keyed hash only (in no form: UTF-8, GBK,
     UTF-16, JSON escapes)."""
     api = "/api/v1"
-    cw, court, cust = tokens["caseworker.haizhou"], tokens["court.haizhou"], tokens["custodian.city"]
-    hid = client.post(f"{api}/households", json=household_body(), headers=cw).json()["id"]
-    subject_id = id_number("320706", "20090101", "417")
-    r = client.post(f"{api}/minors", json=minor_body(hid, id_number=subject_id, birth_date="2009-01-01"), headers=cw)
-    assert r.status_code == 201, r.text
-    mid = r.json()["id"]
-    r = client.post(f"{api}/records/{mid}/seal", json={"legal_basis": "cpl_286_1", "case_number": SEAL_CASE},
-                    headers=cust)
-    assert r.status_code == 200, r.text
+    court, cust = tokens["court.haizhou"], tokens["custodian.city"]
+    mid, subject_id = sealed_minor(client, tokens, SEAL_CASE)
     application = {"case_number": APPLY_CASE, "legal_basis": "cpl_286_judicial", "purpose": PURPOSE,
                    "subject": {"name": SUBJECT_NAME, "id_number": subject_id}}
     rid = client.post(f"{api}/sealed-requests", json=application, headers=court).json()["id"]

@@ -40,7 +40,7 @@ from archive import schemas as S
 from main import create_app
 from runtime import Runtime
 from tests.cli_support import cli_env, fresh_postgres_database, login, run_cli, serving
-from tests.conftest import household_body, make_settings, seed_world
+from tests.conftest import household_body, make_settings, seeded_runtime
 from tests.conftest import login as api_login
 
 # Every async function that the app runs on its event loop, with why it cannot block it.
@@ -334,29 +334,23 @@ def test_a_request_that_cannot_get_the_lock_in_time_is_a_503(backend, data_dir, 
     """With the audit lock held past the lock timeout, reads answer 503 (error shape), never 500."""
     backend.reset()
     settings = make_settings(data_dir, backend.database_url(data_dir), database_lock_timeout_seconds=0.5)
-    rt = Runtime.open(settings, require_schema=False)
-    rt.initialize()
-    seed_world(rt)
-    try:
-        with TestClient(create_app(runtime=rt)) as client:
-            cw = api_login(client, "caseworker.haizhou")
-            r = client.post("/api/v1/households", json=household_body(), headers=cw)
-            assert r.status_code == 201, r.text
-            env = {} if backend.name == "sqlite" else {"SHOUHU_DATABASE_URL": settings.effective_database_url}
-            with holding_audit_lock(env, data_dir, seconds=10):
-                started = time.monotonic()
-                for method, path in (("GET", "/api/v1/households"), ("POST", "/api/v1/households")):
-                    r = client.request(method, path, headers=cw,
-                                       json=household_body() if method == "POST" else None)
-                    assert r.status_code == 503, (method, r.status_code, r.text)
-                    body = r.json()["error"]
-                    assert body["code"] in ("busy", "audit_unavailable") and body["message"]
-                    assert r.headers.get("Retry-After")
-                assert time.monotonic() - started < 8
-            # Free again: the same requests succeed.
-            assert client.get("/api/v1/households", headers=cw).status_code == 200
-    finally:
-        rt.close()
+    with seeded_runtime(settings) as rt, TestClient(create_app(runtime=rt)) as client:
+        cw = api_login(client, "caseworker.haizhou")
+        r = client.post("/api/v1/households", json=household_body(), headers=cw)
+        assert r.status_code == 201, r.text
+        env = {} if backend.name == "sqlite" else {"SHOUHU_DATABASE_URL": settings.effective_database_url}
+        with holding_audit_lock(env, data_dir, seconds=10):
+            started = time.monotonic()
+            for method, path in (("GET", "/api/v1/households"), ("POST", "/api/v1/households")):
+                r = client.request(method, path, headers=cw,
+                                   json=household_body() if method == "POST" else None)
+                assert r.status_code == 503, (method, r.status_code, r.text)
+                body = r.json()["error"]
+                assert body["code"] in ("busy", "audit_unavailable") and body["message"]
+                assert r.headers.get("Retry-After")
+            assert time.monotonic() - started < 8
+        # Free again: the same requests succeed.
+        assert client.get("/api/v1/households", headers=cw).status_code == 200
 
 
 def _actor(rt: Runtime, username: str) -> Any:
@@ -380,10 +374,7 @@ def test_after_its_commit_a_request_holds_no_lock(backend, data_dir, method):
     lock or a write transaction: a writer elsewhere is not kept waiting."""
     backend.reset()
     settings = make_settings(data_dir, backend.database_url(data_dir), database_lock_timeout_seconds=2)
-    rt = Runtime.open(settings, require_schema=False)
-    rt.initialize()
-    seed_world(rt)
-    try:
+    with seeded_runtime(settings) as rt:
         cw = _actor(rt, "caseworker.haizhou")
         with rt.db.session() as s:
             g = rt.guard(s, cw)
@@ -396,8 +387,6 @@ def test_after_its_commit_a_request_holds_no_lock(backend, data_dir, method):
                 rt.archive.update_household(g, household.id, S.HouseholdUpdate(notes="更新"))
             rt.archive.read_household(g, household.id)  # after the commit, reading goes on
             assert _writer_gets_through(rt) < 1.0
-    finally:
-        rt.close()
 
 
 def test_a_reading_session_cannot_write_until_told(rt):

@@ -43,7 +43,7 @@ from doc_templates.pool import RenderPool
 from doc_templates.render import DocumentMeta
 from main import create_app
 from runtime import Runtime
-from tests.cli_support import cli_env, output, run_cli, serving
+from tests.cli_support import cli_env, demo_archive_dir, output, run_cli, serving
 from tests.cli_support import login as http_login
 from tests.conftest import household_body, login, minor_body, record_fields, run_sql
 from tests.proc_support import children, cpu_ticks, maps
@@ -647,12 +647,8 @@ def test_render_pool_survives_a_dead_worker():
 
 @pytest.fixture(scope="module")
 def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("print-demo") / "var"
-    env = cli_env(data_dir)
-    run_cli(env, "init")
     # With the demo's fixed seed, 40 households put only one in village.haizhou's village; 60 put three.
-    run_cli(env, "demo", "--households", "60")
-    return data_dir
+    return demo_archive_dir(tmp_path_factory, "print-demo", households=60)
 
 
 def _households_in(data_dir: Path, region: str) -> list[str]:

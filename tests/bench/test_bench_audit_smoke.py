@@ -6,24 +6,15 @@ smallest log size the bench builds (2,000 events): about 10 s.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench import run_bench_clean
 
 
 @pytest.mark.slow
 def test_audit_bench_quick_prints_table_and_exits_0():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "bench", "audit", "--quick", "--audit-backends", "sqlite",
-         "--audit-reads", "5", "--audit-workers", "1", "--audit-seconds", "0.5", "--audit-events", "2000"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
+    done = run_bench_clean("audit", "--quick", "--audit-backends", "sqlite", "--audit-reads", "5",
+                           "--audit-workers", "1", "--audit-seconds", "0.5", "--audit-events", "2000", timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = " ".join(done.stdout.split())  # the table wraps long cells onto a second line
     assert "audit: Audit log" in out

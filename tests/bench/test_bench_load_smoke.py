@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench import run_bench_clean
 
 
 @pytest.mark.slow
 def test_load_bench_quick_prints_table_and_exits_0():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUHU_")}
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "bench", "load", "--quick", "--load-backends", "sqlite",
-         "--readers", "4", "--reads", "2", "--flooders", "1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    done = run_bench_clean("load", "--quick", "--load-backends", "sqlite", "--readers", "4", "--reads", "2",
+                           "--flooders", "1", timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = " ".join(done.stdout.split())
     assert "load: Load" in out and "Traceback" not in done.stdout + done.stderr

@@ -38,12 +38,18 @@ def test_manual_clock_moves_only_when_told():
         ManualClock(datetime(2031, 5, 20, 8, 0))  # naive
 
 
-def test_a_waiter_wakes_when_the_clock_passes_its_deadline():
+def sleeping_waiter(seconds: float) -> tuple[ManualClock, threading.Event, threading.Thread, list[bool]]:
+    """A thread asleep in ``clock.wait(stop, seconds)`` on a manual clock; ``woke`` gets what the wait returned."""
     clock, stop = ManualClock(T0), threading.Event()
     woke: list[bool] = []
-    waiter = threading.Thread(target=lambda: woke.append(clock.wait(stop, 10)))
+    waiter = threading.Thread(target=lambda: woke.append(clock.wait(stop, seconds)))
     waiter.start()
     assert clock.wait_for_sleepers(1)
+    return clock, stop, waiter, woke
+
+
+def test_a_waiter_wakes_when_the_clock_passes_its_deadline():
+    clock, stop, waiter, woke = sleeping_waiter(10)
     clock.advance(seconds=9)
     assert clock.sleepers() == 1 and not woke  # not yet: 1 s of its 10 left
     clock.advance(seconds=1)
@@ -52,11 +58,7 @@ def test_a_waiter_wakes_when_the_clock_passes_its_deadline():
 
 
 def test_a_waiter_wakes_when_its_event_is_set():
-    clock, stop = ManualClock(T0), threading.Event()
-    woke: list[bool] = []
-    waiter = threading.Thread(target=lambda: woke.append(clock.wait(stop, 3600)))
-    waiter.start()
-    assert clock.wait_for_sleepers(1)
+    clock, stop, waiter, woke = sleeping_waiter(3600)
     stop.set()
     waiter.join(10)
     assert woke == [True] and clock.now() == T0

@@ -169,6 +169,15 @@ class StaticKekStore(KekStore):
         ]
 
 
+def ring_with_a_kek(master: bytes, suite: crypto.Suite) -> tuple[KeyRing, StaticKekStore]:
+    """A key ring on an in-memory store that holds one active KEK, kek-0001 version 1, already loaded."""
+    store = StaticKekStore()
+    ring = KeyRing(master, suite=suite, store=store)
+    store.add(ring, "kek-0001", 1)
+    ring.refresh()
+    return ring, store
+
+
 # Raw primitives -----------------------------------------------------------------
 
 
@@ -441,10 +450,7 @@ def test_wrap_and_unwrap_data_keys(suite: crypto.Suite) -> None:
 
 @pytest.mark.parametrize("suite", [AES_SUITE, SM_SUITE], ids=lambda s: s.name)
 def test_wrong_master_key_cannot_unwrap_a_kek(suite: crypto.Suite) -> None:
-    store = StaticKekStore()
-    ring = KeyRing(b"\x21" * 32, suite=suite, store=store)
-    store.add(ring, "kek-0001", 1)
-    ring.refresh()
+    ring, store = ring_with_a_kek(b"\x21" * 32, suite)
     assert ring.kek_ids() == ["kek-0001"]
     stranger = KeyRing(b"\x22" * 32, suite=suite, store=store)
     with pytest.raises(DecryptionError):
@@ -484,10 +490,7 @@ def test_swapping_two_records_wrapped_data_keys_fails(suite: crypto.Suite) -> No
 
 @pytest.mark.parametrize("suite", [AES_SUITE, SM_SUITE], ids=lambda s: s.name)
 def test_rewrap_to_a_new_kek_leaves_the_payload_untouched(suite: crypto.Suite) -> None:
-    store = StaticKekStore()
-    ring = KeyRing(b"\x51" * 32, suite=suite, store=store)
-    store.add(ring, "kek-0001", 1)
-    ring.refresh()
+    ring, store = ring_with_a_kek(b"\x51" * 32, suite)
     dek = ring.new_data_key()
     wrapped = ring.wrap_data_key(dek, dek_id="dk_p")
     ctx = {"purpose": "payload", "kind": "minor", "record_id": "mn_p", "version": 1,
@@ -518,10 +521,7 @@ def test_rewrap_to_a_new_kek_leaves_the_payload_untouched(suite: crypto.Suite) -
 
 
 def test_keyed_hashes_survive_kek_rotation() -> None:
-    store = StaticKekStore()
-    ring = KeyRing(b"\x61" * 32, suite=AES_SUITE, store=store)
-    store.add(ring, "kek-0001", 1)
-    ring.refresh()
+    ring, store = ring_with_a_kek(b"\x61" * 32, AES_SUITE)
     before = ring.keyed_hash("id_number", "320706201503010019")
     store.add(ring, "kek-0002", 2)
     store.retire("kek-0001")

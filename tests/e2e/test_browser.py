@@ -298,8 +298,12 @@ class E2E:
     client: httpx.Client
     tokens: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def visitor(self, role: str) -> Visitor:
-        return Visitor(self, role)
+    def visitor(self, role: str, username: str | None = None) -> Visitor:
+        """A new visitor for ``role``; signed in as ``username`` if given."""
+        v = Visitor(self, role)
+        if username is not None:
+            v.sign_in(username)
+        return v
 
     def api(self, username: str) -> tuple[httpx.Client, dict[str, str]]:
         """A plain HTTP client and a bearer token for ``username``."""
@@ -489,8 +493,7 @@ def casework(e2e: E2E, story: Story) -> Story:
     guest.shot("login-failed")
     guest.close()
 
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
     cw.shot("home")
     cw.open("/households")
     cw.shot("households")
@@ -623,8 +626,7 @@ def sealing(e2e: E2E, casework: Story) -> Story:
     """The custodian seals the minor; a court applies; the custodian approves; the court
     reads the stamped record."""
     s = casework
-    custodian = e2e.visitor("custodian")
-    custodian.sign_in("custodian.city")
+    custodian = e2e.visitor("custodian", "custodian.city")
     custodian.open("/sealed")
     custodian.follow("a.button[href='/sealed/seal']")
     custodian.page.fill("#f-record_id", s.minor_id)
@@ -641,8 +643,7 @@ def sealing(e2e: E2E, casework: Story) -> Story:
         "document": client.get(f"/api/v1/documents/{s.doc_id}", headers=token).status_code,
     }
 
-    court = e2e.visitor("court")
-    court.sign_in("court.haizhou")
+    court = e2e.visitor("court", "court.haizhou")
     court.open("/sealed")
     court.follow("a.button.primary[href='/sealed/new']")
     court.page.fill("#f-case_number", s.case_number)
@@ -717,8 +718,7 @@ def test_custodian_seals_court_applies_custodian_approves_court_reads_the_stampe
 def auditing(e2e: E2E, sealing: Story) -> Story:
     """The auditor looks for all of it in the access log and verifies the log."""
     s = sealing
-    au = e2e.visitor("auditor")
-    au.sign_in("auditor.city")
+    au = e2e.visitor("auditor", "auditor.city")
     au.shot("home")
     au.open("/audit")
     au.shot("audit")
@@ -797,8 +797,7 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
     s = auditing
     navs: dict[str, list[str]] = {}
 
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
     navs["caseworker"] = every_nav_page(cw)
     cw.open("/households")
     household_href = cw.page.locator("table a[href^='/households/hh_']").first.get_attribute("href")
@@ -812,13 +811,11 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
     cw.shot("document-choose")
     cw.close()
 
-    village = e2e.visitor("village")
-    village.sign_in("village.haizhou")
+    village = e2e.visitor("village", "village.haizhou")
     navs["village"] = every_nav_page(village)
     village.close()
 
-    sv = e2e.visitor("supervisor")
-    sv.sign_in("supervisor.city")
+    sv = e2e.visitor("supervisor", "supervisor.city")
     navs["supervisor"] = every_nav_page(sv)
     sv.open(household_href)
     assert not sv.page.locator(f"a[href='{household_href}/edit']").count()  # read-only
@@ -841,20 +838,17 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
     sv.shot("document-corrected")
     sv.close()
 
-    court = e2e.visitor("court")
-    court.sign_in("court.haizhou")
+    court = e2e.visitor("court", "court.haizhou")
     navs["court"] = every_nav_page(court)
     court.open("/sealed/seal")
     court.shot("sealed-seal")
     court.close()
 
-    custodian = e2e.visitor("custodian")
-    custodian.sign_in("custodian.city")
+    custodian = e2e.visitor("custodian", "custodian.city")
     navs["custodian"] = every_nav_page(custodian)
     custodian.close()
 
-    au = e2e.visitor("auditor")
-    au.sign_in("auditor.city")
+    au = e2e.visitor("auditor", "auditor.city")
     navs["auditor"] = every_nav_page(au)
     au.open("/audit/export")
     au.shot("audit-export")
@@ -863,8 +857,7 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
     au.shot("sealed-disclosures")
     au.close()
 
-    admin = e2e.visitor("admin")
-    admin.sign_in("admin")
+    admin = e2e.visitor("admin", "admin")
     navs["admin"] = every_nav_page(admin)
     admin.follow("a.button[href='/admin/users/new']")
     admin.page.fill("#f-username", "caseworker.e2e")
@@ -896,8 +889,7 @@ def test_every_page_of_every_role(e2e: E2E, auditing: Story) -> None:
 def test_pages_print_without_navigation_or_forms(e2e: E2E, casework: Story) -> None:
     """Printed (Chromium's print to PDF, A4), a list and a record page keep their content and drop
     the navigation, the sign-out link, the filters and the forms."""
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
     for path, content in (("/households", "家庭档案"), (f"/households/{casework.household_id}", "走访记录")):
         cw.open(path)
         cw.page.emulate_media(media="print")
@@ -929,8 +921,7 @@ def field_error(v: Visitor, field_id: str) -> str:
 
 
 def test_forms_show_a_message_next_to_each_invalid_field_and_keep_what_was_typed(e2e: E2E) -> None:
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
 
     # The household form with a bad ID number.
     cw.open("/households/new")
@@ -1005,8 +996,7 @@ def household_ids(e2e: E2E, username: str = "caseworker.haizhou") -> set[str]:
 def test_form_posts_without_the_csrf_token_are_refused(e2e: E2E) -> None:
     before = household_ids(e2e)
     # In the browser: the token taken out of the form (or replaced) before it is sent.
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
     for tamper in ("el => el.remove()", "el => { el.value = '0'.repeat(32); }"):
         cw.open("/households/new")
         cw.page.select_option("#f-region_code", HAIZHOU_VILLAGE)
@@ -1048,8 +1038,7 @@ def test_another_regions_record_url_gets_the_404_page(e2e: E2E) -> None:
         "birth_date": "2014-06-15", "sex": "female", "categories": [2]})
     assert r.status_code == 201, r.text
     other_minor = r.json()["id"]
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
     unknown_household, unknown_minor = "hh_doesnotexist000000000", "mn_doesnotexist000000000"
     for other, unknown in [
         (f"/households/{other_household}", f"/households/{unknown_household}"),
@@ -1131,8 +1120,7 @@ def test_chromium_reports_csp_violations_to_the_watch(e2e: E2E) -> None:
 
 
 def test_the_session_cookie_is_httponly_secure_and_samesite_strict(e2e: E2E) -> None:
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.haizhou")
+    cw = e2e.visitor("caseworker", "caseworker.haizhou")
     (cookie,) = [c for c in cw.ctx.cookies() if c["name"] == COOKIE]
     assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"], cookie["path"]) == (True, True, "Strict", "/")
     assert COOKIE not in cw.page.evaluate("document.cookie")  # out of reach of scripts
@@ -1145,8 +1133,7 @@ def test_the_session_cookie_is_httponly_secure_and_samesite_strict(e2e: E2E) -> 
 
 
 def test_signing_out_ends_the_session(e2e: E2E) -> None:
-    cw = e2e.visitor("caseworker")
-    cw.sign_in("caseworker.guannan")
+    cw = e2e.visitor("caseworker", "caseworker.guannan")
     cookie = cw.cookie()
     assert cookie
     cw.submit("header form[action='/logout'] button", status=200)
@@ -1184,8 +1171,7 @@ def backdate_session(data_dir: Path, username: str, minutes: int) -> None:
 def test_an_idle_session_ends_in_the_browser(e2e: E2E) -> None:
     """The server's default idle limit is 30 minutes: a session last used 29 minutes ago goes
     on, one last used 31 minutes ago has ended."""
-    v = e2e.visitor("village")
-    v.sign_in("village.haizhou")
+    v = e2e.visitor("village", "village.haizhou")
     backdate_session(e2e.data_dir, "village.haizhou", 29)
     v.open("/households")
     assert path_of(v.page.url) == "/households"

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from tests.cli_support import cli_env, fresh_postgres_database, login, output, run_cli, serving
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -62,15 +63,6 @@ def archive(tmp_path: Path, engine: str) -> Iterator[tuple[dict[str, str], Sql]]
                 return list(cur.fetchall()) if cur.description else []
 
         yield env, pg_sql
-
-
-def wait_for(what: str, ok: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def hits(http: httpx.Client, headers: dict[str, str], q: str) -> tuple[int, set[str]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from datetime import date, timedelta
 from itertools import count
@@ -30,6 +29,7 @@ import pytest
 
 from archive.schemas import id_check_char
 from search.indexer import PARALLEL_MIN
+from tests import conftest
 from tests.cli_support import cli_env, fresh_postgres_database, login, output, run_cli, serving, sqlite_rows
 from tests.conftest import current_generation
 
@@ -60,12 +60,7 @@ def search_ids(http: httpx.Client, headers: dict[str, str], q: str) -> tuple[int
 
 
 def wait_for(what: str, ok: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    conftest.wait_for(what, ok, timeout, poll=0.2)
 
 
 # Crash ---------------------------------------------------------------------------------------------

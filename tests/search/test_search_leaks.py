@@ -21,37 +21,29 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from runtime import Runtime
 from search.backends import Filters, Scope
-from tests.conftest import current_generation, household_body, id_number, minor_body, run_sql
+from tests import leak_support
+from tests.conftest import current_generation, household_body, minor_body, run_sql
+from tests.leak_support import ADDRESS, MEMBER_ID, MEMBER_NAME, MINOR_ID, MINOR_NOTES, PHONE, SCHOOL
 
 try:  # not a dependency: tantivy writes LZ4 unless told otherwise
     import zstandard
 except ImportError:  # pragma: no cover - depends on the machine
     zstandard = None
 
-ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gbk")
-PG_DUMP = "/usr/bin/pg_dump"
 SEARCH_TABLES = ("search_docs", "search_meta", "search_outbox")
 
 
 
 MINOR_NAME = "龘靐齉"
-MEMBER_NAME = "麤爨灪"
 GUARDIAN = "鱻鸜鹆"
-ADDRESS = "灪靐路7349号龘苑"
 NOTES = "金丝雀笔记父母龘靐长期外出"
-MINOR_NOTES = "鸜鹆童年纪事齾齾"
-SCHOOL = "齉齉鱻小学"
 SITUATION = "该生鬱鬱寡欢爩爩不语，由祖母麤麤照料"
-PHONE = "13976543021"
-MINOR_ID = id_number("320706", "20141129", "737")
-MEMBER_ID = id_number("320706", "19830917", "593")
 CANARIES = [MINOR_NAME, MEMBER_NAME, GUARDIAN, ADDRESS, NOTES, MINOR_NOTES, SCHOOL, SITUATION, PHONE, MINOR_ID,
             MEMBER_ID, MINOR_ID[:17], MEMBER_ID[:17],
             # pieces an index might keep: the bigrams and words of the canaries
@@ -60,35 +52,27 @@ CANARIES = [MINOR_NAME, MEMBER_NAME, GUARDIAN, ADDRESS, NOTES, MINOR_NOTES, SCHO
 
 # The scanner -------------------------------------------------------------------------------------
 
-Needles = list[tuple[str, str, bytes]]
+needles = leak_support.encoded
 
-
-def needles(canaries: Iterable[str]) -> Needles:
-    out = []
-    for canary in canaries:
-        for enc in ENCODINGS:
-            try:
-                out.append((canary, enc, canary.encode(enc)))
-            except UnicodeEncodeError:
-                continue
-    return out
-
-
-_ZLIB_START = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x1f\x8b\x08")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LZ4_MAX_BLOCK = 1 << 24
 
 
-def zlib_streams(data: bytes) -> Iterator[bytes]:
-    """Every zlib or gzip stream that starts somewhere in ``data``, inflated."""
-    for m in _ZLIB_START.finditer(data):
-        d = zlib.decompressobj(wbits=47)  # zlib or gzip header, auto-detected
-        try:
-            out = d.decompress(data[m.start():], 64 * 1024 * 1024)
-        except zlib.error:
-            continue
-        if out:
-            yield out
+def _lz4_length(data: bytes, pos: int, nibble: int) -> tuple[int | None, int]:
+    """A length from its token nibble: 15 means bytes follow, each added, until one below 255.
+
+    Returns the length (None where the data ends first) and the position after it."""
+    length = nibble
+    if nibble == 15:
+        while True:
+            if pos >= len(data):
+                return None, pos
+            b = data[pos]
+            pos += 1
+            length += b
+            if b != 255:
+                break
+    return length, pos
 
 
 def lz4_block(data: bytes, pos: int, size: int) -> bytes | None:
@@ -98,17 +82,8 @@ def lz4_block(data: bytes, pos: int, size: int) -> bytes | None:
     while pos < n:
         token = data[pos]
         pos += 1
-        literals = token >> 4
-        if literals == 15:
-            while True:
-                if pos >= n:
-                    return None
-                b = data[pos]
-                pos += 1
-                literals += b
-                if b != 255:
-                    break
-        if pos + literals > n:
+        literals, pos = _lz4_length(data, pos, token >> 4)
+        if literals is None or pos + literals > n:
             return None
         out += data[pos : pos + literals]
         pos += literals
@@ -120,16 +95,9 @@ def lz4_block(data: bytes, pos: int, size: int) -> bytes | None:
         pos += 2
         if offset == 0 or offset > len(out):
             return None
-        length = token & 15
-        if length == 15:
-            while True:
-                if pos >= n:
-                    return None
-                b = data[pos]
-                pos += 1
-                length += b
-                if b != 255:
-                    break
+        length, pos = _lz4_length(data, pos, token & 15)
+        if length is None:
+            return None
         length += 4
         if len(out) + length > size:
             return None
@@ -165,9 +133,7 @@ def zstd_frames(data: bytes) -> Iterator[bytes]:
 
 
 def streams(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
-    yield "", data
-    for out in zlib_streams(data):
-        yield " (inflated)", out
+    yield from leak_support.raw_and_inflated(data, name)
     if name.endswith(".store"):  # tantivy's document store: the only compressed tantivy file
         for out in lz4_blocks(data):
             yield " (lz4)", out
@@ -175,45 +141,21 @@ def streams(data: bytes, name: str) -> Iterator[tuple[str, bytes]]:
         yield " (zstd)", out
 
 
-def found(data: bytes, where: str, needle_list: Needles) -> set[tuple[str, str, str]]:
-    """(canary, encoding, where) for every needle in ``data`` or in a compressed stream inside it."""
-    hits = set()
-    for how, blob in streams(data, where):
-        hits |= {(c, enc, where + how) for c, enc, b in needle_list if b in blob}
-    return hits
+def scan_tree(root: Path, needle_list: leak_support.Needles) -> tuple[leak_support.Hits, list[Path]]:
+    return leak_support.scan_tree(root, needle_list, streams)
 
 
-def scan_tree(root: Path, needle_list: Needles) -> tuple[set[tuple[str, str, str]], list[Path]]:
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    hits: set[tuple[str, str, str]] = set()
-    for path in files:
-        hits |= found(path.read_bytes(), str(path.relative_to(root)), needle_list)
-    return hits, files
-
-
-_BYTEA_HEX = re.compile(rb"\\\\x([0-9a-fA-F]+)")
+def scan_dump(dump: bytes, needle_list: leak_support.Needles) -> leak_support.Hits:
+    return leak_support.scan_dump(dump, needle_list, streams)
 
 
 def pg_dump_tables(database_url: str, tables: Iterable[str]) -> bytes:
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    args = [PG_DUMP, "--no-owner", "--dbname", url]
-    for t in tables:
-        args += ["--table", t]
-    proc = subprocess.run(args, capture_output=True, check=False, timeout=300)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    return proc.stdout
+    return leak_support.pg_dump(database_url, tables)
 
 
-def scan_dump(dump: bytes, needle_list: Needles) -> set[tuple[str, str, str]]:
-    hits = found(dump, "pg_dump", needle_list)
-    for m in _BYTEA_HEX.finditer(dump):
-        hits |= found(bytes.fromhex(m.group(1).decode()), "pg_dump bytea", needle_list)
-    return hits
-
-
-def secret_needles(rt: Runtime) -> Needles:
+def secret_needles(rt: Runtime) -> leak_support.Needles:
     """The master key and the search subkey, raw, hex and base64."""
-    out: Needles = []
+    out: leak_support.Needles = []
     for label, key in (("master key", rt.settings.master_key_bytes), ("search subkey", rt.ring.hash_subkey("search"))):
         for form, value in (("raw", key), ("hex", key.hex().encode()), ("base64", base64.b64encode(key))):
             out.append((label, form, value))
@@ -324,7 +266,7 @@ PROBE = "探针龘靐齉鱻"
 def test_the_scanner_finds_planted_canaries(tmp_path, rt, settings):
     probe = needles([PROBE])
     # Plain files, in every encoding, and inside zlib and LZ4.
-    for enc in ENCODINGS:
+    for enc in leak_support.ENCODINGS:
         (tmp_path / f"planted-{enc}.txt").write_bytes(f"前缀{PROBE}后缀".encode(enc))
     (tmp_path / "planted.z").write_bytes(b"junk" + zlib.compress(MINOR_ID.encode()) + b"junk")
     # An LZ4 block whose text exists only once decoded: literals, then an overlapping match.
@@ -332,7 +274,7 @@ def test_the_scanner_finds_planted_canaries(tmp_path, rt, settings):
     block = bytes([(len(raw) << 4) | (12 - 4)]) + raw + (6).to_bytes(2, "little") + bytes([0x10]) + b"!"
     (tmp_path / "planted.store").write_bytes(b"\x07junk" + (len(raw) + 12 + 1).to_bytes(4, "little") + block)
     hits, _ = scan_tree(tmp_path, probe + needles([MINOR_ID, "探针探针探针"]))
-    assert {(c, enc) for c, enc, _ in hits} >= {(PROBE, enc) for enc in ENCODINGS}
+    assert {(c, enc) for c, enc, _ in hits} >= {(PROBE, enc) for enc in leak_support.ENCODINGS}
     assert (MINOR_ID, "utf-8", "planted.z (inflated)") in hits
     assert ("探针探针探针", "utf-8", "planted.store (lz4)") in hits
     assert ("探针探针探针", "utf-8", "planted.store") not in hits
