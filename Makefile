@@ -37,7 +37,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy --follow-imports=silent core access_control doc_templates runtime.py
+	$(BIN)/mypy --follow-imports=silent
 	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not serial" && $(BIN)/python -m pytest -m serial
 
 # The browser tests, writing their screenshots into docs/screenshots (with its README).

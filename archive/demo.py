@@ -18,6 +18,7 @@ from access_control.identity import Actor, Org, OrgType, create_user
 from access_control.regions import Level, Region, add_region
 from archive import schemas as S
 from core.db import new_id
+from core.fields import id_check_char
 
 if TYPE_CHECKING:
     from runtime import Runtime
@@ -61,7 +62,7 @@ def _name(rng: random.Random, surname: str | None = None) -> str:
 def synthetic_id_number(rng: random.Random, county: str, birth: date, male: bool) -> str:
     seq = rng.randrange(0, 500) * 2 + (1 if male else 0)
     first17 = f"{county}{birth:%Y%m%d}{seq:03d}"
-    return first17 + S.id_check_char(first17)
+    return first17 + id_check_char(first17)
 
 
 def build_regions(session: Any) -> int:

@@ -171,7 +171,8 @@ class TantivyBackend:
             if len(phrase) == 1:
                 must.append((Occ.Must, T.term_query(s, "grams", phrase[0], index_option="position")))
             else:
-                must.append((Occ.Must, T.phrase_query(s, "grams", phrase)))
+                words: list[str | tuple[int, str]] = list(phrase)
+                must.append((Occ.Must, T.phrase_query(s, "grams", words)))
         if not must:
             return T.empty_query()
         visible: list[tuple[Any, Any]] = []
@@ -207,7 +208,7 @@ class TantivyBackend:
         searcher = self.index.searcher()
         result = searcher.search(self._query(q, scope, f), limit=limit, count=True, offset=offset)
         hits = [(searcher.doc(addr)["id"][0], float(score)) for score, addr in result.hits]
-        return int(result.count or 0), hits
+        return int(result.count or 0), hits  # type: ignore[attr-defined]  # set by count=True; the stub lacks it
 
     def count(self) -> int:
         return int(self.index.searcher().num_docs)
@@ -252,8 +253,8 @@ class WhooshBackend:
             day=fields.NUMERIC(int, bits=32),
             sealed=fields.BOOLEAN(),
             # The analyzer only splits on spaces: it holds no key (Whoosh pickles it into the index).
-            grams=fields.TEXT(analyzer=SpaceSeparatedTokenizer(), phrase=True),
-            words=fields.TEXT(analyzer=SpaceSeparatedTokenizer(), phrase=False),
+            grams=fields.TEXT(analyzer=SpaceSeparatedTokenizer(), phrase=True),  # type: ignore[arg-type]
+            words=fields.TEXT(analyzer=SpaceSeparatedTokenizer(), phrase=False),  # type: ignore[arg-type]
         )
         if index.exists_in(str(folder)):
             self.ix = index.open_dir(str(folder))
@@ -320,7 +321,7 @@ class WhooshBackend:
         if f.date_from or f.date_to:
             must.append(Q.NumericRange("day", day_number(f.date_from) if f.date_from else None,
                                        day_number(f.date_to) if f.date_to else None))
-        query = Q.And(must)
+        query: Q.Query = Q.And(must)
         if q.words:
             query = Q.AndMaybe(query, Q.Or([Q.Term("words", w) for w in set(q.words)]))
         return query
@@ -344,11 +345,11 @@ class WhooshBackend:
 
         with self._lock:
             schema = self.ix.schema
-            self.ix.close()
+            self.ix.close()  # type: ignore[no-untyped-call]  # Whoosh is untyped
             self.ix = index.create_in(str(self.folder), schema)
 
     def close(self) -> None:
-        self.ix.close()
+        self.ix.close()  # type: ignore[no-untyped-call]  # Whoosh is untyped
 
     def files(self) -> list[Path]:
         return [p for p in self.folder.rglob("*") if p.is_file()]

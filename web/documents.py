@@ -344,8 +344,10 @@ def _form_page(request: Request, kind: K.DocKind, *, subject_id: str | None, val
 def _request_from(form: Any) -> tuple[dict[str, Any], str, str | None]:
     data = form_to_nested(form)
     kind_name = str(data.get("kind") or "")
-    subject_id = data.get("subject_id") if isinstance(data.get("subject_id"), str) else None
-    fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+    subject = data.get("subject_id")
+    subject_id = subject if isinstance(subject, str) else None
+    given = data.get("fields")
+    fields: dict[str, Any] = given if isinstance(given, dict) else {}
     return fields, kind_name, subject_id
 
 
@@ -509,8 +511,9 @@ def document_pdf(
 @router.post("/documents/{doc_id}/versions", dependencies=[CsrfChecked])
 def document_correct(request: Request, g: PageGuard, form: FormDep, doc_id: str) -> Response:
     data = form_to_nested(form)
-    fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
-    reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+    given, typed = data.get("fields"), data.get("reason")
+    fields: dict[str, Any] = given if isinstance(given, dict) else {}
+    reason = typed if isinstance(typed, str) else ""
     runtime = get_runtime(request)
     doc_id = doc_id[:64]
     try:
