@@ -19,24 +19,24 @@ from alembic.config import Config
 from sqlalchemy import event, inspect, select
 
 from access_control.audit import AuditHead, AuditLog
-from access_control.audit_service import AuditDesk
+from access_control.audit_service import AuditService
 from access_control.audit_writer import AuditWriter
 from access_control.guard import Guard
 from access_control.identity import Actor, Passwords, Throttle, system_actor
 from access_control.policy import Policy
 from access_control.regions import RegionTree
-from access_control.sealed import SealedDesk
-from access_control.users import UserAdmin
+from access_control.sealed import SealedRequestService
+from access_control.users import UserService
 from archive import sealed_upgrade
 from archive.blobstore import FilesystemBlobStore
-from archive.document_batch import DocumentBatch
-from archive.document_issuing import DocumentIssuing
-from archive.document_reading import DocumentReading
-from archive.document_verification import DocumentVerification
+from archive.document_batch import DocumentBatchService
+from archive.document_issuing import DocumentIssuingService
+from archive.document_reading import DocumentReadingService
+from archive.document_verification import DocumentVerificationService
 from archive.documents import DocumentBasis
-from archive.records import Archive
-from archive.sealing import SealedRelease, Sealing, sealed_records_of
-from archive.visits import Visits
+from archive.records import CaseFileService
+from archive.sealing import SealedRelease, SealingService, sealed_records_of
+from archive.visits import VisitService
 from core import crypto
 from core.clock import Clock, as_clock
 from core.db import Database, new_id
@@ -127,31 +127,32 @@ class Runtime:
         self.throttle = Throttle(s, self.ring)
         # Public verifications per client address, counted on the runtime's clock.
         self.verify_limits = RateLimiter(limit=s.verify_rate_limit, window=s.verify_rate_window_seconds)
-        self.users = UserAdmin(passwords=self.passwords, min_password_length=s.min_password_length,
+        self.users = UserService(passwords=self.passwords, min_password_length=s.min_password_length,
                                min_password_score=s.min_password_score)
         self.blobs = FilesystemBlobStore(s.blob_dir)
-        self.archive = Archive(vault=self.vault, ring=self.ring, regions=self.regions)
+        self.archive = CaseFileService(vault=self.vault, ring=self.ring, regions=self.regions)
         # Group commit of reading requests' events, on PostgreSQL, where every transaction costs
         # round trips (measured: read p95 under the load bench 1.7 s -> 1.1 s). On SQLite a commit
         # is local and cheap, and handing each event to another thread cost more than it saved
         # (0.69 -> 0.85 s): there each read appends its own. A wait covers a lock wait and a batch.
         self.audit_writer = (AuditWriter(self.db, self.audit, timeout=2 * s.database_lock_timeout_seconds + 1)
                              if self.db.dialect == "postgresql" else None)
-        self.audit_desk = AuditDesk(log=self.audit, ring=self.ring, db=self.db, settings=s)
+        self.audit_desk = AuditService(log=self.audit, ring=self.ring, db=self.db, settings=s)
         # Documents, one service per job (archive.documents says which does what).
         self.render_pool = shared_pool(s.render_workers)
         basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive, base_url=s.public_base_url)
-        self.document_issuing = DocumentIssuing(basis=basis, vault=self.vault, blobs=self.blobs, pool=self.render_pool)
+        self.document_issuing = DocumentIssuingService(basis=basis, vault=self.vault, blobs=self.blobs,
+                                                       pool=self.render_pool)
         # The sealed desk and the stamp of a granted sealed copy come first: the reading service
         # cannot be built without the stamp, nor the desk without what finds a subject's records.
-        self.sealed = SealedDesk(vault=self.vault, ring=self.ring, settings=s, find_records=sealed_records_of)
+        self.sealed = SealedRequestService(vault=self.vault, ring=self.ring, settings=s, find_records=sealed_records_of)
         self.sealed_release = SealedRelease(pool=self.render_pool, desk=self.sealed)
-        self.document_reading = DocumentReading(vault=self.vault, blobs=self.blobs, regions=self.regions,
+        self.document_reading = DocumentReadingService(vault=self.vault, blobs=self.blobs, regions=self.regions,
                                                 releaser=self.sealed_release)
-        self.document_batch = DocumentBatch(basis=basis, issuing=self.document_issuing, regions=self.regions)
-        self.document_verification = DocumentVerification(db=self.db, audit=self.audit)
-        self.visits = Visits(vault=self.vault, regions=self.regions)
-        self.sealing = Sealing(vault=self.vault, blobs=self.blobs, issuing=self.document_issuing,
+        self.document_batch = DocumentBatchService(basis=basis, issuing=self.document_issuing, regions=self.regions)
+        self.document_verification = DocumentVerificationService(db=self.db, audit=self.audit)
+        self.visits = VisitService(vault=self.vault, regions=self.regions)
+        self.sealing = SealingService(vault=self.vault, blobs=self.blobs, issuing=self.document_issuing,
                                reading=self.document_reading, desk=self.sealed)
         self.analyzer = Analyzer(lambda token: self.ring.keyed_hash("search", token, hex_chars=16),
                                  portable=lambda: self.ring.keyed_hasher("search", hex_chars=16))

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from access_control.actions import Action
 from access_control.addresses import client_address
-from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep, UserAdminDep
+from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep, UserServiceDep
 from access_control.identity import Org, User, revoke_token, token_hash
 from access_control.policy import Resource
 from access_control.users import (
@@ -104,7 +104,7 @@ def me(g: GuardDep) -> Me:
              description="The only call (besides /me and logout) a user with a temporary password may make. "
              "The new password is judged by zxcvbn with your username and name as known words (422 naming "
              "`new_password`). Your other API tokens and page sessions are revoked; this token continues.")
-def change_password(g: GuardDep, runtime: RuntimeDep, users: UserAdminDep, body: PasswordChange,
+def change_password(g: GuardDep, runtime: RuntimeDep, users: UserServiceDep, body: PasswordChange,
                     token: BearerToken) -> None:
     users.change_own_password(g, body.current_password, body.new_password,
                               keep_token_hash=token_hash(runtime.ring, token))
@@ -129,7 +129,7 @@ def orgs(g: GuardDep) -> dict[str, list[OrgPublic]]:
                                                                    "(admin, auditor, custodian) waits for a second "
                                                                    "administrator (`pending_grant`)"}},
              summary="Create a user (roles must suit the org type; see docs/security.md)")
-def create_user(g: GuardDep, users: UserAdminDep, body: UserCreate, response: Response) -> UserCreated:
+def create_user(g: GuardDep, users: UserServiceDep, body: UserCreate, response: Response) -> UserCreated:
     created = users.create(g, body)
     if created.pending_grant is not None:
         response.status_code = status.HTTP_202_ACCEPTED
@@ -137,23 +137,23 @@ def create_user(g: GuardDep, users: UserAdminDep, body: UserCreate, response: Re
 
 
 @router.get("/users", response_model=dict[str, list[UserPublic]], tags=["users"])
-def list_users(g: GuardDep, users: UserAdminDep,
+def list_users(g: GuardDep, users: UserServiceDep,
                org_id: Annotated[str | None, Query(max_length=40)] = None) -> dict[str, list[UserPublic]]:
     return {"items": users.list(g, org_id=org_id)}
 
 
 @router.get("/users/{user_id}", response_model=UserPublic, tags=["users"])
-def read_user(g: GuardDep, users: UserAdminDep, user_id: str) -> UserPublic:
+def read_user(g: GuardDep, users: UserServiceDep, user_id: str) -> UserPublic:
     return users.read(g, user_id)
 
 
 @router.post("/users/{user_id}/disable", response_model=UserPublic, tags=["users"])
-def disable_user(g: GuardDep, users: UserAdminDep, user_id: str) -> UserPublic:
+def disable_user(g: GuardDep, users: UserServiceDep, user_id: str) -> UserPublic:
     return users.disable(g, user_id)
 
 
 @router.post("/users/{user_id}/reset-password", response_model=TemporaryPassword, tags=["users"])
-def reset_password(g: GuardDep, users: UserAdminDep, user_id: str) -> TemporaryPassword:
+def reset_password(g: GuardDep, users: UserServiceDep, user_id: str) -> TemporaryPassword:
     return users.reset_password(g, user_id)
 
 
@@ -161,7 +161,7 @@ def reset_password(g: GuardDep, users: UserAdminDep, user_id: str) -> TemporaryP
             responses={202: {"model": UserPublic, "description": "Adding admin, auditor or custodian waits for a "
                                                                  "second administrator (`pending_grant`)"}},
             summary="Set a user's roles (roles must suit the org type; see docs/security.md)")
-def change_roles(g: GuardDep, users: UserAdminDep, user_id: str, body: RolesChange,
+def change_roles(g: GuardDep, users: UserServiceDep, user_id: str, body: RolesChange,
                  response: Response) -> UserPublic:
     out = users.change_roles(g, user_id, body)
     if out.pending_grant is not None:
@@ -172,7 +172,7 @@ def change_roles(g: GuardDep, users: UserAdminDep, user_id: str, body: RolesChan
 @router.get("/role-grants", response_model=dict[str, list[RoleGrantPublic]], tags=["users"],
             summary="Grants of admin, auditor or custodian, by status (the two-person rule)")
 def list_role_grants(
-    g: GuardDep, users: UserAdminDep,
+    g: GuardDep, users: UserServiceDep,
     grant_status: Annotated[Literal["pending", "approved", "rejected"] | None, Query(alias="status")] = "pending",
 ) -> dict[str, list[RoleGrantPublic]]:
     return {"items": users.list_grants(g, status=grant_status)}
@@ -180,11 +180,11 @@ def list_role_grants(
 
 @router.post("/role-grants/{grant_id}/approve", response_model=RoleGrantPublic, tags=["users"],
              summary="Approve a pending grant: a second administrator, not the one who asked nor the user")
-def approve_role_grant(g: GuardDep, users: UserAdminDep, grant_id: str) -> RoleGrantPublic:
+def approve_role_grant(g: GuardDep, users: UserServiceDep, grant_id: str) -> RoleGrantPublic:
     return users.decide_grant(g, grant_id, approve=True)
 
 
 @router.post("/role-grants/{grant_id}/reject", response_model=RoleGrantPublic, tags=["users"],
              summary="Reject a pending grant (a new account it was for stays disabled)")
-def reject_role_grant(g: GuardDep, users: UserAdminDep, grant_id: str) -> RoleGrantPublic:
+def reject_role_grant(g: GuardDep, users: UserServiceDep, grant_id: str) -> RoleGrantPublic:
     return users.decide_grant(g, grant_id, approve=False)

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from access_control.audit_service import MAX_PAGE, EventFilter
-from access_control.deps import AuditDeskDep, GuardDep
+from access_control.deps import AuditServiceDep, GuardDep
 from core.fields import Timestamp
 from core.pagination import MAX_CURSOR
 
@@ -58,7 +58,7 @@ class VerifyRequest(BaseModel):
 @router.get("/events", summary="Events, newest first. Prefer POST /events/search for `subject`.")
 def events(
     g: GuardDep,
-    audit_desk: AuditDeskDep,
+    audit_desk: AuditServiceDep,
     actor: Annotated[str | None, Query(max_length=80)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[Literal["allowed", "denied", "error"] | None, Query()] = None,
@@ -77,34 +77,34 @@ def events(
 
 
 @router.post("/events/search", summary="Events matching the filters in the body (newest first)")
-def search_events(g: GuardDep, audit_desk: AuditDeskDep, body: EventSearch) -> dict[str, Any]:
+def search_events(g: GuardDep, audit_desk: AuditServiceDep, body: EventSearch) -> dict[str, Any]:
     f = EventFilter(actor=body.actor, action=body.action, outcome=body.outcome, start=body.start, end=body.end,
                     subject=body.subject, case_number=body.case_number, resource=body.resource)
     return audit_desk.events(g, f, limit=body.limit, cursor=body.cursor)
 
 
 @router.get("/verify", summary="Re-hash the whole log and check every stored checkpoint")
-def verify(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+def verify(g: GuardDep, audit_desk: AuditServiceDep) -> dict[str, Any]:
     return audit_desk.verify(g)
 
 
 @router.post("/verify", summary="Verify the log against a checkpoint saved outside Shouhu")
-def verify_against(g: GuardDep, audit_desk: AuditDeskDep, body: VerifyRequest) -> dict[str, Any]:
+def verify_against(g: GuardDep, audit_desk: AuditServiceDep, body: VerifyRequest) -> dict[str, Any]:
     return audit_desk.verify(g, checkpoint=body.checkpoint.model_dump())
 
 
 @router.get("/checkpoints", summary="Signed tree heads, with the public key that signs them")
-def checkpoints(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+def checkpoints(g: GuardDep, audit_desk: AuditServiceDep) -> dict[str, Any]:
     return audit_desk.checkpoints(g)
 
 
 @router.post("/checkpoints", status_code=status.HTTP_201_CREATED, summary="Sign a checkpoint now")
-def create_checkpoint(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+def create_checkpoint(g: GuardDep, audit_desk: AuditServiceDep) -> dict[str, Any]:
     return audit_desk.create_checkpoint(g)
 
 
 @router.get("/public-key", summary="The Ed25519 key that signs checkpoints")
-def public_key(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
+def public_key(g: GuardDep, audit_desk: AuditServiceDep) -> dict[str, Any]:
     audit_desk.checkpoints(g)  # same rule and audit event as reading checkpoints
     return audit_desk.public_key()
 
@@ -112,7 +112,7 @@ def public_key(g: GuardDep, audit_desk: AuditDeskDep) -> dict[str, Any]:
 @router.get("/proofs/inclusion", summary="RFC 6962 inclusion proof of event `seq` in the tree of `size`")
 def inclusion(
     g: GuardDep,
-    audit_desk: AuditDeskDep,
+    audit_desk: AuditServiceDep,
     seq: Annotated[int, Query(ge=1)],
     size: Annotated[int | None, Query(ge=1, description="Default: the current log size")] = None,
 ) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def inclusion(
 @router.get("/proofs/consistency", summary="RFC 6962 consistency proof between two tree sizes")
 def consistency(
     g: GuardDep,
-    audit_desk: AuditDeskDep,
+    audit_desk: AuditServiceDep,
     first: Annotated[int, Query(ge=1)],
     second: Annotated[int | None, Query(ge=1, description="Default: the current log size")] = None,
 ) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def consistency(
 @router.get("/export", summary="The events in canonical form (docs/audit-format.md)")
 def export(
     g: GuardDep,
-    audit_desk: AuditDeskDep,
+    audit_desk: AuditServiceDep,
     format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",  # noqa: A002 - the API's name
     start: From = None,
     to: To = None,
@@ -145,5 +145,5 @@ def export(
 
 
 @router.get("/anomalies", summary="Flags: bulk reads, off-hours reads, repeated denials, cross-region")
-def anomalies(g: GuardDep, audit_desk: AuditDeskDep, start: From = None, to: To = None) -> dict[str, Any]:
+def anomalies(g: GuardDep, audit_desk: AuditServiceDep, start: From = None, to: To = None) -> dict[str, Any]:
     return audit_desk.anomalies(g, start=start, end=to)

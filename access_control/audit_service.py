@@ -62,7 +62,7 @@ def event_public(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
-class AuditDesk:
+class AuditService:
     def __init__(self, *, log: AuditLog, ring: KeyRing, db: Database, settings: Settings):
         self.log = log
         self.ring = ring

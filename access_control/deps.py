@@ -2,7 +2,7 @@
 the request's guard.
 
 Routers take these through ``Annotated`` aliases; tests swap them with
-``app.dependency_overrides``. Each service has a typed alias of its own (``DocumentReadingDep``
+``app.dependency_overrides``. Each service has a typed alias of its own (``DocumentReadingServiceDep``
 and the rest), so a route's service calls are type-checked. The service classes are imported for
 the type checker only: access_control does not import the archive or search at run time, and
 FastAPI, which resolves a parameter's annotation in the route's own module, sees ``Any``
@@ -29,14 +29,14 @@ from access_control.policy import PASSWORD_CHANGE_RULE
 from core.errors import AuditUnavailable, PasswordChangeRequired, Unauthorized
 
 if TYPE_CHECKING:
-    from access_control.audit_service import AuditDesk
-    from access_control.sealed import SealedDesk
-    from access_control.users import UserAdmin
-    from archive.document_issuing import DocumentIssuing
-    from archive.document_reading import DocumentReading
-    from archive.records import Archive
-    from archive.sealing import Sealing
-    from archive.visits import Visits
+    from access_control.audit_service import AuditService
+    from access_control.sealed import SealedRequestService
+    from access_control.users import UserService
+    from archive.document_issuing import DocumentIssuingService
+    from archive.document_reading import DocumentReadingService
+    from archive.records import CaseFileService
+    from archive.sealing import SealingService
+    from archive.visits import VisitService
     from runtime import Runtime
     from search.query import SearchService
 
@@ -65,35 +65,35 @@ else:  # FastAPI resolves a parameter's annotation in its function's module, whi
 # it runs on the event loop (tests/test_no_stall.py); search, opened on first use, does not.
 
 
-async def archive_service(runtime: RuntimeDep) -> Archive:
+async def archive_service(runtime: RuntimeDep) -> CaseFileService:
     return runtime.archive
 
 
-async def visits_service(runtime: RuntimeDep) -> Visits:
+async def visits_service(runtime: RuntimeDep) -> VisitService:
     return runtime.visits
 
 
-async def document_issuing(runtime: RuntimeDep) -> DocumentIssuing:
+async def document_issuing(runtime: RuntimeDep) -> DocumentIssuingService:
     return runtime.document_issuing
 
 
-async def document_reading(runtime: RuntimeDep) -> DocumentReading:
+async def document_reading(runtime: RuntimeDep) -> DocumentReadingService:
     return runtime.document_reading
 
 
-async def sealed_desk(runtime: RuntimeDep) -> SealedDesk:
+async def sealed_desk(runtime: RuntimeDep) -> SealedRequestService:
     return runtime.sealed
 
 
-async def sealing_service(runtime: RuntimeDep) -> Sealing:
+async def sealing_service(runtime: RuntimeDep) -> SealingService:
     return runtime.sealing
 
 
-async def user_admin(runtime: RuntimeDep) -> UserAdmin:
+async def user_admin(runtime: RuntimeDep) -> UserService:
     return runtime.users
 
 
-async def audit_desk(runtime: RuntimeDep) -> AuditDesk:
+async def audit_desk(runtime: RuntimeDep) -> AuditService:
     return runtime.audit_desk
 
 
@@ -103,25 +103,25 @@ def search_service(runtime: RuntimeDep) -> SearchService:
 
 
 if TYPE_CHECKING:
-    ArchiveDep = Annotated[Archive, Depends(archive_service)]
-    VisitsDep = Annotated[Visits, Depends(visits_service)]
-    DocumentIssuingDep = Annotated[DocumentIssuing, Depends(document_issuing)]
-    DocumentReadingDep = Annotated[DocumentReading, Depends(document_reading)]
-    SealedDeskDep = Annotated[SealedDesk, Depends(sealed_desk)]
-    SealingDep = Annotated[Sealing, Depends(sealing_service)]
-    UserAdminDep = Annotated[UserAdmin, Depends(user_admin)]
-    AuditDeskDep = Annotated[AuditDesk, Depends(audit_desk)]
-    SearchDep = Annotated[SearchService, Depends(search_service)]
+    CaseFileServiceDep = Annotated[CaseFileService, Depends(archive_service)]
+    VisitServiceDep = Annotated[VisitService, Depends(visits_service)]
+    DocumentIssuingServiceDep = Annotated[DocumentIssuingService, Depends(document_issuing)]
+    DocumentReadingServiceDep = Annotated[DocumentReadingService, Depends(document_reading)]
+    SealedRequestServiceDep = Annotated[SealedRequestService, Depends(sealed_desk)]
+    SealingServiceDep = Annotated[SealingService, Depends(sealing_service)]
+    UserServiceDep = Annotated[UserService, Depends(user_admin)]
+    AuditServiceDep = Annotated[AuditService, Depends(audit_desk)]
+    SearchServiceDep = Annotated[SearchService, Depends(search_service)]
 else:
-    ArchiveDep = Annotated[Any, Depends(archive_service)]
-    VisitsDep = Annotated[Any, Depends(visits_service)]
-    DocumentIssuingDep = Annotated[Any, Depends(document_issuing)]
-    DocumentReadingDep = Annotated[Any, Depends(document_reading)]
-    SealedDeskDep = Annotated[Any, Depends(sealed_desk)]
-    SealingDep = Annotated[Any, Depends(sealing_service)]
-    UserAdminDep = Annotated[Any, Depends(user_admin)]
-    AuditDeskDep = Annotated[Any, Depends(audit_desk)]
-    SearchDep = Annotated[Any, Depends(search_service)]
+    CaseFileServiceDep = Annotated[Any, Depends(archive_service)]
+    VisitServiceDep = Annotated[Any, Depends(visits_service)]
+    DocumentIssuingServiceDep = Annotated[Any, Depends(document_issuing)]
+    DocumentReadingServiceDep = Annotated[Any, Depends(document_reading)]
+    SealedRequestServiceDep = Annotated[Any, Depends(sealed_desk)]
+    SealingServiceDep = Annotated[Any, Depends(sealing_service)]
+    UserServiceDep = Annotated[Any, Depends(user_admin)]
+    AuditServiceDep = Annotated[Any, Depends(audit_desk)]
+    SearchServiceDep = Annotated[Any, Depends(search_service)]
 
 
 # Methods that only read (besides their audit events, which the guard appends in short write

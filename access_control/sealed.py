@@ -142,7 +142,7 @@ def case_subjects(req: SealedRequest) -> list[str]:
 FindRecords = Callable[[Session, str], list[tuple[str, str]]]
 
 
-class SealedDesk:
+class SealedRequestService:
     def __init__(self, *, vault: Vault, ring: KeyRing, settings: Settings, find_records: FindRecords):
         self.vault = vault
         self.ring = ring

@@ -207,7 +207,7 @@ def active_admin_exists(session: Session) -> bool:
     return any(holds_admin(roles) for roles in rows)
 
 
-class UserAdmin:
+class UserService:
     def __init__(self, *, passwords: Passwords, min_password_length: int, min_password_score: int = 3):
         self.passwords = passwords
         self.min_password_length = min_password_length

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from access_control.actions import Role
 from access_control.identity import Actor, Org, OrgType, create_user
 from access_control.regions import Level, Region, add_region
-from archive import schemas as S
+from archive import schemas
 from core.db import new_id
 from core.fields import id_check_char
 
@@ -150,24 +150,24 @@ def build_orgs_and_users(rt: Runtime, session: Any) -> tuple[int, int]:
     return len(orgs), len(USERS)
 
 
-def _household_payload(rng: random.Random, region: Region, cats: list[int]) -> tuple[S.HouseholdCreate, str]:
+def _household_payload(rng: random.Random, region: Region, cats: list[int]) -> tuple[schemas.HouseholdCreate, str]:
     surname = rng.choice(SURNAMES)
     county = region.code[:6]
     main_cat = cats[0]
     father_situation, note = SITUATIONS[main_cat]
     members = [
-        S.MemberIn(name=_name(rng, surname), relation="父亲",
+        schemas.MemberIn(name=_name(rng, surname), relation="父亲",
                    id_number=synthetic_id_number(rng, county, date(rng.randint(1975, 1992), rng.randint(1, 12),
                                                                     rng.randint(1, 28)), True),
                    phone=f"1{rng.choice('3589')}{rng.randrange(10**8, 10**9)}", situation=father_situation),
-        S.MemberIn(name=_name(rng), relation="母亲",
+        schemas.MemberIn(name=_name(rng), relation="母亲",
                    id_number=synthetic_id_number(rng, county, date(rng.randint(1978, 1995), rng.randint(1, 12),
                                                                     rng.randint(1, 28)), False),
                    situation=rng.choice(["外出务工", "在家", "离家不明", "重病"])),
-        S.MemberIn(name=_name(rng, surname), relation=rng.choice(["祖父", "祖母"]),
+        schemas.MemberIn(name=_name(rng, surname), relation=rng.choice(["祖父", "祖母"]),
                    situation="实际照料人"),
     ]
-    data = S.HouseholdCreate(
+    data = schemas.HouseholdCreate(
         region_code=region.code,
         address=f"{rng.randint(1, 12)}组{rng.randint(1, 88)}号",
         members=members,
@@ -216,10 +216,11 @@ def load(rt: Runtime, *, households: int = 200, seed: int = 2026,
             while idn in used_ids:
                 idn = synthetic_id_number(rng, region.code[:6], birth, male)
             used_ids.add(idn)
-            minor = S.MinorCreate(
+            minor = schemas.MinorCreate(
                 household_id=hh.id, name=_name(rng, surname), id_number=idn, birth_date=birth,
                 sex="male" if male else "female",
-                categories=[S.CategoryIn(category=c, found_on=max(birth, today - timedelta(days=rng.randint(0, 700))))
+                categories=[schemas.CategoryIn(category=c,
+                                               found_on=max(birth, today - timedelta(days=rng.randint(0, 700))))
                             for c in sorted(set(cats))],
                 school=f"{region.name}小学" if age_days > 6 * 365 else None,
                 guardian=data.members[2].name,

@@ -2,7 +2,7 @@
 
 Without ``issue`` the pages are archive print copies (存档打印件), rendered in one pass:
 not numbered, not stored. With ``issue`` each subject's document is issued by
-``DocumentIssuing.issue_one``, the very function a single issue uses, all in one
+``DocumentIssuingService.issue_one``, the very function a single issue uses, all in one
 transaction, and the combined PDF is the stored documents' pages, in order.
 """
 
@@ -21,17 +21,17 @@ from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
-from archive.document_issuing import DocumentIssuing
+from archive.document_issuing import DocumentIssuingService
 from archive.documents import DocumentBasis, DocumentIssued, Subject, issued_answer, new_code
 from archive.models import Document, DocumentVersion, Household, Minor
 from core.db import new_id
 from core.errors import InvalidInput
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from doc_templates.render import DocumentMeta, Renderer
 
 
-class DocumentBatch:
-    def __init__(self, *, basis: DocumentBasis, issuing: DocumentIssuing, regions: RegionTree):
+class DocumentBatchService:
+    def __init__(self, *, basis: DocumentBasis, issuing: DocumentIssuingService, regions: RegionTree):
         self.basis = basis
         self.issuing = issuing
         self.regions = regions
@@ -42,7 +42,7 @@ class DocumentBatch:
 
         Without ``issue`` the pages are archive print copies (存档打印件), rendered in one
         pass: not numbered, not stored. With ``issue`` each is issued as an official document
-        (``DocumentIssuing.issue_one``), all in one transaction, and the combined PDF holds
+        (``DocumentIssuingService.issue_one``), all in one transaction, and the combined PDF holds
         the very pages stored.
         """
         b = self.basis
@@ -74,7 +74,7 @@ class DocumentBatch:
                             details={"kind": kind.kind, "count": len(rows), "issue": issue}))
         g.commit()
         if not issue:
-            items: list[tuple[K.DocKind, BaseModel, DocumentMeta]] = []
+            items: list[tuple[doc_kinds.DocKind, BaseModel, DocumentMeta]] = []
             for subject in subjects:
                 fields = b.validate_fields(kind, b.fill(g, kind, subject))
                 meta = dataclasses.replace(b.meta(g, kind, org, "存档打印件（未编号）", None), draft=False)
@@ -96,7 +96,7 @@ class DocumentBatch:
         g.commit()
         return _concatenate(pdfs), issued
 
-    def _issue(self, g: Guard, kind: K.DocKind, subject: Subject, renderer: Renderer
+    def _issue(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, renderer: Renderer
                ) -> tuple[Document, DocumentVersion, bytes]:
         """One subject's document, issued in the current transaction: the fields filled in from
         its record, rendered in this process with the batch's renderer."""

@@ -50,12 +50,12 @@ from core.db import new_id
 from core.errors import Conflict, NotFound
 from core.keys import Vault
 from core.outbox import enqueue
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from doc_templates.pool import RenderPool
 from doc_templates.render import DocumentMeta
 
 
-class DocumentIssuing:
+class DocumentIssuingService:
     def __init__(self, *, basis: DocumentBasis, vault: Vault, blobs: BlobStore, pool: RenderPool):
         self.basis = basis
         self.vault = vault
@@ -91,7 +91,7 @@ class DocumentIssuing:
             raise Conflict("本单位尚未设置发文字号代字，无法编号。", details={"field": "issuer"})
         return org
 
-    def check_printable(self, g: Guard, kind: K.DocKind, org: Org, fields: BaseModel) -> None:
+    def check_printable(self, g: Guard, kind: doc_kinds.DocKind, org: Org, fields: BaseModel) -> None:
         """Refuse fields (or an issuer's name) the fonts cannot print, with a number of the issuer's form."""
         if org.doc_prefix is None:
             raise RuntimeError("the issuer has no document number prefix (issuer() refuses that)")
@@ -134,7 +134,7 @@ class DocumentIssuing:
             g.commit()
         return issued_answer(doc, version)
 
-    def issue_one(self, g: Guard, kind: K.DocKind, subject: Subject, fields: BaseModel, named: set[Person], *,
+    def issue_one(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, fields: BaseModel, named: set[Person], *,
                   doc_id: str, code: str, render: Callable[[DocumentMeta], bytes],
                   rendered: tuple[str, bytes] | None = None) -> tuple[Document, DocumentVersion, bytes]:
         """Number, seal and store one document in the current transaction (the caller commits).
@@ -266,7 +266,7 @@ class DocumentIssuing:
     def prefill(self, g: Guard, kind_name: str, subject_id: str | None) -> dict[str, Any]:
         """Fields for ``kind`` filled in from the subject's record (an audited read)."""
         b = self.basis
-        kind = K.get(kind_name)
+        kind = doc_kinds.get(kind_name)
         if kind is None:  # the kind is part of the path here: an unknown one is not found
             raise NotFound("未知的公文种类。")
         b.gate(g, Action.DOCUMENT_PREFILL, kind, roles=kind.issuer_roles)

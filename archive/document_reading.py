@@ -24,13 +24,13 @@ from core.crypto import sha256_hex
 from core.errors import IntegrityFailure, InvalidInput, NotFound
 from core.keys import Vault
 from core.pagination import encode_cursor
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 
 if TYPE_CHECKING:  # archive.sealing builds on this module
     from archive.sealing import SealedRelease
 
 
-class DocumentReading:
+class DocumentReadingService:
     def __init__(self, *, vault: Vault, blobs: BlobStore, regions: RegionTree, releaser: SealedRelease):
         self.vault = vault
         self.blobs = blobs
@@ -41,7 +41,7 @@ class DocumentReading:
         return list(g.session.scalars(
             select(DocumentVersion).where(DocumentVersion.document_id == doc.id).order_by(DocumentVersion.version)))
 
-    def _public(self, g: Guard, doc: Document, kind: K.DocKind) -> DocumentPublic:
+    def _public(self, g: Guard, doc: Document, kind: doc_kinds.DocKind) -> DocumentPublic:
         org = g.session.get(Org, doc.issuer_org_id)
         return DocumentPublic(
             id=doc.id, kind=doc.kind, title=kind.title, doc_number=doc.doc_number, subject_kind=doc.subject_kind,
@@ -93,7 +93,7 @@ class DocumentReading:
                 raise InvalidInput.one("region", "未知的行政区划代码", location="query")
             g.require(Action.DOCUMENT_LIST, Resource("region", region, region))
         after = decode_cursor(cursor)
-        readable = [k.kind for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
+        readable = [k.kind for k in doc_kinds.KINDS.values() if may_read_document_kind(g.actor, k)]
         q = (select(Document).join(Region, Region.code == Document.region_code)
              .where(Region.path.startswith(g.policy.scope_path(g.actor), autoescape=True),
                     Document.sealed.is_(False), Document.kind.in_(readable)))
@@ -114,5 +114,5 @@ class DocumentReading:
         g.authorize(Action.DOCUMENT_LIST, Resource("document", None, region or g.actor.region_code),
                     subjects=[h for r in rows for h in (r.subject_hashes or [])],
                     filters={"kind": kind, "subject_id": subject_id}, details={"count": len(rows)}, commit=True)
-        items = [self._public(g, r, K.KINDS[r.kind]) for r in rows]
+        items = [self._public(g, r, doc_kinds.KINDS[r.kind]) for r in rows]
         return {"items": items, "next_cursor": encode_cursor(rows[-1].id) if more and rows else None}

@@ -15,13 +15,13 @@ from archive.documents import normalize_code
 from archive.models import Document, DocumentVersion
 from core.db import Database
 from core.errors import AuditUnavailable, NotFound
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 
 PUBLIC = Actor(user_id="public", username="public", display_name="", org_id="", org_name="",
                org_type=OrgType.OTHER, roles=(), region_code="")
 
 
-class DocumentVerification:
+class DocumentVerificationService:
     def __init__(self, *, db: Database, audit: AuditLog):
         self.db = db
         self.audit = audit
@@ -44,7 +44,7 @@ class DocumentVerification:
                 if doc is None or v is None:
                     raise RuntimeError("a known document without its row or version")
                 org = s.get(Org, doc.issuer_org_id)
-                kind = K.get(doc.kind)
+                kind = doc_kinds.get(doc.kind)
                 answer = {
                     "authentic": True if matches is None else matches,
                     "kind": doc.kind, "title": kind.title if kind else doc.kind,

@@ -2,14 +2,14 @@
 
 The work is split by job, each service taking only the collaborators it needs:
 
-- ``archive.document_issuing.DocumentIssuing``: preview, issue, correct, prefill;
+- ``archive.document_issuing.DocumentIssuingService``: preview, issue, correct, prefill;
   its ``issue_one`` numbers, seals and stores one document, for a single issue
   and for every document of a batch alike;
-- ``archive.document_reading.DocumentReading``: a document, its PDF, its fields,
+- ``archive.document_reading.DocumentReadingService``: a document, its PDF, its fields,
   the list;
-- ``archive.document_batch.DocumentBatch``: many subjects printed as one PDF
+- ``archive.document_batch.DocumentBatchService``: many subjects printed as one PDF
   (``shouhu print``), optionally issued;
-- ``archive.document_verification.DocumentVerification``: the public check of a
+- ``archive.document_verification.DocumentVerificationService``: the public check of a
   verification code.
 
 This module holds the request and answer schemas, the verification codes, and
@@ -37,15 +37,15 @@ from access_control.policy import Resource, document_kind_readers
 from access_control.regions import RegionTree
 from access_control.sealed import SealedGrant, SealedRequest, case_details
 from archive import persons as people
-from archive import prefill as P
+from archive import prefill
 from archive.models import Document, DocumentVersion, Household, Minor
 from archive.persons import Person
-from archive.records import Archive
+from archive.records import CaseFileService
 from core.crypto import KeyRing
 from core.errors import Conflict, InvalidInput, NotFound, field_errors
 from core.fields import id_check_char
 from core.redact import loggable
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from doc_templates.render import DocumentMeta, MissingGlyphs, Renderer
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -140,7 +140,7 @@ def issued_answer(doc: Document, v: DocumentVersion) -> DocumentIssued:
 
 
 def load_document(g: Guard, doc_id: str, action: Action, *, read: bool
-                  ) -> tuple[Document, K.DocKind, SealedRequest | None]:
+                  ) -> tuple[Document, doc_kinds.DocKind, SealedRequest | None]:
     """A document the caller may act on; a sealed one only through the caller's active grant.
 
     An unknown id and a sealed document the caller has no grant for take one path: the
@@ -161,7 +161,7 @@ def load_document(g: Guard, doc_id: str, action: Action, *, read: bool
     found = g.session.execute(select(Document.kind, Document.sealed, grant_id).select_from(asked)
                               .outerjoin(Document, Document.id == asked.c.id)).one()
     kind_name, sealed, grant_of = found
-    kind = K.get(kind_name) if kind_name is not None else None
+    kind = doc_kinds.get(kind_name) if kind_name is not None else None
     if action not in (Action.DOCUMENT_READ, Action.DOCUMENT_DOWNLOAD):
         grant_of = None  # a grant lets its requester read, nothing else
     if kind is None or sealed:
@@ -193,21 +193,21 @@ class DocumentBasis:
     """The kind, the subject, the fields and the meta of a document, resolved and validated
     the same way by every document service."""
 
-    def __init__(self, *, ring: KeyRing, regions: RegionTree, archive: Archive, base_url: str):
+    def __init__(self, *, ring: KeyRing, regions: RegionTree, archive: CaseFileService, base_url: str):
         self.ring = ring
         self.regions = regions
         self.archive = archive
         self.base_url = base_url.rstrip("/")
 
     @staticmethod
-    def kind_or_422(name: str) -> K.DocKind:
-        kind = K.get(name)
+    def kind_or_422(name: str) -> doc_kinds.DocKind:
+        kind = doc_kinds.get(name)
         if kind is None:
             raise InvalidInput.one("kind", "未知的公文种类")
         return kind
 
     @staticmethod
-    def validate_fields(kind: K.DocKind, fields: dict[str, Any]) -> BaseModel:
+    def validate_fields(kind: doc_kinds.DocKind, fields: dict[str, Any]) -> BaseModel:
         try:
             return kind.validate(fields)
         except ValidationError as exc:
@@ -222,7 +222,7 @@ class DocumentBasis:
                     out.add(self.ring.keyed_hash("id_number", m))
         return out
 
-    def subject(self, g: Guard, kind: K.DocKind, subject_id: str | None, action: Action) -> Subject:
+    def subject(self, g: Guard, kind: doc_kinds.DocKind, subject_id: str | None, action: Action) -> Subject:
         if kind.subject in ("household", "minor"):
             row: Household | Minor | None = None
             if subject_id:
@@ -260,7 +260,7 @@ class DocumentBasis:
         return list(g.session.scalars(select(Minor).where(Minor.household_id == household_id,
                                                           Minor.sealed.is_(False)).order_by(Minor.id).limit(6)))
 
-    def record(self, g: Guard, subject: Subject) -> P.Record:
+    def record(self, g: Guard, subject: Subject) -> prefill.Record:
         """The subject's record, decrypted: the caller has authorized (and logged) the read."""
         today = g.now.astimezone(LOCAL_TZ).date()
         if subject.kind == "household":
@@ -268,7 +268,7 @@ class DocumentBasis:
             if hh is None:
                 raise RuntimeError("the authorized household row is gone")
             minors = [g.session.get(Minor, mid) for mid in subject.listed]
-            return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
+            return prefill.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
                             household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
                             minors=[self.archive.minor_view(g, m).model_dump(mode="json") for m in minors if m])
         mn = g.session.get(Minor, subject.id)
@@ -277,31 +277,31 @@ class DocumentBasis:
         hh = g.session.get(Household, mn.household_id)
         if hh is None:
             raise RuntimeError("a minor's household row is missing")
-        return P.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
+        return prefill.Record(household_id=hh.id, region_name=self.regions.full_name(hh.region_code),
                         household=self.archive.household_view(g, hh).model_dump(mode="json"), today=today,
                         minor=self.archive.minor_view(g, mn).model_dump(mode="json"))
 
     @staticmethod
-    def prevalidate(kind: K.DocKind, fields: dict[str, Any]) -> None:
+    def prevalidate(kind: doc_kinds.DocKind, fields: dict[str, Any]) -> None:
         """Refuse invalid fields before anything is looked up; particulars may be left out."""
         try:
             kind.validate(fields)
         except ValidationError as exc:
-            own = P.PARTICULARS.get(kind.kind, {})
+            own = prefill.PARTICULARS.get(kind.kind, {})
             errors = [e for e in exc.errors() if not (e["type"] == "missing" and e["loc"] and e["loc"][0] in own)]
             if errors:
                 raise InvalidInput(field_errors(errors, prefix=("fields",), location="body")) from None
 
-    def validated(self, g: Guard, kind: K.DocKind, subject: Subject, fields: dict[str, Any]) -> BaseModel:
+    def validated(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, fields: dict[str, Any]) -> BaseModel:
         """The fields, validated, with the subject's particulars from its record (prefill.PARTICULARS).
 
         A particular left out is filled in; one sent that differs from the record is a 422
         naming it. The record is read here: the caller's decision is logged before this.
         """
-        table = P.PARTICULARS.get(kind.kind)
+        table = prefill.PARTICULARS.get(kind.kind)
         if not table or subject.kind not in ("household", "minor"):
             return self.validate_fields(kind, fields)
-        own = P.particulars(kind.kind, self.record(g, subject))
+        own = prefill.particulars(kind.kind, self.record(g, subject))
         model = self.validate_fields(kind, {**own, **fields})
         try:
             recorded = kind.validate({**model.model_dump(mode="json"), **own}).model_dump(mode="json")
@@ -335,7 +335,7 @@ class DocumentBasis:
                 for path, chars in exc.fields.items()
             ]) from None
 
-    def meta(self, g: Guard, kind: K.DocKind, org: Org, doc_number: str, code: str | None) -> DocumentMeta:
+    def meta(self, g: Guard, kind: doc_kinds.DocKind, org: Org, doc_number: str, code: str | None) -> DocumentMeta:
         return DocumentMeta(
             kind=kind.kind, kind_title=kind.title, issuer=org.name, doc_number=doc_number,
             issued_on=g.now.astimezone(LOCAL_TZ).date(), created_at=g.now,
@@ -352,16 +352,16 @@ class DocumentBasis:
         return org
 
     @staticmethod
-    def gate(g: Guard, action: Action, kind: K.DocKind, *, roles: frozenset[str]) -> None:
+    def gate(g: Guard, action: Action, kind: doc_kinds.DocKind, *, roles: frozenset[str]) -> None:
         """Refuse by role (and by kind) before anything about a subject is looked up."""
         probe = Resource("document", None, None, existing=False, required_roles=roles)
         g.require(action, probe, details={"kind": kind.kind})
 
-    def fill(self, g: Guard, kind: K.DocKind, subject: Subject) -> dict[str, Any]:
+    def fill(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject) -> dict[str, Any]:
         """Fields for ``kind`` filled in from the subject's record (the caller has logged the read)."""
         if subject.kind not in ("household", "minor"):
             return {}
-        return P.prefill(kind.kind, self.record(g, subject), staff=g.actor.display_name)
+        return prefill.prefill(kind.kind, self.record(g, subject), staff=g.actor.display_name)
 
 
 def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:

@@ -11,13 +11,13 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from access_control.actions import Action
-from access_control.deps import DocumentIssuingDep, DocumentReadingDep, GuardDep, get_runtime
+from access_control.deps import DocumentIssuingServiceDep, DocumentReadingServiceDep, GuardDep, get_runtime
 from access_control.policy import Resource
 from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
 from core.crypto import Sha256Stream, sha256_hex
 from core.errors import Busy, RateLimited
 from core.ratelimit import client_key
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
 public = APIRouter(prefix="/api/v1", tags=["verification (public)"])
@@ -35,12 +35,12 @@ def pdf_response(data: bytes, filename: str, *, sha256: str | None = None) -> Re
 @router.get("/document-kinds", summary="Every kind: title, subject, JSON schema of its fields, an example")
 def document_kinds(g: GuardDep) -> dict[str, Any]:
     g.authorize(Action.DOCUMENT_KINDS_LIST, Resource("document_kind"), commit=True)
-    return {"items": [k.describe() for k in K.KINDS.values()]}
+    return {"items": [k.describe() for k in doc_kinds.KINDS.values()]}
 
 
 @router.get("/document-kinds/{kind}/prefill", summary="Fields for a kind filled in from the subject's record")
 def prefill(
-    g: GuardDep, issuing: DocumentIssuingDep, kind: str,
+    g: GuardDep, issuing: DocumentIssuingServiceDep, kind: str,
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
     return issuing.prefill(g, kind, subject_id)
@@ -48,21 +48,21 @@ def prefill(
 
 @router.post("/documents/preview", response_class=Response, responses=PDF,
              summary="Render a draft (stamped 草稿, not numbered, not stored)")
-def preview(g: GuardDep, issuing: DocumentIssuingDep, body: DocumentRequest) -> Response:
+def preview(g: GuardDep, issuing: DocumentIssuingServiceDep, body: DocumentRequest) -> Response:
     data = issuing.preview(g, body)
     return pdf_response(data, "preview.pdf")
 
 
 @router.post("/documents", status_code=status.HTTP_201_CREATED, response_model=DocumentIssued,
              summary="Issue a document: validate, number, render, seal, store")
-def issue(g: GuardDep, issuing: DocumentIssuingDep, body: DocumentRequest) -> DocumentIssued:
+def issue(g: GuardDep, issuing: DocumentIssuingServiceDep, body: DocumentRequest) -> DocumentIssued:
     return issuing.issue(g, body)
 
 
 @router.get("/documents", summary="Documents the caller may read")
 def list_documents(
     g: GuardDep,
-    reading: DocumentReadingDep,
+    reading: DocumentReadingServiceDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
     region: Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$")] = None,
@@ -73,14 +73,14 @@ def list_documents(
 
 
 @router.get("/documents/{document_id}", response_model=DocumentPublic)
-def read_document(g: GuardDep, reading: DocumentReadingDep, document_id: str) -> DocumentPublic:
+def read_document(g: GuardDep, reading: DocumentReadingServiceDep, document_id: str) -> DocumentPublic:
     return reading.read(g, document_id)
 
 
 @router.get("/documents/{document_id}/pdf", response_class=Response, responses=PDF,
             summary="The issued PDF; its sha256 equals the stored one")
 def document_pdf(
-    g: GuardDep, reading: DocumentReadingDep, document_id: str,
+    g: GuardDep, reading: DocumentReadingServiceDep, document_id: str,
     version: Annotated[int | None, Query(ge=1, description="Default: the current version")] = None,
 ) -> Response:
     data, v = reading.pdf(g, document_id, version)
@@ -90,7 +90,8 @@ def document_pdf(
 
 @router.post("/documents/{document_id}/versions", status_code=status.HTTP_201_CREATED,
              response_model=DocumentIssued, summary="A correction: a new immutable version")
-def new_version(g: GuardDep, issuing: DocumentIssuingDep, document_id: str, body: VersionRequest) -> DocumentIssued:
+def new_version(g: GuardDep, issuing: DocumentIssuingServiceDep, document_id: str,
+                body: VersionRequest) -> DocumentIssued:
     return issuing.new_version(g, document_id, body)
 
 

@@ -21,7 +21,7 @@ from access_control.actions import Action
 from access_control.guard import Guard
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
-from archive import schemas as S
+from archive import schemas
 from archive.models import Household, Minor, MinorCategory
 from core.crypto import KeyRing
 from core.db import new_id
@@ -39,7 +39,7 @@ Row = TypeVar("Row", Household, Minor)
 decode_cursor = decode_id_cursor
 
 
-class Archive:
+class CaseFileService:
     """The case-file service."""
 
     def __init__(self, *, vault: Vault, ring: KeyRing, regions: RegionTree):
@@ -126,25 +126,25 @@ class Archive:
         # An out-of-jurisdiction region filter is refused and logged like a record.
         g.require(action, Resource("region", region, region))
 
-    def household_view(self, g: Guard, row: Household) -> S.HouseholdPublic:
+    def household_view(self, g: Guard, row: Household) -> schemas.HouseholdPublic:
         """Decrypted view of a household; the caller has already authorized and logged the read."""
         return self._household_public(row, self._open(g, row))
 
-    def minor_view(self, g: Guard, row: Minor) -> S.MinorPublic:
+    def minor_view(self, g: Guard, row: Minor) -> schemas.MinorPublic:
         """Decrypted view of a minor; the caller has already authorized and logged the read."""
         return self._minor_public(g, row, self._open(g, row))
 
     # households --------------------------------------------------------------
 
-    def _household_public(self, row: Household, data: dict[str, Any]) -> S.HouseholdPublic:
-        return S.HouseholdPublic(
+    def _household_public(self, row: Household, data: dict[str, Any]) -> schemas.HouseholdPublic:
+        return schemas.HouseholdPublic(
             id=row.id, region_code=row.region_code, address=data["address"],
-            members=[S.MemberIn.model_validate(m) for m in data.get("members", [])],
+            members=[schemas.MemberIn.model_validate(m) for m in data.get("members", [])],
             notes=data.get("notes"), version=row.version,
             created_at=row.created_at, updated_at=row.updated_at,
         )
 
-    def create_household(self, g: Guard, data: S.HouseholdCreate) -> S.HouseholdPublic:
+    def create_household(self, g: Guard, data: schemas.HouseholdCreate) -> schemas.HouseholdPublic:
         self._check_region(data.region_code)
         hid = new_id("hh")
         subjects = sorted({self.subject_hash(m.id_number) for m in data.members if m.id_number})
@@ -167,13 +167,13 @@ class Archive:
         g.commit()
         return public
 
-    def read_household(self, g: Guard, household_id: str) -> S.HouseholdPublic:
+    def read_household(self, g: Guard, household_id: str) -> schemas.HouseholdPublic:
         row = self._load(g, Household, household_id, Action.HOUSEHOLD_READ, read=True)
         return self._household_public(row, self._open(g, row))
 
-    def update_household(self, g: Guard, household_id: str, data: S.HouseholdUpdate) -> S.HouseholdPublic:
+    def update_household(self, g: Guard, household_id: str, data: schemas.HouseholdUpdate) -> schemas.HouseholdPublic:
         row = self._load(g, Household, household_id, Action.HOUSEHOLD_UPDATE, read=False)
-        _, merged = self._changed(g, row, data, S.HouseholdRecord)
+        _, merged = self._changed(g, row, data, schemas.HouseholdRecord)
         row.subject_hashes = sorted(
             {self.subject_hash(m["id_number"]) for m in merged.get("members", []) if m.get("id_number")}
         )
@@ -186,8 +186,9 @@ class Archive:
         g.commit()
         return public
 
-    def _changed(self, g: Guard, row: Household | Minor, data: S.HouseholdUpdate | S.MinorUpdate,
-                 model: type[S.HouseholdRecord] | type[S.MinorRecord], *, exclude: frozenset[str] = frozenset(),
+    def _changed(self, g: Guard, row: Household | Minor, data: schemas.HouseholdUpdate | schemas.MinorUpdate,
+                 model: type[schemas.HouseholdRecord] | type[schemas.MinorRecord],
+                     *, exclude: frozenset[str] = frozenset(),
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
         """An update's changes and the whole record they make (validated); nothing is written yet.
 
@@ -212,7 +213,8 @@ class Archive:
         self._flush(g)
 
     @staticmethod
-    def _whole(model: type[S.HouseholdRecord] | type[S.MinorRecord], merged: dict[str, Any]) -> dict[str, Any]:
+    def _whole(model: type[schemas.HouseholdRecord] | type[schemas.MinorRecord], merged: dict[str,
+               Any]) -> dict[str, Any]:
         """The stored record with an update's changes, validated whole before it is sealed.
 
         An update validates its own fields; only the whole record shows that, say, a required
@@ -224,7 +226,7 @@ class Archive:
             raise InvalidInput(field_errors(exc.errors(), location="body")) from None
 
     def list_households(self, g: Guard, *, region: str | None, limit: int, cursor: str | None
-                        ) -> S.Page[S.HouseholdPublic]:
+                        ) -> schemas.Page[schemas.HouseholdPublic]:
         self._check_list_region(g, Action.HOUSEHOLD_LIST, "household", region)
         after = decode_cursor(cursor)
         q = self._scoped(g, select(Household), Household, region)
@@ -236,17 +238,17 @@ class Archive:
         self._authorize_list(g, Action.HOUSEHOLD_LIST, "household", region, rows, {"region": region})
         with self.vault.preloaded(g.session, [r.dek_id for r in rows]):  # one query for the page's keys
             items = [self._household_public(r, self._open(g, r)) for r in rows]
-        return S.Page[S.HouseholdPublic](
+        return schemas.Page[schemas.HouseholdPublic](
             items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
         )
 
     # minors ------------------------------------------------------------------
 
     @staticmethod
-    def _category_rows(minor_id: str, cats: list[int | S.CategoryIn], today: date) -> list[MinorCategory]:
+    def _category_rows(minor_id: str, cats: list[int | schemas.CategoryIn], today: date) -> list[MinorCategory]:
         out: dict[tuple[int, date], MinorCategory] = {}
         for c in cats:
-            item = S.CategoryIn(category=c) if isinstance(c, int) else c
+            item = schemas.CategoryIn(category=c) if isinstance(c, int) else c
             found = item.found_on or today
             out[(item.category, found)] = MinorCategory(
                 minor_id=minor_id, category=item.category, found_on=found, ended_on=item.ended_on
@@ -265,16 +267,16 @@ class Archive:
         return out
 
     def _minor_public(self, g: Guard, row: Minor, data: dict[str, Any],
-                      cats: Sequence[MinorCategory] | None = None) -> S.MinorPublic:
+                      cats: Sequence[MinorCategory] | None = None) -> schemas.MinorPublic:
         if cats is None:
             cats = self._categories(g, [row.id])[row.id]
-        return S.MinorPublic(
+        return schemas.MinorPublic(
             id=row.id, household_id=row.household_id, region_code=row.region_code,
             name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
             sex=data["sex"],
             categories=sorted({c.category for c in cats if c.ended_on is None}),
             category_records=[
-                S.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on) for c in cats
+                schemas.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on) for c in cats
             ],
             school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
             notes=data.get("notes"), version=row.version, created_at=row.created_at,
@@ -313,10 +315,10 @@ class Archive:
         except StaleDataError:
             raise Conflict("记录已被他人修改，请刷新后重试。", details={"field": "expected_version"}) from None
 
-    def create_minor(self, g: Guard, data: S.MinorCreate) -> S.MinorPublic:
+    def create_minor(self, g: Guard, data: schemas.MinorCreate) -> schemas.MinorPublic:
         # Refuse by role before looking the household up: no existence oracle.
         g.require(Action.MINOR_CREATE, Resource("minor"))
-        problems = S.birth_problems(data.birth_date, data.id_number, today=S.local_date(g.now))
+        problems = schemas.birth_problems(data.birth_date, data.id_number, today=schemas.local_date(g.now))
         if problems:
             raise InvalidInput(problems)
         household = g.session.get(Household, data.household_id)
@@ -347,24 +349,24 @@ class Archive:
             created_at=g.now, updated_at=g.now,
         )
         g.session.add(row)
-        g.session.add_all(self._category_rows(mid, data.categories, S.local_date(g.now)))
+        g.session.add_all(self._category_rows(mid, data.categories, schemas.local_date(g.now)))
         self._flush(g)
         public = self._minor_public(g, row, payload)
         enqueue(g.session, "minor", row.id)
         g.commit()
         return public
 
-    def read_minor(self, g: Guard, minor_id: str) -> S.MinorPublic:
+    def read_minor(self, g: Guard, minor_id: str) -> schemas.MinorPublic:
         row = self._load(g, Minor, minor_id, Action.MINOR_READ, read=True)
         return self._minor_public(g, row, self._open(g, row))
 
-    def update_minor(self, g: Guard, minor_id: str, data: S.MinorUpdate) -> S.MinorPublic:
+    def update_minor(self, g: Guard, minor_id: str, data: schemas.MinorUpdate) -> schemas.MinorPublic:
         row = self._load(g, Minor, minor_id, Action.MINOR_UPDATE, read=False)
         # Everything is checked before anything is changed.
-        changes, merged = self._changed(g, row, data, S.MinorRecord, exclude=frozenset({"categories"}))
+        changes, merged = self._changed(g, row, data, schemas.MinorRecord, exclude=frozenset({"categories"}))
         if "birth_date" in changes or "id_number" in changes:
-            problems = S.birth_problems(
-                date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=S.local_date(g.now)
+            problems = schemas.birth_problems(
+                date.fromisoformat(merged["birth_date"]), merged.get("id_number"), today=schemas.local_date(g.now)
             )
             if problems:
                 raise InvalidInput(problems)
@@ -382,9 +384,9 @@ class Archive:
         g.commit()
         return public
 
-    def _replace_categories(self, g: Guard, minor_id: str, cats: list[int | S.CategoryIn]) -> None:
+    def _replace_categories(self, g: Guard, minor_id: str, cats: list[int | schemas.CategoryIn]) -> None:
         """Categories not listed any more are ended today; listed ones are (re)opened."""
-        today = S.local_date(g.now)
+        today = schemas.local_date(g.now)
         wanted = {(c if isinstance(c, int) else c.category): c for c in cats}
         existing = g.session.scalars(select(MinorCategory).where(MinorCategory.minor_id == minor_id)).all()
         open_cats = {c.category: c for c in existing if c.ended_on is None}
@@ -392,7 +394,7 @@ class Archive:
             if cat not in wanted:
                 rec.ended_on = today
         for cat, item in wanted.items():
-            if isinstance(item, S.CategoryIn) and item.ended_on is not None and cat in open_cats:
+            if isinstance(item, schemas.CategoryIn) and item.ended_on is not None and cat in open_cats:
                 open_cats[cat].ended_on = item.ended_on
             elif cat not in open_cats:
                 for new in self._category_rows(minor_id, [item], today):
@@ -400,7 +402,7 @@ class Archive:
                         g.session.add(new)
 
     def list_minors(self, g: Guard, *, region: str | None, category: int | None,
-                    household_id: str | None, limit: int, cursor: str | None) -> S.Page[S.MinorPublic]:
+                    household_id: str | None, limit: int, cursor: str | None) -> schemas.Page[schemas.MinorPublic]:
         self._check_list_region(g, Action.MINOR_LIST, "minor", region)
         after = decode_cursor(cursor)
         q = self._scoped(g, select(Minor), Minor, region)
@@ -425,6 +427,6 @@ class Archive:
         cats = self._categories(g, [r.id for r in rows])
         with self.vault.preloaded(g.session, [r.dek_id for r in rows]):  # one query for the page's keys
             items = [self._minor_public(g, r, self._open(g, r), cats[r.id]) for r in rows]
-        return S.Page[S.MinorPublic](
+        return schemas.Page[schemas.MinorPublic](
             items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
         )

@@ -27,7 +27,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from access_control import legal_bases
-from access_control.sealed import SealedDesk, SealedRequest, case_number_hash
+from access_control.sealed import SealedRequest, SealedRequestService, case_number_hash
 from archive.models import SealedRecord
 from core.crypto import KeyRing
 from core.db import Database
@@ -53,7 +53,8 @@ def _code(text: str | None) -> tuple[str | None, str | None]:
     return legal_bases.LEGACY.code, text
 
 
-def _upgrade_request(session: Session, vault: Vault, ring: KeyRing, desk: SealedDesk, req: SealedRequest) -> None:
+def _upgrade_request(session: Session, vault: Vault, ring: KeyRing, desk: SealedRequestService,
+                     req: SealedRequest) -> None:
     if req.case_number == "":  # what a downgrade past 0013 put in place of an encrypted number
         req.case_number = None
     if req.decision_reason is not None:  # pre-0009: the envelope takes it
@@ -105,7 +106,7 @@ def _upgrade_record(session: Session, vault: Vault, ring: KeyRing, reg: SealedRe
     reg.case_number, reg.legal_basis, reg.unseal_basis = None, basis or legal_bases.LEGACY.code, unseal
 
 
-def run(db: Database, vault: Vault, ring: KeyRing, desk: SealedDesk) -> Upgraded:
+def run(db: Database, vault: Vault, ring: KeyRing, desk: SealedRequestService) -> Upgraded:
     """Encrypt every plain case number, free-text basis and pre-0009 reason left; idempotent."""
     done = Upgraded()
     known = list(legal_bases.BY_CODE)

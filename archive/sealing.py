@@ -26,11 +26,11 @@ from access_control.guard import Guard
 from access_control.identity import Org, User
 from access_control.legal_bases import SealBasis, UnsealBasis
 from access_control.policy import Resource, is_custodian
-from access_control.sealed import SealedDesk, SealedGrant, SealedRequest
+from access_control.sealed import SealedGrant, SealedRequest, SealedRequestService
 from archive import persons as people
 from archive.blobstore import BlobStore
-from archive.document_issuing import DocumentIssuing
-from archive.document_reading import DocumentReading
+from archive.document_issuing import DocumentIssuingService
+from archive.document_reading import DocumentReadingService
 from archive.documents import DocumentIssued, DocumentRequest
 from archive.models import Disclosure, Document, DocumentPerson, DocumentVersion, Minor, SealedRecord
 from core.crypto import sha256_hex
@@ -82,17 +82,17 @@ class UnsealBody(BaseModel):
 def sealed_records_of(session: Session, subject_hash: str) -> list[tuple[str, str]]:
     """The sealed documents of the person with this ID-number hash (what a grant names):
     those sealed for the person, and every document that names the person's sealed record.
-    The sealed desk is built with it (``SealedDesk(find_records=...)``)."""
+    The sealed desk is built with it (``SealedRequestService(find_records=...)``)."""
     return [("document", i) for i in people.sealed_documents_of(session, subject_hash)]
 
 
 class SealedRelease:
     """Stamps a granted sealed document for its requester and enters the copy in the register.
 
-    A required collaborator of ``DocumentReading``: no reading service exists that could hand
+    A required collaborator of ``DocumentReadingService``: no reading service exists that could hand
     out a sealed document's PDF without it."""
 
-    def __init__(self, *, pool: RenderPool, desk: SealedDesk):
+    def __init__(self, *, pool: RenderPool, desk: SealedRequestService):
         self.pool = pool
         self.desk = desk
 
@@ -117,9 +117,10 @@ class SealedRelease:
         return stamped
 
 
-class Sealing:
-    def __init__(self, *, vault: Vault, blobs: BlobStore, issuing: DocumentIssuing, reading: DocumentReading,
-                 desk: SealedDesk):
+class SealingService:
+    def __init__(self, *, vault: Vault, blobs: BlobStore, issuing: DocumentIssuingService,
+                 reading: DocumentReadingService,
+                 desk: SealedRequestService):
         self.vault = vault
         self.blobs = blobs
         self.issuing = issuing
@@ -283,7 +284,7 @@ class Sealing:
         sealed archive), or the requester whose live grant names it."""
         if is_custodian(g.actor):
             return True
-        return isinstance(row, Document) and SealedDesk.active_grant(
+        return isinstance(row, Document) and SealedRequestService.active_grant(
             g.session, user_id=g.actor.user_id, record_id=row.id, now=g.now) is not None
 
     def _subject_hash(self, g: Guard, row: Minor | Document) -> str | None:

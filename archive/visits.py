@@ -41,7 +41,7 @@ class VisitPublic(BaseModel):
     created_at: datetime
 
 
-class Visits:
+class VisitService:
     def __init__(self, *, vault: Vault, regions: RegionTree):
         self.vault = vault
         self.regions = regions

@@ -43,8 +43,7 @@ from access_control.guard import Guard
 from access_control.identity import Actor, OrgType
 from access_control.policy import Resource
 from access_control.regions import Level, Region
-from archive import demo
-from archive import schemas as S
+from archive import demo, schemas
 from archive.models import Household
 from bench import Meter, Result, rate, skipped
 from core import crypto
@@ -221,18 +220,18 @@ def payload_json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _plain_public(g: Guard, row: PlainMinor, data: dict[str, Any]) -> S.MinorPublic:
+def _plain_public(g: Guard, row: PlainMinor, data: dict[str, Any]) -> schemas.MinorPublic:
     cats = g.session.scalars(
         select(PlainMinorCategory).where(PlainMinorCategory.minor_id == row.id)
         .order_by(PlainMinorCategory.category, PlainMinorCategory.found_on)
     ).all()
-    return S.MinorPublic(
+    return schemas.MinorPublic(
         id=row.id, household_id=row.household_id, region_code=row.region_code,
         name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
         sex=data["sex"],
         categories=sorted({c.category for c in cats if c.ended_on is None}),
         category_records=[
-            S.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on)
+            schemas.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on)
             for c in cats
         ],
         school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
@@ -241,9 +240,9 @@ def _plain_public(g: Guard, row: PlainMinor, data: dict[str, Any]) -> S.MinorPub
     )
 
 
-def plain_create_minor(g: Guard, data: S.MinorCreate) -> S.MinorPublic:
-    """``Archive.create_minor`` step for step, minus the keyed hash, data key and seal."""
-    problems = S.birth_problems(data.birth_date, data.id_number, today=g.now.date())
+def plain_create_minor(g: Guard, data: schemas.MinorCreate) -> schemas.MinorPublic:
+    """``CaseFileService.create_minor`` step for step, minus the keyed hash, data key and seal."""
+    problems = schemas.birth_problems(data.birth_date, data.id_number, today=g.now.date())
     if problems:
         raise InvalidInput(problems)
     household = g.session.get(Household, data.household_id)
@@ -269,7 +268,7 @@ def plain_create_minor(g: Guard, data: S.MinorCreate) -> S.MinorPublic:
     today = g.now.date()
     cats: dict[tuple[int, date], PlainMinorCategory] = {}
     for c in data.categories:
-        item = S.CategoryIn(category=c) if isinstance(c, int) else c
+        item = schemas.CategoryIn(category=c) if isinstance(c, int) else c
         found = item.found_on or today
         cats[(item.category, found)] = PlainMinorCategory(
             minor_id=mid, category=item.category, found_on=found, ended_on=item.ended_on
@@ -281,8 +280,8 @@ def plain_create_minor(g: Guard, data: S.MinorCreate) -> S.MinorPublic:
     return public
 
 
-def plain_read_minor(g: Guard, minor_id: str) -> S.MinorPublic:
-    """``Archive.read_minor`` step for step, minus the data-key unwrap and open."""
+def plain_read_minor(g: Guard, minor_id: str) -> schemas.MinorPublic:
+    """``CaseFileService.read_minor`` step for step, minus the data-key unwrap and open."""
     row = g.session.get(PlainMinor, minor_id)
     if row is None or row.sealed:
         raise NotFound()
@@ -303,7 +302,7 @@ LOADER = Actor(user_id="system", username="system:bench", display_name="基准�
                region_code=demo.CITY[0])
 
 
-def make_minors(rt: Runtime, count: int, rng: random.Random) -> list[S.MinorCreate]:
+def make_minors(rt: Runtime, count: int, rng: random.Random) -> list[schemas.MinorCreate]:
     """Households (created through the service, untimed) and validated minor payloads."""
     with rt.db.session() as s:
         villages = list(s.scalars(
@@ -311,18 +310,18 @@ def make_minors(rt: Runtime, count: int, rng: random.Random) -> list[S.MinorCrea
         ))
     today = rt.clock().date()
     used: set[str] = set()
-    minors: list[S.MinorCreate] = []
-    household: S.HouseholdPublic | None = None
+    minors: list[schemas.MinorCreate] = []
+    household: schemas.HouseholdPublic | None = None
     for i in range(count):
         if i % MINORS_PER_HOUSEHOLD == 0:
             region = rng.choice(villages)
             surname = rng.choice(demo.SURNAMES)
-            data = S.HouseholdCreate(
+            data = schemas.HouseholdCreate(
                 region_code=region.code, address=f"{rng.randint(1, 12)}组{rng.randint(1, 88)}号",
                 members=[
-                    S.MemberIn(name=demo._name(rng, surname), relation="父亲",
+                    schemas.MemberIn(name=demo._name(rng, surname), relation="父亲",
                                situation="外出务工"),
-                    S.MemberIn(name=demo._name(rng), relation="母亲", situation="外出务工"),
+                    schemas.MemberIn(name=demo._name(rng), relation="母亲", situation="外出务工"),
                 ],
                 notes="父母长期外出务工，由祖父母照料",
             )
@@ -337,11 +336,11 @@ def make_minors(rt: Runtime, count: int, rng: random.Random) -> list[S.MinorCrea
             idn = demo.synthetic_id_number(rng, household.region_code[:6], birth, male)
         used.add(idn)
         cats = sorted({rng.randint(1, 5) for _ in range(rng.choice((1, 1, 2)))})
-        minors.append(S.MinorCreate(
+        minors.append(schemas.MinorCreate(
             household_id=household.id, name=demo._name(rng, surname), id_number=idn,
             birth_date=birth, sex="male" if male else "female",
             categories=[
-                S.CategoryIn(category=c,
+                schemas.CategoryIn(category=c,
                              found_on=max(birth, today - timedelta(days=rng.randint(0, 700))))
                 for c in cats
             ],
@@ -398,7 +397,7 @@ class CryptoOnly:
     count: int
 
 
-def crypto_only(rt: Runtime, minors: list[S.MinorCreate], reps: int) -> CryptoOnly:
+def crypto_only(rt: Runtime, minors: list[schemas.MinorCreate], reps: int) -> CryptoOnly:
     ring, vault = rt.ring, rt.vault
     kek_id = ring.current_kek_id
     sealed: list[tuple[str, crypto.WrappedKey, bytes, str]] = []

@@ -52,7 +52,7 @@ from access_control.actions import Action, Role
 from access_control.audit import AuditEvent, AuditLog, EventDraft
 from access_control.guard import Guard
 from access_control.policy import Resource
-from archive import schemas as S
+from archive import schemas
 from archive.models import Minor
 from bench import Meter, Result, peak_rss_mib, rate, reset_peak_rss, skipped
 from bench.bench_archive import (
@@ -159,10 +159,10 @@ def run(args: argparse.Namespace) -> list[Result]:
 # Reads ---------------------------------------------------------------------------------
 
 
-def unaudited_read_minor(rt: Runtime, g: Guard, minor_id: str) -> S.MinorPublic:
-    """``Archive.read_minor`` step for step, minus the audit event and its commit."""
+def unaudited_read_minor(rt: Runtime, g: Guard, minor_id: str) -> schemas.MinorPublic:
+    """``CaseFileService.read_minor`` step for step, minus the audit event and its commit."""
     action = Action.MINOR_READ
-    if not g.decide(action).allowed:  # the role check Archive._load makes first
+    if not g.decide(action).allowed:  # the role check CaseFileService._load makes first
         raise Forbidden(g.decide(action).rule)
     row = g.session.get(Minor, minor_id)
     if row is None or row.sealed:

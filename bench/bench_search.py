@@ -65,7 +65,7 @@ from bench.bench_archive import (
 )
 from core import crypto
 from core.db import Database
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from runtime import upgrade_database
 from search.analyzer import Analyzer, Tokens
 from search.backends import (
@@ -352,7 +352,7 @@ def case_doc(i: int, seed: int = SEED) -> CaseDoc:
         header = (f"{subject}，{'男' if male else '女'}，{birth.year}年{birth.month}月{birth.day}日出生，"
                   f"身份证号码{subject_id}，户籍所在地{v.county_name}{v.township_name}{v.name}。")
     else:
-        title = K.KINDS[kind].title
+        title = doc_kinds.KINDS[kind].title
         number = f"{DOC_PREFIX[v.county]}〔{day.year}〕{rng.randint(1, 300)}号"
         header = (f"{title} {number} 关于{v.name}{subject}（身份证号码{subject_id}）的情况。")
     slots = {

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from access_control.deps import GuardDep, SearchDep
+from access_control.deps import GuardDep, SearchServiceDep
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["search"])
 @router.get("/search", summary="Full-text search over blind tokens; snippets are HTML-escaped with <mark>")
 def search(
     g: GuardDep,
-    service: SearchDep,
+    service: SearchServiceDep,
     q: Annotated[str, Query(min_length=1, max_length=100, description="Names, ID numbers, places, phrases")],
     kind: Annotated[str | None, Query(max_length=40, description="minor, household or a document kind")] = None,
     region: Annotated[str | None, Query(pattern=r"^(\d{6}|\d{12})$")] = None,

@@ -293,37 +293,39 @@ class WhooshBackend:
             w.commit()
 
     def _query(self, q: BlindQuery, scope: Scope, f: Filters) -> Any:
-        from whoosh import query as Q
+        from whoosh import query as whoosh_query
 
         must: list[Any] = [
-            Q.Term("grams", p[0]) if len(p) == 1 else Q.Phrase("grams", p) for p in q.phrases
+            whoosh_query.Term("grams", p[0]) if len(p) == 1 else whoosh_query.Phrase("grams", p) for p in q.phrases
         ]
         if not must:
-            return Q.NullQuery
+            return whoosh_query.NullQuery
         visible: list[Any] = []
         if scope.region is not None:
-            parts: list[Any] = [Q.Term("regions", scope.region), Q.Term("sealed", False)]
+            parts: list[Any] = [whoosh_query.Term("regions", scope.region), whoosh_query.Term("sealed", False)]
             if scope.kinds is not None:
-                parts.append(Q.Or([Q.Term("kind", k) for k in scope.kinds]) if scope.kinds else Q.NullQuery)
-            visible.append(Q.And(parts))
+                parts.append(whoosh_query.Or([whoosh_query.Term("kind", k) for k in scope.kinds])
+                             if scope.kinds else whoosh_query.NullQuery)
+            visible.append(whoosh_query.And(parts))
         if scope.grants:
             # A grant opens sealed records only: once unsealed, a record is read by region and role.
-            visible.append(Q.And([Q.Or([Q.Term("id", g) for g in scope.grants]), Q.Term("sealed", True)]))
+            visible.append(whoosh_query.And([whoosh_query.Or([whoosh_query.Term("id", g) for g in scope.grants]),
+                                             whoosh_query.Term("sealed", True)]))
         if not visible:
-            return Q.NullQuery
-        must.append(Q.Or(visible))
+            return whoosh_query.NullQuery
+        must.append(whoosh_query.Or(visible))
         if f.kind:
-            must.append(Q.Term("kind", f.kind))
+            must.append(whoosh_query.Term("kind", f.kind))
         if f.region:
-            must.append(Q.Term("regions", f.region))
+            must.append(whoosh_query.Term("regions", f.region))
         if f.category is not None:
-            must.append(Q.Term("categories", str(f.category)))
+            must.append(whoosh_query.Term("categories", str(f.category)))
         if f.date_from or f.date_to:
-            must.append(Q.NumericRange("day", day_number(f.date_from) if f.date_from else None,
+            must.append(whoosh_query.NumericRange("day", day_number(f.date_from) if f.date_from else None,
                                        day_number(f.date_to) if f.date_to else None))
-        query: Q.Query = Q.And(must)
+        query: whoosh_query.Query = whoosh_query.And(must)
         if q.words:
-            query = Q.AndMaybe(query, Q.Or([Q.Term("words", w) for w in set(q.words)]))
+            query = whoosh_query.AndMaybe(query, whoosh_query.Or([whoosh_query.Term("words", w) for w in set(q.words)]))
         return query
 
     def search(self, q: BlindQuery, scope: Scope, f: Filters, *, limit: int, offset: int

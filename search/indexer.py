@@ -35,7 +35,7 @@ from core.db import Database
 from core.errors import Gone, IntegrityFailure
 from core.keys import DataKey, Vault
 from core.outbox import SearchOutbox
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from doc_templates.fonts import texts
 from search.analyzer import Analyzer, Tokens
 from search.backends import IndexDoc, SearchBackend, SearchUnavailable
@@ -85,7 +85,7 @@ class Sources:
             return []
         data = self.vault.open_json(s, v.fields_payload, d.dek_id, kind="document_fields", record_id=d.id,
                                     version=v.version, sealed=d.sealed)
-        kind = K.get(d.kind)
+        kind = doc_kinds.get(d.kind)
         parts = [kind.title if kind else d.kind, d.doc_number]
         parts += [t for _path, t in texts(data.get("fields", {}))]
         return [p for p in parts if p]

@@ -22,7 +22,7 @@ from archive.models import Document, Household, Minor
 from core.crypto import KeyRing
 from core.errors import Gone, IntegrityFailure, InvalidInput, ServiceUnavailable
 from core.pagination import decode_int_cursor, encode_cursor
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from search.analyzer import Analyzer, normalize
 from search.backends import Filters, Scope, SearchBackend, SearchUnavailable
 from search.indexer import Sources
@@ -77,7 +77,7 @@ class SearchService:
         if g.decide(Action.MINOR_LIST).allowed:
             kinds += list(RECORD_KINDS)
         if g.decide(Action.DOCUMENT_LIST).allowed:
-            kinds += [k.kind for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
+            kinds += [k.kind for k in doc_kinds.KINDS.values() if may_read_document_kind(g.actor, k)]
         grants = list(g.session.scalars(
             select(SealedGrant.record_id).join(SealedRequest, SealedRequest.id == SealedGrant.request_id)
             .where(SealedRequest.requester_id == g.actor.user_id, SealedRequest.status == "approved",
@@ -90,7 +90,7 @@ class SearchService:
         q = q.strip()
         if not q:
             raise InvalidInput.one("q", "请输入要查找的内容", location="query")
-        if kind is not None and kind not in RECORD_KINDS and K.get(kind) is None:
+        if kind is not None and kind not in RECORD_KINDS and doc_kinds.get(kind) is None:
             raise InvalidInput.one("kind", "未知的种类", location="query")
         if region is not None:
             if region not in self.regions:

@@ -26,10 +26,10 @@ from access_control.deps import get_runtime
 from access_control.guard import Guard
 from access_control.policy import Resource, may_issue_document_kind, may_read_document_kind
 from access_control.regions import Level, RegionNode
-from archive import schemas as S
+from archive import schemas
 from archive.visits import VisitCreate
 from core.errors import Conflict, InvalidInput, field_errors
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from web.pages import errors_by_field, form_to_nested, render
 from web.session import CsrfChecked, FormDep, PageGuard
 
@@ -64,7 +64,7 @@ def _may(g: Guard, action: Action) -> bool:
 
 
 def _issuable(g: Guard, kind: str) -> bool:
-    doc = K.get(kind)
+    doc = doc_kinds.get(kind)
     return doc is not None and _may(g, Action.DOCUMENT_ISSUE) and may_issue_document_kind(g.actor, doc)
 
 
@@ -190,7 +190,7 @@ def households(request: Request, g: PageGuard, region: RegionQuery = None, curso
                   may_create=_may(g, Action.HOUSEHOLD_CREATE))
 
 
-def _household_form(request: Request, g: PageGuard, *, household: S.HouseholdPublic | None,
+def _household_form(request: Request, g: PageGuard, *, household: schemas.HouseholdPublic | None,
                     values: dict[str, Any], errors: dict[str, str], status_code: int = 200) -> HTMLResponse:
     rt = _rt(request)
     root = g.actor.region_code
@@ -231,7 +231,7 @@ def household_create(request: Request, g: PageGuard, form: FormDep) -> Response:
     rt = _rt(request)
     data, rename = _household_data(form)
     try:
-        body = _check(S.HouseholdCreate, data, rename=rename)
+        body = _check(schemas.HouseholdCreate, data, rename=rename)
         created = rt.archive.create_household(g, body)
     except (InvalidInput, Conflict) as exc:
         g.fail(exc)
@@ -250,7 +250,7 @@ def _household_page(request: Request, g: PageGuard, household_id: str, *, visit_
     return render(request, "casework/household.html.j2", status_code=status_code, title="家庭档案",
                   household=household, minors=minors, visits=visits,
                   region_name=rt.regions.full_name(household.region_code),
-                  visit_values=visit_values, visit_errors=visit_errors, today=S.local_date(g.now).isoformat(),
+                  visit_values=visit_values, visit_errors=visit_errors, today=schemas.local_date(g.now).isoformat(),
                   may_edit=_may(g, Action.HOUSEHOLD_UPDATE), may_add_minor=_may(g, Action.MINOR_CREATE),
                   may_visit=_may(g, Action.VISIT_CREATE), may_issue=_issuable(g, "household_file"),
                   mask_id=mask_id)
@@ -282,7 +282,7 @@ def household_update(request: Request, g: PageGuard, household_id: str, form: Fo
     if isinstance(version, str) and version.isdigit():
         data["expected_version"] = int(version)
     try:
-        body = _check(S.HouseholdUpdate, data, required=("address",), rename=rename)
+        body = _check(schemas.HouseholdUpdate, data, required=("address",), rename=rename)
         rt.archive.update_household(g, household_id, body)
     except (InvalidInput, Conflict) as exc:
         g.fail(exc)
@@ -322,16 +322,16 @@ def minors(request: Request, g: PageGuard, region: RegionQuery = None, category:
                   category=str(cat or ""), region_options=_region_options(rt, root),
                   label=lambda code: _region_label(rt, code, root),
                   pager=_pager("/minors", {"region": region, "category": cat}, page.next_cursor, _opt(cursor)),
-                  today=S.local_date(g.now), age_on=age_on, mask_id=mask_id)
+                  today=schemas.local_date(g.now), age_on=age_on, mask_id=mask_id)
 
 
-def _minor_form(request: Request, g: PageGuard, *, minor: S.MinorPublic | None, household_id: str,
-                household: S.HouseholdPublic | None, values: dict[str, Any], errors: dict[str, str],
+def _minor_form(request: Request, g: PageGuard, *, minor: schemas.MinorPublic | None, household_id: str,
+                household: schemas.HouseholdPublic | None, values: dict[str, Any], errors: dict[str, str],
                 status_code: int = 200) -> HTMLResponse:
     return render(request, "casework/minor_form.html.j2", status_code=status_code,
                   title="修改未成年人信息" if minor else "登记未成年人", minor=minor, household_id=household_id,
                   household=household, values=values, errors=errors, categories=CATEGORIES,
-                  today=S.local_date(g.now).isoformat(), sex_options=[("male", "男"), ("female", "女")])
+                  today=schemas.local_date(g.now).isoformat(), sex_options=[("male", "男"), ("female", "女")])
 
 
 def _minor_data(form: FormData) -> tuple[dict[str, Any], list[int], dict[str, str]]:
@@ -350,7 +350,7 @@ def _minor_data(form: FormData) -> tuple[dict[str, Any], list[int], dict[str, st
         if isinstance(found, str) and found.strip():
             item["found_on"] = found.strip()
         try:
-            cats.append(S.CategoryIn.model_validate(item).model_dump(exclude_none=True))
+            cats.append(schemas.CategoryIn.model_validate(item).model_dump(exclude_none=True))
         except ValidationError as exc:
             problems[f"cat_found_{n}"] = field_errors(exc.errors(), location="body")[0]["message"]
     data["categories"] = cats
@@ -380,7 +380,7 @@ def minor_create(request: Request, g: PageGuard, form: FormDep) -> Response:
     household_id = str(data.get("household_id", ""))
     try:
         try:
-            body = _check(S.MinorCreate, data)
+            body = _check(schemas.MinorCreate, data)
         except InvalidInput as exc:
             _raise_with(problems, exc)
             raise
@@ -401,14 +401,14 @@ def minor_create(request: Request, g: PageGuard, form: FormDep) -> Response:
 def minor_page(request: Request, g: PageGuard, minor_id: str) -> HTMLResponse:
     rt = _rt(request)
     minor = rt.archive.read_minor(g, minor_id)
-    documents = [(k.kind, k.title) for k in K.KINDS.values() if k.subject == "minor" and _issuable(g, k.kind)]
+    documents = [(k.kind, k.title) for k in doc_kinds.KINDS.values() if k.subject == "minor" and _issuable(g, k.kind)]
     return render(request, "casework/minor.html.j2", title=minor.name, minor=minor,
                   region_name=rt.regions.full_name(minor.region_code),
-                  age=age_on(minor.birth_date, S.local_date(g.now)), may_edit=_may(g, Action.MINOR_UPDATE),
+                  age=age_on(minor.birth_date, schemas.local_date(g.now)), may_edit=_may(g, Action.MINOR_UPDATE),
                   documents=documents)
 
 
-def _minor_values(minor: S.MinorPublic) -> dict[str, Any]:
+def _minor_values(minor: schemas.MinorPublic) -> dict[str, Any]:
     values: dict[str, Any] = {
         "name": minor.name, "id_number": minor.id_number or "", "birth_date": minor.birth_date.isoformat(),
         "sex": minor.sex, "school": minor.school or "", "guardian": minor.guardian or "",
@@ -441,7 +441,7 @@ def minor_update(request: Request, g: PageGuard, minor_id: str, form: FormDep) -
         data["expected_version"] = int(version)
     try:
         try:
-            body = _check(S.MinorUpdate, data, required=("name", "birth_date", "sex", "categories"))
+            body = _check(schemas.MinorUpdate, data, required=("name", "birth_date", "sex", "categories"))
         except InvalidInput as exc:
             _raise_with(problems, exc)
             raise
@@ -472,7 +472,7 @@ def safe_snippet(snippet: str) -> Markup:
 def _kind_options(rt: Any, g: Guard) -> list[tuple[str, str]]:
     options = list(RECORD_KIND_LABELS.items()) if _may(g, Action.MINOR_LIST) else []
     if _may(g, Action.DOCUMENT_LIST):
-        options += [(k.kind, k.title) for k in K.KINDS.values() if may_read_document_kind(g.actor, k)]
+        options += [(k.kind, k.title) for k in doc_kinds.KINDS.values() if may_read_document_kind(g.actor, k)]
     return options
 
 
@@ -509,7 +509,8 @@ def _search(request: Request, g: PageGuard, form: Mapping[str, Any] | None, *, f
             g.fail(exc)
             errors = _errors(exc)
     hits = [{**h, "url": _hit_url(h), "snippet": safe_snippet(h["snippet"]),
-             "kind_label": RECORD_KIND_LABELS.get(h["kind"]) or (K.KINDS[h["kind"]].title if h["kind"] in K.KINDS
+             "kind_label": RECORD_KIND_LABELS.get(h["kind"]) or (doc_kinds.KINDS[h["kind"]].title
+                                                                 if h["kind"] in doc_kinds.KINDS
                                                                   else h["kind"])}
             for h in (result or {}).get("hits", [])]
     pager = {"next": (result or {}).get("next_cursor"), "first": bool(cursor)}
@@ -554,6 +555,6 @@ def statistics(request: Request, g: PageGuard, region: RegionQuery = None) -> HT
     parent = node.parent_code if node and node.code != root and node.parent_code else None
     return render(request, "casework/statistics.html.j2", title="督查统计", stats=stats, region=stats["region"],
                   region_options=options, drill=drill, parent=parent, categories=CATEGORIES,
-                  labels=[K.CATEGORY_SHORT[c] for c in CATEGORIES],
-                  region_name=rt.regions.full_name(stats["region"]), today=S.local_date(g.now),
+                  labels=[doc_kinds.CATEGORY_SHORT[c] for c in CATEGORIES],
+                  region_name=rt.regions.full_name(stats["region"]), today=schemas.local_date(g.now),
                   may_report=_issuable(g, "inspection_report"))

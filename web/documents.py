@@ -41,7 +41,7 @@ from archive.models import Document, DocumentVersion
 from archive.prefill import PARTICULARS, TO_FILL
 from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, field_errors
-from doc_templates import kinds as K
+from doc_templates import kinds as doc_kinds
 from web.pages import errors_by_field, form_to_nested, render
 from web.session import CsrfChecked, FormDep, PageGuard
 
@@ -52,7 +52,7 @@ SUBJECT_LABELS = {"household": "家庭档案编号", "minor": "未成年人档�
                   "region": "督查地区", "none": ""}
 # Labels for the items of fixed lists whose positions mean something.
 ITEM_LABELS: dict[tuple[type[BaseModel], str], list[str]] = {
-    (K.StatisticsRow, "counts"): [K.CATEGORY_SHORT[i] for i in range(1, 6)],
+    (doc_kinds.StatisticsRow, "counts"): [doc_kinds.CATEGORY_SHORT[i] for i in range(1, 6)],
 }
 _NONE = type(None)
 
@@ -134,7 +134,7 @@ def _scalar(name: str, label: str, tp: Any, required: bool, c: dict[str, Any], d
         spec.widget, spec.input_type, spec.ge, spec.le = "number", "number", c.get("ge"), c.get("le")
         if spec.ge == 1 and spec.le == 5 and "类" in label:  # a category number: name the five categories
             spec.widget = "select"
-            spec.options = [(str(i), f"{i}. {K.CATEGORY_LABELS[i]}") for i in range(1, 6)]
+            spec.options = [(str(i), f"{i}. {doc_kinds.CATEGORY_LABELS[i]}") for i in range(1, 6)]
     elif tp is date:
         spec.widget, spec.input_type = "date", "date"
     elif get_origin(tp) is Literal:
@@ -276,22 +276,22 @@ def with_unchecked(specs: list[Spec], data: dict[str, Any]) -> dict[str, Any]:
 # helpers -----------------------------------------------------------------------------------------
 
 
-def issuable(actor: Actor) -> list[K.DocKind]:
-    return [k for k in K.KINDS.values() if may_issue_document_kind(actor, k)]
+def issuable(actor: Actor) -> list[doc_kinds.DocKind]:
+    return [k for k in doc_kinds.KINDS.values() if may_issue_document_kind(actor, k)]
 
 
-def readable(actor: Actor) -> list[K.DocKind]:
-    return [k for k in K.KINDS.values() if may_read_document_kind(actor, k)]
+def readable(actor: Actor) -> list[doc_kinds.DocKind]:
+    return [k for k in doc_kinds.KINDS.values() if may_read_document_kind(actor, k)]
 
 
-def _kind_or_404(name: str) -> K.DocKind:
-    kind = K.get(name)
+def _kind_or_404(name: str) -> doc_kinds.DocKind:
+    kind = doc_kinds.get(name)
     if kind is None:
         raise NotFound("未知的公文种类。")
     return kind
 
 
-def _kind_for(g: Guard, name: str) -> K.DocKind:
+def _kind_for(g: Guard, name: str) -> doc_kinds.DocKind:
     """A kind the caller may issue; otherwise a refusal, logged like the service's own gate."""
     kind = _kind_or_404(name)
     if kind not in issuable(g.actor):
@@ -315,7 +315,7 @@ def _statistics(request: Request, g: Guard, region: str) -> list[dict[str, Any]]
     return [{"region": row["name"], "counts": row["counts"]} for row in stats["rows"]]
 
 
-def _prefill(request: Request, g: Guard, kind: K.DocKind, subject_id: str | None) -> dict[str, Any]:
+def _prefill(request: Request, g: Guard, kind: doc_kinds.DocKind, subject_id: str | None) -> dict[str, Any]:
     runtime = get_runtime(request)
     if kind.subject in ("household", "minor") and subject_id:
         return dict(runtime.document_issuing.prefill(g, kind.kind, subject_id)["fields"])
@@ -324,7 +324,7 @@ def _prefill(request: Request, g: Guard, kind: K.DocKind, subject_id: str | None
     return {}
 
 
-def _form_page(request: Request, kind: K.DocKind, *, subject_id: str | None, values: dict[str, Any],
+def _form_page(request: Request, kind: doc_kinds.DocKind, *, subject_id: str | None, values: dict[str, Any],
                errors: dict[str, str], status_code: int = 200, subject_error: str = "",
                notice: str = "") -> HTMLResponse:
     actor: Actor = request.state.actor
@@ -351,7 +351,7 @@ def _request_from(form: Any) -> tuple[dict[str, Any], str, str | None]:
     return fields, kind_name, subject_id
 
 
-def _document_request(kind: K.DocKind, subject_id: str | None, fields: dict[str, Any]) -> DocumentRequest:
+def _document_request(kind: doc_kinds.DocKind, subject_id: str | None, fields: dict[str, Any]) -> DocumentRequest:
     try:
         return DocumentRequest(kind=kind.kind, subject_id=subject_id, fields=fields)
     except ValidationError as exc:
@@ -397,7 +397,7 @@ def document_new(
             g.authorize(Action.DOCUMENT_PREVIEW, Resource("document", existing=False))
             raise Forbidden("role:none_issues_documents")
         return render(request, "documents/choose.html.j2", title="签发公文", kinds=kinds,
-                      subject_labels=SUBJECT_LABELS, retention_labels=K.RETENTION)
+                      subject_labels=SUBJECT_LABELS, retention_labels=doc_kinds.RETENTION)
     doc_kind = _kind_for(g, kind)
     subject_id = subject_id or None
     values = defaults(form_spec(doc_kind.schema))
@@ -418,7 +418,7 @@ def document_new(
                       status_code=status_code, subject_error=subject_error)
 
 
-def _failed(request: Request, g: Guard, exc: InvalidInput | Conflict, kind: K.DocKind, subject_id: str | None,
+def _failed(request: Request, g: Guard, exc: InvalidInput | Conflict, kind: doc_kinds.DocKind, subject_id: str | None,
             fields: dict[str, Any]) -> HTMLResponse:
     g.fail(exc)
     errors = errors_by_field(exc, prefix="fields.")
@@ -457,7 +457,7 @@ def document_issue(request: Request, g: PageGuard, form: FormDep) -> Response:
 # one document ------------------------------------------------------------------------------------------
 
 
-def _may_correct(g: Guard, kind: K.DocKind, issuer_org_id: str) -> bool:
+def _may_correct(g: Guard, kind: doc_kinds.DocKind, issuer_org_id: str) -> bool:
     return may_correct_document(g.actor, kind, issuer_org_id)
 
 
@@ -466,7 +466,7 @@ def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, A
                  notice: str = "") -> HTMLResponse:
     runtime = get_runtime(request)
     doc = runtime.document_reading.read(g, doc_id)
-    kind = K.KINDS[doc.kind]
+    kind = doc_kinds.KINDS[doc.kind]
     correction = None
     if _may_correct(g, kind, doc.issuer["org_id"]):
         row = g.session.get(Document, doc.id)
@@ -486,7 +486,7 @@ def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, A
     return render(request, "documents/detail.html.j2", status_code=status_code, title=doc.doc_number, doc=doc,
                   kind=kind, current=current, correction=correction, notice=notice, problem=problem,
                   verify_base=f"{runtime.settings.public_base_url.rstrip('/')}/api/v1/verify/",
-                  retention=K.RETENTION[kind.retention], subject_label=SUBJECT_LABELS[kind.subject])
+                  retention=doc_kinds.RETENTION[kind.retention], subject_label=SUBJECT_LABELS[kind.subject])
 
 
 @router.get("/documents/{doc_id}", response_class=HTMLResponse)
@@ -518,7 +518,7 @@ def document_correct(request: Request, g: PageGuard, form: FormDep, doc_id: str)
     doc_id = doc_id[:64]
     try:
         row = g.session.get(Document, doc_id)
-        kind = K.get(row.kind) if row is not None else None
+        kind = doc_kinds.get(row.kind) if row is not None else None
         if kind is not None:
             fields = with_unchecked(form_spec(kind.schema), fields)
         try:

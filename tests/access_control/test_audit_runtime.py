@@ -37,9 +37,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from access_control.actions import Action as A
+from access_control.actions import Action
 from access_control.identity import Org, User, actor_for, create_user
-from archive import schemas as S
+from archive import schemas
 from archive.prefill import PARTICULARS
 from core.settings import Settings
 from main import create_app
@@ -280,55 +280,55 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
 
     # Sign-in: one event per attempt, a token only with an 'allowed' one.
     r = walk(LOGIN, "allowed", None, status=200, data={"username": CW, "password": DEMO_PASSWORD},
-             events=[E(A.AUTH_LOGIN, "allowed", users[CW], "login:password_ok", actor=CW)])
+             events=[E(Action.AUTH_LOGIN, "allowed", users[CW], "login:password_ok", actor=CW)])
     fresh = bearer(r.json()["access_token"])
     r = walk(LOGIN, "failed", None, status=401, data={"username": SUP, "password": "not-the-password"},
-             events=[E(A.AUTH_LOGIN, "denied", users[SUP], "login:bad_credentials", actor=SUP)])
+             events=[E(Action.AUTH_LOGIN, "denied", users[SUP], "login:bad_credentials", actor=SUP)])
     assert "access_token" not in r.text
     walk(LOGIN, "failed", None, status=401, data={"username": "no.such.user", "password": "whatever-123"},
-         events=[E(A.AUTH_LOGIN, "denied", "", "login:bad_credentials", actor="anonymous")])
+         events=[E(Action.AUTH_LOGIN, "denied", "", "login:bad_credentials", actor="anonymous")])
     walk(LOGIN, "invalid", None, status=422, data={"username": CW})
 
-    walk(ME, "allowed", CW, status=200, events=[E(A.ME_READ, "allowed", users[CW], "role:everyone")])
-    walk(REGIONS, "allowed", CW, status=200, events=[E(A.REGION_LIST, "allowed", "320706", "role:everyone")])
-    walk(LOGOUT, "allowed", fresh, status=204, events=[E(A.AUTH_LOGOUT, "allowed", "", "role:everyone", actor=CW)])
+    walk(ME, "allowed", CW, status=200, events=[E(Action.ME_READ, "allowed", users[CW], "role:everyone")])
+    walk(REGIONS, "allowed", CW, status=200, events=[E(Action.REGION_LIST, "allowed", "320706", "role:everyone")])
+    walk(LOGOUT, "allowed", fresh, status=204, events=[E(Action.AUTH_LOGOUT, "allowed", "", "role:everyone", actor=CW)])
     assert client.get(f"{API}/me", headers=fresh).status_code == 401
 
-    walk(ORGS, "allowed", ADMIN, status=200, events=[E(A.ORG_LIST, "allowed", "", "role:admin")])
-    walk(ORGS, "role", CW, status=403, events=[E(A.ORG_LIST, "denied", "", deny)])
+    walk(ORGS, "allowed", ADMIN, status=200, events=[E(Action.ORG_LIST, "allowed", "", "role:admin")])
+    walk(ORGS, "role", CW, status=403, events=[E(Action.ORG_LIST, "denied", "", deny)])
 
     # Users: the admin's routes.
     org_id = run_sql(rt, "SELECT org_id FROM users WHERE username = :u", u=CW)[0][0]
     person = {"username": "walk.person", "name": "走查用户", "org_id": org_id, "roles": ["caseworker"],
               "password": "Walk-password-123"}
     r = walk(USER_CREATE, "allowed", ADMIN, status=201, json=person,
-             events=[E(A.USER_CREATE, "allowed", "walk.person", "role:admin")])
+             events=[E(Action.USER_CREATE, "allowed", "walk.person", "role:admin")])
     wp = r.json()["id"]
     walk(USER_CREATE, "error", ADMIN, status=409, json=person,
-         events=[E(A.USER_CREATE, "error", "walk.person", "error:conflict")])
+         events=[E(Action.USER_CREATE, "error", "walk.person", "error:conflict")])
     walk(USER_CREATE, "role", CW, status=403, json={**person, "username": "walk.other"},
-         events=[E(A.USER_CREATE, "denied", "walk.other", deny)])
+         events=[E(Action.USER_CREATE, "denied", "walk.other", deny)])
     walk(USER_CREATE, "invalid", ADMIN, status=422, json={**person, "username": "Not Valid!"})
     # Against the role table: one 'denied' event naming the rule, 422 naming roles.
     walk(USER_CREATE, "rule", ADMIN, status=422, json={**person, "username": "walk.reader", "roles": ["auditor"]},
-         events=[E(A.USER_CREATE, "denied", "walk.reader", "roles:org_type")])
+         events=[E(Action.USER_CREATE, "denied", "walk.reader", "roles:org_type")])
     # A privileged role: the account is created pending, with its grant request (two events).
     it_org = run_sql(rt, "SELECT org_id FROM users WHERE username = :u", u=ADMIN)[0][0]
     r = walk(USER_CREATE, "allowed", ADMIN, status=202,
              json={**person, "username": "walk.admin", "org_id": it_org, "roles": ["admin"]},
-             events=[E(A.USER_CREATE, "allowed", "walk.admin", "role:admin"),
-                     E(A.ROLE_GRANT_REQUEST, "allowed", re.compile(r"grt_[a-z2-9]{20}"), "role:admin")])
+             events=[E(Action.USER_CREATE, "allowed", "walk.admin", "role:admin"),
+                     E(Action.ROLE_GRANT_REQUEST, "allowed", re.compile(r"grt_[a-z2-9]{20}"), "role:admin")])
     grant = r.json()["pending_grant"]["id"]
-    walk(USER_LIST, "allowed", ADMIN, status=200, events=[E(A.USER_LIST, "allowed", "")])
-    walk(USER_LIST, "role", CW, status=403, events=[E(A.USER_LIST, "denied", "", deny)])
+    walk(USER_LIST, "allowed", ADMIN, status=200, events=[E(Action.USER_LIST, "allowed", "")])
+    walk(USER_LIST, "role", CW, status=403, events=[E(Action.USER_LIST, "denied", "", deny)])
     walk(USER_LIST, "invalid", ADMIN, status=422, url=f"{API}/users?org_id={'x' * 41}")
 
     # The new user signs in and changes its own password (a wrong current one is refused and logged).
     r = walk(LOGIN, "allowed", None, status=200,
              data={"username": "walk.person", "password": "Walk-password-123"},
-             events=[E(A.AUTH_LOGIN, "allowed", wp, actor="walk.person")])
+             events=[E(Action.AUTH_LOGIN, "allowed", wp, actor="walk.person")])
     wp_headers = bearer(r.json()["access_token"])
-    change = A.USER_CHANGE_OWN_PASSWORD
+    change = Action.USER_CHANGE_OWN_PASSWORD
     walk(PASSWORD, "invalid", wp_headers, status=422,
          json={"current_password": "Walk-password-123", "new_password": "short"})
     walk(PASSWORD, "failed", wp_headers, status=422,
@@ -338,8 +338,8 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          json={"current_password": "Walk-password-123", "new_password": "Another-pass-456"},
          events=[E(change, "allowed", wp, "role:everyone", actor="walk.person")])
 
-    for route, action in ((USER_READ, A.USER_READ), (USER_RESET, A.USER_RESET_PASSWORD),
-                          (USER_DISABLE, A.USER_DISABLE)):
+    for route, action in ((USER_READ, Action.USER_READ), (USER_RESET, Action.USER_RESET_PASSWORD),
+                          (USER_DISABLE, Action.USER_DISABLE)):
         here = route[1].replace("{user_id}", wp)
         walk(route, "role", CW, status=403, url=here, events=[E(action, "denied", wp, deny)])
         walk(route, "missing", ADMIN, status=404, url=route[1].replace("{user_id}", "usr_nobody"),
@@ -350,43 +350,45 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     # Roles and the two-person rule.
     here = USER_ROLES[1].replace("{user_id}", wp)
     walk(USER_ROLES, "allowed", ADMIN, status=200, url=here, json={"roles": ["caseworker", "supervisor"]},
-         events=[E(A.USER_CHANGE_ROLES, "allowed", wp, "role:admin+region:within_jurisdiction")])
+         events=[E(Action.USER_CHANGE_ROLES, "allowed", wp, "role:admin+region:within_jurisdiction")])
     walk(USER_ROLES, "role", CW, status=403, url=here, json={"roles": ["caseworker"]},
-         events=[E(A.USER_CHANGE_ROLES, "denied", wp, deny)])
+         events=[E(Action.USER_CHANGE_ROLES, "denied", wp, deny)])
     walk(USER_ROLES, "missing", ADMIN, status=404, url=USER_ROLES[1].replace("{user_id}", "usr_nobody"),
-         json={"roles": ["caseworker"]}, events=[E(A.USER_CHANGE_ROLES, "denied", "usr_nobody", "record:not_found")])
+         json={"roles": ["caseworker"]},
+             events=[E(Action.USER_CHANGE_ROLES, "denied", "usr_nobody", "record:not_found")])
     walk(USER_ROLES, "rule", ADMIN, status=422, url=here, json={"roles": ["caseworker", "custodian"]},
-         events=[E(A.USER_CHANGE_ROLES, "denied", wp, "roles:exclusive")])
+         events=[E(Action.USER_CHANGE_ROLES, "denied", wp, "roles:exclusive")])
     walk(USER_ROLES, "invalid", ADMIN, status=422, url=here, json={"roles": []})
-    walk(GRANTS, "allowed", ADMIN, status=200, events=[E(A.ROLE_GRANT_LIST, "allowed", "")])
-    walk(GRANTS, "role", CW, status=403, events=[E(A.ROLE_GRANT_LIST, "denied", "", deny)])
+    walk(GRANTS, "allowed", ADMIN, status=200, events=[E(Action.ROLE_GRANT_LIST, "allowed", "")])
+    walk(GRANTS, "role", CW, status=403, events=[E(Action.ROLE_GRANT_LIST, "denied", "", deny)])
     walk(GRANTS, "invalid", ADMIN, status=422, url=f"{API}/role-grants?status=bogus")
     approve = GRANT_APPROVE[1].replace("{grant_id}", grant)
     walk(GRANT_APPROVE, "rule", ADMIN, status=403, url=approve,
-         events=[E(A.ROLE_GRANT_APPROVE, "denied", grant, "two_person:own_request")])
-    walk(GRANT_APPROVE, "role", CW, status=403, url=approve, events=[E(A.ROLE_GRANT_APPROVE, "denied", grant, deny)])
+         events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, "two_person:own_request")])
+    walk(GRANT_APPROVE, "role", CW, status=403, url=approve,
+         events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, deny)])
     walk(GRANT_APPROVE, "missing", ADMIN, status=404, url=GRANT_APPROVE[1].replace("{grant_id}", "grt_nobody"),
-         events=[E(A.ROLE_GRANT_APPROVE, "denied", "grt_nobody", "record:not_found")])
+         events=[E(Action.ROLE_GRANT_APPROVE, "denied", "grt_nobody", "record:not_found")])
     with rt.db.session() as s:  # a second administrator (the demo has one)
         it = s.get(Org, it_org)
         create_user(s, rt.passwords, username="admin.second", display_name="第二管理员", org=it, roles=["admin"],
                     password=DEMO_PASSWORD, now=rt.clock())
         s.commit()
     walk(GRANT_APPROVE, "allowed", "admin.second", status=200, url=approve,
-         events=[E(A.ROLE_GRANT_APPROVE, "allowed", grant, "role:admin+region:within_jurisdiction")])
+         events=[E(Action.ROLE_GRANT_APPROVE, "allowed", grant, "role:admin+region:within_jurisdiction")])
     r = client.post(f"{API}/users", headers=tokens[ADMIN],
                     json={**person, "username": "walk.admin2", "org_id": it_org, "roles": ["admin"]})
     assert r.status_code == 202, r.text
     reject = GRANT_REJECT[1].replace("{grant_id}", r.json()["pending_grant"]["id"])
     walk(GRANT_REJECT, "role", CW, status=403, url=reject,
-         events=[E(A.ROLE_GRANT_REJECT, "denied", r.json()["pending_grant"]["id"], deny)])
+         events=[E(Action.ROLE_GRANT_REJECT, "denied", r.json()["pending_grant"]["id"], deny)])
     walk(GRANT_REJECT, "missing", ADMIN, status=404, url=GRANT_REJECT[1].replace("{grant_id}", "grt_nobody"),
-         events=[E(A.ROLE_GRANT_REJECT, "denied", "grt_nobody", "record:not_found")])
+         events=[E(Action.ROLE_GRANT_REJECT, "denied", "grt_nobody", "record:not_found")])
     walk(GRANT_REJECT, "allowed", ADMIN, status=200, url=reject,
-         events=[E(A.ROLE_GRANT_REJECT, "allowed", r.json()["pending_grant"]["id"])])
+         events=[E(Action.ROLE_GRANT_REJECT, "allowed", r.json()["pending_grant"]["id"])])
 
     # The access log: the auditor's routes (and the two everyone may read).
-    ev_read = A.AUDIT_EVENTS_READ
+    ev_read = Action.AUDIT_EVENTS_READ
     walk(EVENTS, "allowed", AUDITOR, status=200, params={"limit": 5}, events=[E(ev_read, "allowed", "")])
     walk(EVENTS, "role", CW, status=403, events=[E(ev_read, "denied", "", deny)])
     walk(EVENTS, "invalid", AUDITOR, status=422, params={"limit": 0})
@@ -394,75 +396,75 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(ev_read, "allowed", "", "role:auditor")])
     walk(SEARCH, "role", CW, status=403, json={}, events=[E(ev_read, "denied", "", deny)])
     walk(SEARCH, "invalid", AUDITOR, status=422, json={"bogus": 1})
-    r = walk(VERIFY, "allowed", AUDITOR, status=200, events=[E(A.AUDIT_VERIFY, "allowed", "")])
+    r = walk(VERIFY, "allowed", AUDITOR, status=200, events=[E(Action.AUDIT_VERIFY, "allowed", "")])
     assert r.json()["ok"] is True
-    walk(VERIFY, "role", CW, status=403, events=[E(A.AUDIT_VERIFY, "denied", "", deny)])
-    r = walk(CP_CREATE, "allowed", AUDITOR, status=201, events=[E(A.AUDIT_CHECKPOINT_CREATE, "allowed", "")])
+    walk(VERIFY, "role", CW, status=403, events=[E(Action.AUDIT_VERIFY, "denied", "", deny)])
+    r = walk(CP_CREATE, "allowed", AUDITOR, status=201, events=[E(Action.AUDIT_CHECKPOINT_CREATE, "allowed", "")])
     cp = r.json()
     assert cp["size"] == log_size(rt.db.engine)  # the request's own event is in the checkpoint
-    walk(CP_CREATE, "role", CW, status=403, events=[E(A.AUDIT_CHECKPOINT_CREATE, "denied", "", deny)])
-    walk(CPS, "allowed", CW, status=200, events=[E(A.AUDIT_CHECKPOINT_READ, "allowed", "", "role:everyone")])
+    walk(CP_CREATE, "role", CW, status=403, events=[E(Action.AUDIT_CHECKPOINT_CREATE, "denied", "", deny)])
+    walk(CPS, "allowed", CW, status=200, events=[E(Action.AUDIT_CHECKPOINT_READ, "allowed", "", "role:everyone")])
     walk(PUBLIC_KEY, "allowed", CW, status=200,
-         events=[E(A.AUDIT_CHECKPOINT_READ, "allowed", "", "role:everyone")])
+         events=[E(Action.AUDIT_CHECKPOINT_READ, "allowed", "", "role:everyone")])
     r = walk(VERIFY_CP, "allowed", AUDITOR, status=200, json={"checkpoint": cp},
-             events=[E(A.AUDIT_VERIFY, "allowed", "")])
+             events=[E(Action.AUDIT_VERIFY, "allowed", "")])
     assert r.json()["ok"] is True and r.json()["checkpoints_checked"] >= 2
     walk(VERIFY_CP, "role", CW, status=403, json={"checkpoint": cp},
-         events=[E(A.AUDIT_VERIFY, "denied", "", deny)])
+         events=[E(Action.AUDIT_VERIFY, "denied", "", deny)])
     walk(VERIFY_CP, "invalid", AUDITOR, status=422, json={"checkpoint": {**cp, "size": -1}})
-    proof = A.AUDIT_PROOF_READ
+    proof = Action.AUDIT_PROOF_READ
     walk(INCLUSION, "allowed", AUDITOR, status=200, params={"seq": 1}, events=[E(proof, "allowed", "1")])
     walk(INCLUSION, "role", CW, status=403, params={"seq": 1}, events=[E(proof, "denied", "1", deny)])
     walk(INCLUSION, "invalid", AUDITOR, status=422, params={"seq": 0})
     walk(CONSISTENCY, "allowed", AUDITOR, status=200, params={"first": 1}, events=[E(proof, "allowed", "")])
     walk(CONSISTENCY, "role", CW, status=403, params={"first": 1}, events=[E(proof, "denied", "", deny)])
     walk(CONSISTENCY, "invalid", AUDITOR, status=422, params={"first": 0})
-    r = walk(EXPORT, "allowed", AUDITOR, status=200, events=[E(A.AUDIT_EVENTS_EXPORT, "allowed", "")])
+    r = walk(EXPORT, "allowed", AUDITOR, status=200, events=[E(Action.AUDIT_EVENTS_EXPORT, "allowed", "")])
     assert len(r.content.splitlines()) == log_size(rt.db.engine) - 1  # everything before its own event
-    walk(EXPORT, "role", CW, status=403, events=[E(A.AUDIT_EVENTS_EXPORT, "denied", "", deny)])
+    walk(EXPORT, "role", CW, status=403, events=[E(Action.AUDIT_EVENTS_EXPORT, "denied", "", deny)])
     walk(EXPORT, "invalid", AUDITOR, status=422, params={"format": "xml"})
-    walk(ANOMALIES, "allowed", AUDITOR, status=200, events=[E(A.AUDIT_ANOMALIES_READ, "allowed", "")])
-    walk(ANOMALIES, "role", CW, status=403, events=[E(A.AUDIT_ANOMALIES_READ, "denied", "", deny)])
+    walk(ANOMALIES, "allowed", AUDITOR, status=200, events=[E(Action.AUDIT_ANOMALIES_READ, "allowed", "")])
+    walk(ANOMALIES, "role", CW, status=403, events=[E(Action.AUDIT_ANOMALIES_READ, "denied", "", deny)])
     walk(ANOMALIES, "invalid", AUDITOR, status=422, params={"from": "not-a-time"})
 
     # Households.
     households_before = run_sql(rt, "SELECT count(*) FROM households")[0][0]
     r = walk(HH_CREATE, "allowed", CW, status=201, json=household_body(),
-             events=[E(A.HOUSEHOLD_CREATE, "allowed", NEW_HH, "role:caseworker+region:within_jurisdiction")])
+             events=[E(Action.HOUSEHOLD_CREATE, "allowed", NEW_HH, "role:caseworker+region:within_jurisdiction")])
     hh = r.json()["id"]
     assert run_sql(rt, "SELECT resource_id FROM audit_events WHERE action = :a ORDER BY seq DESC",
-                   a=A.HOUSEHOLD_CREATE.value)[0][0] == hh
+                   a=Action.HOUSEHOLD_CREATE.value)[0][0] == hh
     walk(HH_CREATE, "role", AUDITOR, status=403, json=household_body(),
-         events=[E(A.HOUSEHOLD_CREATE, "denied", NEW_HH, deny)])
+         events=[E(Action.HOUSEHOLD_CREATE, "denied", NEW_HH, deny)])
     walk(HH_CREATE, "role", SUP, status=403, json=household_body(),
-         events=[E(A.HOUSEHOLD_CREATE, "denied", NEW_HH, deny)])
+         events=[E(Action.HOUSEHOLD_CREATE, "denied", NEW_HH, deny)])
     walk(HH_CREATE, "region", GN, status=403, json=household_body(),
-         events=[E(A.HOUSEHOLD_CREATE, "denied", NEW_HH, outside)])
+         events=[E(Action.HOUSEHOLD_CREATE, "denied", NEW_HH, outside)])
     walk(HH_CREATE, "invalid", CW, status=422, json={})
     walk(HH_CREATE, "invalid", CW, status=422, json=household_body("320799001001"))  # unknown region
     assert run_sql(rt, "SELECT count(*) FROM households")[0][0] == households_before + 1
 
-    walk(HH_LIST, "allowed", CW, status=200, events=[E(A.HOUSEHOLD_LIST, "allowed", "")])
+    walk(HH_LIST, "allowed", CW, status=200, events=[E(Action.HOUSEHOLD_LIST, "allowed", "")])
     walk(HH_LIST, "allowed", CW, status=200, params={"region": "320706001001"},
-         events=[E(A.HOUSEHOLD_LIST, "allowed", "")])
-    walk(HH_LIST, "role", AUDITOR, status=403, events=[E(A.HOUSEHOLD_LIST, "denied", "", deny)])
+         events=[E(Action.HOUSEHOLD_LIST, "allowed", "")])
+    walk(HH_LIST, "role", AUDITOR, status=403, events=[E(Action.HOUSEHOLD_LIST, "denied", "", deny)])
     walk(HH_LIST, "region", GN, status=404, params={"region": "320706"},
-         events=[E(A.HOUSEHOLD_LIST, "denied", "320706", outside)])
+         events=[E(Action.HOUSEHOLD_LIST, "denied", "320706", outside)])
     walk(HH_LIST, "invalid", CW, status=422, params={"limit": 0})
     walk(HH_LIST, "invalid", CW, status=422, params={"region": "320799"})  # unknown region
 
     here = f"{API}/households/{hh}"
     nowhere = f"{API}/households/hh_nothing"
-    walk(HH_READ, "allowed", CW, status=200, url=here, events=[E(A.HOUSEHOLD_READ, "allowed", hh)])
-    walk(HH_READ, "allowed", SUP, status=200, url=here, events=[E(A.HOUSEHOLD_READ, "allowed", hh)])
-    walk(HH_READ, "role", AUDITOR, status=403, url=here, events=[E(A.HOUSEHOLD_READ, "denied", hh, deny)])
+    walk(HH_READ, "allowed", CW, status=200, url=here, events=[E(Action.HOUSEHOLD_READ, "allowed", hh)])
+    walk(HH_READ, "allowed", SUP, status=200, url=here, events=[E(Action.HOUSEHOLD_READ, "allowed", hh)])
+    walk(HH_READ, "role", AUDITOR, status=403, url=here, events=[E(Action.HOUSEHOLD_READ, "denied", hh, deny)])
     walk(HH_READ, "role", AUDITOR, status=403, url=nowhere,
-         events=[E(A.HOUSEHOLD_READ, "denied", "hh_nothing", deny)])
-    walk(HH_READ, "region", GN, status=404, url=here, events=[E(A.HOUSEHOLD_READ, "denied", hh, outside)])
+         events=[E(Action.HOUSEHOLD_READ, "denied", "hh_nothing", deny)])
+    walk(HH_READ, "region", GN, status=404, url=here, events=[E(Action.HOUSEHOLD_READ, "denied", hh, outside)])
     walk(HH_READ, "missing", CW, status=404, url=nowhere,
-         events=[E(A.HOUSEHOLD_READ, "denied", "hh_nothing", "record:not_found")])
+         events=[E(Action.HOUSEHOLD_READ, "denied", "hh_nothing", "record:not_found")])
 
-    upd = A.HOUSEHOLD_UPDATE
+    upd = Action.HOUSEHOLD_UPDATE
     walk(HH_UPDATE, "allowed", CW, status=200, url=here, json={"notes": "走查更新"},
          events=[E(upd, "allowed", hh)])
     walk(HH_UPDATE, "error", CW, status=409, url=here, json={"notes": "过期", "expected_version": 1},
@@ -479,40 +481,41 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     body = minor_body(hh, name=CANARY_NAME)
     new_mn = re.compile(r"mn_[a-z2-9]{20}")
     before = log_size(rt.db.engine)
-    r = walk(MN_CREATE, "allowed", CW, status=201, json=body, events=[E(A.MINOR_CREATE, "allowed", new_mn)])
+    r = walk(MN_CREATE, "allowed", CW, status=201, json=body, events=[E(Action.MINOR_CREATE, "allowed", new_mn)])
     mn = r.json()["id"]
     ((kind, rid, details),) = run_sql(rt, "SELECT resource_kind, resource_id, details FROM audit_events "
                                           "WHERE seq > :s", s=before)
     assert (kind, rid) == ("minor", mn)
     assert (json.loads(details) if isinstance(details, str) else details) == {"household_id": hh}
     walk(MN_CREATE, "error", CW, status=409, json=body,
-         events=[E(A.MINOR_CREATE, "error", new_mn, "error:conflict")])
-    walk(MN_CREATE, "role", AUDITOR, status=403, json=minor_body(hh), events=[E(A.MINOR_CREATE, "denied", "", deny)])
+         events=[E(Action.MINOR_CREATE, "error", new_mn, "error:conflict")])
+    walk(MN_CREATE, "role", AUDITOR, status=403, json=minor_body(hh),
+         events=[E(Action.MINOR_CREATE, "denied", "", deny)])
     r = walk(MN_CREATE, "region", GN, status=422, json=minor_body(hh),
-             events=[E(A.MINOR_CREATE, "denied", new_mn, outside)])
+             events=[E(Action.MINOR_CREATE, "denied", new_mn, outside)])
     assert [f["field"] for f in r.json()["error"]["details"]["fields"]] == ["household_id"]
     walk(MN_CREATE, "invalid", CW, status=422, json={})
     walk(MN_CREATE, "invalid", CW, status=422, json=minor_body("hh_nothing"))  # no such household
 
-    walk(MN_LIST, "allowed", CW, status=200, events=[E(A.MINOR_LIST, "allowed", "")])
-    walk(MN_LIST, "role", AUDITOR, status=403, events=[E(A.MINOR_LIST, "denied", "", deny)])
+    walk(MN_LIST, "allowed", CW, status=200, events=[E(Action.MINOR_LIST, "allowed", "")])
+    walk(MN_LIST, "role", AUDITOR, status=403, events=[E(Action.MINOR_LIST, "denied", "", deny)])
     walk(MN_LIST, "region", GN, status=404, params={"region": "320706001001"},
-         events=[E(A.MINOR_LIST, "denied", "320706001001", outside)])
+         events=[E(Action.MINOR_LIST, "denied", "320706001001", outside)])
     walk(MN_LIST, "invalid", CW, status=422, params={"category": 9})
     walk(MN_LIST, "invalid", CW, status=422, params={"cursor": "!!!"})
 
     here = f"{API}/minors/{mn}"
     nowhere = f"{API}/minors/mn_nothing"
-    r = walk(MN_READ, "allowed", CW, status=200, url=here, events=[E(A.MINOR_READ, "allowed", mn)])
+    r = walk(MN_READ, "allowed", CW, status=200, url=here, events=[E(Action.MINOR_READ, "allowed", mn)])
     assert r.json()["name"] == CANARY_NAME
-    r = walk(MN_READ, "role", AUDITOR, status=403, url=here, events=[E(A.MINOR_READ, "denied", mn, deny)])
+    r = walk(MN_READ, "role", AUDITOR, status=403, url=here, events=[E(Action.MINOR_READ, "denied", mn, deny)])
     assert CANARY_NAME not in r.text
-    r = walk(MN_READ, "region", GN, status=404, url=here, events=[E(A.MINOR_READ, "denied", mn, outside)])
+    r = walk(MN_READ, "region", GN, status=404, url=here, events=[E(Action.MINOR_READ, "denied", mn, outside)])
     assert CANARY_NAME not in r.text
     walk(MN_READ, "missing", CW, status=404, url=nowhere,
-         events=[E(A.MINOR_READ, "denied", "mn_nothing", "record:not_found")])
+         events=[E(Action.MINOR_READ, "denied", "mn_nothing", "record:not_found")])
 
-    upd = A.MINOR_UPDATE
+    upd = Action.MINOR_UPDATE
     walk(MN_UPDATE, "allowed", CW, status=200, url=here, json={"school": "幸福小学"}, events=[E(upd, "allowed", mn)])
     walk(MN_UPDATE, "error", CW, status=409, url=here, json={"school": "x", "expected_version": 1},
          events=[E(upd, "error", mn, "error:conflict")])
@@ -525,47 +528,48 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
 
     # Official documents (a referral notice about the minor).
     kinds = walk(DOC_KINDS, "allowed", AUDITOR, status=200,
-                 events=[E(A.DOCUMENT_KINDS_LIST, "allowed", "", "role:everyone")]).json()["items"]
+                 events=[E(Action.DOCUMENT_KINDS_LIST, "allowed", "", "role:everyone")]).json()["items"]
     example = next(k["example"] for k in kinds if k["kind"] == "referral_notice")
     example = {k: v for k, v in example.items() if k not in PARTICULARS["referral_notice"]}  # from the record
     request = {"kind": "referral_notice", "subject_id": mn, "fields": example}
     here = f"{API}/document-kinds/referral_notice/prefill"
     r = walk(DOC_PREFILL, "allowed", CW, status=200, url=here, params={"subject_id": mn},
-             events=[E(A.DOCUMENT_PREFILL, "allowed", mn, "role:caseworker+region:within_jurisdiction")])
+             events=[E(Action.DOCUMENT_PREFILL, "allowed", mn, "role:caseworker+region:within_jurisdiction")])
     assert CANARY_NAME in r.text
     walk(DOC_PREFILL, "role", ADMIN, status=403, url=here, params={"subject_id": mn},
-         events=[E(A.DOCUMENT_PREFILL, "denied", "", deny)])
+         events=[E(Action.DOCUMENT_PREFILL, "denied", "", deny)])
     walk(DOC_PREFILL, "role", AUDITOR, status=403, url=here, params={"subject_id": mn},
-         events=[E(A.DOCUMENT_PREFILL, "denied", "", "role:not_for_document")])
+         events=[E(Action.DOCUMENT_PREFILL, "denied", "", "role:not_for_document")])
     r = walk(DOC_PREFILL, "region", GN, status=422, url=here, params={"subject_id": mn},
-             events=[E(A.DOCUMENT_PREFILL, "denied", mn, outside)])
+             events=[E(Action.DOCUMENT_PREFILL, "denied", mn, outside)])
     assert CANARY_NAME not in r.text
     walk(DOC_PREFILL, "invalid", CW, status=422, url=here, params={"subject_id": "mn_nothing"})
     walk(DOC_PREFILL, "invalid", CW, status=404, url=f"{API}/document-kinds/no_such_kind/prefill")
 
-    walk(DOC_PREVIEW, "allowed", CW, status=200, json=request, events=[E(A.DOCUMENT_PREVIEW, "allowed", "")])
-    walk(DOC_PREVIEW, "role", ADMIN, status=403, json=request, events=[E(A.DOCUMENT_PREVIEW, "denied", "", deny)])
-    walk(DOC_PREVIEW, "region", GN, status=422, json=request, events=[E(A.DOCUMENT_PREVIEW, "denied", mn, outside)])
+    walk(DOC_PREVIEW, "allowed", CW, status=200, json=request, events=[E(Action.DOCUMENT_PREVIEW, "allowed", "")])
+    walk(DOC_PREVIEW, "role", ADMIN, status=403, json=request, events=[E(Action.DOCUMENT_PREVIEW, "denied", "", deny)])
+    walk(DOC_PREVIEW, "region", GN, status=422, json=request,
+         events=[E(Action.DOCUMENT_PREVIEW, "denied", mn, outside)])
     walk(DOC_PREVIEW, "invalid", CW, status=422, json={**request, "kind": "no_such_kind"})
     walk(DOC_PREVIEW, "invalid", CW, status=422, json={**request, "fields": {}})
 
     r = walk(DOC_ISSUE, "allowed", CW, status=201, json=request,
-             events=[E(A.DOCUMENT_ISSUE, "allowed", re.compile(r"doc_[a-z2-9]{20}"))])
+             events=[E(Action.DOCUMENT_ISSUE, "allowed", re.compile(r"doc_[a-z2-9]{20}"))])
     doc, code = r.json()["id"], r.json()["verification_code"]
     assert events_after(rt.db.engine, log_size(rt.db.engine) - 1)[0]["resource_id"] == doc
-    walk(DOC_ISSUE, "role", ADMIN, status=403, json=request, events=[E(A.DOCUMENT_ISSUE, "denied", "", deny)])
-    walk(DOC_ISSUE, "region", GN, status=422, json=request, events=[E(A.DOCUMENT_ISSUE, "denied", mn, outside)])
+    walk(DOC_ISSUE, "role", ADMIN, status=403, json=request, events=[E(Action.DOCUMENT_ISSUE, "denied", "", deny)])
+    walk(DOC_ISSUE, "region", GN, status=422, json=request, events=[E(Action.DOCUMENT_ISSUE, "denied", mn, outside)])
     walk(DOC_ISSUE, "invalid", CW, status=422, json={"kind": "referral_notice"})
     assert run_sql(rt, "SELECT count(*) FROM documents")[0][0] == 1
 
-    walk(DOC_LIST, "allowed", CW, status=200, events=[E(A.DOCUMENT_LIST, "allowed", "")])
-    walk(DOC_LIST, "role", ADMIN, status=403, events=[E(A.DOCUMENT_LIST, "denied", "", deny)])
+    walk(DOC_LIST, "allowed", CW, status=200, events=[E(Action.DOCUMENT_LIST, "allowed", "")])
+    walk(DOC_LIST, "role", ADMIN, status=403, events=[E(Action.DOCUMENT_LIST, "denied", "", deny)])
     walk(DOC_LIST, "region", GN, status=404, params={"region": "320706"},
-         events=[E(A.DOCUMENT_LIST, "denied", "320706", outside)])
+         events=[E(Action.DOCUMENT_LIST, "denied", "320706", outside)])
     walk(DOC_LIST, "invalid", CW, status=422, params={"limit": 0})
 
     nowhere = "doc_nothing"
-    for route, action in ((DOC_READ, A.DOCUMENT_READ), (DOC_PDF, A.DOCUMENT_DOWNLOAD)):
+    for route, action in ((DOC_READ, Action.DOCUMENT_READ), (DOC_PDF, Action.DOCUMENT_DOWNLOAD)):
         here = route[1].replace("{document_id}", doc)
         walk(route, "allowed", CW, status=200, url=here, events=[E(action, "allowed", doc)])
         walk(route, "role", ADMIN, status=403, url=here, events=[E(action, "denied", doc, deny)])
@@ -576,7 +580,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
 
     here = f"{API}/documents/{doc}/versions"
     correction = {"fields": {**example, "contact": "李更正"}, "reason": "联系人更正"}
-    fix = A.DOCUMENT_CORRECT
+    fix = Action.DOCUMENT_CORRECT
     walk(DOC_CORRECT, "role", ADMIN, status=403, url=here, json=correction, events=[E(fix, "denied", doc, deny)])
     walk(DOC_CORRECT, "region", GN, status=404, url=here, json=correction, events=[E(fix, "denied", doc, outside)])
     walk(DOC_CORRECT, "missing", CW, status=404, url=f"{API}/documents/{nowhere}/versions", json=correction,
@@ -587,7 +591,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     walk(DOC_CORRECT, "allowed", CW, status=201, url=here, json=correction, events=[E(fix, "allowed", doc)])
 
     # Public verification: no sign-in, logged as the actor 'public'.
-    check = A.DOCUMENT_VERIFY
+    check = Action.DOCUMENT_VERIFY
     r = walk(DOC_VERIFY, "allowed", None, status=200, url=f"{API}/verify/{code}",
              events=[E(check, "allowed", doc, "verify:code_known", actor="public")])
     assert r.json()["current"] is False  # corrected since
@@ -604,30 +608,31 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     # Home visits, statistics and search.
     here, nowhere = f"{API}/households/{hh}/visits", f"{API}/households/hh_nothing/visits"
     visit = {"visited_on": "2026-01-15", "visitor": "李走访", "findings": "家中情况稳定，祖母照料较好。"}
-    walk(VISIT_CREATE, "allowed", CW, status=201, url=here, json=visit, events=[E(A.VISIT_CREATE, "allowed", hh)])
-    walk(VISIT_CREATE, "role", SUP, status=403, url=here, json=visit, events=[E(A.VISIT_CREATE, "denied", hh, deny)])
+    walk(VISIT_CREATE, "allowed", CW, status=201, url=here, json=visit, events=[E(Action.VISIT_CREATE, "allowed", hh)])
+    walk(VISIT_CREATE, "role", SUP, status=403, url=here, json=visit,
+         events=[E(Action.VISIT_CREATE, "denied", hh, deny)])
     walk(VISIT_CREATE, "region", GN, status=404, url=here, json=visit,
-         events=[E(A.VISIT_CREATE, "denied", hh, outside)])
+         events=[E(Action.VISIT_CREATE, "denied", hh, outside)])
     walk(VISIT_CREATE, "missing", CW, status=404, url=nowhere, json=visit,
-         events=[E(A.VISIT_CREATE, "denied", "hh_nothing", "record:not_found")])
+         events=[E(Action.VISIT_CREATE, "denied", "hh_nothing", "record:not_found")])
     walk(VISIT_CREATE, "invalid", CW, status=422, url=here, json={**visit, "findings": ""})
-    r = walk(VISIT_LIST, "allowed", SUP, status=200, url=here, events=[E(A.VISIT_LIST, "allowed", hh)])
+    r = walk(VISIT_LIST, "allowed", SUP, status=200, url=here, events=[E(Action.VISIT_LIST, "allowed", hh)])
     assert [v["visitor"] for v in r.json()["items"]] == ["李走访"]
-    walk(VISIT_LIST, "role", AUDITOR, status=403, url=here, events=[E(A.VISIT_LIST, "denied", hh, deny)])
-    walk(VISIT_LIST, "region", GN, status=404, url=here, events=[E(A.VISIT_LIST, "denied", hh, outside)])
+    walk(VISIT_LIST, "role", AUDITOR, status=403, url=here, events=[E(Action.VISIT_LIST, "denied", hh, deny)])
+    walk(VISIT_LIST, "region", GN, status=404, url=here, events=[E(Action.VISIT_LIST, "denied", hh, outside)])
     walk(VISIT_LIST, "missing", CW, status=404, url=nowhere,
-         events=[E(A.VISIT_LIST, "denied", "hh_nothing", "record:not_found")])
+         events=[E(Action.VISIT_LIST, "denied", "hh_nothing", "record:not_found")])
 
-    stats = A.STATS_READ
+    stats = Action.STATS_READ
     walk(STATS, "allowed", CW, status=200,
          events=[E(stats, "allowed", "320706", "role:caseworker+region:within_jurisdiction")])
     walk(STATS, "role", AUDITOR, status=403, events=[E(stats, "denied", "320700", deny)])
     walk(STATS, "region", GN, status=404, params={"region": "320706"}, events=[E(stats, "denied", "320706", outside)])
     walk(STATS, "invalid", CW, status=422, params={"region": "3207"})
-    walk(FIND, "allowed", CW, status=200, params={"q": CANARY_NAME}, events=[E(A.SEARCH, "allowed", "", "role:")])
-    walk(FIND, "role", AUDITOR, status=403, params={"q": "x"}, events=[E(A.SEARCH, "denied", "", deny)])
+    walk(FIND, "allowed", CW, status=200, params={"q": CANARY_NAME}, events=[E(Action.SEARCH, "allowed", "", "role:")])
+    walk(FIND, "role", AUDITOR, status=403, params={"q": "x"}, events=[E(Action.SEARCH, "denied", "", deny)])
     walk(FIND, "region", GN, status=404, params={"q": "x", "region": "320706"},
-         events=[E(A.SEARCH, "denied", "320706", outside)])
+         events=[E(Action.SEARCH, "denied", "320706", outside)])
     walk(FIND, "invalid", CW, status=422)
 
     # Sealed records: the minor and its documents sealed, applied for, decided, read, replied to, unsealed.
@@ -638,56 +643,57 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     gn_mn = client.post(f"{API}/minors", json=minor_body(r.json()["id"], id_number=make_id_number("320724")),
                         headers=tokens[GN]).json()["id"]
     here = f"{API}/records/{mn}/seal"
-    walk(SEAL, "role", CW, status=403, url=here, json=seal, events=[E(A.RECORD_SEAL, "denied", mn, deny)])
+    walk(SEAL, "role", CW, status=403, url=here, json=seal, events=[E(Action.RECORD_SEAL, "denied", mn, deny)])
     walk(SEAL, "region", court, status=404, url=f"{API}/records/{gn_mn}/seal", json=seal,
-         events=[E(A.RECORD_SEAL, "denied", gn_mn, outside)])
+         events=[E(Action.RECORD_SEAL, "denied", gn_mn, outside)])
     walk(SEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/seal", json=seal,
-         events=[E(A.RECORD_SEAL, "denied", "mn_nothing", "record:not_found")])
+         events=[E(Action.RECORD_SEAL, "denied", "mn_nothing", "record:not_found")])
     walk(SEAL, "invalid", cust, status=422, url=here, json={"legal_basis": "cpl_286_1"})
     r = walk(SEAL, "allowed", cust, status=200, url=here, json=seal,
-             events=[E(A.RECORD_SEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
+             events=[E(Action.RECORD_SEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
     assert set(r.json()["sealed"]) == {mn, doc}
-    walk(SEAL, "error", cust, status=409, url=here, json=seal, events=[E(A.RECORD_SEAL, "error", mn, "error:conflict")])
+    walk(SEAL, "error", cust, status=409, url=here, json=seal,
+         events=[E(Action.RECORD_SEAL, "error", mn, "error:conflict")])
 
     sq = re.compile(r"sq_[a-z2-9]{20}")
     application = {"case_number": "(2026)苏0706刑初2号", "legal_basis": basis, "purpose": "审理案件需要",
                    "subject": {"name": CANARY_NAME, "id_number": body["id_number"]}}
     r = walk(SQ_CREATE, "allowed", court, status=201, json=application,
-             events=[E(A.SEALED_APPLY, "allowed", sq, "role:requester")])
+             events=[E(Action.SEALED_APPLY, "allowed", sq, "role:requester")])
     denied = r.json()["id"]
-    walk(SQ_CREATE, "role", CW, status=403, json=application, events=[E(A.SEALED_APPLY, "denied", sq, deny)])
+    walk(SQ_CREATE, "role", CW, status=403, json=application, events=[E(Action.SEALED_APPLY, "denied", sq, deny)])
     walk(SQ_CREATE, "invalid", court, status=422, json={**application, "purpose": ""})
     granted = walk(SQ_CREATE, "allowed", court, status=201, json=application,
-                   events=[E(A.SEALED_APPLY, "allowed", sq, "role:requester")]).json()["id"]
-    walk(SQ_LIST, "allowed", court, status=200, events=[E(A.SEALED_LIST, "allowed", "", "role:requester")])
-    walk(SQ_LIST, "role", CW, status=403, events=[E(A.SEALED_LIST, "denied", "", deny)])
+                   events=[E(Action.SEALED_APPLY, "allowed", sq, "role:requester")]).json()["id"]
+    walk(SQ_LIST, "allowed", court, status=200, events=[E(Action.SEALED_LIST, "allowed", "", "role:requester")])
+    walk(SQ_LIST, "role", CW, status=403, events=[E(Action.SEALED_LIST, "denied", "", deny)])
     walk(SQ_LIST, "invalid", cust, status=422, params={"status": "lost"})
 
     def sq_url(rid: str, tail: str = "") -> str:
         return f"{API}/sealed-requests/{rid}{tail}"
 
     walk(SQ_READ, "allowed", court, status=200, url=sq_url(denied),
-         events=[E(A.SEALED_READ, "allowed", denied, "role:requester+owner")])
+         events=[E(Action.SEALED_READ, "allowed", denied, "role:requester+owner")])
     walk(SQ_READ, "allowed", cust, status=200, url=sq_url(denied),
-         events=[E(A.SEALED_READ, "allowed", denied, "role:custodian")])
-    walk(SQ_READ, "role", CW, status=403, url=sq_url(denied), events=[E(A.SEALED_READ, "denied", denied, deny)])
+         events=[E(Action.SEALED_READ, "allowed", denied, "role:custodian")])
+    walk(SQ_READ, "role", CW, status=403, url=sq_url(denied), events=[E(Action.SEALED_READ, "denied", denied, deny)])
     walk(SQ_READ, "missing", court, status=404, url=sq_url("sq_nothing"),
-         events=[E(A.SEALED_READ, "denied", "sq_nothing", "record:not_found")])
+         events=[E(Action.SEALED_READ, "denied", "sq_nothing", "record:not_found")])
 
     no, yes = {"decision": "deny", "reason": "不符合法定情形"}, {"decision": "approve", "reason": "符合法定情形"}
     walk(SQ_DECIDE, "role", court, status=403, url=sq_url(denied, "/decision"), json=no,
-         events=[E(A.SEALED_DECIDE, "denied", denied, deny)])
+         events=[E(Action.SEALED_DECIDE, "denied", denied, deny)])
     walk(SQ_DECIDE, "invalid", cust, status=422, url=sq_url(denied, "/decision"), json={**no, "decision": "maybe"})
     walk(SQ_DECIDE, "missing", cust, status=404, url=sq_url("sq_nothing", "/decision"), json=no,
-         events=[E(A.SEALED_DECIDE, "denied", "sq_nothing", "record:not_found")])
+         events=[E(Action.SEALED_DECIDE, "denied", "sq_nothing", "record:not_found")])
     walk(SQ_DECIDE, "allowed", cust, status=200, url=sq_url(denied, "/decision"), json=no,
-         events=[E(A.SEALED_DECIDE, "allowed", denied, "role:custodian")])
+         events=[E(Action.SEALED_DECIDE, "allowed", denied, "role:custodian")])
     walk(SQ_DECIDE, "error", cust, status=409, url=sq_url(denied, "/decision"), json=yes,
-         events=[E(A.SEALED_DECIDE, "error", denied, "error:conflict")])
+         events=[E(Action.SEALED_DECIDE, "error", denied, "error:conflict")])
     walk(SQ_DECIDE, "allowed", cust, status=200, url=sq_url(granted, "/decision"), json=yes,
-         events=[E(A.SEALED_DECIDE, "allowed", granted, "role:custodian")])
+         events=[E(Action.SEALED_DECIDE, "allowed", granted, "role:custodian")])
 
-    grant = A.SEALED_RECORDS
+    grant = Action.SEALED_RECORDS
     walk(SQ_RECORDS, "error", court, status=404, url=sq_url(denied, "/records"),
          events=[E(grant, "error", denied, "error:not_found")])
     walk(SQ_RECORDS, "role", cust, status=403, url=sq_url(granted, "/records"),
@@ -697,7 +703,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     r = walk(SQ_RECORDS, "allowed", court, status=200, url=sq_url(granted, "/records"),
              events=[E(grant, "allowed", granted, "role:requester+owner")])
     assert [i["id"] for i in r.json()["items"]] == [doc]
-    for route, action in ((DOC_READ, A.DOCUMENT_READ), (DOC_PDF, A.DOCUMENT_DOWNLOAD)):
+    for route, action in ((DOC_READ, Action.DOCUMENT_READ), (DOC_PDF, Action.DOCUMENT_DOWNLOAD)):
         here = route[1].replace("{document_id}", doc)
         for who in (CW, cust, SUP):
             # Logged as a read of an id that does not exist (test_sealed_same_answer.py).
@@ -708,14 +714,14 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(check, "denied", "", "verify:code_unknown", actor="public")])
 
     walk(SQ_REVOKE, "role", court, status=403, url=sq_url(granted, "/revoke"), json={"reason": "撤销"},
-         events=[E(A.SEALED_REVOKE, "denied", granted, deny)])
+         events=[E(Action.SEALED_REVOKE, "denied", granted, deny)])
     walk(SQ_REVOKE, "invalid", cust, status=422, url=sq_url(granted, "/revoke"), json={})
     walk(SQ_REVOKE, "missing", cust, status=404, url=sq_url("sq_nothing", "/revoke"), json={"reason": "撤销"},
-         events=[E(A.SEALED_REVOKE, "denied", "sq_nothing", "record:not_found")])
+         events=[E(Action.SEALED_REVOKE, "denied", "sq_nothing", "record:not_found")])
     walk(SQ_REVOKE, "error", cust, status=409, url=sq_url(denied, "/revoke"), json={"reason": "撤销"},
-         events=[E(A.SEALED_REVOKE, "error", denied, "error:conflict")])
+         events=[E(Action.SEALED_REVOKE, "error", denied, "error:conflict")])
 
-    reply, read_reply = A.SEALED_REPLY, A.SEALED_REPLY_READ
+    reply, read_reply = Action.SEALED_REPLY, Action.SEALED_REPLY_READ
     walk(SQ_REPLY_READ, "error", court, status=404, url=sq_url(denied, "/reply"),  # not issued yet
          events=[E(read_reply, "error", denied, "error:not_found")])
     walk(SQ_REPLY, "role", court, status=403, url=sq_url(denied, "/reply"), events=[E(reply, "denied", denied, deny)])
@@ -724,7 +730,7 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     # Two decisions, one event each: the reply, and issuing the letter as an official document.
     walk(SQ_REPLY, "allowed", cust, status=201, url=sq_url(denied, "/reply"),
          events=[E(reply, "allowed", denied, "role:custodian"),
-                 E(A.DOCUMENT_ISSUE, "allowed", re.compile(r"doc_[a-z2-9]{20}"), "role:custodian")])
+                 E(Action.DOCUMENT_ISSUE, "allowed", re.compile(r"doc_[a-z2-9]{20}"), "role:custodian")])
     walk(SQ_REPLY, "error", cust, status=409, url=sq_url(denied, "/reply"),
          events=[E(reply, "error", denied, "error:conflict")])
     r = walk(SQ_REPLY_READ, "allowed", court, status=200, url=sq_url(denied, "/reply"),
@@ -736,22 +742,23 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(read_reply, "denied", "sq_nothing", "record:not_found")])
 
     walk(SQ_REVOKE, "allowed", cust, status=200, url=sq_url(granted, "/revoke"), json={"reason": "案件已审结"},
-         events=[E(A.SEALED_REVOKE, "allowed", granted, "role:custodian")])
-    r = walk(DISCLOSURES, "allowed", AUDITOR, status=200, events=[E(A.DISCLOSURE_LIST, "allowed", "", "role:auditor")])
+         events=[E(Action.SEALED_REVOKE, "allowed", granted, "role:custodian")])
+    r = walk(DISCLOSURES, "allowed", AUDITOR, status=200,
+             events=[E(Action.DISCLOSURE_LIST, "allowed", "", "role:auditor")])
     assert [(i["request_id"], i["document_id"]) for i in r.json()["items"]] == [(granted, doc)]
-    walk(DISCLOSURES, "role", CW, status=403, events=[E(A.DISCLOSURE_LIST, "denied", "", deny)])
+    walk(DISCLOSURES, "role", CW, status=403, events=[E(Action.DISCLOSURE_LIST, "denied", "", deny)])
     walk(DISCLOSURES, "invalid", AUDITOR, status=422, params={"request_id": "x" * 41})
 
     here, unseal = f"{API}/records/{mn}/unseal", {"cause": "undiscovered_crime", "legal_basis": "spp_rules_485"}
-    walk(UNSEAL, "role", court, status=403, url=here, json=unseal, events=[E(A.RECORD_UNSEAL, "denied", mn, deny)])
+    walk(UNSEAL, "role", court, status=403, url=here, json=unseal, events=[E(Action.RECORD_UNSEAL, "denied", mn, deny)])
     walk(UNSEAL, "missing", cust, status=404, url=f"{API}/records/mn_nothing/unseal", json=unseal,
-         events=[E(A.RECORD_UNSEAL, "denied", "mn_nothing", "record:not_found")])
+         events=[E(Action.RECORD_UNSEAL, "denied", "mn_nothing", "record:not_found")])
     walk(UNSEAL, "invalid", cust, status=422, url=here, json={})
     walk(UNSEAL, "error", cust, status=409, url=f"{API}/records/{gn_mn}/unseal", json=unseal,  # never sealed
-         events=[E(A.RECORD_UNSEAL, "error", gn_mn, "error:conflict")])
+         events=[E(Action.RECORD_UNSEAL, "error", gn_mn, "error:conflict")])
     walk(UNSEAL, "allowed", cust, status=200, url=here, json=unseal,
-         events=[E(A.RECORD_UNSEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
-    r = walk(MN_READ, "allowed", CW, status=200, url=f"{API}/minors/{mn}", events=[E(A.MINOR_READ, "allowed", mn)])
+         events=[E(Action.RECORD_UNSEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
+    r = walk(MN_READ, "allowed", CW, status=200, url=f"{API}/minors/{mn}", events=[E(Action.MINOR_READ, "allowed", mn)])
     assert r.json()["name"] == CANARY_NAME  # readable again, unchanged
 
     missing = {route: sorted(kinds - walk.done[route]) for route, kinds in ROUTES.items()
@@ -898,14 +905,15 @@ def test_concurrent_processes_leave_one_event_per_read(rt, settings):
     ids, names = [], []
     with rt.db.session() as s:
         g = rt.guard(s, actor)
-        hh = rt.archive.create_household(g, S.HouseholdCreate.model_validate(household_body()))
+        hh = rt.archive.create_household(g, schemas.HouseholdCreate.model_validate(household_body()))
     for i in range(5):
         name = f"{CANARY_NAME}{i}"
         with rt.db.session() as s:
-            m = rt.archive.create_minor(rt.guard(s, actor), S.MinorCreate.model_validate(minor_body(hh.id, name=name)))
+            m = rt.archive.create_minor(rt.guard(s, actor),
+                                        schemas.MinorCreate.model_validate(minor_body(hh.id, name=name)))
         ids.append(m.id)
         names.append(name)
-    read = A.MINOR_READ.value
+    read = Action.MINOR_READ.value
     assert count_events(rt.db.engine, read) == 0
     size = log_size(rt.db.engine)
 
@@ -1103,7 +1111,7 @@ def test_auditor_reads_the_log_but_no_case_file_and_admin_not_the_log(app, clien
     assert r.status_code == 200 and r.json()["items"]
     # The minor's creation (logged as the minor), and this search itself (it names the subject).
     assert {(e["action"], e["resource_id"]) for e in r.json()["items"]} == {
-        (A.MINOR_CREATE, mn), (A.AUDIT_EVENTS_READ, "")}
+        (Action.MINOR_CREATE, mn), (Action.AUDIT_EVENTS_READ, "")}
     assert CANARY_NAME not in r.text and idn not in r.text
     r = client.get(f"{API}/audit/verify", headers=aud)
     assert r.status_code == 200 and r.json()["ok"] is True

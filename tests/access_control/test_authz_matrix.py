@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 
 from access_control.identity import Actor, Org, OrgType, create_user
-from archive import schemas as S
+from archive import schemas
 from core.db import new_id
 from runtime import Runtime
 from tests.audit_support import last_seq
@@ -204,11 +204,11 @@ def build_world(rt: Runtime) -> dict[str, Records]:
     for code in WORLD_REGIONS:
         with rt.db.session() as s:
             hh = rt.archive.create_household(
-                rt.guard(s, CITY_LOADER), S.HouseholdCreate(**household_body(code))
+                rt.guard(s, CITY_LOADER), schemas.HouseholdCreate(**household_body(code))
             )
         with rt.db.session() as s:
             minor = rt.archive.create_minor(
-                rt.guard(s, CITY_LOADER), S.MinorCreate(**minor_body(hh.id))
+                rt.guard(s, CITY_LOADER), schemas.MinorCreate(**minor_body(hh.id))
             )
         world[code] = Records(hh.id, minor.id)
     return world

@@ -55,7 +55,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from access_control.actions import Action as A
+from access_control.actions import Action
 from access_control.identity import Org, OrgType, create_user
 from archive.blobstore import BlobNotFound
 from archive.models import Document, DocumentVersion, Minor, SealedRecord
@@ -324,34 +324,34 @@ def test_whole_flow_seal_apply_deny_approve_read_expire_revoke(client, rt):
     assert [i["id"] for i in r.json()["items"]] == [third]
 
     # The audit log tells the whole story, each event with case number and legal basis.
-    seal = events(rt, "action = :a", a=A.RECORD_SEAL.value)
+    seal = events(rt, "action = :a", a=Action.RECORD_SEAL.value)
     assert [(e["actor"], e["outcome"], e["resource_id"]) for e in seal] == [(COURT, "allowed", case.minor)]
     assert seal[0]["details"] == {"case_number_hash": _case_hash(rt, SEAL_CASE), "legal_basis": SEAL_BASIS}
     cases = {first["id"]: APPLY_CASE, second: APPLY_CASE, third: "(2026)苏0706刑初89号"}
 
-    def story(action: A) -> list[tuple[str, str, str, str]]:
+    def story(action: Action) -> list[tuple[str, str, str, str]]:
         evs = events(rt, "action = :a", a=action.value)
         for e in evs:
             assert e["details"]["case_number_hash"] == _case_hash(rt, cases[e["resource_id"]]), e
             assert e["details"]["legal_basis"] == LEGAL_BASIS, e
         return [(e["resource_id"], e["actor"], e["outcome"], e["reason"]) for e in evs]
 
-    assert story(A.SEALED_APPLY) == [(rid, COURT, "allowed", "role:requester") for rid in cases]
-    assert story(A.SEALED_DECIDE) == [(rid, CUST, "allowed", "role:custodian") for rid in cases]
-    decisions = [e["details"]["decision"] for e in events(rt, "action = :a", a=A.SEALED_DECIDE.value)]
+    assert story(Action.SEALED_APPLY) == [(rid, COURT, "allowed", "role:requester") for rid in cases]
+    assert story(Action.SEALED_DECIDE) == [(rid, CUST, "allowed", "role:custodian") for rid in cases]
+    decisions = [e["details"]["decision"] for e in events(rt, "action = :a", a=Action.SEALED_DECIDE.value)]
     assert decisions == ["deny", "approve", "approve"]
-    assert story(A.SEALED_REVOKE) == [
+    assert story(Action.SEALED_REVOKE) == [
         (second, CUST, "error", "error:conflict"),  # expired already
         (third, CUST, "allowed", "role:custodian"),
         (third, CUST, "error", "error:conflict"),  # revoked already
     ]
-    assert story(A.SEALED_RECORDS) == [
+    assert story(Action.SEALED_RECORDS) == [
         (first["id"], COURT, "error", "error:not_found"),  # denied: nothing to list
         (second, COURT, "allowed", "role:requester+owner"),
         (second, COURT, "error", "error:not_found"),  # expired
         (third, COURT, "error", "error:not_found"),  # revoked
     ]
-    reads = events(rt, "action = :a AND resource_id = :d", a=A.DOCUMENT_DOWNLOAD.value, d=case.doc)
+    reads = events(rt, "action = :a AND resource_id = :d", a=Action.DOCUMENT_DOWNLOAD.value, d=case.doc)
     # A read without a grant is logged as one of an id that does not exist (test_sealed_same_answer.py).
     assert [(e["actor"], e["outcome"], e["reason"]) for e in reads] == [
         (COURT, "denied", "record:not_found"),
@@ -792,36 +792,37 @@ def test_audit_and_disclosure_register_every_step_and_every_copy(client, rt):
         assert r.status_code == 200
         received.append(r.content)
 
-    sealed_actions = [a.value for a in (A.SEALED_APPLY, A.SEALED_READ, A.SEALED_DECIDE, A.SEALED_RECORDS,
-                                        A.SEALED_REVOKE, A.SEALED_REPLY, A.SEALED_REPLY_READ)]
+    sealed_actions = [a.value for a in (Action.SEALED_APPLY, Action.SEALED_READ, Action.SEALED_DECIDE,
+                                        Action.SEALED_RECORDS,
+                                        Action.SEALED_REVOKE, Action.SEALED_REPLY, Action.SEALED_REPLY_READ)]
     evs = [e for e in events(rt) if e["action"] in sealed_actions and e["resource_id"].startswith("sq_")]
     summary = [(e["action"], e["resource_id"], e["actor"], e["outcome"], e["reason"]) for e in evs]
-    refused_apply = next(e for e in evs if e["outcome"] == "denied" and e["action"] == A.SEALED_APPLY)
+    refused_apply = next(e for e in evs if e["outcome"] == "denied" and e["action"] == Action.SEALED_APPLY)
     assert summary == [
-        (A.SEALED_APPLY, granted, COURT, "allowed", "role:requester"),
-        (A.SEALED_APPLY, unentitled, SCHOOL, "allowed", "role:requester"),
-        (A.SEALED_APPLY, same_org, CLERK, "allowed", "role:requester"),
-        (A.SEALED_APPLY, refused_apply["resource_id"], CW, "denied", "role:none_grants:sealed:request:create"),
-        (A.SEALED_READ, granted, CLERK, "denied", "role:not_for_sealed_request"),
-        (A.SEALED_DECIDE, same_org, COURT_CUST, "error", "error:forbidden"),
-        (A.SEALED_DECIDE, unentitled, CUST, "error", "error:conflict"),
-        (A.SEALED_DECIDE, unentitled, CUST, "allowed", "role:custodian"),
-        (A.SEALED_DECIDE, granted, CUST, "allowed", "role:custodian"),
+        (Action.SEALED_APPLY, granted, COURT, "allowed", "role:requester"),
+        (Action.SEALED_APPLY, unentitled, SCHOOL, "allowed", "role:requester"),
+        (Action.SEALED_APPLY, same_org, CLERK, "allowed", "role:requester"),
+        (Action.SEALED_APPLY, refused_apply["resource_id"], CW, "denied", "role:none_grants:sealed:request:create"),
+        (Action.SEALED_READ, granted, CLERK, "denied", "role:not_for_sealed_request"),
+        (Action.SEALED_DECIDE, same_org, COURT_CUST, "error", "error:forbidden"),
+        (Action.SEALED_DECIDE, unentitled, CUST, "error", "error:conflict"),
+        (Action.SEALED_DECIDE, unentitled, CUST, "allowed", "role:custodian"),
+        (Action.SEALED_DECIDE, granted, CUST, "allowed", "role:custodian"),
     ]
     cases[refused_apply["resource_id"]] = "(2026)苏0706刑初104号"
     for e in evs:
         assert e["details"]["case_number_hash"] == _case_hash(rt, cases[e["resource_id"]]), e
         assert e["details"]["legal_basis"] == LEGAL_BASIS, e
-    assert [e["details"].get("decision") for e in evs if e["action"] == A.SEALED_DECIDE] == [
+    assert [e["details"].get("decision") for e in evs if e["action"] == Action.SEALED_DECIDE] == [
         "approve", "approve", "deny", "approve"]
 
-    releases = events(rt, "action = :a AND resource_id = :d", a=A.DOCUMENT_DOWNLOAD.value, d=case.doc)
+    releases = events(rt, "action = :a AND resource_id = :d", a=Action.DOCUMENT_DOWNLOAD.value, d=case.doc)
     assert [(e["outcome"], e["reason"]) for e in releases] == [
         ("denied", "record:not_found"), ("allowed", f"sealed:grant:{granted}"), ("allowed", f"sealed:grant:{granted}")]
     for e in releases[1:]:
         assert e["details"]["case_number_hash"] == _case_hash(rt, cases[granted])
         assert e["details"]["legal_basis"] == LEGAL_BASIS
-    seal = events(rt, "action = :a", a=A.RECORD_SEAL.value)
+    seal = events(rt, "action = :a", a=Action.RECORD_SEAL.value)
     assert [(e["outcome"], e["details"]) for e in seal] == [
         ("allowed", {"case_number_hash": _case_hash(rt, SEAL_CASE), "legal_basis": SEAL_BASIS})]
 
@@ -830,8 +831,8 @@ def test_audit_and_disclosure_register_every_step_and_every_copy(client, rt):
                     headers=tokens[AUDITOR])
     assert r.status_code == 200
     found = {(i["action"], i["resource_id"]) for i in r.json()["items"]}
-    assert {(A.RECORD_SEAL, case.minor), (A.SEALED_APPLY, granted), (A.SEALED_DECIDE, granted),
-            (A.DOCUMENT_DOWNLOAD, case.doc)} <= found
+    assert {(Action.RECORD_SEAL, case.minor), (Action.SEALED_APPLY, granted), (Action.SEALED_DECIDE, granted),
+            (Action.DOCUMENT_DOWNLOAD, case.doc)} <= found
     dump = json.dumps([[str(v) for v in row] for row in run_sql(rt, "SELECT * FROM audit_events")],
                       ensure_ascii=False)
     assert case.id_number not in dump and SEALED_NAME not in dump
@@ -849,7 +850,7 @@ def test_audit_and_disclosure_register_every_step_and_every_copy(client, rt):
     assert r.json()["items"] == []
     for who in (COURT, CW, SUP, ADMIN):
         assert client.get(f"{API}/disclosures", headers=tokens[who]).status_code == 403
-    assert events(rt, "action = :a AND outcome = 'allowed'", a=A.DISCLOSURE_LIST.value)
+    assert events(rt, "action = :a AND outcome = 'allowed'", a=Action.DISCLOSURE_LIST.value)
 
 
 # 6. Crypto -------------------------------------------------------------------------------------------
@@ -940,7 +941,7 @@ def test_sealing_reencrypts_under_sealed_keys_and_unsealing_restores(client, tok
     assert r.status_code == 200 and r.json() == original_minor
     r = client.get(f"{API}/documents/{case.doc}/pdf", headers=tokens[CW])
     assert r.status_code == 200 and r.content == original_pdf and sha256(r.content) == case.doc_sha256
-    unseal = events(rt, "action = :a", a=A.RECORD_UNSEAL.value)
+    unseal = events(rt, "action = :a", a=Action.RECORD_UNSEAL.value)
     assert [(e["outcome"], e["details"]) for e in unseal] == [
         ("allowed", {"cause": "undiscovered_crime", "legal_basis": UNSEAL_BASIS,
                      "case_number_hash": _case_hash(rt, SEAL_CASE)})]
@@ -1015,7 +1016,7 @@ def test_reasons_are_stored_sealed_and_the_log_keeps_their_keyed_hash(client, rt
             assert reg is not None and rt.sealing.unseal_reason(s, reg) == UNSEAL_REASON
 
     # The log: the keyed hash of each reason (its own purpose), case number and legal basis; never the text.
-    decided = events(rt, "action = :a", a=A.SEALED_DECIDE.value)
+    decided = events(rt, "action = :a", a=Action.SEALED_DECIDE.value)
     applied = {"case_number_hash": _case_hash(rt, APPLY_CASE), "legal_basis": LEGAL_BASIS}
     assert [(e["resource_id"], e["outcome"], e["details"]) for e in decided] == [
         (denied, "allowed", {**applied, "decision": "deny",
@@ -1026,10 +1027,10 @@ def test_reasons_are_stored_sealed_and_the_log_keeps_their_keyed_hash(client, rt
                             "reason_hash": _reason_hash(rt, "再次审批")}),
     ]
     assert _reason_hash(rt, DENY_REASON) != rt.ring.keyed_hash("id_number", DENY_REASON)  # a purpose of its own
-    revoked = events(rt, "action = :a", a=A.SEALED_REVOKE.value)
+    revoked = events(rt, "action = :a", a=Action.SEALED_REVOKE.value)
     assert [e["details"] for e in revoked] == [
         {**applied, "reason_hash": _reason_hash(rt, REVOKE_REASON)}]
-    unsealed = events(rt, "action = :a", a=A.RECORD_UNSEAL.value)
+    unsealed = events(rt, "action = :a", a=Action.RECORD_UNSEAL.value)
     assert [e["details"] for e in unsealed] == [
         {"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "case_number_hash": _case_hash(rt, SEAL_CASE),
          "reason_hash": _reason_hash(rt, UNSEAL_REASON)}]
@@ -1073,7 +1074,7 @@ def test_seal_and_unseal_of_a_record_the_caller_may_not_know_of_answer_as_for_an
     for who in (COURT, CLERK):
         as_unknown(who, "seal", seal_body, case.minor, "minor")
         as_unknown(who, "seal", seal_body, case.doc, "document")
-    hidden = events(rt, "action = :a AND outcome = 'denied' AND resource_id IN (:m, :d)", a=A.RECORD_SEAL.value,
+    hidden = events(rt, "action = :a AND outcome = 'denied' AND resource_id IN (:m, :d)", a=Action.RECORD_SEAL.value,
                     m=case.minor, d=case.doc)
     assert {(e["actor"], e["reason"]) for e in hidden} == {(COURT, "sealed:no_grant"), (CLERK, "sealed:no_grant")}
     assert all(e["details"] == {"case_number_hash": _case_hash(rt, SEAL_CASE), "legal_basis": SEAL_BASIS}
@@ -1107,7 +1108,7 @@ def test_unsealing_needs_a_cause_from_the_list(client, tokens, rt):
     assert all(cause in message for cause in UNSEAL_CAUSES)
     r = client.post(url, json={"cause": "new_crime", "legal_basis": UNSEAL_BASIS, "reason": ""}, headers=tokens[CUST])
     assert r.status_code == 422 and r.json()["error"]["details"]["fields"][0]["field"] == "reason"
-    assert not events(rt, "action = :a", a=A.RECORD_UNSEAL.value)  # refused input is no decision
+    assert not events(rt, "action = :a", a=Action.RECORD_UNSEAL.value)  # refused input is no decision
     # The OpenAPI document lists the causes.
     schema = client.get("/openapi.json").json()["components"]["schemas"]["UnsealBody"]
     assert schema["required"] == ["cause", "legal_basis"]
@@ -1253,14 +1254,14 @@ def test_a_granted_sealed_pdf_cannot_be_read_unstamped(client, rt):
     releaser, nor the sealed desk without what finds a subject's records, and a reading
     service built afresh, as any caller would build it, serves a granted sealed PDF stamped."""
     from access_control.identity import User, actor_for
-    from access_control.sealed import SealedDesk
-    from archive.document_reading import DocumentReading
+    from access_control.sealed import SealedRequestService
+    from archive.document_reading import DocumentReadingService
     from archive.sealing import SealedRelease, sealed_records_of
 
     with pytest.raises(TypeError):
-        DocumentReading(vault=rt.vault, blobs=rt.blobs, regions=rt.regions)  # type: ignore[call-arg]
+        DocumentReadingService(vault=rt.vault, blobs=rt.blobs, regions=rt.regions)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        SealedDesk(vault=rt.vault, ring=rt.ring, settings=rt.settings)  # type: ignore[call-arg]
+        SealedRequestService(vault=rt.vault, ring=rt.ring, settings=rt.settings)  # type: ignore[call-arg]
 
     pin_clock(rt)
     tokens = Tokens(client)
@@ -1268,8 +1269,8 @@ def test_a_granted_sealed_pdf_cannot_be_read_unstamped(client, rt):
     rid = apply(client, tokens[COURT], SEALED_NAME, case.id_number)
     assert decide(client, tokens[CUST], rid, "approve", APPROVE_REASON).status_code == 200
 
-    desk = SealedDesk(vault=rt.vault, ring=rt.ring, settings=rt.settings, find_records=sealed_records_of)
-    reading = DocumentReading(vault=rt.vault, blobs=rt.blobs, regions=rt.regions,
+    desk = SealedRequestService(vault=rt.vault, ring=rt.ring, settings=rt.settings, find_records=sealed_records_of)
+    reading = DocumentReadingService(vault=rt.vault, blobs=rt.blobs, regions=rt.regions,
                               releaser=SealedRelease(pool=rt.render_pool, desk=desk))
     with rt.db.session() as s:
         actor = actor_for(s, s.scalars(select(User).where(User.username == COURT)).one())

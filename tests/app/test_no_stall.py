@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route
 from access_control.actions import Action
 from access_control.audit import EventDraft
 from access_control.identity import User, actor_for
-from archive import schemas as S
+from archive import schemas
 from main import create_app
 from runtime import Runtime
 from tests.cli_support import cli_env, fresh_postgres_database, login, run_cli, serving
@@ -378,13 +378,13 @@ def test_after_its_commit_a_request_holds_no_lock(backend, data_dir, method):
         cw = _actor(rt, "caseworker.haizhou")
         with rt.db.session() as s:
             g = rt.guard(s, cw)
-            household = rt.archive.create_household(g, S.HouseholdCreate.model_validate(household_body()))
+            household = rt.archive.create_household(g, schemas.HouseholdCreate.model_validate(household_body()))
         with rt.db.request_session(write=method == "POST") as s:
             g = rt.guard(s, cw)
             if method == "GET":
                 rt.archive.read_household(g, household.id)  # commits its event, then decrypts
             else:
-                rt.archive.update_household(g, household.id, S.HouseholdUpdate(notes="更新"))
+                rt.archive.update_household(g, household.id, schemas.HouseholdUpdate(notes="更新"))
             rt.archive.read_household(g, household.id)  # after the commit, reading goes on
             assert _writer_gets_through(rt) < 1.0
 

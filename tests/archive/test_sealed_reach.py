@@ -28,7 +28,7 @@ from typing import Any
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 
-from access_control.actions import Action as A
+from access_control.actions import Action
 from archive.sealing import CONFIDENTIALITY
 from runtime import Runtime, alembic_config, migrate_database
 from tests.access_control.test_sealed import (
@@ -174,7 +174,7 @@ def test_sealing_a_minor_seals_the_household_file_that_lists_it(client, rt):
 
     # Before sealing: the household file names the minor, its reads carry the minor's keyed hash.
     assert client.get(f"{API}/documents/{hf}", headers=cw).status_code == 200
-    (read,) = events(rt, "action = :a AND resource_id = :d", a=A.DOCUMENT_READ.value, d=hf)
+    (read,) = events(rt, "action = :a AND resource_id = :d", a=Action.DOCUMENT_READ.value, d=hf)
     assert a_hash in read["subjects"]
     assert SEALED_NAME in "".join(pdf_pages(client.get(f"{API}/documents/{hf}/pdf", headers=cw).content))
     assert {hf, own} <= hits(client, cw, SEALED_NAME)
@@ -216,7 +216,7 @@ def test_sealing_a_minor_seals_the_household_file_that_lists_it(client, rt):
     assert SEALED_NAME in "".join(pages) and "困境未成年人家庭档案" in pages[0]
     assert hf in hits(client, tokens[COURT], SEALED_NAME)  # the grant opens it to the requester's search
     released = events(rt, "action = :a AND resource_id = :d AND outcome = 'allowed'",
-                      a=A.DOCUMENT_DOWNLOAD.value, d=hf)
+                      a=Action.DOCUMENT_DOWNLOAD.value, d=hf)
     assert released and all(a_hash in e["subjects"] for e in released)
     # Still nothing for the region's caseworker.
     as_unknown(client, cw, hf)
@@ -357,7 +357,7 @@ def test_unsealing_keeps_the_keyed_hash_and_a_further_registration_is_409(client
                     headers=tokens[AUDITOR])
     assert r.status_code == 200, r.text
     found = {(i["action"], i["resource_id"]) for i in r.json()["items"]}
-    assert {(A.MINOR_READ, w.minor), (A.MINOR_READ, again)} <= found
+    assert {(Action.MINOR_READ, w.minor), (Action.MINOR_READ, again)} <= found
 
     # Sealing one of them again hides only it; the other still answers the duplicate check.
     seal(client, tokens, again)
@@ -385,11 +385,11 @@ def test_init_seals_documents_that_name_a_sealed_minor(client, rt):
     rt.initialize()
     assert sealed(rt, hf)
     as_unknown(client, tokens[CW], hf)
-    caught = events(rt, "action = :a AND resource_id = :d", a=A.RECORD_SEAL.value, d=hf)
+    caught = events(rt, "action = :a AND resource_id = :d", a=Action.RECORD_SEAL.value, d=hf)
     assert [(e["actor"], e["outcome"], e["details"].get("sealed_with")) for e in caught] == [
         ("system:init", "allowed", w.minor)]
     rt.initialize()  # idempotent
-    assert len(events(rt, "action = :a AND resource_id = :d", a=A.RECORD_SEAL.value, d=hf)) == 1
+    assert len(events(rt, "action = :a AND resource_id = :d", a=Action.RECORD_SEAL.value, d=hf)) == 1
     assert hf in unseal(client, tokens, w.minor)
 
 

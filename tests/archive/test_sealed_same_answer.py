@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
-from access_control.actions import Action as A
+from access_control.actions import Action
 from access_control.audit import canonical_bytes, canonical_fields
 from access_control.identity import User, actor_for
 from core.db import new_id
@@ -132,7 +132,7 @@ def test_the_answers_over_http_are_identical_and_the_grant_still_opens(client, r
             assert (r.status_code, r.content) == (t.status_code, t.content) == (404, t.content)
             assert r.headers["content-length"] == t.headers["content-length"]
     # The refusal of a sealed read is logged as that of an unknown id: no subject, no kind.
-    refusals = events(rt, "action IN (:r, :p) AND resource_id = :d", r=A.DOCUMENT_READ.value,
-                      p=A.DOCUMENT_DOWNLOAD.value, d=case.doc)
+    refusals = events(rt, "action IN (:r, :p) AND resource_id = :d", r=Action.DOCUMENT_READ.value,
+                      p=Action.DOCUMENT_DOWNLOAD.value, d=case.doc)
     assert refusals and all((e["outcome"], e["reason"], e["subjects"], e["details"]) ==
                             ("denied", "record:not_found", [], {}) for e in refusals)

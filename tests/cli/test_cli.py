@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from access_control.identity import os_user
-from archive import schemas as S
+from archive import schemas
 from archive.models import Household, Minor, MinorCategory
 from core import crypto
 from core import keys as keystore
@@ -176,8 +176,8 @@ def test_demo_loads_200_households_in_all_five_categories_with_valid_ids(demo_ar
                 idn = data["id_number"]
                 minor_ids.append(idn)
                 birth = date.fromisoformat(data["birth_date"])
-                assert S.id_birth_date(idn) == birth
-                assert S.birth_problems(birth, idn, today=today) == []  # under 18, born in the past
+                assert schemas.id_birth_date(idn) == birth
+                assert schemas.birth_problems(birth, idn, today=today) == []  # under 18, born in the past
                 assert m.id_hash == rt.archive.subject_hash(idn)  # the lookup column matches
     finally:
         rt.close()
@@ -187,8 +187,8 @@ def test_demo_loads_200_households_in_all_five_categories_with_valid_ids(demo_ar
     assert len(set(minor_ids)) == len(minor_ids)
     for idn in id_numbers + minor_ids:
         assert re.fullmatch(r"\d{17}[\dX]", idn), idn
-        assert S.id_check_char(idn[:17]) == idn[17], idn
-        S.id_birth_date(idn)  # a real calendar date
+        assert schemas.id_check_char(idn[:17]) == idn[17], idn
+        schemas.id_birth_date(idn)  # a real calendar date
 
 
 @pytest.mark.slow
