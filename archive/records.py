@@ -270,18 +270,8 @@ class CaseFileService:
                       cats: Sequence[MinorCategory] | None = None) -> schemas.MinorPublic:
         if cats is None:
             cats = self._categories(g, [row.id])[row.id]
-        return schemas.MinorPublic(
-            id=row.id, household_id=row.household_id, region_code=row.region_code,
-            name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
-            sex=data["sex"],
-            categories=sorted({c.category for c in cats if c.ended_on is None}),
-            category_records=[
-                schemas.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on) for c in cats
-            ],
-            school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
-            notes=data.get("notes"), version=row.version, created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return minor_public(row, data, cats)
+
 
     def _duplicate(self, g: Guard, id_hash: str, *, except_id: str | None = None) -> Conflict | None:
         """A 409 if an unsealed minor carries this ID-number hash, pointing at one the caller may read.
@@ -430,3 +420,20 @@ class CaseFileService:
         return schemas.Page[schemas.MinorPublic](
             items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
         )
+
+
+def minor_public(row: Any, data: dict[str, Any], cats: Sequence[Any]) -> schemas.MinorPublic:
+    """A minor's answer from its row (ids, version, times), its opened payload and its category
+    records (oldest first per category)."""
+    return schemas.MinorPublic(
+        id=row.id, household_id=row.household_id, region_code=row.region_code,
+        name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
+        sex=data["sex"],
+        categories=sorted({c.category for c in cats if c.ended_on is None}),
+        category_records=[
+            schemas.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on) for c in cats
+        ],
+        school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
+        notes=data.get("notes"), version=row.version, created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

@@ -45,6 +45,7 @@ from access_control.policy import Resource
 from access_control.regions import Level, Region
 from archive import demo, schemas
 from archive.models import Household
+from archive.records import minor_public
 from bench import Meter, Result, rate, skipped
 from core import crypto
 from core.db import UTCDateTime, new_id
@@ -225,19 +226,7 @@ def _plain_public(g: Guard, row: PlainMinor, data: dict[str, Any]) -> schemas.Mi
         select(PlainMinorCategory).where(PlainMinorCategory.minor_id == row.id)
         .order_by(PlainMinorCategory.category, PlainMinorCategory.found_on)
     ).all()
-    return schemas.MinorPublic(
-        id=row.id, household_id=row.household_id, region_code=row.region_code,
-        name=data["name"], id_number=data.get("id_number"), birth_date=data["birth_date"],
-        sex=data["sex"],
-        categories=sorted({c.category for c in cats if c.ended_on is None}),
-        category_records=[
-            schemas.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on)
-            for c in cats
-        ],
-        school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
-        notes=data.get("notes"), version=row.version, created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return minor_public(row, data, cats)
 
 
 def plain_create_minor(g: Guard, data: schemas.MinorCreate) -> schemas.MinorPublic:

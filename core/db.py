@@ -73,6 +73,18 @@ def new_id(prefix: str) -> str:
             return value
 
 
+@contextmanager
+def _closing(session: Session) -> Iterator[Session]:
+    """``session``, rolled back if the block fails and closed either way."""
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 class WriteTurns:
     """First come, first served turns at SQLite's one write lock, for the threads of a process.
 
@@ -332,14 +344,8 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that rolls back on error and always closes."""
-        session = self.sessions()
-        try:
+        with _closing(self.sessions()) as session:
             yield session
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     @contextmanager
     def request_session(self, *, write: bool) -> Iterator[Session]:
@@ -354,13 +360,8 @@ class Database:
         """
         session = self.sessions(bind=self.engine if write else self.read_engine)
         session.info[_MODES] = (self.engine, self.read_engine)
-        try:
+        with _closing(session):
             yield session
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
