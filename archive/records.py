@@ -308,12 +308,7 @@ class CaseFileService:
     def create_minor(self, g: Guard, data: schemas.MinorCreate) -> schemas.MinorPublic:
         # Refuse by role before looking the household up: no existence oracle.
         g.require(Action.MINOR_CREATE, Resource("minor"))
-        problems = schemas.birth_problems(data.birth_date, data.id_number, today=schemas.local_date(g.now))
-        if problems:
-            raise InvalidInput(problems)
-        household = g.session.get(Household, data.household_id)
-        if household is None or household.sealed:
-            raise InvalidInput.one("household_id", "未找到该家庭档案")
+        household = checked_household(g, data)
         mid = new_id("mn")
         id_hash = self.subject_hash(data.id_number) if data.id_number else None
         try:
@@ -437,3 +432,15 @@ def minor_public(row: Any, data: dict[str, Any], cats: Sequence[Any]) -> schemas
         notes=data.get("notes"), version=row.version, created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def checked_household(g: Guard, data: schemas.MinorCreate) -> Household:
+    """The household a new minor joins, once the minor's birth date and ID number agree: an
+    unknown or sealed household is the same 422 as a missing one."""
+    problems = schemas.birth_problems(data.birth_date, data.id_number, today=schemas.local_date(g.now))
+    if problems:
+        raise InvalidInput(problems)
+    household = g.session.get(Household, data.household_id)
+    if household is None or household.sealed:
+        raise InvalidInput.one("household_id", "未找到该家庭档案")
+    return household

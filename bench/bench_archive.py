@@ -45,11 +45,11 @@ from access_control.policy import Resource
 from access_control.regions import Level, Region
 from archive import demo, schemas
 from archive.models import Household
-from archive.records import minor_public
+from archive.records import checked_household, minor_public
 from bench import Meter, Result, rate, skipped
 from core import crypto
 from core.db import UTCDateTime, new_id
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, NotFound
 from core.keys import Vault
 from core.settings import Settings
 from runtime import Runtime
@@ -231,12 +231,7 @@ def _plain_public(g: Guard, row: PlainMinor, data: dict[str, Any]) -> schemas.Mi
 
 def plain_create_minor(g: Guard, data: schemas.MinorCreate) -> schemas.MinorPublic:
     """``CaseFileService.create_minor`` step for step, minus the keyed hash, data key and seal."""
-    problems = schemas.birth_problems(data.birth_date, data.id_number, today=g.now.date())
-    if problems:
-        raise InvalidInput(problems)
-    household = g.session.get(Household, data.household_id)
-    if household is None or household.sealed:
-        raise InvalidInput.one("household_id", "未找到该家庭档案")
+    household = checked_household(g, data)
     mid = new_id("mn")
     g.authorize(
         Action.MINOR_CREATE,
