@@ -80,9 +80,17 @@ def scan_tree(root: Path, needle_list: Needles, streams: Streams = raw_and_infla
     """The hits in every file below ``root``, and the files read."""
     files = sorted(p for p in root.rglob("*") if p.is_file())
     hits: Hits = set()
+    read: list[Path] = []
     for path in files:
-        hits |= found(path.read_bytes(), str(path.relative_to(root)), needle_list, streams)
-    return hits, files
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # A search engine's temporary file, renamed into place since the listing: its bytes are
+            # in the file it became (scanned under that name) or were thrown away.
+            continue
+        read.append(path)
+        hits |= found(data, str(path.relative_to(root)), needle_list, streams)
+    return hits, read
 
 
 _BYTEA_HEX = re.compile(rb"\\\\x([0-9a-fA-F]+)")
