@@ -233,6 +233,10 @@ class TantivyBackend:
 # Whoosh -----------------------------------------------------------------------------------
 
 
+# How often opening a Whoosh index is tried when a concurrent commit removes the files it listed.
+WHOOSH_OPEN_ATTEMPTS = 5
+
+
 class WhooshBackend:
     """Whoosh (the maintained ``whoosh3`` fork) over pre-hashed, space-separated tokens."""
 
@@ -256,10 +260,19 @@ class WhooshBackend:
             grams=fields.TEXT(analyzer=SpaceSeparatedTokenizer(), phrase=True),  # type: ignore[arg-type]
             words=fields.TEXT(analyzer=SpaceSeparatedTokenizer(), phrase=False),  # type: ignore[arg-type]
         )
-        if index.exists_in(str(folder)):
-            self.ix = index.open_dir(str(folder))
-        else:
-            self.ix = index.create_in(str(folder), schema)
+        for attempt in range(WHOOSH_OPEN_ATTEMPTS):
+            try:
+                if index.exists_in(str(folder)):
+                    self.ix = index.open_dir(str(folder))
+                else:
+                    self.ix = index.create_in(str(folder), schema)
+                break
+            except FileNotFoundError:
+                # Another process (the server's indexer) committed between Whoosh listing the
+                # latest table of contents and opening it, and removed the one listed: the next
+                # attempt finds the new one. (A reindex's probe of the served index met this.)
+                if attempt == WHOOSH_OPEN_ATTEMPTS - 1:
+                    raise
         self.limitmb = limitmb
         self._lock = threading.Lock()
 

@@ -438,3 +438,33 @@ def test_hits_and_totals_are_exactly_what_scope_and_filters_allow(rt, one_index,
     expected = {f"rec_{i}" for i, d in enumerate(docs) if allowed(i, d)}
     total, hits = find(rt, b, "共同标记词语", scope, f)
     assert (total, set(hits)) == (len(expected), expected)
+
+
+def test_whoosh_opens_while_another_process_commits(rt, tmp_path, monkeypatch):
+    """Whoosh lists its latest table of contents, then opens it; a commit in between (the server's
+    indexer, while ``shouhu reindex`` probes the served index) removes the file it listed. Here a
+    second writer commits at exactly that moment: opening must still succeed, on the new contents."""
+    from whoosh.index import TOC
+
+    from search.backends import WhooshBackend
+
+    folder = tmp_path / "index"
+    key = rt.analyzer.check_value()
+    writer = WhooshBackend(folder, key_check=key)
+    writer.upsert([make_doc(rt, "mn_a", "王子涵")])
+    original = TOC._latest_generation.__func__
+    raced: list[str] = []
+
+    def latest_then_a_commit(cls, storage, indexname):
+        listed = original(cls, storage, indexname)
+        if not raced:
+            raced.append("commit")
+            writer.upsert([make_doc(rt, "mn_b", "李雨桐")])  # a new generation; the listed one is gone
+        return listed
+
+    monkeypatch.setattr(TOC, "_latest_generation", classmethod(latest_then_a_commit))
+    reader = WhooshBackend(folder, key_check=key)
+    assert raced == ["commit"]
+    assert reader.count() == 2
+    reader.close()
+    writer.close()
