@@ -11,7 +11,7 @@ with the ``Depends``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -65,36 +65,23 @@ else:  # FastAPI resolves a parameter's annotation in its function's module, whi
 # it runs on the event loop (tests/test_no_stall.py); search, opened on first use, does not.
 
 
-async def archive_service(runtime: RuntimeDep) -> CaseFileService:
-    return runtime.archive
+def _attribute(name: str) -> Callable[..., Awaitable[Any]]:
+    """The dependency that hands a route ``runtime.<name>``."""
+
+    async def dependency(runtime: RuntimeDep) -> Any:
+        return getattr(runtime, name)
+
+    return dependency
 
 
-async def visits_service(runtime: RuntimeDep) -> VisitService:
-    return runtime.visits
-
-
-async def document_issuing(runtime: RuntimeDep) -> DocumentIssuingService:
-    return runtime.document_issuing
-
-
-async def document_reading(runtime: RuntimeDep) -> DocumentReadingService:
-    return runtime.document_reading
-
-
-async def sealed_desk(runtime: RuntimeDep) -> SealedRequestService:
-    return runtime.sealed
-
-
-async def sealing_service(runtime: RuntimeDep) -> SealingService:
-    return runtime.sealing
-
-
-async def user_admin(runtime: RuntimeDep) -> UserService:
-    return runtime.users
-
-
-async def audit_desk(runtime: RuntimeDep) -> AuditService:
-    return runtime.audit_desk
+archive_service = _attribute("archive")
+visits_service = _attribute("visits")
+document_issuing = _attribute("document_issuing")
+document_reading = _attribute("document_reading")
+sealed_desk = _attribute("sealed")
+sealing_service = _attribute("sealing")
+user_admin = _attribute("users")
+audit_desk = _attribute("audit_desk")
 
 
 def search_service(runtime: RuntimeDep) -> SearchService:

@@ -69,14 +69,7 @@ NON_BLOCKING: dict[str, str] = {
     "main.BodyLimit": "counts body bytes",
     "main.Admission": "waits for a turn on an anyio semaphore",
     "access_control.deps.runtime_dependency": "returns app.state.runtime",
-    "access_control.deps.archive_service": "returns a service the runtime built at start-up",
-    "access_control.deps.visits_service": "returns a service the runtime built at start-up",
-    "access_control.deps.document_issuing": "returns a service the runtime built at start-up",
-    "access_control.deps.document_reading": "returns a service the runtime built at start-up",
-    "access_control.deps.sealed_desk": "returns a service the runtime built at start-up",
-    "access_control.deps.sealing_service": "returns a service the runtime built at start-up",
-    "access_control.deps.user_admin": "returns a service the runtime built at start-up",
-    "access_control.deps.audit_desk": "returns a service the runtime built at start-up",
+    "access_control.deps._attribute.<locals>.dependency": "returns a service the runtime built at start-up",
     "core.inputs.refuse_nul": "looks for NUL in the parameters and in the body already read (bounded by "
     "SHOUHU_MAX_BODY_BYTES); parses JSON only when the bytes hold an escaped or raw NUL",
     "access_control.deps.get_guard": "builds the guard in memory; after an error its fail() (which writes) "
