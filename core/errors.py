@@ -13,10 +13,23 @@ from typing import Any
 
 
 class ShouhuError(Exception):
+    """The base of every domain error: each subclass names its status, code and message.
+
+    ``class NotFound(ShouhuError, status=404, code="not_found", message="…")``:
+    the keywords set the class attributes, so the table of errors reads as one.
+    """
+
     status = 500
     code = "internal_error"
     message = "服务器内部错误。"
     retry_after: int | None = None  # seconds, sent as the Retry-After header
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None,
+                          message: str | None = None, retry_after: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, value in (("status", status), ("code", code), ("message", message), ("retry_after", retry_after)):
+            if value is not None:
+                setattr(cls, name, value)
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
         self.message = message or type(self).message
@@ -30,88 +43,69 @@ class ShouhuError(Exception):
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
-class Unauthorized(ShouhuError):
-    status = 401
-    code = "unauthorized"
-    message = "未登录或登录已失效，请重新登录。"
+class RetryLater(ShouhuError):
+    """An error that says when to try again: the Retry-After header and one detail.
+
+    ``detail`` names the detail that carries the seconds (the login errors and the
+    verification limit were published with different names, kept for clients).
+    """
+
+    detail = "retry_after"
+
+    def __init__(self, retry_after: int | None = None, message: str | None = None):
+        seconds = type(self).retry_after if retry_after is None else retry_after
+        super().__init__(message, details={self.detail: seconds})
+        self.retry_after = seconds
 
 
-class LoginFailed(ShouhuError):
-    status = 401
-    code = "invalid_credentials"
-    message = "用户名或密码错误。"
+class Unauthorized(ShouhuError, status=401, code="unauthorized", message="未登录或登录已失效，请重新登录。"):
+    pass
 
 
-class LoginThrottled(ShouhuError):
-    status = 429
-    code = "too_many_attempts"
-    message = "登录失败次数过多，请稍后再试。"
-
-    def __init__(self, retry_after: int = 60, message: str | None = None):
-        super().__init__(message, details={"retry_after": retry_after})
-        self.retry_after = retry_after
+class LoginFailed(ShouhuError, status=401, code="invalid_credentials", message="用户名或密码错误。"):
+    pass
 
 
-class LoginBusy(ShouhuError):
+class LoginThrottled(RetryLater, status=429, code="too_many_attempts", message="登录失败次数过多，请稍后再试。",
+                     retry_after=60):
+    pass
+
+
+class LoginBusy(RetryLater, status=503, code="login_busy", message="登录请求过多，请稍后再试。", retry_after=2):
     """Too many password checks at once: refused rather than queued (each costs memory)."""
 
-    status = 503
-    code = "login_busy"
-    message = "登录请求过多，请稍后再试。"
 
-    def __init__(self, retry_after: int = 2):
-        super().__init__(details={"retry_after": retry_after})
-        self.retry_after = retry_after
-
-
-class PasswordChangeRequired(ShouhuError):
+class PasswordChangeRequired(ShouhuError, status=403, code="password_change_required",
+                             message="请先修改初始密码或重置后的临时密码，然后才能继续使用。"):
     """A temporary password (new account or reset) allows nothing but changing it."""
 
-    status = 403
-    code = "password_change_required"
-    message = "请先修改初始密码或重置后的临时密码，然后才能继续使用。"
 
-
-class Forbidden(ShouhuError):
+class Forbidden(ShouhuError, status=403, code="forbidden", message="无权执行此操作。"):
     """Refused by policy; ``rule`` names the rule, never the record's content."""
-
-    status = 403
-    code = "forbidden"
-    message = "无权执行此操作。"
 
     def __init__(self, rule: str, message: str | None = None):
         super().__init__(message, details={"rule": rule})
         self.rule = rule
 
 
-class NotFound(ShouhuError):
-    status = 404
-    code = "not_found"
-    message = "记录不存在或无权查看。"
+class NotFound(ShouhuError, status=404, code="not_found", message="记录不存在或无权查看。"):
+    pass
 
 
-class Gone(ShouhuError):
-    status = 410
-    code = "record_shredded"
-    message = "该记录的密钥已销毁，内容已不可恢复。"
+class Gone(ShouhuError, status=410, code="record_shredded", message="该记录的密钥已销毁，内容已不可恢复。"):
+    pass
 
 
-class Conflict(ShouhuError):
-    status = 409
-    code = "conflict"
-    message = "与已有记录冲突。"
+class Conflict(ShouhuError, status=409, code="conflict", message="与已有记录冲突。"):
+    pass
 
 
-class InvalidInput(ShouhuError):
+class InvalidInput(ShouhuError, status=422, code="invalid_input", message="提交的数据有误，请检查标出的字段。"):
     """422 naming the fields: ``fields`` is a list of ``{"field", "location", "message"}``.
 
     ``location`` is where the field was sent (``body``, ``query``, ``path``), as in
     request validation errors; it defaults to ``body``.
     """
-
-    status = 422
-    code = "invalid_input"
-    message = "提交的数据有误，请检查标出的字段。"
 
     def __init__(self, fields: list[dict[str, str]], message: str | None = None):
         fields = [
@@ -125,22 +119,17 @@ class InvalidInput(ShouhuError):
         return cls([{"field": field, "location": location, "message": message}])
 
 
-class PayloadTooLarge(ShouhuError):
-    status = 413
-    code = "payload_too_large"
-    message = "提交的数据过大。"
+class PayloadTooLarge(ShouhuError, status=413, code="payload_too_large", message="提交的数据过大。"):
+    pass
 
 
-class AuditUnavailable(ShouhuError):
+class AuditUnavailable(ShouhuError, status=503, code="audit_unavailable",
+                       message="访问日志暂时无法写入，为保护数据，本次请求未返回任何内容。", retry_after=2):
     """The audit log cannot be written: no content is returned (fail closed)."""
 
-    status = 503
-    code = "audit_unavailable"
-    message = "访问日志暂时无法写入，为保护数据，本次请求未返回任何内容。"
-    retry_after = 2
 
-
-class IntegrityFailure(ShouhuError):
+class IntegrityFailure(ShouhuError, status=500, code="decryption_failed",
+                       message="记录校验失败，无法解密。已记录此错误，请联系管理员。"):
     """A stored ciphertext failed authentication: never shown as data.
 
     The message says the error was recorded: a guarded read or write that raises this
@@ -148,36 +137,19 @@ class IntegrityFailure(ShouhuError):
     'allowed' event was committed.
     """
 
-    status = 500
-    code = "decryption_failed"
-    message = "记录校验失败，无法解密。已记录此错误，请联系管理员。"
 
-
-class Busy(ShouhuError):
+class Busy(ShouhuError, status=503, code="busy", message="服务繁忙，请稍后重试。", retry_after=2):
     """A lock, a connection or a turn could not be had in time: try again shortly."""
 
-    status = 503
-    code = "busy"
-    message = "服务繁忙，请稍后重试。"
-    retry_after = 2
 
-
-class RateLimited(ShouhuError):
+class RateLimited(RetryLater, status=429, code="rate_limited", message="请求过于频繁，请稍后再试。"):
     """Too many requests from one client address within the window."""
 
-    status = 429
-    code = "rate_limited"
-    message = "请求过于频繁，请稍后再试。"
-
-    def __init__(self, retry_after: int, message: str | None = None):
-        super().__init__(message, details={"retry_after_seconds": retry_after})
-        self.retry_after = retry_after
+    detail = "retry_after_seconds"
 
 
-class ServiceUnavailable(ShouhuError):
-    status = 503
-    code = "unavailable"
-    message = "服务暂不可用。"
+class ServiceUnavailable(ShouhuError, status=503, code="unavailable", message="服务暂不可用。"):
+    pass
 
 
 # Chinese messages for pydantic's error types. The rejected value is never echoed.

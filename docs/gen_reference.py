@@ -175,8 +175,9 @@ def error_table() -> str:
     if stale:
         raise SystemExit(f"docs/gen_reference.py: WHEN describes codes that no longer exist: {stale}")
     rows = ["| status | code | message (default) | when |", "|---|---|---|---|"]
-    for c in sorted(classes, key=lambda c: (c.status, c.code)):
-        rows.append(f"| {c.status} | `{c.code}` | {_cell(c.message)} | {_cell(WHEN[c.code])} |")
+    codes = {(c.status, c.code, c.message) for c in classes}  # an abstract base shares its parent's code
+    for status, code, message in sorted(codes):
+        rows.append(f"| {status} | `{code}` | {_cell(message)} | {_cell(WHEN[code])} |")
     return "\n".join(rows) + "\n"
 
 
