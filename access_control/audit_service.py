@@ -32,7 +32,7 @@ from access_control.sealed import case_number_hash
 from core.crypto import KeyRing
 from core.db import Database
 from core.errors import InvalidInput, ServiceUnavailable
-from core.pagination import decode_int_cursor, encode_cursor
+from core.pagination import decode_int_cursor, keyset_page
 from core.settings import Settings
 
 MAX_PAGE = 200
@@ -100,13 +100,8 @@ class AuditService:
             q = q.where(AuditEvent.at >= f.start)
         if f.end:
             q = q.where(AuditEvent.at < f.end)
-        if before is not None:
-            q = q.where(AuditEvent.seq < before)
-        rows = list(g.session.scalars(q.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {"items": [event_public(r) for r in rows],
-                "next_cursor": encode_cursor(rows[-1].seq) if more and rows else None}
+        rows, next_cursor = keyset_page(g.session, q, AuditEvent.seq, after=before, limit=limit, descending=True)
+        return {"items": [event_public(r) for r in rows], "next_cursor": next_cursor}
 
     def verify(self, g: Guard, *, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
         g.authorize(Action.AUDIT_VERIFY, Resource("audit_log"),

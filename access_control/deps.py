@@ -99,16 +99,14 @@ if TYPE_CHECKING:
     UserServiceDep = Annotated[UserService, Depends(user_admin)]
     AuditServiceDep = Annotated[AuditService, Depends(audit_desk)]
     SearchServiceDep = Annotated[SearchService, Depends(search_service)]
-else:
-    CaseFileServiceDep = Annotated[Any, Depends(archive_service)]
-    VisitServiceDep = Annotated[Any, Depends(visits_service)]
-    DocumentIssuingServiceDep = Annotated[Any, Depends(document_issuing)]
-    DocumentReadingServiceDep = Annotated[Any, Depends(document_reading)]
-    SealedRequestServiceDep = Annotated[Any, Depends(sealed_desk)]
-    SealingServiceDep = Annotated[Any, Depends(sealing_service)]
-    UserServiceDep = Annotated[Any, Depends(user_admin)]
-    AuditServiceDep = Annotated[Any, Depends(audit_desk)]
-    SearchServiceDep = Annotated[Any, Depends(search_service)]
+else:  # at run time FastAPI needs only the Depends; see the module docstring
+    def _any(dependency: Callable[..., Any]) -> Any:
+        return Annotated[Any, Depends(dependency)]
+
+    CaseFileServiceDep, VisitServiceDep, SearchServiceDep = map(_any, (archive_service, visits_service, search_service))
+    DocumentIssuingServiceDep, DocumentReadingServiceDep = map(_any, (document_issuing, document_reading))
+    SealedRequestServiceDep, SealingServiceDep = map(_any, (sealed_desk, sealing_service))
+    UserServiceDep, AuditServiceDep = map(_any, (user_admin, audit_desk))
 
 
 # Methods that only read (besides their audit events, which the guard appends in short write

@@ -19,11 +19,10 @@ from access_control.regions import Region, RegionTree
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.documents import DocumentPublic, VersionPublic, display_code, load_document
 from archive.models import Document, DocumentVersion
-from archive.records import decode_cursor
 from core.crypto import sha256_hex
 from core.errors import IntegrityFailure, InvalidInput, NotFound
 from core.keys import Vault
-from core.pagination import encode_cursor
+from core.pagination import decode_id_cursor, keyset_page
 from doc_templates import kinds as doc_kinds
 
 if TYPE_CHECKING:  # archive.sealing builds on this module
@@ -92,7 +91,7 @@ class DocumentReadingService:
             if region not in self.regions:
                 raise InvalidInput.one("region", "未知的行政区划代码", location="query")
             g.require(Action.DOCUMENT_LIST, Resource("region", region, region))
-        after = decode_cursor(cursor)
+        after = decode_id_cursor(cursor)
         readable = [k.kind for k in doc_kinds.KINDS.values() if may_read_document_kind(g.actor, k)]
         q = (select(Document).join(Region, Region.code == Document.region_code)
              .where(Region.path.startswith(g.policy.scope_path(g.actor), autoescape=True),
@@ -106,13 +105,9 @@ class DocumentReadingService:
             q = q.where(Document.kind == kind)
         if subject_id:
             q = q.where(Document.subject_id == subject_id)
-        if after:
-            q = q.where(Document.id > after)
-        rows = list(g.session.scalars(q.order_by(Document.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = keyset_page(g.session, q, Document.id, after=after, limit=limit)
         g.authorize(Action.DOCUMENT_LIST, Resource("document", None, region or g.actor.region_code),
                     subjects=[h for r in rows for h in (r.subject_hashes or [])],
                     filters={"kind": kind, "subject_id": subject_id}, details={"count": len(rows)}, commit=True)
         items = [self._public(g, r, doc_kinds.KINDS[r.kind]) for r in rows]
-        return {"items": items, "next_cursor": encode_cursor(rows[-1].id) if more and rows else None}
+        return {"items": items, "next_cursor": next_cursor}

@@ -29,14 +29,10 @@ from core.errors import Conflict, InvalidInput, NotFound, field_errors
 from core.fields import normalize_id_number
 from core.keys import DataKey, Vault
 from core.outbox import enqueue
-from core.pagination import decode_id_cursor, encode_cursor
+from core.pagination import decode_id_cursor, keyset_page
 
 MAX_LIMIT = 200
 Row = TypeVar("Row", Household, Minor)
-
-
-# Re-exported: archive.documents pages with the same id cursors.
-decode_cursor = decode_id_cursor
 
 
 class CaseFileService:
@@ -228,18 +224,14 @@ class CaseFileService:
     def list_households(self, g: Guard, *, region: str | None, limit: int, cursor: str | None
                         ) -> schemas.Page[schemas.HouseholdPublic]:
         self._check_list_region(g, Action.HOUSEHOLD_LIST, "household", region)
-        after = decode_cursor(cursor)
+        after = decode_id_cursor(cursor)
         q = self._scoped(g, select(Household), Household, region)
-        if after:
-            q = q.where(Household.id > after)
-        rows = list(g.session.scalars(q.order_by(Household.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = keyset_page(g.session, q, Household.id, after=after, limit=limit)
         self._authorize_list(g, Action.HOUSEHOLD_LIST, "household", region, rows, {"region": region})
         with self.vault.preloaded(g.session, [r.dek_id for r in rows]):  # one query for the page's keys
             items = [self._household_public(r, self._open(g, r)) for r in rows]
         return schemas.Page[schemas.HouseholdPublic](
-            items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
+            items=items, next_cursor=next_cursor
         )
 
     # minors ------------------------------------------------------------------
@@ -389,7 +381,7 @@ class CaseFileService:
     def list_minors(self, g: Guard, *, region: str | None, category: int | None,
                     household_id: str | None, limit: int, cursor: str | None) -> schemas.Page[schemas.MinorPublic]:
         self._check_list_region(g, Action.MINOR_LIST, "minor", region)
-        after = decode_cursor(cursor)
+        after = decode_id_cursor(cursor)
         q = self._scoped(g, select(Minor), Minor, region)
         if category is not None:
             q = q.where(
@@ -400,11 +392,7 @@ class CaseFileService:
             )
         if household_id:
             q = q.where(Minor.household_id == household_id)
-        if after:
-            q = q.where(Minor.id > after)
-        rows = list(g.session.scalars(q.order_by(Minor.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, next_cursor = keyset_page(g.session, q, Minor.id, after=after, limit=limit)
         self._authorize_list(
             g, Action.MINOR_LIST, "minor", region, rows,
             {"region": region, "category": category, "household_id": household_id},
@@ -413,7 +401,7 @@ class CaseFileService:
         with self.vault.preloaded(g.session, [r.dek_id for r in rows]):  # one query for the page's keys
             items = [self._minor_public(g, r, self._open(g, r), cats[r.id]) for r in rows]
         return schemas.Page[schemas.MinorPublic](
-            items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None
+            items=items, next_cursor=next_cursor
         )
 
 

@@ -12,8 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.errors import InvalidInput
+
+T = TypeVar("T")
 
 MAX_CURSOR = 64
 """Characters a cursor may have (an encoded id of up to 40 characters needs 54)."""
@@ -61,3 +67,18 @@ def decode_int_cursor(cursor: str | None, *, maximum: int = MAX_INT) -> int | No
     if not _INT.fullmatch(key) or int(key) > maximum:
         raise invalid()
     return int(key)
+
+
+def keyset_page(session: Session, query: Select[T], key: InstrumentedAttribute[Any], *,
+                after: str | int | None, limit: int, descending: bool = False) -> tuple[list[T], str | None]:
+    """One page of ``query`` ordered by ``key``, continuing after the key ``after``.
+
+    Returns the page's rows and the cursor of the next page (None on the last page):
+    one more row than the page is fetched to know whether another page follows.
+    """
+    if after is not None:
+        query = query.where(key < after if descending else key > after)
+    rows = list(session.scalars(query.order_by(key.desc() if descending else key).limit(limit + 1)))
+    page = rows[:limit]
+    more = len(rows) > limit and page
+    return page, encode_cursor(getattr(page[-1], key.key)) if more else None
