@@ -276,16 +276,19 @@ class UserService:
             g.session.flush()
         except IntegrityError:
             raise Conflict("用户名已存在。", details={"field": "username"}) from None
-        grant = None
-        if added:
-            grant = open_grant(g.session, user=user, roles=roles, added=added, kind="create", requester=g.actor,
-                               now=g.now)
-            g.authorize(Action.ROLE_GRANT_REQUEST, Resource("role_grant", grant.id, org.region_code),
-                        details={"user_id": user.id, "roles": roles, "added": added})
+        grant = self._request_grant(g, user, roles, added, "create", org.region_code) if added else None
         out = UserCreated(**user_public(g.session, user, grant).model_dump(),
                           temporary_password=None if data.password else password)
         g.commit()
         return out
+
+    @staticmethod
+    def _request_grant(g: Guard, user: User, roles: list[str], added: list[str], kind: str, region: str) -> RoleGrant:
+        """Open the grant a second administrator must approve, and log the request."""
+        grant = open_grant(g.session, user=user, roles=roles, added=added, kind=kind, requester=g.actor, now=g.now)
+        g.authorize(Action.ROLE_GRANT_REQUEST, Resource("role_grant", grant.id, region),
+                    details={"user_id": user.id, "roles": roles, "added": added})
+        return grant
 
     def change_roles(self, g: Guard, user_id: str, data: RolesChange) -> UserPublic:
         """Set a user's roles; adding admin, auditor or custodian waits for a second administrator
@@ -303,13 +306,8 @@ class UserService:
         if pending_grant(g.session, user.id) is not None or user.pending_approval:
             raise Conflict("该用户有待批准的授权，请先批准或驳回。", details={"field": "roles"})
         added = roles_needing_approval(user.roles, roles)
-        grant = None
-        if added:
-            grant = open_grant(g.session, user=user, roles=roles, added=added, kind="change", requester=g.actor,
-                               now=g.now)
-            g.authorize(Action.ROLE_GRANT_REQUEST, Resource("role_grant", grant.id, user.region_code),
-                        details={"user_id": user.id, "roles": roles, "added": added})
-        else:
+        grant = self._request_grant(g, user, roles, added, "change", user.region_code) if added else None
+        if not added:
             user.roles = roles
         out = user_public(g.session, user, grant)
         g.commit()

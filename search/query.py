@@ -8,6 +8,7 @@ subjects of the hits on the page.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -62,14 +63,13 @@ def highlight(text: str, needles: list[str], width: int = SNIPPET_CHARS) -> str 
     return ("…" if lo > 0 else "") + "".join(out) + ("…" if hi < len(text) else "")
 
 
+@dataclass(kw_only=True, eq=False)
 class SearchService:
-    def __init__(self, *, backend: SearchBackend, analyzer: Analyzer, sources: Sources, ring: KeyRing,
-                 regions: RegionTree):
-        self.backend = backend
-        self.analyzer = analyzer
-        self.sources = sources
-        self.ring = ring
-        self.regions = regions
+    backend: SearchBackend
+    analyzer: Analyzer
+    sources: Sources
+    ring: KeyRing
+    regions: RegionTree
 
     def scope(self, g: Guard) -> Scope:
         """What the caller may find, from policy: region subtree and kinds, plus sealed grants."""
