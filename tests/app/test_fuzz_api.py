@@ -47,6 +47,7 @@ ROLES = {
 # Examples per operation, role and mode: bounded so the whole fuzz runs in a minute or two a backend.
 EXAMPLES = int(os.environ.get("SHOUHU_FUZZ_EXAMPLES", "4"))
 SEED = 13
+SHARDS = 3  # the operations are split into shards that parallel workers share
 RENDERS = {("POST", "/api/v1/documents"), ("POST", "/api/v1/documents/preview"),
            ("POST", "/api/v1/documents/{document_id}/versions"),
            ("POST", "/api/v1/sealed-requests/{request_id}/reply")}
@@ -109,9 +110,9 @@ class Fuzz:
         return response.status_code
 
 
-def fuzzing(fuzz: Fuzz, key: tuple[str, str], strategy: Any, role: str) -> None:
+def fuzzing(fuzz: Fuzz, key: tuple[str, str], strategy: Any, role: str, examples: int) -> None:
     @seed(SEED)
-    @hsettings(max_examples=EXAMPLES, deadline=None, database=None,
+    @hsettings(max_examples=examples, deadline=None, database=None,
                phases=[Phase.explicit, Phase.generate],  # no shrinking: report what was sent
                suppress_health_check=list(HealthCheck))
     @given(case=strategy, known=st.booleans())
@@ -121,7 +122,9 @@ def fuzzing(fuzz: Fuzz, key: tuple[str, str], strategy: Any, role: str) -> None:
     run()
 
 
-def test_no_operation_answers_5xx_for_any_role(app: Any, client: TestClient, world: dict[str, str]) -> None:
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_no_operation_answers_5xx_for_any_role(app: Any, client: TestClient, world: dict[str, str],
+                                               shard: int) -> None:
     schema = schemathesis.openapi.from_dict(app.openapi())
     headers: dict[str, dict[str, str]] = {}
     for role, username in ROLES.items():
@@ -133,7 +136,7 @@ def test_no_operation_answers_5xx_for_any_role(app: Any, client: TestClient, wor
         headers[role] = {"Authorization": f"Bearer {r.json()['access_token']}"}
     fuzz = Fuzz(app, world, headers)
 
-    for op in operations(schema):
+    for op in list(operations(schema))[shard::SHARDS]:
         key = (op.method.upper(), op.path)
         modes = [GenerationMode.NEGATIVE] if key in RENDERS else [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
         # The coverage phase: schemathesis's deterministic edge cases (nulls, missing and extra fields,
@@ -145,17 +148,24 @@ def test_no_operation_answers_5xx_for_any_role(app: Any, client: TestClient, wor
         # The first role let in gets every case; each further one every third (they share the code
         # past the role check, but not always the scope or the rule).
         share = 1
+        refused: set[str] = set()
         for role in headers:
-            if not cases or role == "anonymous" or fuzz.send(key, cases[0], role, known=True) in (401, 403):
+            if not cases:
+                break
+            if fuzz.send(key, cases[0], role, known=True) in (401, 403):
+                refused.add(role)
+            if role == "anonymous" or role in refused:
                 continue
             for case in cases[share::share]:
                 fuzz.send(key, case, role, known=True)
             share = 3
-        # The fuzzing phase: seeded random cases, valid and invalid, as every role and anonymously.
+        # The fuzzing phase: seeded random cases, valid and invalid, as every role and anonymously;
+        # a role refused at the role check gets one of each (only body validation runs before it).
         for role in headers:
             for mode in modes:
                 try:
-                    fuzzing(fuzz, key, op.as_strategy(generation_mode=mode), role)
+                    fuzzing(fuzz, key, op.as_strategy(generation_mode=mode), role,
+                            1 if role in refused else EXAMPLES)
                 except Unsatisfiable:  # nothing to make invalid (e.g. GET /healthz in negative mode)
                     continue
     print(f"fuzz: {fuzz.sent} requests")
