@@ -8,14 +8,15 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from access_control.actions import Action
 from access_control.deps import DocumentIssuingServiceDep, DocumentReadingServiceDep, GuardDep, get_runtime
+from access_control.identity import Org
 from access_control.policy import Resource
 from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
 from core.crypto import Sha256Stream, pem, sha256_hex
-from core.errors import Busy, PayloadTooLarge, RateLimited
+from core.errors import Busy, NotFound, PayloadTooLarge, RateLimited
 from core.ratelimit import client_key
 from doc_templates import kinds as doc_kinds
 
@@ -182,3 +183,35 @@ def revocation_list(request: Request) -> Response:
     runtime = get_runtime(request)
     return Response(content=runtime.pki.crl(now=runtime.clock()), media_type="application/pkix-crl",
                     headers={"Content-Disposition": 'attachment; filename="shouhu.crl"'})
+
+
+# Seal images (admin) ------------------------------------------------------------------------
+
+
+@router.put("/orgs/{org_id}/seal-image", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
+            summary="Register an org's seal image (PNG, at most 512 KB, 100-1200 px a side), printed only on "
+                    "digitally signed documents")
+def put_seal_image(g: GuardDep, request: Request, org_id: str,
+                   image: Annotated[bytes, Body(media_type="image/png")]) -> Response:
+    runtime = get_runtime(request)
+    org = g.session.get(Org, org_id[:40])
+    g.authorize(Action.ORG_SEAL_SET, Resource("org", org_id[:40], org.region_code if org else None,
+                                              existing=org is not None))
+    if org is None:
+        raise NotFound("单位不存在。")
+    row = runtime.seal_images.register(g.session, org.id, image, now=g.now, by=g.actor.username)
+    g.on_rollback(lambda: runtime.blobs.delete(row.blob_key))
+    g.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/orgs/{org_id}/seal-image", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
+               summary="Stop printing an org's seal image")
+def delete_seal_image(g: GuardDep, request: Request, org_id: str) -> Response:
+    org = g.session.get(Org, org_id[:40])
+    g.authorize(Action.ORG_SEAL_REMOVE, Resource("org", org_id[:40], org.region_code if org else None,
+                                                 existing=org is not None))
+    if org is None or not get_runtime(request).seal_images.remove(g.session, org.id):
+        raise NotFound("该单位没有登记印章图片。")
+    g.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 FIELD_NAME = "ShouhuSignature"
-# Room for the CMS object: two certificates (~0.5 KB each), the signed attributes and a
-# 72-byte ECDSA signature fit in well under this; reserving it skips pyHanko's dummy signing pass.
-RESERVED_BYTES = 8192
+# Room for the CMS object: the org certificate (~0.5 KB), the signed attributes and a 72-byte
+# ECDSA signature fit in well under this; reserving it skips pyHanko's dummy signing pass.
+RESERVED_BYTES = 3072
 
 
 class SignerKey:
@@ -62,7 +62,9 @@ def _pyhanko_signer(key: SignerKey) -> Any:
     signer = signers.SimpleSigner(
         signing_cert=asn1_x509.Certificate.load(key.cert_der),
         signing_key=asn1_keys.PrivateKeyInfo.load(key.key_der),
-        cert_registry=SimpleCertificateStore.from_certs([asn1_x509.Certificate.load(key.ca_der)]))
+        cert_registry=SimpleCertificateStore.from_certs([asn1_x509.Certificate.load(key.ca_der)]),
+        # A verifier brings the CA it trusts; an embedded copy would be bytes no signature covers.
+        embed_roots=False)
     if len(_signers) > 64:
         _signers.clear()
     _signers[(key.serial, key.cert_der)] = signer
@@ -128,6 +130,8 @@ def check(pdf: bytes, ca_der: bytes) -> SignatureCheck:
         return SignatureCheck(present=False)
     sig = sigs[-1]
     serial = None
+    if not _only_zeros_after_cms(sig):
+        return SignatureCheck(present=True)
     try:
         serial = format(sig.signer_cert.serial_number, "x")
         context = ValidationContext(trust_roots=[asn1_x509.Certificate.load(ca_der)], allow_fetching=False,
@@ -141,3 +145,16 @@ def check(pdf: bytes, ca_der: bytes) -> SignatureCheck:
                           trusted=bool(status.trusted),
                           whole_file=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
                           serial=serial, signed_at=status.signer_reported_dt)
+
+
+def _only_zeros_after_cms(sig: Any) -> bool:
+    """PAdES leaves the signature container's unused room out of every signature (the byte range
+    skips /Contents): a changed byte there must fail too, so the room must be zeros, as written."""
+    from asn1crypto import cms
+
+    try:
+        raw = bytes(sig.sig_object["/Contents"])
+        used = len(cms.ContentInfo.load(raw, strict=False).dump())
+    except Exception:  # noqa: BLE001 - unreadable container: not a valid signature
+        return False
+    return not raw[used:].strip(b"\x00")
