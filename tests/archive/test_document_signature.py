@@ -326,3 +326,63 @@ def test_granted_sealed_release_is_signed_by_the_custodians_org(client, rt):
     assert custodian_org in status.signing_cert.subject.human_friendly
     # One signature only: the issuer's, which the stamp would have broken, is not carried over.
     assert len(PdfFileReader(io.BytesIO(stamped), strict=False).embedded_signatures) == 1
+
+
+# 7. the seal image: stored encrypted, printed on issued documents, never on previews ---------------
+
+
+def seal_png() -> bytes:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    ImageDraw.Draw(img).ellipse((8, 8, 292, 292), outline=(230, 0, 18, 255), width=10)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def images_on(pdf: bytes) -> int:
+    return sum(len(page.images) for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+@pytest.mark.slow
+def test_seal_image_is_stored_encrypted_printed_on_issued_documents_and_never_on_previews(client, tokens, rt,
+                                                                                          settings):
+    from archive.seal_images import clean_png
+
+    with rt.db.session() as s:
+        org = s.scalar(select(Org).where(Org.name == HAIZHOU_ORG))
+        assert org is not None
+        org_id = org.id
+    admin, cw = tokens["admin"], tokens["caseworker.haizhou"]
+    before = issue(client, tokens)
+    assert images_on(before["pdf"]) == 0  # no seal image registered: none printed
+    # Validated: a PNG of sane size only; the error names the field.
+    r = client.put(f"{API}/orgs/{org_id}/seal-image", content=b"GIF89a" + b"\0" * 100,
+                   headers={**admin, "Content-Type": "image/png"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["fields"][0]["field"] == "image"
+    r = client.put(f"{API}/orgs/{org_id}/seal-image", content=seal_png(), headers={**cw, "Content-Type": "image/png"})
+    assert r.status_code == 403  # an administrator's job
+    png = seal_png()
+    r = client.put(f"{API}/orgs/{org_id}/seal-image", content=png, headers={**admin, "Content-Type": "image/png"})
+    assert r.status_code == 204, r.text
+
+    after = issue(client, tokens)
+    assert images_on(after["pdf"]) >= 1  # the seal (pypdf may list its alpha mask too)
+    assert pyhanko_status(after["pdf"], ca_der(client)).bottom_line  # printed on a signed document
+    minor = make_minor(client, cw)
+    r = client.post(f"{API}/documents/preview", json=referral(minor), headers=cw)
+    assert r.status_code == 200 and images_on(r.content) == 0  # never on a draft
+
+    clean, _w, _h = clean_png(png)
+    needles = [("seal png", "raw", png), ("seal png", "re-encoded", clean),
+               ("seal png", "IDAT", clean[clean.index(b"IDAT"):clean.index(b"IDAT") + 64])]
+    hits, read = scan_tree(settings.data_dir, needles)
+    assert read and not hits, hits
+    if rt.db.dialect == "postgresql":
+        assert settings.database_url is not None
+        assert not scan_dump(pg_dump(settings.database_url), needles)
+
+    r = client.delete(f"{API}/orgs/{org_id}/seal-image", headers=admin)
+    assert r.status_code == 204
+    assert images_on(issue(client, tokens)["pdf"]) == 0
