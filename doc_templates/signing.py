@@ -62,7 +62,7 @@ def _pyhanko_signer(key: SignerKey) -> Any:
     signer = signers.SimpleSigner(
         signing_cert=asn1_x509.Certificate.load(key.cert_der),
         signing_key=asn1_keys.PrivateKeyInfo.load(key.key_der),
-        cert_registry=SimpleCertificateStore.from_certs([asn1_x509.Certificate.load(key.ca_der)]),
+        cert_registry=SimpleCertificateStore.from_certs([asn1_x509.Certificate.load(key.ca_der)]),  # type: ignore[no-untyped-call]
         # A verifier brings the CA it trusts; an embedded copy would be bytes no signature covers.
         embed_roots=False)
     if len(_signers) > 64:
@@ -77,7 +77,7 @@ def sign(pdf: bytes, key: SignerKey, *, at: datetime) -> bytes:
     from pyhanko.sign import signers
     from pyhanko.sign.fields import SigSeedSubFilter
 
-    class _AtTime(signers.PdfSigner):  # type: ignore[misc]
+    class _AtTime(signers.PdfSigner):
         """pyHanko takes the signing time from the system clock; Shouhu's clock is injectable."""
 
         def init_signing_session(self, pdf_out: Any, existing_fields_only: bool = False) -> Any:
@@ -115,8 +115,8 @@ def check(pdf: bytes, ca_der: bytes) -> SignatureCheck:
     """Validate the file's last signature against the CA, offline; never raises on bad input."""
     from asn1crypto import x509 as asn1_x509
     from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation.errors import SignatureValidationError
     from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko.sign.validation.errors import SignatureValidationError
     from pyhanko.sign.validation.status import SignatureCoverageLevel
     from pyhanko_certvalidator import ValidationContext
 
