@@ -34,7 +34,9 @@ from archive.document_issuing import DocumentIssuingService
 from archive.document_reading import DocumentReadingService
 from archive.document_verification import DocumentVerificationService
 from archive.documents import DocumentBasis
+from archive.pki import CertificateAuthority
 from archive.records import CaseFileService
+from archive.seal_images import SealImages
 from archive.sealing import SealedRelease, SealingService, sealed_records_of
 from archive.visits import VisitService
 from core import crypto
@@ -140,17 +142,21 @@ class Runtime:
         self.audit_desk = AuditService(log=self.audit, ring=self.ring, db=self.db, settings=s)
         # Documents, one service per job (archive.documents says which does what).
         self.render_pool = shared_pool(s.render_workers)
+        # The deployment's CA and the orgs' signing keys; every issued PDF is signed (archive.pki).
+        self.pki = CertificateAuthority(db=self.db, vault=self.vault, name=s.deployment_name)
+        self.seal_images = SealImages(vault=self.vault, blobs=self.blobs)
         basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive, base_url=s.public_base_url)
         self.document_issuing = DocumentIssuingService(basis=basis, vault=self.vault, blobs=self.blobs,
-                                                       pool=self.render_pool)
+                                                       pool=self.render_pool, pki=self.pki,
+                                                       seal_images=self.seal_images)
         # The sealed desk and the stamp of a granted sealed copy come first: the reading service
         # cannot be built without the stamp, nor the desk without what finds a subject's records.
         self.sealed = SealedRequestService(vault=self.vault, ring=self.ring, settings=s, find_records=sealed_records_of)
-        self.sealed_release = SealedRelease(pool=self.render_pool, desk=self.sealed)
+        self.sealed_release = SealedRelease(pool=self.render_pool, desk=self.sealed, pki=self.pki)
         self.document_reading = DocumentReadingService(vault=self.vault, blobs=self.blobs, regions=self.regions,
                                                 releaser=self.sealed_release)
         self.document_batch = DocumentBatchService(basis=basis, issuing=self.document_issuing, regions=self.regions)
-        self.document_verification = DocumentVerificationService(db=self.db, audit=self.audit)
+        self.document_verification = DocumentVerificationService(db=self.db, audit=self.audit, pki=self.pki)
         self.visits = VisitService(vault=self.vault, regions=self.regions)
         self.sealing = SealingService(vault=self.vault, blobs=self.blobs, issuing=self.document_issuing,
                                reading=self.document_reading, desk=self.sealed)
@@ -281,6 +287,10 @@ class Runtime:
                 create_kek(s, self.ring)
                 created = True
             self.audit.ensure_head(s)
+            s.commit()
+        self.load()
+        with self.db.session() as s:  # the document-signing CA, under the KEK made above
+            created = self.pki.ensure_ca(s, now=self.clock()) or created
             s.commit()
         self.load()
         # What a migration could not encrypt without the key ring (plain case numbers, 0013): first,

@@ -30,6 +30,11 @@ class Action(StrEnum):
     KEY_ROTATE = "keys:kek:rotate"
     KEY_RETIRE = "keys:kek:retire"
     KEY_SHRED = "keys:record:shred"
+    # document-signing certificates and seal images (archive.pki, archive.seal_images)
+    PKI_ROTATE = "pki:certificate:rotate"
+    PKI_REVOKE = "pki:certificate:revoke"
+    ORG_SEAL_SET = "identity:org_seal:set"
+    ORG_SEAL_REMOVE = "identity:org_seal:remove"
     # the access log
     AUDIT_EVENTS_READ = "audit:events:read"
     AUDIT_EVENTS_EXPORT = "audit:events:export"

@@ -43,7 +43,8 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ | {A.SEARCH}),
     Role.ADMIN: frozenset(
         {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.USER_CHANGE_ROLES,
-         A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT}
+         A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT,
+         A.ORG_SEAL_SET, A.ORG_SEAL_REMOVE}
     ),
     # Requesters read sealed documents only through a grant (Resource.sealed + grant).
     Role.REQUESTER: frozenset(

@@ -27,7 +27,9 @@ from archive.models import Document, DocumentVersion, Household, Minor
 from core.db import new_id
 from core.errors import InvalidInput
 from doc_templates import kinds as doc_kinds
+from doc_templates import signing
 from doc_templates.render import DocumentMeta, Renderer
+from doc_templates.signing import SignerKey
 
 
 class DocumentBatchService:
@@ -84,8 +86,12 @@ class DocumentBatchService:
             return combined, []
         issued: list[DocumentIssued] = []
         pdfs: list[bytes] = []
+        # Read while no lock is held (the events above are committed): the issuer's key (made on its
+        # first use, in a transaction of its own) and seal image.
+        signer = self.issuing.signer(g, org.id)
+        seal = self.issuing.seal_image(g, org)
         for done, subject in enumerate(subjects, start=1):
-            doc, version, pdf = self._issue(g, kind, subject, renderer)
+            doc, version, pdf = self._issue(g, kind, subject, renderer, signer, seal)
             g.record(EventDraft(action=Action.DOCUMENT_ISSUE, outcome="allowed", reason="print:batch_issue",
                                 resource_kind="document", resource_id=doc.id, subjects=list(doc.subject_hashes),
                                 details={"kind": kind.kind}))
@@ -96,16 +102,17 @@ class DocumentBatchService:
         g.commit()
         return _concatenate(pdfs), issued
 
-    def _issue(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, renderer: Renderer
-               ) -> tuple[Document, DocumentVersion, bytes]:
+    def _issue(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, renderer: Renderer, signer: SignerKey,
+               seal: str | None) -> tuple[Document, DocumentVersion, bytes]:
         """One subject's document, issued in the current transaction: the fields filled in from
-        its record, rendered in this process with the batch's renderer."""
+        its record, rendered and signed in this process with the batch's renderer."""
         b = self.basis
         fields = b.validate_fields(kind, b.fill(g, kind, subject))
         self.issuing.check_printable(g, kind, self.issuing.issuer(g), fields)
         return self.issuing.issue_one(g, kind, subject, fields, b.persons(g, subject, fields),
-                                      doc_id=new_id("doc"), code=new_code(),
-                                      render=lambda meta: renderer.pdf(kind, fields, meta))
+                                      doc_id=new_id("doc"), code=new_code(), signer=signer, seal_image=seal,
+                                      render=lambda meta: signing.sign(renderer.pdf(kind, fields, meta), signer,
+                                                                       at=meta.created_at))
 
 
 def _concatenate(pdfs: list[bytes]) -> bytes:

@@ -2,10 +2,12 @@
 
 Issue: policy -> fields validated -> subject resolved in the caller's
 jurisdiction -> glyph check -> the next number peeked -> the reading
-transaction ended -> PDF rendered in the worker pool, holding no database lock
--> number allocated (gapless, in the storing transaction; rendered again if
-another process took the peeked one) -> sealed with the document's data key ->
-blob stored -> rows and audit event committed together. A failure anywhere
+transaction ended -> PDF rendered and signed (PAdES, by the issuing org's key,
+archive.pki) in the worker pool, holding no database lock -> number allocated
+(gapless, in the storing transaction; rendered and signed again if another
+process took the peeked one) -> sealed with the document's data key ->
+blob stored -> rows and audit event committed together. The stored sha256 is that
+of the signed file. A failure anywhere
 rolls the transaction back, so no number is burnt and the blob is removed.
 One issuer's issues queue in the process before they touch the database.
 Issued bytes never change: a correction is a new version that points to the
@@ -45,6 +47,8 @@ from archive.documents import (
 )
 from archive.models import Document, DocumentVersion, Household, Minor
 from archive.persons import Person
+from archive.pki import CertificateAuthority
+from archive.seal_images import SealImages
 from core.crypto import sha256_hex
 from core.db import new_id
 from core.errors import Conflict, NotFound
@@ -53,14 +57,18 @@ from core.outbox import enqueue
 from doc_templates import kinds as doc_kinds
 from doc_templates.pool import RenderPool
 from doc_templates.render import DocumentMeta
+from doc_templates.signing import SignerKey
 
 
 class DocumentIssuingService:
-    def __init__(self, *, basis: DocumentBasis, vault: Vault, blobs: BlobStore, pool: RenderPool):
+    def __init__(self, *, basis: DocumentBasis, vault: Vault, blobs: BlobStore, pool: RenderPool,
+                 pki: CertificateAuthority, seal_images: SealImages):
         self.basis = basis
         self.vault = vault
         self.blobs = blobs
         self.pool = pool
+        self.pki = pki
+        self.seal_images = seal_images
         self._queues: dict[str, threading.Lock] = {}
         self._queues_lock = threading.Lock()
 
@@ -83,6 +91,16 @@ class DocumentIssuingService:
         return self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
 
     # issue ------------------------------------------------------------------------------
+
+    def signer(self, g: Guard, org_id: str) -> SignerKey:
+        """The issuer's signing key. Call it holding no database lock (after ``g.release()``, with
+        the org's id read before: a loaded row would be read again, in a write transaction): an
+        org's first key is made in a short transaction of its own."""
+        return self.pki.signer(org_id, now=g.now)
+
+    def seal_image(self, g: Guard, org: Org) -> str | None:
+        """The issuer's registered seal image (read in the caller's transaction, before rendering)."""
+        return self.seal_images.data_uri(g.session, org.id)
 
     def issuer(self, g: Guard) -> Org:
         """The caller's org, if it can number documents; otherwise a 409 (before anything is read)."""
@@ -123,31 +141,37 @@ class DocumentIssuingService:
             self.check_printable(g, kind, org, fields)
             _serial, predicted = numbering.peek(g.session, issuer=org, year=year)
             code = new_code()
-            meta = b.meta(g, kind, org, predicted, code)
-            g.release()  # render without holding the database
-            pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+            seal = self.seal_image(g, org)
+            meta = b.meta(g, kind, org, predicted, code, seal_image=seal)
+            org_id = org.id
+            g.release()  # render and sign without holding the database
+            signer = self.signer(g, org_id)
+            pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta, signer=signer)
             if not self._still(g, subject):
                 raise Conflict("档案在出具期间已变更，请重试。", details={"field": "subject_id"})
             doc, version, _pdf = self.issue_one(
                 g, kind, subject, fields, named, doc_id=doc_id, code=code, rendered=(predicted, pdf),
-                render=lambda m: self.pool.pdf(kind.kind, fields.model_dump(mode="json"), m))
+                signer=signer, seal_image=seal,
+                render=lambda m: self.pool.pdf(kind.kind, fields.model_dump(mode="json"), m, signer=signer))
             g.commit()
         return issued_answer(doc, version)
 
     def issue_one(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, fields: BaseModel, named: set[Person], *,
-                  doc_id: str, code: str, render: Callable[[DocumentMeta], bytes],
-                  rendered: tuple[str, bytes] | None = None) -> tuple[Document, DocumentVersion, bytes]:
+                  doc_id: str, code: str, render: Callable[[DocumentMeta], bytes], signer: SignerKey,
+                  seal_image: str | None, rendered: tuple[str, bytes] | None = None
+                  ) -> tuple[Document, DocumentVersion, bytes]:
         """Number, seal and store one document in the current transaction (the caller commits).
 
         The number is allocated here (gapless: it is used only if the transaction commits). A
         PDF rendered beforehand for a predicted number (``rendered``: that number and the PDF)
         is kept if the number is the one allocated; otherwise ``render`` makes it now, under
-        the numbering lock. Every issued document, single or batch, goes through here.
+        the numbering lock. Every issued document, single or batch, goes through here, and
+        both PDFs are signed by ``signer`` (the issuer's key): ``render`` returns signed bytes.
         """
         org = self.issuer(g)
         year = g.now.astimezone(LOCAL_TZ).year
         serial, number = numbering.allocate(g.session, issuer=org, year=year)
-        meta = self.basis.meta(g, kind, org, number, code)
+        meta = self.basis.meta(g, kind, org, number, code, seal_image=seal_image)
         # Nothing rendered yet, or another process issued meanwhile: render now, under the lock.
         pdf = rendered[1] if rendered is not None and rendered[0] == number else render(meta)
         dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
@@ -161,7 +185,7 @@ class DocumentIssuingService:
         g.session.flush()
         people.record(g.session, doc, named)
         version = self._store_version(g, doc, fields, dek, code=code, meta=meta, pdf=pdf, version=1,
-                                      supersedes=None, reason=None)
+                                      supersedes=None, reason=None, signer=signer)
         enqueue(g.session, "document", doc.id)
         return doc, version, pdf
 
@@ -200,9 +224,9 @@ class DocumentIssuingService:
             yield
 
     def _store_version(self, g: Guard, doc: Document, fields: BaseModel, dek: bytes, *, code: str,
-                       meta: DocumentMeta, pdf: bytes, version: int, supersedes: int | None, reason: str | None
-                       ) -> DocumentVersion:
-        """Store a rendered version (its blob and row) in the current transaction."""
+                       meta: DocumentMeta, pdf: bytes, version: int, supersedes: int | None, reason: str | None,
+                       signer: SignerKey) -> DocumentVersion:
+        """Store a rendered, signed version (its blob and row) in the current transaction."""
         blob_key = f"documents/{doc.id}/v{version}"
         sealed_pdf = self.vault.seal_bytes(dek, doc.dek_id, pdf, kind="document", record_id=doc.id, version=version)
         payload = self.vault.seal_json(dek, doc.dek_id, {"fields": fields.model_dump(mode="json"), "reason": reason},
@@ -210,7 +234,7 @@ class DocumentIssuingService:
         row = DocumentVersion(
             document_id=doc.id, version=version, sha256=sha256_hex(pdf), size=len(pdf), blob_key=blob_key,
             fields_payload=payload, verification_code=code, supersedes=supersedes, issued_by=g.actor.user_id,
-            issued_at=g.now, issued_on=meta.issued_on,
+            issued_at=g.now, issued_on=meta.issued_on, signer_serial=signer.serial, signed_at=meta.created_at,
         )
         g.session.add(row)
         g.session.flush()
@@ -242,9 +266,11 @@ class DocumentIssuingService:
             named = b.persons(g, subject, fields)
             b.check_glyphs(fields, b.meta(g, kind, org, doc.doc_number, None))
             code = new_code()
-            meta = b.meta(g, kind, org, doc.doc_number, code)
-            g.release()  # render without holding the database
-            pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta)
+            meta = b.meta(g, kind, org, doc.doc_number, code, seal_image=self.seal_image(g, org))
+            org_id = org.id
+            g.release()  # render and sign without holding the database
+            signer = self.signer(g, org_id)
+            pdf = self.pool.pdf(kind.kind, fields.model_dump(mode="json"), meta, signer=signer)
             # Corrections from other processes queue on the document row; each numbers its version
             # after the one committed before it.
             g.session.refresh(doc, with_for_update=True)
@@ -254,7 +280,7 @@ class DocumentIssuingService:
                 raise Conflict("档案在出具期间已变更，请重试。", details={"field": "subject_id"})
             version = self._store_version(g, doc, fields, self.vault.data_key(g.session, doc.dek_id), code=code,
                                           meta=meta, pdf=pdf, version=doc.current_version + 1,
-                                          supersedes=doc.current_version, reason=req.reason)
+                                          supersedes=doc.current_version, reason=req.reason, signer=signer)
             doc.current_version = version.version
             people.record(g.session, doc, named)
             enqueue(g.session, "document", doc.id)

@@ -335,13 +335,14 @@ class DocumentBasis:
                 for path, chars in exc.fields.items()
             ]) from None
 
-    def meta(self, g: Guard, kind: doc_kinds.DocKind, org: Org, doc_number: str, code: str | None) -> DocumentMeta:
+    def meta(self, g: Guard, kind: doc_kinds.DocKind, org: Org, doc_number: str, code: str | None, *,
+             seal_image: str | None = None) -> DocumentMeta:
         return DocumentMeta(
             kind=kind.kind, kind_title=kind.title, issuer=org.name, doc_number=doc_number,
             issued_on=g.now.astimezone(LOCAL_TZ).date(), created_at=g.now,
             verification_code=display_code(code) if code else None,
             verify_url=f"{self.base_url}/api/v1/verify/{code}" if code else None,
-            draft=code is None,
+            draft=code is None, seal_image=seal_image if code else None,
         )
 
     @staticmethod

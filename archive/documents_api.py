@@ -8,14 +8,15 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from access_control.actions import Action
 from access_control.deps import DocumentIssuingServiceDep, DocumentReadingServiceDep, GuardDep, get_runtime
+from access_control.identity import Org
 from access_control.policy import Resource
 from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
-from core.crypto import Sha256Stream, sha256_hex
-from core.errors import Busy, RateLimited
+from core.crypto import Sha256Stream, pem, sha256_hex
+from core.errors import Busy, NotFound, PayloadTooLarge, RateLimited
 from core.ratelimit import client_key
 from doc_templates import kinds as doc_kinds
 
@@ -103,6 +104,7 @@ def new_version(g: GuardDep, issuing: DocumentIssuingServiceDep, document_id: st
 # 503). The event loop only counts, hashes and waits.
 
 VERIFY_QUEUE = 100
+VERIFY_MAX_BYTES = 20_000_000  # an issued PDF is well under 1 MB; a batch print is not verified as one
 _verify_turns: RunVar[anyio.CapacityLimiter] = RunVar("shouhu_verify_turns")
 
 
@@ -115,7 +117,8 @@ async def verify_rate_limit(request: Request) -> None:
         raise RateLimited(wait)
 
 
-async def _verify_in_turn(request: Request, code: str, sha256: str | None) -> dict[str, Any]:
+async def _verify_in_turn(request: Request, code: str, sha256: str | None, pdf: bytes | None = None
+                          ) -> dict[str, Any]:
     runtime = get_runtime(request)
     try:
         turns = _verify_turns.get()
@@ -125,7 +128,7 @@ async def _verify_in_turn(request: Request, code: str, sha256: str | None) -> di
     if turns.statistics().tasks_waiting >= VERIFY_QUEUE:
         raise Busy()
     work = partial(runtime.document_verification.verify, code[:40], sha256=sha256, request_id=request.state.request_id,
-                   now=runtime.clock())
+                   now=runtime.clock(), pdf=pdf)
     result: dict[str, Any] = await anyio.to_thread.run_sync(work, limiter=turns)
     return result
 
@@ -140,9 +143,75 @@ async def verify(
 
 
 @public.post("/verify/{code}", dependencies=[Depends(verify_rate_limit)],
-             summary="Upload your copy (application/pdf): does it match the issued bytes?")
+             summary="Upload your copy (application/pdf): does it match the issued bytes, is its signature valid?")
 async def verify_copy(request: Request, code: str) -> dict[str, Any]:
+    digest, pdf = await read_copy(request)
+    return await _verify_in_turn(request, code, digest, pdf)
+
+
+async def read_copy(request: Request) -> tuple[str, bytes]:
+    """An uploaded copy, hashed as it streams in and refused (413) past ``VERIFY_MAX_BYTES``: its
+    signature can only be checked on the whole file, so at most that much is held."""
     digest = Sha256Stream()
-    async for chunk in request.stream():  # chunk by chunk: a flood of uploads is not held in memory
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > VERIFY_MAX_BYTES:
+            raise PayloadTooLarge(f"文件不能超过 {VERIFY_MAX_BYTES // 1_000_000} MB。")
         digest.update(chunk)
-    return await _verify_in_turn(request, code, digest.hexdigest())
+        parts.append(chunk)
+    return digest.hexdigest(), b"".join(parts)
+
+
+# The deployment's PKI (public): what a verifier trusts and what it revokes ----------------------
+
+
+@public.get("/pki/ca.pem", response_class=Response, dependencies=[Depends(verify_rate_limit)],
+            responses={200: {"content": {"application/x-pem-file": {}}}},
+            summary="The deployment's CA certificate (PEM): trust it to check a signed document offline")
+def ca_certificate(request: Request) -> Response:
+    der = get_runtime(request).pki.ca_certificate()
+    return Response(content=pem(der), media_type="application/x-pem-file",
+                    headers={"Content-Disposition": 'attachment; filename="shouhu-ca.pem"'})
+
+
+@public.get("/pki/crl", response_class=Response, dependencies=[Depends(verify_rate_limit)],
+            responses={200: {"content": {"application/pkix-crl": {}}}},
+            summary="The CA's certificate revocation list (DER), signed now, valid for 7 days")
+def revocation_list(request: Request) -> Response:
+    runtime = get_runtime(request)
+    return Response(content=runtime.pki.crl(now=runtime.clock()), media_type="application/pkix-crl",
+                    headers={"Content-Disposition": 'attachment; filename="shouhu.crl"'})
+
+
+# Seal images (admin) ------------------------------------------------------------------------
+
+
+@router.put("/orgs/{org_id}/seal-image", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
+            summary="Register an org's seal image (PNG, at most 512 KB, 100-1200 px a side), printed only on "
+                    "digitally signed documents")
+def put_seal_image(g: GuardDep, request: Request, org_id: str,
+                   image: Annotated[bytes, Body(media_type="image/png")]) -> Response:
+    runtime = get_runtime(request)
+    org = g.session.get(Org, org_id[:40])
+    g.authorize(Action.ORG_SEAL_SET, Resource("org", org_id[:40], org.region_code if org else None,
+                                              existing=org is not None))
+    if org is None:
+        raise NotFound("单位不存在。")
+    row = runtime.seal_images.register(g.session, org.id, image, now=g.now, by=g.actor.username)
+    g.on_rollback(lambda: runtime.blobs.delete(row.blob_key))
+    g.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/orgs/{org_id}/seal-image", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
+               summary="Stop printing an org's seal image")
+def delete_seal_image(g: GuardDep, request: Request, org_id: str) -> Response:
+    org = g.session.get(Org, org_id[:40])
+    g.authorize(Action.ORG_SEAL_REMOVE, Resource("org", org_id[:40], org.region_code if org else None,
+                                                 existing=org is not None))
+    if org is None or not get_runtime(request).seal_images.remove(g.session, org.id):
+        raise NotFound("该单位没有登记印章图片。")
+    g.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -122,6 +122,10 @@ class DocumentVersion(Base):
     issued_by: Mapped[str] = mapped_column(String(40))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     issued_on: Mapped[date] = mapped_column(Date)
+    # The PAdES signature on the stored bytes (archive.pki): the signing certificate's serial and
+    # the signing time. NULL for versions issued before documents were signed (migration 0014).
+    signer_serial: Mapped[str | None] = mapped_column(String(64), index=True)
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class NumberCounter(Base):
@@ -185,6 +189,8 @@ class Disclosure(Base):
     released_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source_sha256: Mapped[str] = mapped_column(String(64))
     stamped_sha256: Mapped[str] = mapped_column(String(64))
+    # The stamped copy is signed by the custodian's organisation: its certificate's serial.
+    signer_serial: Mapped[str | None] = mapped_column(String(64))
 
 
 class Visit(Base):

@@ -33,6 +33,7 @@ from archive.document_issuing import DocumentIssuingService
 from archive.document_reading import DocumentReadingService
 from archive.documents import DocumentIssued, DocumentRequest
 from archive.models import Disclosure, Document, DocumentPerson, DocumentVersion, Minor, SealedRecord
+from archive.pki import CertificateAuthority
 from core.crypto import sha256_hex
 from core.db import new_id
 from core.errors import Conflict, NotFound
@@ -92,12 +93,14 @@ class SealedRelease:
     A required collaborator of ``DocumentReadingService``: no reading service exists that could hand
     out a sealed document's PDF without it."""
 
-    def __init__(self, *, pool: RenderPool, desk: SealedRequestService):
+    def __init__(self, *, pool: RenderPool, desk: SealedRequestService, pki: CertificateAuthority):
         self.pool = pool
         self.desk = desk
+        self.pki = pki
 
     def release(self, g: Guard, doc: Document, version: DocumentVersion, grant: SealedRequest, pdf: bytes) -> bytes:
-        """``pdf`` (the version's checked bytes) stamped on every page; the copy is registered."""
+        """``pdf`` (the version's checked bytes) stamped on every page and signed by the custodian's
+        organisation (whose custodian granted the request); the copy is registered."""
         requester = g.session.get(User, grant.requester_id)
         org = g.session.get(Org, grant.requester_org_id)
         at = g.now.astimezone(LOCAL_TZ)
@@ -107,12 +110,18 @@ class SealedRelease:
             f"提供时间：{at.year}年{at.month}月{at.day}日 {at:%H:%M}  案号：{self.desk.case_number(g.session, grant)}",
             CONFIDENTIALITY,
         ]
-        stamped = self.pool.stamp(pdf, lines)
+        custodian = g.session.get(User, grant.decided_by) if grant.decided_by else None
+        if custodian is None:
+            raise RuntimeError("an approved sealed-record request has no deciding custodian")
+        # The stamp rewrites the file, which breaks the issuer's signature: the copy handed out is
+        # signed by the custodian's organisation instead (no database lock is held here).
+        signer = self.pki.signer(custodian.org_id, now=g.now)
+        stamped = self.pool.stamp(pdf, lines, signer=signer, at=g.now)
         g.begin_write()  # a read (GET) that records the copy it hands out
         g.session.add(Disclosure(
             id=new_id("dsc"), request_id=grant.id, document_id=doc.id, version=version.version,
             requester_id=grant.requester_id, requester_org_id=grant.requester_org_id, released_at=g.now,
-            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped)))
+            source_sha256=version.sha256, stamped_sha256=sha256_hex(stamped), signer_serial=signer.serial))
         g.commit()
         return stamped
 

@@ -49,6 +49,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bench import Meter, Result, rate
+from doc_templates import signing
 from doc_templates.kinds import KINDS, DocKind
 from doc_templates.pool import RenderPool
 from doc_templates.render import HERE, DocumentMeta, Renderer, _stylesheet_text
@@ -62,6 +63,7 @@ CODE = "7K3M-Q9TX-R2WD"
 VERIFY_URL = "http://127.0.0.1:8000/api/v1/verify/7K3MQ9TXR2WD"
 OURS = "ours: Renderer.pdf"
 BASE = "WeasyPrint defaults"
+SIGNED = "ours: Renderer.pdf + PAdES signature (an issue)"
 
 NOTES = [
     "ratio = time per document ÷ the baseline's (>1: slower); for sizes, size ÷ the baseline's size.",
@@ -87,6 +89,11 @@ NOTES = [
     "get much less than two cores; the host rows measure what 1 and N plain busy loops got, at the end.",
     "batch = Renderer.batch: every document laid out, pages joined, one PDF/A-2b written; its ratio is "
     "against sequential throughput; the size row compares with the same documents as separate PDFs.",
+    f"{SIGNED} = what an issue costs in its render worker: Renderer.pdf then doc_templates.signing.sign "
+    "(pyHanko, PAdES B-B, ECDSA P-256 key of a CA made for the run); its ratio is against the baseline "
+    "(goal <= 0.6x). 'issued batch' = shouhu print --issue's rendering: each document laid out and written "
+    "on its own and signed, as stored (Renderer.render_set parts + sign); its ratio is its documents/s "
+    "against the signed single render's (goal >= 3x).",
     "KB = 1,000 bytes, MB = 10^6 bytes. Peak RSS in-process = getrusage after freeing heap (gc, malloc_trim) "
     "and resetting the kernel's high-water mark before each timed block; the bench process also holds "
     "the Renderer, the baseline's objects and earlier PDFs, so the workers' and cold children's peaks are "
@@ -475,6 +482,65 @@ def batch_rows(doc: Doc, renderer: Renderer, n: int, sequential: Result) -> list
     return [time_row, base, size_row]
 
 
+# Signed: what an issue and an issued batch cost -------------------------------------------------------
+
+
+def bench_signer() -> signing.SignerKey:
+    """A signing key under a CA made for this run (the service's keys live in the database)."""
+    from core import crypto
+
+    now = CREATED_AT
+    ca_key = crypto.new_signature_key()
+    ca = crypto.self_signed_ca(ca_key, common_name="Bench CA", organisation="bench", now=now, days=30)
+    key = crypto.new_signature_key()
+    cert = crypto.issue_certificate(ca_key, ca.der, key, common_name="连云港市人民检察院", organisation="bench",
+                                    now=now, days=30)
+    return signing.SignerKey(key_der=key, cert_der=cert.der, ca_der=ca.der, serial=cert.serial)
+
+
+def signed_rows(doc: Doc, renderer: Renderer, baseline: Baseline, n: int, signer: signing.SignerKey
+                ) -> list[Result]:
+    fields, meta = doc.model(), doc.meta()
+
+    def signed() -> bytes:
+        return signing.sign(renderer.pdf(doc.k, fields, meta), signer, at=CREATED_AT)
+
+    signed()
+    baseline.pdf(doc.k, fields, meta)
+    times: dict[str, list[float]] = {SIGNED: [], BASE: []}
+    sign_only: list[float] = []
+    pdf = renderer.pdf(doc.k, fields, meta)
+    for i in range(n):
+        for variant in ((SIGNED, BASE) if i % 2 == 0 else (BASE, SIGNED)):
+            started = time.perf_counter()
+            signed() if variant == SIGNED else baseline.pdf(doc.k, fields, meta)
+            times[variant].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        signing.sign(pdf, signer, at=CREATED_AT)
+        sign_only.append(time.perf_counter() - started)
+    base = rate(case=case(doc, "warm issue (render + sign)"), variant=f"{BASE} (baseline)", unit="docs/s",
+                count=n, seconds=statistics.median(times[BASE]) * n, note=f"median of {n}")
+    ours = rate(case=case(doc, "warm issue (render + sign)"), variant=SIGNED, unit="docs/s", count=n,
+                seconds=statistics.median(times[SIGNED]) * n,
+                note=f"median of {n}; signing alone {statistics.median(sign_only) * 1000:.0f} ms").against(base)
+    return [base, ours]
+
+
+def issued_batch_rows(doc: Doc, renderer: Renderer, n: int, single: Result, signer: signing.SignerKey
+                      ) -> list[Result]:
+    fields = doc.model()
+    items = [(doc.k, fields, doc.meta(2000 + i)) for i in range(n)]
+    release_memory()
+    meter = Meter()
+    with meter:
+        _combined, parts = renderer.render_set(items)
+        signed = [signing.sign(p, signer, at=CREATED_AT) for p in parts]
+    row = rate(case=case(doc, f"issued batch of {n}"), variant="render_set parts + sign each", unit="docs/s",
+               count=n, seconds=meter.seconds, peak_rss_mib=meter.peak_rss_mib,
+               note=f"{meter.seconds:.1f} s in all; {len(signed)} signed PDFs; RSS +{meter.growth_mib:.0f} MiB")
+    return [row.against(single)]
+
+
 # Run ------------------------------------------------------------------------------------------------
 
 
@@ -502,6 +568,10 @@ def run(args: argparse.Namespace) -> list[Result]:
     through = throughput_rows(one, renderer, through_n, workers)
     rows += through
     rows += batch_rows(one, renderer, batch_n, through[0])
+    signer = bench_signer()
+    issue_rows = signed_rows(one, renderer, baseline, warm_n, signer)
+    rows += issue_rows
+    rows += issued_batch_rows(one, renderer, batch_n, issue_rows[1], signer)
     spin = 0.5 if quick else 2.0
     for n in sorted({1, workers}):
         rows.append(Result(case="host", variant=f"CPU for {n} busy process{'es' if n > 1 else ''}",

@@ -1,4 +1,4 @@
-"""The ``shouhu`` command: init, demo, serve, doctor, reindex, print, users, keys, audit.
+"""The ``shouhu`` command: init, demo, serve, doctor, reindex, print, users, keys, audit, pki.
 
 One module per area; this one builds the Typer app (``shouhu = "cli:app"``).
 """
@@ -15,6 +15,7 @@ from cli.audit import audit_app
 from cli.common import TYPER_OPTIONS, state
 from cli.doctor import doctor
 from cli.keys import keys_app
+from cli.pki import pki_app
 from cli.search import reindex
 from cli.serve import serve
 from cli.users import users_app
@@ -23,6 +24,7 @@ app = typer.Typer(help="Shouhu 守护: encrypted juvenile-protection records.", 
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(pki_app, name="pki")
 for command in (init, demo, serve, reindex, doctor):
     app.command()(command)
 app.command("print")(print_documents)

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the server log."
     )
+    deployment_name: str = Field(
+        "守护",
+        min_length=1,
+        max_length=60,
+        description="The deployment's name: the name of the certificate authority `shouhu init` creates "
+        "to sign documents (its CA certificate's organisation; set it before the first `shouhu init`).",
+    )
     public_base_url: str = Field(
         "http://127.0.0.1:8000",
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",

@@ -18,8 +18,10 @@ from datetime import date
 from typing import Any
 
 from core.workers import exit_with_parent
+from doc_templates import signing
 from doc_templates.kinds import KINDS
 from doc_templates.render import DocumentMeta, Renderer
+from doc_templates.signing import SignerKey
 
 _renderer: Renderer | None = None
 
@@ -41,13 +43,16 @@ def _local() -> Renderer:
     return _renderer
 
 
-def _render(kind: str, fields: dict[str, Any], meta: DocumentMeta) -> bytes:
+def _render(kind: str, fields: dict[str, Any], meta: DocumentMeta, signer: SignerKey | None = None) -> bytes:
+    """Render, and sign with ``signer`` (at the document's creation time) in the same worker call."""
     k = KINDS[kind]
-    return _local().pdf(k, k.validate(fields), meta)
+    pdf = _local().pdf(k, k.validate(fields), meta)
+    return signing.sign(pdf, signer, at=meta.created_at) if signer is not None else pdf
 
 
-def _stamp(pdf: bytes, lines: list[str]) -> bytes:
-    return _local().stamp(pdf, lines)
+def _stamp(pdf: bytes, lines: list[str], signer: SignerKey | None = None, at: Any = None) -> bytes:
+    stamped = _local().stamp(pdf, lines)
+    return signing.sign(stamped, signer, at=at) if signer is not None else stamped
 
 
 def _render_many(items: list[tuple[str, dict[str, Any], DocumentMeta]]) -> bytes:
@@ -94,32 +99,37 @@ class RenderPool:
         except BrokenProcessPool:
             return self._submit(fn, *args).result(timeout=timeout)
 
-    def submit(self, kind: str, fields: dict[str, Any], meta: DocumentMeta) -> Future[bytes]:
+    def submit(self, kind: str, fields: dict[str, Any], meta: DocumentMeta,
+               signer: SignerKey | None = None) -> Future[bytes]:
         if self.workers == 0:
             future: Future[bytes] = Future()
             try:
-                future.set_result(_render(kind, fields, meta))
+                future.set_result(_render(kind, fields, meta, signer))
             except Exception as exc:  # noqa: BLE001 - delivered through the future
                 future.set_exception(exc)
             return future
-        return self._submit(_render, kind, fields, meta)
+        return self._submit(_render, kind, fields, meta, signer)
 
-    def pdf(self, kind: str, fields: dict[str, Any], meta: DocumentMeta, *, timeout: float = 120) -> bytes:
-        """Fields must already be valid and glyph-checked (errors from workers are not typed)."""
+    def pdf(self, kind: str, fields: dict[str, Any], meta: DocumentMeta, *, signer: SignerKey | None = None,
+            timeout: float = 120) -> bytes:
+        """Fields must already be valid and glyph-checked (errors from workers are not typed).
+
+        With ``signer`` the PDF comes back signed (PAdES), by the worker that rendered it."""
         if self.workers == 0:
-            return self.submit(kind, fields, meta).result(timeout=timeout)
-        return self._run(timeout, _render, kind, fields, meta)
+            return self.submit(kind, fields, meta, signer).result(timeout=timeout)
+        return self._run(timeout, _render, kind, fields, meta, signer)
 
     def batch(self, items: list[tuple[str, dict[str, Any], DocumentMeta]], *, timeout: float = 1800) -> bytes:
         if self.workers == 0:
             return _render_many(items)
         return self._run(timeout, _render_many, items)
 
-    def stamp(self, pdf: bytes, lines: list[str], *, timeout: float = 120) -> bytes:
-        """Print ``lines`` in the top margin of every page of ``pdf``."""
+    def stamp(self, pdf: bytes, lines: list[str], *, signer: SignerKey | None = None, at: Any = None,
+              timeout: float = 120) -> bytes:
+        """Print ``lines`` in the top margin of every page of ``pdf``; sign the result with ``signer`` at ``at``."""
         if self.workers == 0:
-            return _stamp(pdf, lines)
-        return self._run(timeout, _stamp, pdf, lines)
+            return _stamp(pdf, lines, signer, at)
+        return self._run(timeout, _stamp, pdf, lines, signer, at)
 
     def warm(self) -> None:
         """Start the workers now rather than on the first request."""

@@ -55,6 +55,9 @@ class DocumentMeta:
     release: str | None = None  # stamp for released sealed copies, printed on every page
     created_at: datetime = field(default_factory=utcnow)  # callers pass the runtime clock's time
     issuer_mark: str | None = None
+    # The issuer's registered seal image (a ``data:image/png`` URI): printed only on an issued,
+    # digitally signed document, never on a preview or draft (archive.seal_images).
+    seal_image: str | None = None
 
     def strings(self) -> Iterable[tuple[str, str]]:
         for name in ("issuer", "doc_number", "kind_title", "release", "issuer_mark"):
@@ -194,6 +197,7 @@ class Renderer:
             "qr_data_uri": qr_data_uri(meta.verify_url) if meta.verify_url else None,
             "seal_svg": seal_svg(meta.issuer) if meta.verification_code and not meta.draft else None,
             "draft": meta.draft,
+            "seal_image": meta.seal_image if meta.verification_code and not meta.draft else None,
             "release": meta.release,
             "print_line": True,
         }
@@ -251,6 +255,7 @@ class Renderer:
         overlay = PdfReader(io.BytesIO(HTML(string=html, base_url=str(HERE)).write_pdf(
             stylesheets=[self.css], font_config=self.font_config))).pages[0]
         writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+        _drop_signatures(writer)
         for page in writer.pages:
             page.merge_page(overlay)
         writer.add_metadata({"/Title": "封存记录（依法提供）", "/Producer": "Shouhu 守护"})
@@ -262,3 +267,22 @@ class Renderer:
     def _write(document: Any) -> bytes:
         out: bytes = document.write_pdf(pdf_variant=PDF_VARIANT)
         return out
+
+
+def _drop_signatures(writer: Any) -> None:
+    """Remove signature fields and their widgets: a signature belongs to the bytes it signed, and a
+    rewritten copy (a stamped release) carries the signature of whoever rewrote it instead."""
+    from pypdf.generic import ArrayObject, NameObject
+
+    root = writer.root_object
+    if NameObject("/AcroForm") in root:
+        del root[NameObject("/AcroForm")]
+    for page in writer.pages:
+        annots = page.get("/Annots")
+        if annots is None:
+            continue
+        kept = [a for a in annots.get_object() if a.get_object().get("/FT") != "/Sig"]
+        if kept:
+            page[NameObject("/Annots")] = ArrayObject(kept)
+        else:
+            del page[NameObject("/Annots")]

@@ -46,7 +46,7 @@ from web.session import (
 
 router = APIRouter(include_in_schema=False)
 
-FEATURES = ("web.casework", "web.documents", "web.sealed", "web.audit", "web.admin", "web.account")
+FEATURES = ("web.casework", "web.documents", "web.sealed", "web.audit", "web.admin", "web.account", "web.verify")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; connect-src 'self'")

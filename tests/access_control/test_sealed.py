@@ -1271,7 +1271,7 @@ def test_a_granted_sealed_pdf_cannot_be_read_unstamped(client, rt):
 
     desk = SealedRequestService(vault=rt.vault, ring=rt.ring, settings=rt.settings, find_records=sealed_records_of)
     reading = DocumentReadingService(vault=rt.vault, blobs=rt.blobs, regions=rt.regions,
-                              releaser=SealedRelease(pool=rt.render_pool, desk=desk))
+                              releaser=SealedRelease(pool=rt.render_pool, desk=desk, pki=rt.pki))
     with rt.db.session() as s:
         actor = actor_for(s, s.scalars(select(User).where(User.username == COURT)).one())
     with rt.db.request_session(write=False) as s:

@@ -66,7 +66,7 @@ DOMAIN_KINDS = {
     "access_audit_report": "访问日志审计报告",
 }
 VERIFY_KEYS = {"authentic", "kind", "title", "issuer", "doc_number", "version", "current", "issued_at",
-               "issued_on", "sha256", "sha256_matches"}
+               "issued_on", "sha256", "sha256_matches", "signature", "signature_valid"}
 
 
 # helpers ---------------------------------------------------------------------------
