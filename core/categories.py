@@ -9,7 +9,8 @@ who is only poor or ill, nor for one whose sub-type was never recorded. Category
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Iterable
+from typing import Any, Literal, get_args
 
 Category5Subtype = Literal["poverty", "illness_disability", "case"]
 SUBTYPES: tuple[str, ...] = get_args(Category5Subtype)
@@ -55,3 +56,17 @@ def subtype_problem(category: int, subtype: str | None) -> str | None:
     if subtype is not None and category != SUBTYPE_CATEGORY:
         return "只有第五类需要填写具体情形"
     return None
+
+
+def open_subtype(records: Iterable[Any], category: int) -> str | None:
+    """The sub-type of a minor's open record of ``category`` (records: ``category``, ``subtype``, ``ended_on``)."""
+    return next((r.subtype for r in records if r.category == category and r.ended_on is None and r.subtype), None)
+
+
+def minor_category_tags(minor: Any) -> list[tuple[str, str]]:
+    """(long label, short label) of each open category of a minor's answer (``categories``, ``category_records``)."""
+    out = []
+    for c in minor.categories:
+        subtype = open_subtype(minor.category_records, c)
+        out.append((label(c, subtype), short(c, subtype)))
+    return out

@@ -50,12 +50,12 @@ def category_label(row: dict[str, Any]) -> str:
     return category_words.label(row["category"], row.get("subtype"))
 
 
-def minor_category_tags(row: dict[str, Any]) -> list[str]:
+def household_minor_tags(row: dict[str, Any]) -> list[str]:
     """A household file's minor row: the short label of each category (category 5's by sub-type)."""
     return [category_words.short(c, row.get("category5_subtype")) for c in row["categories"]]
 
 
 FILTERS = {"base32_groups": base32_groups, "hex_groups": hex_groups, "key_fingerprint": key_fingerprint,
-           "category_label": category_label, "minor_category_tags": minor_category_tags}
+           "category_label": category_label, "household_minor_tags": household_minor_tags}
 GLOBALS = {"hash_names": HASH_NAMES, "parent_status": doc_kinds.PARENT_STATUS,
            "dropout_meaning": doc_kinds.DROPOUT_MEANING, "category_words": category_words}
