@@ -235,7 +235,10 @@ class GuardianshipDesignation(DocFields):
     guardian_relation: Annotated[str, Field(min_length=1, max_length=12)] = Field(title="与未成年人关系")
     guardian_id_number: IdNumber | None = Field(None, title="被指定监护人公民身份号码")
     guardian_consented_on: date = Field(title="被指定人书面同意日期")
-    civil_affairs_guardian: bool = Field(False, title="由民政部门担任监护人")
+    guardian_type: Literal["close_relative", "other", "civil_affairs"] = Field(
+        "close_relative", title="被指定人类别",
+        description="close_relative：祖父母、外祖父母、兄、姐等近亲属；other：其他愿意担任监护人的个人或者组织；"
+                    "civil_affairs：民政部门")
     duties: list[ShortParagraph] = Field(min_length=1, max_length=6, title="监护职责")
     court: Annotated[Org, AfterValidator(_basic_court)] = Field(
         title="受理异议的基层人民法院", description="被监护人住所地的基层人民法院")
@@ -247,6 +250,8 @@ class GuardianshipDesignation(DocFields):
             raise ValueError("父亲、母亲各填一行")
         if self.recipient != self.guardian_name:
             raise ValueError("主送应为被指定监护人")
+        if any(p.name == self.guardian_name for p in self.parents):
+            raise ValueError("被指定监护人不能是上列父母：父母本是法定监护人，无需指定")
         return self
 
     def heading(self, issuer: str) -> str:
