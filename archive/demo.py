@@ -202,7 +202,7 @@ def load(rt: Runtime, *, households: int = 200, seed: int = 2026,
     # The demo village of village.haizhou gets a fair share of households.
     weights = [6 if v.code == HAIZHOU_VILLAGE else 1 for v in villages]
     loader = Actor(user_id="system", username="system:demo", display_name="演示数据", org_id="system",
-                   org_name="系统", org_type=OrgType.IT, roles=(Role.CASEWORKER.value,), region_code=CITY[0])
+                   org_name="系统", org_type=OrgType.CIVIL_AFFAIRS, roles=(Role.CASEWORKER.value,), region_code=CITY[0])
     used_ids: set[str] = set()
     minors = 0
     today = rt.clock().date()

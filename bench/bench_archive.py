@@ -283,7 +283,7 @@ def plain_read_minor(g: Guard, minor_id: str) -> schemas.MinorPublic:
 
 
 LOADER = Actor(user_id="system", username="system:bench", display_name="基准测试", org_id="system",
-               org_name="系统", org_type=OrgType.IT, roles=(Role.CASEWORKER.value,),
+               org_name="系统", org_type=OrgType.CIVIL_AFFAIRS, roles=(Role.CASEWORKER.value,),
                region_code=demo.CITY[0])
 
 

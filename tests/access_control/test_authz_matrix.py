@@ -186,7 +186,7 @@ CITY_LOADER = Actor(
     display_name="测试数据",
     org_id="system",
     org_name="系统",
-    org_type=OrgType.IT,
+    org_type=OrgType.CIVIL_AFFAIRS,  # a caseworker's org type (policy.ORG_TYPE_LIMITS)
     roles=("caseworker",),
     region_code="320700",
 )
