@@ -75,7 +75,7 @@ def test_guardianship_names_basis_dispute_wishes_consent_court_limit_and_every_p
         "总则编若干问题的解释》第十条", "本通知书送达被指定监护人王桂芳和下列有关当事人，每人一份：李德顺（外祖父）")
     # Where civil affairs takes guardianship, MPL arts. 92 and 94 (and Civil Code art. 32) are the basis.
     r, text = issue(client, t[CW], "guardianship_designation", minor, guardian_type="civil_affairs",
-                    recipient="连云港市海州区民政局", guardian_name="连云港市海州区民政局", guardian_relation="民政部门",
+                    recipient=HAIZHOU_CA, guardian_name=HAIZHOU_CA, guardian_relation="民政部门",
                     guardian_id_number=None)
     assert r.status_code == 201, r.text
     has(text, "第三十一条、第三十二条、第三十四条", "第十六条、第九十二条、第九十四条")
@@ -239,24 +239,26 @@ def test_reply_wording_is_the_same_for_a_sealed_record_and_none_and_never_says_s
     assert texts[0] == texts[1]
 
 
-def test_an_entitled_judicial_organ_refused_gets_the_refusal_letter_with_reasons(client):
+def court_reply(client: Any, decision: str, reason: str) -> str:
+    """The court (an entitled judicial organ) asks about a sealed person; the custodian decides and replies."""
     t = Tokens(client)
     name, idn = sealed_person(client, t)
     rid = apply(client, t[COURT], name, idn)
-    decide(client, t[CUST], rid, "deny", "申请未说明与所办案件的关联，不符合查询条件。")
-    text = reply_text(client, t, rid, COURT)
+    decide(client, t[CUST], rid, decision, reason)
+    return reply_text(client, t, rid, COURT)
+
+
+def test_an_entitled_judicial_organ_refused_gets_the_refusal_letter_with_reasons(client):
+    text = court_reply(client, "deny", "申请未说明与所办案件的关联，不符合查询条件。")
     has(text, "连云港市人民检察院关于不予批准查询申请的告知函", "决定不予批准该查询申请。理由如下：",
         "申请未说明与所办案件的关联，不符合查询条件。", "《人民检察院刑事诉讼规则》第四百八十四条",
         "本告知函不是对被查询人有无犯罪记录的证明")
-    assert "未发现" not in text and "有犯罪记录。" not in text and "封存" not in text.split("连云港市海州区人民法院：")[0]
+    title = text.split("连云港市海州区人民法院：")[0]
+    assert "未发现" not in text and "有犯罪记录。" not in text and "封存" not in title
 
 
 def test_a_release_lists_the_records_with_copy_number_and_confidentiality(client):
-    t = Tokens(client)
-    name, idn = sealed_person(client, t)
-    rid = apply(client, t[COURT], name, idn)
-    decide(client, t[CUST], rid, "approve", "依法审查起诉需要")
-    text = reply_text(client, t, rid, COURT)
+    text = court_reply(client, "approve", "依法审查起诉需要")
     has(text, "份号：000001注意保密", "依法向你单位提供下列记录1件（本件份号：000001）",
         f"1.{KINDS['referral_notice'].title}（海民发〔", "你单位对所获记录负有保密义务")
     assert "未发现" not in text
