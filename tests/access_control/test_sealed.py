@@ -294,7 +294,7 @@ def test_whole_flow_seal_apply_deny_approve_read_expire_revoke(client, rt):
         for want in ("海州区法院查询人", COURT_ORG, f"申请编号：{second}", f"提供时间：{local_stamp_time(T0)}",
                      f"案号：{APPLY_CASE}", notice):
             assert want in text, f"page {number} lacks {want!r}"
-    assert "困境未成年人情况通报" in pages[0]  # the record itself is there under the stamp
+    assert "关于转介困境未成年人的函" in pages[0]  # the record itself is there under the stamp
 
     # Past expires_at (and past the 8-hour token life: sign in again) nothing is read.
     clock.advance(days=2, seconds=1)
