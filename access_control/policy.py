@@ -70,10 +70,33 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
 WHOLE_REGION_TREE: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR})
 
 
+# Where casework happens: civil affairs, villages and residents' committees, townships, rescue centres.
+CASEWORK_ORG_TYPES: frozenset[str] = frozenset({OrgType.CIVIL_AFFAIRS, OrgType.VILLAGE_COMMITTEE,
+                                                OrgType.TOWNSHIP_OFFICE, OrgType.RESCUE_CENTRE})
+# Schools and the education bureau: they report and issue dropout notices, and keep no case files.
+SCHOOL_ORG_TYPES: frozenset[str] = frozenset({OrgType.SCHOOL, OrgType.EDUCATION})
+
 # Some grants hold only for certain organisation types: courts seal records, other
-# requesters (procuratorate, police) only apply.
+# requesters (procuratorate, police) only apply; caseworkers at a school or the education
+# bureau issue their documents but write no case files and print no batches.
 ORG_TYPE_LIMITS: dict[tuple[Role, Action], frozenset[str]] = {
     (Role.REQUESTER, A.RECORD_SEAL): frozenset({"court"}),
+    **{(Role.CASEWORKER, action): CASEWORK_ORG_TYPES for action in (*_CASE_WRITE, A.DOCUMENT_PRINT)},
+}
+
+# Which organisation types issue each document kind, where the kind's roles are not enough
+# (DOMAIN.md, "Documents Shouhu issues"). A kind not listed is issued by any org whose users
+# hold one of its roles.
+KIND_ISSUER_ORG_TYPES: dict[str, frozenset[str]] = {
+    "household_file": CASEWORK_ORG_TYPES,
+    "minor_file": CASEWORK_ORG_TYPES,
+    "rescue_escort_record": CASEWORK_ORG_TYPES,
+    # A reporting school writes to civil affairs; civil affairs refers onward.
+    "referral_notice": CASEWORK_ORG_TYPES | SCHOOL_ORG_TYPES,
+    # Civil Code art. 31: the residents' or villagers' committee, or civil affairs, designates.
+    "guardianship_designation": frozenset({OrgType.VILLAGE_COMMITTEE, OrgType.CIVIL_AFFAIRS}),
+    # The school (MPL art. 28), or the education bureau (Compulsory Education Law art. 58).
+    "dropout_notice": SCHOOL_ORG_TYPES,
 }
 
 
@@ -85,7 +108,9 @@ ORG_TYPE_LIMITS: dict[tuple[Role, Action], frozenset[str]] = {
 T = OrgType
 ROLE_ORG_TYPES: dict[Role, frozenset[str]] = {
     # Casework happens where children live and where civil affairs keeps their files.
-    Role.CASEWORKER: frozenset({T.CIVIL_AFFAIRS, T.VILLAGE_COMMITTEE, T.TOWNSHIP_OFFICE, T.RESCUE_CENTRE}),
+    # Schools and the education bureau hold it for their own documents (dropout notices, reports).
+    Role.CASEWORKER: frozenset({T.CIVIL_AFFAIRS, T.VILLAGE_COMMITTEE, T.TOWNSHIP_OFFICE, T.RESCUE_CENTRE,
+                                T.SCHOOL, T.EDUCATION}),
     # Supervision and inspection: civil affairs and the leading group's office.
     Role.SUPERVISOR: frozenset({T.CIVIL_AFFAIRS, T.LEADING_GROUP_OFFICE}),
     # Units that may query sealed records by law (CPL art. 286): judicial organs, and justice.
@@ -227,6 +252,8 @@ class Resource:
     # If set, the actor needs one of these roles too (e.g. the roles that may
     # issue or read one kind of document).
     required_roles: frozenset[str] | None = None
+    # If set, the actor's organisation must be of one of these types (the kinds a school issues).
+    required_org_types: frozenset[str] | None = None
     # The user a record belongs to (e.g. a sealed-record application's requester):
     # that user passes the ``required_roles`` test.
     owner_id: str | None = None
@@ -289,6 +316,10 @@ class Policy:
             if not set(actor.roles) & resource.required_roles:
                 return Decision(False, f"role:not_for_{resource.kind}", hidden=resource.existing)
             role = next(r for r in actor.roles if r in resource.required_roles)
+        if resource is not None and resource.required_org_types is not None \
+                and actor.org_type not in resource.required_org_types:
+            return Decision(False, f"org_type:not_for_{resource.kind}", hidden=resource.existing,
+                            message="本单位不是该类公文的发文单位。")
         if owner:
             role = f"{role}+owner"
         if resource is not None and resource.region_code is not None:
@@ -338,9 +369,21 @@ def may_read_document_kind(actor: Actor, kind: DocKind) -> bool:
     return bool(set(actor.roles) & document_kind_readers(kind))
 
 
+def kind_issuer_org_types(kind: DocKind) -> frozenset[str] | None:
+    """The organisation types that issue ``kind`` (None: any whose users hold one of its roles)."""
+    return KIND_ISSUER_ORG_TYPES.get(kind.kind)
+
+
 def may_issue_document_kind(actor: Actor, kind: DocKind) -> bool:
-    """Whether one of ``actor``'s roles may issue (preview, prefill, correct) documents of ``kind``."""
-    return bool(set(actor.roles) & kind.issuer_roles)
+    """Whether ``actor`` may issue (preview, prefill, correct) documents of ``kind``: one of its roles,
+    in an organisation of a type that issues it."""
+    types = kind_issuer_org_types(kind)
+    return bool(set(actor.roles) & kind.issuer_roles) and (types is None or actor.org_type in types)
+
+
+def issues_as_school(actor: Actor) -> bool:
+    """Whether ``actor`` issues for a school (a dropout notice names its own school)."""
+    return actor.org_type == OrgType.SCHOOL
 
 
 def may_correct_document(actor: Actor, kind: DocKind, issuer_org_id: str) -> bool:

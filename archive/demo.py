@@ -112,6 +112,8 @@ ORGS: list[dict[str, Any]] = [
      "prefix": "海法"},
     {"key": "village", "name": "海州区新安街道幸福村村民委员会（演示）", "type": OrgType.VILLAGE_COMMITTEE,
      "region": HAIZHOU_VILLAGE, "prefix": "幸福村委"},
+    {"key": "school", "name": "海州区新安街道幸福小学（演示）", "type": OrgType.SCHOOL, "region": HAIZHOU_VILLAGE,
+     "prefix": "幸福小"},
 ]
 
 USERS: list[tuple[str, str, str, list[Role]]] = [
@@ -119,6 +121,8 @@ USERS: list[tuple[str, str, str, list[Role]]] = [
     ("caseworker.haizhou", "海州区民政专干", "haizhou_ca", [Role.CASEWORKER]),
     ("caseworker.guannan", "灌南县民政专干", "guannan_ca", [Role.CASEWORKER]),
     ("village.haizhou", "幸福村儿童主任", "village", [Role.CASEWORKER]),
+    # A school's teacher in charge: issues the school's dropout notices (MPL art. 28), keeps no files.
+    ("school.haizhou", "幸福小学德育主任", "school", [Role.CASEWORKER]),
     ("supervisor.city", "市民政局督导", "city_ca", [Role.SUPERVISOR]),
     ("court.haizhou", "海州区法院查询人", "haizhou_court", [Role.REQUESTER]),
     ("custodian.city", "市检察院封存记录保管人", "procuratorate", [Role.CUSTODIAN]),
@@ -198,7 +202,7 @@ def load(rt: Runtime, *, households: int = 200, seed: int = 2026,
     # The demo village of village.haizhou gets a fair share of households.
     weights = [6 if v.code == HAIZHOU_VILLAGE else 1 for v in villages]
     loader = Actor(user_id="system", username="system:demo", display_name="演示数据", org_id="system",
-                   org_name="系统", org_type=OrgType.IT, roles=(Role.CASEWORKER.value,), region_code=CITY[0])
+                   org_name="系统", org_type=OrgType.CIVIL_AFFAIRS, roles=(Role.CASEWORKER.value,), region_code=CITY[0])
     used_ids: set[str] = set()
     minors = 0
     today = rt.clock().date()

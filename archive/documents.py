@@ -33,7 +33,7 @@ from sqlalchemy import String, literal, select
 from access_control.actions import Action
 from access_control.guard import Guard
 from access_control.identity import Org
-from access_control.policy import Resource, document_kind_readers
+from access_control.policy import Resource, document_kind_readers, issues_as_school, kind_issuer_org_types
 from access_control.regions import RegionTree
 from access_control.sealed import SealedGrant, SealedRequest, case_details
 from archive import persons as people
@@ -354,15 +354,18 @@ class DocumentBasis:
 
     @staticmethod
     def gate(g: Guard, action: Action, kind: doc_kinds.DocKind, *, roles: frozenset[str]) -> None:
-        """Refuse by role (and by kind) before anything about a subject is looked up."""
-        probe = Resource("document", None, None, existing=False, required_roles=roles)
+        """Refuse by role, and by the issuing organisation's type (policy.kind_issuer_org_types), before
+        anything about a subject is looked up."""
+        probe = Resource("document", None, None, existing=False, required_roles=roles,
+                         required_org_types=kind_issuer_org_types(kind))
         g.require(action, probe, details={"kind": kind.kind})
 
     def fill(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject) -> dict[str, Any]:
         """Fields for ``kind`` filled in from the subject's record (the caller has logged the read)."""
         if subject.kind not in ("household", "minor"):
             return {}
-        return prefill.prefill(kind.kind, self.record(g, subject), staff=g.actor.display_name)
+        return prefill.prefill(kind.kind, self.record(g, subject), staff=g.actor.display_name,
+                               issuer=self.org(g).name, issuer_is_school=issues_as_school(g.actor))
 
 
 def _strings(value: Any, path: str = "") -> list[tuple[str, str]]:

@@ -63,6 +63,8 @@ class MinorCategory(Base):
     category: Mapped[int] = mapped_column(primary_key=True)
     found_on: Mapped[date] = mapped_column(Date, primary_key=True)
     ended_on: Mapped[date | None] = mapped_column(Date)
+    # Category 5 only: which of its three situations (core.categories.SUBTYPES); null on older rows.
+    subtype: Mapped[str | None] = mapped_column(String(20))
 
 
 class Document(Base):

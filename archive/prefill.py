@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
+from core.categories import SUBTYPE_CATEGORY
+
 TO_FILL = "（待填写）"
+# Suggested deadlines (a caseworker may change them): a referral's first feedback (DOMAIN.md, the
+# cycle: 15 days) and a dropout notice's return to school.
+REFERRAL_FEEDBACK_DAYS = 15
+DROPOUT_RETURN_DAYS = 7
 SEX = {"male": "男", "female": "女"}
 
 
@@ -86,11 +92,21 @@ def members(r: Record) -> list[dict[str, Any]]:
     ] or [{"name": TO_FILL, "relation": TO_FILL}]
 
 
+def _subtype(minor: dict[str, Any]) -> str | None:
+    """The sub-type of the minor's open category-5 record, if one is recorded."""
+    return next((c["subtype"] for c in minor.get("category_records", [])
+                 if c["category"] == SUBTYPE_CATEGORY and c.get("ended_on") is None and c.get("subtype")), None)
+
+
 def minors(r: Record) -> list[dict[str, Any]]:
-    return [
-        {"name": m["name"], "sex": SEX[m["sex"]], "birth_date": m["birth_date"], "categories": m["categories"] or [5]}
-        for m in r.minors[:6]
-    ] or [{"name": TO_FILL, "sex": "男", "birth_date": r.today.isoformat(), "categories": [5]}]
+    out = []
+    for m in r.minors[:6]:
+        row = {"name": m["name"], "sex": SEX[m["sex"]], "birth_date": m["birth_date"],
+               "categories": m["categories"] or [5]}
+        if SUBTYPE_CATEGORY in row["categories"] and _subtype(m):
+            row["category5_subtype"] = _subtype(m)
+        out.append(row)
+    return out or [{"name": TO_FILL, "sex": "男", "birth_date": r.today.isoformat(), "categories": [5]}]
 
 
 Source = Callable[[Record], Any]
@@ -111,8 +127,10 @@ def particulars(kind: str, record: Record) -> dict[str, Any]:
     return {f: source(record) for f, source in PARTICULARS.get(kind, {}).items()}
 
 
-def prefill(kind: str, record: Record, *, staff: str) -> dict[str, Any]:
-    """Fields for ``kind``: the particulars, and what else the record suggests. ``staff``: who fills it in."""
+def prefill(kind: str, record: Record, *, staff: str, issuer: str = "", issuer_is_school: bool = False
+            ) -> dict[str, Any]:
+    """Fields for ``kind``: the particulars, and what else the record suggests. ``staff``: who fills it in;
+    ``issuer``: the issuing organisation's name (a school names itself in a dropout notice)."""
     out: dict[str, Any] = {}
     if kind == "household_file":
         out = {"household_no": record.household_id, "economy": _cut(record.household.get("notes"), 300) or TO_FILL,
@@ -125,10 +143,26 @@ def prefill(kind: str, record: Record, *, staff: str) -> dict[str, Any]:
         relation = next((p["relation"] for p in people if p["name"] == guardian), "监护人")
         out = {"school": _cut(m.get("school"), 60), "guardian": guardian[:32], "guardian_relation": relation[:12],
                "guardian_phone": m.get("phone"),
-               "categories": [{"category": c["category"], "found_on": c["found_on"], "ended_on": c.get("ended_on")}
-                              for c in m["category_records"][:5]],
+               "categories": [{"category": c["category"], "subtype": c.get("subtype"), "found_on": c["found_on"],
+                               "ended_on": c.get("ended_on")} for c in m["category_records"][:5]],
                "situation": _cut(m.get("notes"), 1500) or TO_FILL, "measures": [], "caseworker": staff[:32],
                "filled_on": record.today.isoformat()}
     elif kind == "referral_notice":
-        out = {"found_on": record.today.isoformat()}
+        category = (record.minor.get("categories") or [5])[0]
+        out = {"found_on": record.today.isoformat(), "category": category,
+               "category5_subtype": _subtype(record.minor) if category == SUBTYPE_CATEGORY else None,
+               "reply_by": (record.today + timedelta(days=REFERRAL_FEEDBACK_DAYS)).isoformat(),
+               "contact": staff[:32]}
+    elif kind == "dropout_notice":
+        out = {"school": (issuer if issuer_is_school else record.minor.get("school") or TO_FILL)[:60],
+               "as_of": record.today.isoformat(),
+               "return_by": (record.today + timedelta(days=DROPOUT_RETURN_DAYS)).isoformat(), "contact": staff[:32]}
+    elif kind == "guardianship_designation":
+        out = {"parents": _parents(record), "court": TO_FILL}
     return {**particulars(kind, record), **out}
+
+
+def _parents(r: Record) -> list[dict[str, Any]]:
+    """The household's father and mother as members; their status is the caseworker's to state."""
+    rows = [m for m in r.household.get("members", []) if m.get("relation") in ("父亲", "母亲")]
+    return [{"relation": m["relation"], "name": m["name"][:32]} for m in rows[:2]]

@@ -243,7 +243,8 @@ class CaseFileService:
             item = schemas.CategoryIn(category=c) if isinstance(c, int) else c
             found = item.found_on or today
             out[(item.category, found)] = MinorCategory(
-                minor_id=minor_id, category=item.category, found_on=found, ended_on=item.ended_on
+                minor_id=minor_id, category=item.category, found_on=found, ended_on=item.ended_on,
+                subtype=item.subtype,
             )
         return list(out.values())
 
@@ -371,6 +372,8 @@ class CaseFileService:
             if cat not in wanted:
                 rec.ended_on = today
         for cat, item in wanted.items():
+            if isinstance(item, schemas.CategoryIn) and cat in open_cats and item.subtype is not None:
+                open_cats[cat].subtype = item.subtype  # category 5's situation, recorded or corrected
             if isinstance(item, schemas.CategoryIn) and item.ended_on is not None and cat in open_cats:
                 open_cats[cat].ended_on = item.ended_on
             elif cat not in open_cats:
@@ -414,7 +417,8 @@ def minor_public(row: Any, data: dict[str, Any], cats: Sequence[Any]) -> schemas
         sex=data["sex"],
         categories=sorted({c.category for c in cats if c.ended_on is None}),
         category_records=[
-            schemas.CategoryPublic(category=c.category, found_on=c.found_on, ended_on=c.ended_on) for c in cats
+            schemas.CategoryPublic(category=c.category, subtype=c.subtype, found_on=c.found_on, ended_on=c.ended_on)
+            for c in cats
         ],
         school=data.get("school"), guardian=data.get("guardian"), phone=data.get("phone"),
         notes=data.get("notes"), version=row.version, created_at=row.created_at,

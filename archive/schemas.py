@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from core.categories import Category5Subtype, subtype_problem
 from core.fields import (  # noqa: F401  (re-exported for callers of archive.schemas)
     IdNumber,
     Name,
@@ -90,6 +91,9 @@ class CategoryIn(BaseModel):
     model_config = _IN
 
     category: Category
+    subtype: Category5Subtype | None = Field(
+        None, description="Category 5 only: poverty (困难家庭), illness_disability (重病重残) or case (涉案). "
+        "Short labels say 涉案 only for `case`")
     found_on: date | None = Field(None, description="发现日期，默认今天")
     ended_on: date | None = None
 
@@ -97,6 +101,9 @@ class CategoryIn(BaseModel):
     def _order(self) -> CategoryIn:
         if self.found_on and self.ended_on and self.ended_on < self.found_on:
             raise ValueError("结束日期不能早于发现日期")
+        problem = subtype_problem(self.category, self.subtype)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -159,6 +166,7 @@ def birth_problems(birth_date: date, id_number: str | None, *, today: date) -> l
 
 class CategoryPublic(BaseModel):
     category: int
+    subtype: str | None = None
     found_on: date
     ended_on: date | None = None
 

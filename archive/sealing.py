@@ -40,9 +40,12 @@ from core.errors import Conflict, NotFound
 from core.fields import CaseNumber
 from core.keys import Vault
 from core.outbox import enqueue
+from doc_templates import kinds as doc_kinds
 from doc_templates.pool import RenderPool
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+# A reply is issued once per application (``reply_document_id``): the release it lists is copy one.
+REPLY_COPY_NUMBER = "000001"
 CONFIDENTIALITY = ("依据《中华人民共和国刑事诉讼法》第二百八十六条，本件为依法提供的封存记录，"
                    "仅限申请事项使用，不得泄露、复制或转交他人。")
 
@@ -400,32 +403,45 @@ class SealingService:
     # replies ---------------------------------------------------------------------------------
 
     def reply(self, g: Guard, rid: str) -> DocumentIssued:
-        """Issue the 犯罪记录封存查询结果告知书 for a decided application.
+        """Issue the 查询告知函 (``sealed_query_reply``) for a decided application.
 
-        "Records provided" only for an approved, entitled application whose grant names
-        records; every other application, whatever the archive holds, gets the same
-        "no criminal record" reply.
+        Which answer is decided here, from the application alone:
+        - an entitled requester whose application was refused (or whose grant was revoked)
+          gets the refusal letter with the custodian's reasons, never a false "no record";
+        - an approved application whose grant names records gets the release: the records
+          listed, a copy number and the confidentiality duty;
+        - every other application (an unentitled requester, whatever the archive holds; an
+          approved one that found nothing) gets "截至…，未发现…有犯罪记录", the same words
+          whether the person has a sealed record or none.
         """
         req = self.desk._load(g, rid, Action.SEALED_REPLY, read=False)
         status = self.desk.status(req, g.now)
         if status in ("pending", "overdue"):
-            raise Conflict("申请尚未审批，不能出具告知书。", details={"field": "status"})
+            raise Conflict("申请尚未审批，不能出具告知函。", details={"field": "status"})
         if req.reply_document_id:
-            raise Conflict("该申请已出具告知书。", details={"field": "reply_document_id"})
-        granted = g.session.scalar(select(SealedGrant.record_id).where(SealedGrant.request_id == req.id).limit(1))
+            raise Conflict("该申请已出具告知函。", details={"field": "reply_document_id"})
         data = self.vault.open_json(g.session, req.payload, req.dek_id, kind="sealed_request", record_id=req.id,
                                     version=1)
         org = g.session.get(Org, req.requester_org_id)
-        fields = {
+        fields: dict[str, Any] = {
             "recipient": (org.name if org else "查询单位")[:60],
             "request_reference": req.id,
             "subject_name": data["subject"]["name"],
             "subject_id_number": data["subject"]["id_number"],
             "query_date": req.created_at.astimezone(LOCAL_TZ).date().isoformat(),
-            "result": "records_provided" if req.status == "approved" and req.entitled and granted else "no_record",
+            "as_of": g.now.astimezone(LOCAL_TZ).date().isoformat(),
         }
-        if fields["result"] == "records_provided":
-            fields["case_number"] = req.case_number or data.get("case_number")  # a pre-0013 row: the column
+        case_number = req.case_number or data.get("case_number")  # a pre-0013 row: the column
+        released = self._released(g, req) if req.status == "approved" and req.entitled else []
+        if req.entitled and req.status in ("denied", "revoked"):
+            reasons = self.desk.reasons(g.session, req)
+            why = (reasons["revocation"] if req.status == "revoked" else None) or reasons["decision"]
+            fields.update(result="refused", case_number=case_number, reasons=(why or "不符合查询条件。")[:300])
+        elif released:
+            fields.update(result="records_provided", case_number=case_number, records=released,
+                          copy_number=REPLY_COPY_NUMBER)
+        else:
+            fields["result"] = "no_record"
         g.commit()  # the decision to reply was logged above; issuing logs its own event
         issued = self.issuing.issue(g, DocumentRequest(kind="sealed_query_reply", subject_id=req.id, fields=fields))
         g.begin_write()  # the issue committed: the request's session reads again until told to write
@@ -436,10 +452,22 @@ class SealingService:
         g.commit()
         return issued
 
+    @staticmethod
+    def _released(g: Guard, req: SealedRequest) -> list[dict[str, str]]:
+        """The sealed documents an approved application's grant names: title and number of each."""
+        rows = g.session.execute(
+            select(Document.kind, Document.doc_number).join(SealedGrant, SealedGrant.record_id == Document.id)
+            .where(SealedGrant.request_id == req.id).order_by(Document.doc_number, Document.id).limit(20)).all()
+        out = []
+        for kind_name, number in rows:
+            kind = doc_kinds.get(kind_name)
+            out.append({"title": (kind.title if kind else kind_name)[:60], "doc_number": number[:60]})
+        return out
+
     def reply_pdf(self, g: Guard, rid: str) -> tuple[bytes, DocumentVersion]:
         req = self.desk._load(g, rid, Action.SEALED_REPLY_READ, read=False)
         if not req.reply_document_id:
-            raise NotFound("尚未出具告知书。")  # logged in place of the 'allowed' event (Guard.fail)
+            raise NotFound("尚未出具告知函。")  # logged in place of the 'allowed' event (Guard.fail)
         g.commit()
         doc = g.session.get(Document, req.reply_document_id)
         if doc is None:

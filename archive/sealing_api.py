@@ -61,7 +61,7 @@ def granted_records(g: GuardDep, sealing: SealingServiceDep, request_id: str) ->
 
 
 @router.post("/sealed-requests/{request_id}/reply", status_code=status.HTTP_201_CREATED,
-             response_model=DocumentIssued, summary="Issue the 犯罪记录封存查询结果告知书 (custodian)")
+             response_model=DocumentIssued, summary="Issue the 查询告知函, the reply to a query (custodian)")
 def issue_reply(g: GuardDep, sealing: SealingServiceDep, request_id: str) -> DocumentIssued:
     return sealing.reply(g, request_id)
 

@@ -103,12 +103,26 @@ class VisitService:
             child = next((c for c in children if path.startswith(c.path)), None)
             if child is not None:
                 counts[child.code][category - 1] += int(n)
+        # Persons (人), apart from the person-times (人次) above: a minor in two categories is one person.
+        open_cat = and_(MinorCategory.minor_id == Minor.id, MinorCategory.ended_on.is_(None))
+        if on is not None:
+            open_cat = and_(open_cat, MinorCategory.found_on <= on)
+        persons: dict[str, int] = defaultdict(int)
+        for path, n in g.session.execute(
+                select(Region.path, func.count(func.distinct(Minor.id))).join(Minor, Minor.region_code == Region.code)
+                .where(Region.path.startswith(node.path, autoescape=True), Minor.sealed.is_(False),
+                       exists().where(open_cat))
+                .group_by(Region.path)):
+            child = next((c for c in children if path.startswith(c.path)), None)
+            if child is not None:
+                persons[child.code] += int(n)
         total_minors = g.session.scalar(
             select(func.count(func.distinct(Minor.id))).join(Region, Region.code == Minor.region_code)
             .where(Region.path.startswith(node.path, autoescape=True), Minor.sealed.is_(False),
                    exists().where(and_(MinorCategory.minor_id == Minor.id, MinorCategory.ended_on.is_(None)))))
         rows: list[dict[str, Any]] = [
-            {"region": c.code, "name": c.name, "counts": counts[c.code], "total": sum(counts[c.code])}
+            {"region": c.code, "name": c.name, "counts": counts[c.code], "total": sum(counts[c.code]),
+             "persons": persons[c.code]}
             for c in children]
         return {"region": root, "name": node.name, "rows": rows,
                 "totals": [sum(r["counts"][i] for r in rows) for i in range(5)], "minors": int(total_minors or 0)}

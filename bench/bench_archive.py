@@ -214,6 +214,7 @@ class PlainMinorCategory(PlainBase):
     category: Mapped[int] = mapped_column(primary_key=True)
     found_on: Mapped[date] = mapped_column(Date, primary_key=True)
     ended_on: Mapped[date | None] = mapped_column(Date)
+    subtype: Mapped[str | None] = mapped_column(String(20))
 
 
 def payload_json(data: dict[str, Any]) -> bytes:
@@ -255,7 +256,7 @@ def plain_create_minor(g: Guard, data: schemas.MinorCreate) -> schemas.MinorPubl
         item = schemas.CategoryIn(category=c) if isinstance(c, int) else c
         found = item.found_on or today
         cats[(item.category, found)] = PlainMinorCategory(
-            minor_id=mid, category=item.category, found_on=found, ended_on=item.ended_on
+            minor_id=mid, category=item.category, found_on=found, ended_on=item.ended_on, subtype=item.subtype
         )
     g.session.add_all(cats.values())
     g.session.flush()
@@ -282,7 +283,7 @@ def plain_read_minor(g: Guard, minor_id: str) -> schemas.MinorPublic:
 
 
 LOADER = Actor(user_id="system", username="system:bench", display_name="基准测试", org_id="system",
-               org_name="系统", org_type=OrgType.IT, roles=(Role.CASEWORKER.value,),
+               org_name="系统", org_type=OrgType.CIVIL_AFFAIRS, roles=(Role.CASEWORKER.value,),
                region_code=demo.CITY[0])
 
 

@@ -21,7 +21,7 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel
 
 from core.clock import utcnow
-from doc_templates import fonts
+from doc_templates import fonts, words
 from doc_templates.kinds import CATEGORY_LABELS, CATEGORY_SHORT, DocKind
 
 HERE = Path(__file__).resolve().parent
@@ -164,6 +164,8 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.filters.update(cn_date=cn_date, cn_num=cn_num, item=item, paras=paras, at=lambda seq, i: seq[i])
+        self.env.filters.update(words.FILTERS)
+        self.env.globals.update(words.GLOBALS)
         self.font_config = FontConfiguration()
         self.css = CSS(string=_stylesheet_text(), font_config=self.font_config)
 
@@ -186,6 +188,7 @@ class Renderer:
             "pdf_title": f"{meta.kind_title} {meta.doc_number}".strip(),
             "kind": meta.kind,
             "kind_title": meta.kind_title,
+            "title": words.heading(fields, meta.issuer, meta.kind_title),
             "issuer": meta.issuer,
             "issuer_mark": issuer_mark,
             "issuer_mark_pt": issuer_mark_pt(issuer_mark),

@@ -28,6 +28,7 @@ from access_control.policy import Resource, may_issue_document_kind, may_read_do
 from access_control.regions import Level, RegionNode
 from archive import schemas
 from archive.visits import VisitCreate
+from core import categories as category_words
 from core.errors import Conflict, InvalidInput, field_errors
 from doc_templates import kinds as doc_kinds
 from web.pages import errors_by_field, form_to_nested, render
@@ -331,6 +332,7 @@ def _minor_form(request: Request, g: PageGuard, *, minor: schemas.MinorPublic | 
     return render(request, "casework/minor_form.html.j2", status_code=status_code,
                   title="修改未成年人信息" if minor else "登记未成年人", minor=minor, household_id=household_id,
                   household=household, values=values, errors=errors, categories=CATEGORIES,
+                  subtype_options=list(category_words.SUBTYPE_SHORT.items()),
                   today=schemas.local_date(g.now).isoformat(), sex_options=[("male", "男"), ("female", "女")])
 
 
@@ -338,7 +340,7 @@ def _minor_data(form: FormData) -> tuple[dict[str, Any], list[int], dict[str, st
     """Form -> schema data without categories; the checked categories with their dates
     validated one by one (messages keyed ``cat_found_<n>``)."""
     data = form_to_nested(form)
-    for key in [k for k in data if k.startswith("cat_found_")] + ["categories", "expected_version"]:
+    for key in [k for k in data if k.startswith(("cat_found_", "cat_subtype_"))] + ["categories", "expected_version"]:
         data.pop(key, None)
     checked = sorted({int(v) for v in form.getlist("categories[]") if isinstance(v, str) and v in
                       {str(c) for c in CATEGORIES}})
@@ -349,6 +351,9 @@ def _minor_data(form: FormData) -> tuple[dict[str, Any], list[int], dict[str, st
         found = form.get(f"cat_found_{n}")
         if isinstance(found, str) and found.strip():
             item["found_on"] = found.strip()
+        subtype = form.get(f"cat_subtype_{n}")
+        if isinstance(subtype, str) and subtype.strip():
+            item["subtype"] = subtype.strip()
         try:
             cats.append(schemas.CategoryIn.model_validate(item).model_dump(exclude_none=True))
         except ValidationError as exc:
@@ -418,6 +423,8 @@ def _minor_values(minor: schemas.MinorPublic) -> dict[str, Any]:
     for rec in minor.category_records:
         if rec.ended_on is None:
             values[f"cat_found_{rec.category}"] = rec.found_on.isoformat()
+            if rec.subtype:
+                values[f"cat_subtype_{rec.category}"] = rec.subtype
     return values
 
 

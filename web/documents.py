@@ -312,7 +312,7 @@ def _region_options(request: Request, actor: Actor) -> list[tuple[str, str]]:
 
 def _statistics(request: Request, g: Guard, region: str) -> list[dict[str, Any]]:
     stats = get_runtime(request).visits.statistics(g, region=region)
-    return [{"region": row["name"], "counts": row["counts"]} for row in stats["rows"]]
+    return [{"region": row["name"], "persons": row["persons"], "counts": row["counts"]} for row in stats["rows"]]
 
 
 def _prefill(request: Request, g: Guard, kind: doc_kinds.DocKind, subject_id: str | None) -> dict[str, Any]:

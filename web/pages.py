@@ -23,6 +23,8 @@ from starlette.datastructures import FormData
 from access_control.guard import Guard
 from access_control.identity import Actor
 from access_control.policy import sees_page
+from core.categories import label as category_label
+from core.categories import minor_category_tags
 from core.errors import InvalidInput, ShouhuError, field_errors
 from doc_templates.kinds import CATEGORY_LABELS, CATEGORY_SHORT
 
@@ -72,7 +74,7 @@ env = jinja2.Environment(
 )
 env.filters.update(local_time=local_time, cn_date=cn_date)
 env.globals.update(category_labels=CATEGORY_LABELS, category_short=CATEGORY_SHORT, role_names=ROLE_NAMES,
-                   sex_names=SEX_NAMES)
+                   sex_names=SEX_NAMES, minor_category_tags=minor_category_tags, category_label=category_label)
 
 
 def nav_for(actor: Actor | None) -> list[tuple[str, str]]:

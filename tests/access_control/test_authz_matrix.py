@@ -186,7 +186,7 @@ CITY_LOADER = Actor(
     display_name="测试数据",
     org_id="system",
     org_name="系统",
-    org_type=OrgType.IT,
+    org_type=OrgType.CIVIL_AFFAIRS,  # a caseworker's org type (policy.ORG_TYPE_LIMITS)
     roles=("caseworker",),
     region_code="320700",
 )
@@ -604,7 +604,7 @@ def test_admin_sees_and_manages_users_only_in_its_region(rt, client, tokens):
     before = users_snapshot(rt)
 
     listed = {u["username"] for u in client.get("/api/v1/users", headers=headers).json()["items"]}
-    assert listed == {"admin.haizhou", "caseworker.haizhou", "village.haizhou", "court.haizhou"}
+    assert listed == {"admin.haizhou", "caseworker.haizhou", "village.haizhou", "school.haizhou", "court.haizhou"}
     assert client.get(f"/api/v1/users/{ids['village.haizhou']}", headers=headers).status_code == 200
     for route in ("", "/disable", "/reset-password"):
         for username in ("caseworker.guannan", "supervisor.city"):  # sibling, parent

@@ -57,11 +57,11 @@ GUANNAN_VILLAGE = "320724001001"
 DOMAIN_KINDS = {
     "household_file": "困境未成年人家庭档案",
     "minor_file": "困境未成年人基本信息档案表",
-    "referral_notice": "困境未成年人情况通报（转介通知书）",
+    "referral_notice": "困境未成年人转介函",
     "guardianship_designation": "指定监护人通知书",
     "rescue_escort_record": "护送救助登记表",
     "dropout_notice": "辍学（失学、逃学）情况通报",
-    "sealed_query_reply": "犯罪记录封存查询结果告知书",
+    "sealed_query_reply": "查询告知函",  # neutral: a reply's title never says 封存
     "inspection_report": "未成年人社会保护工作督查通报",
     "access_audit_report": "访问日志审计报告",
 }
@@ -770,8 +770,8 @@ def test_who_reads_a_kind_is_decided_in_policy():
     assert readers["sealed_query_reply"] == {"custodian"}
     assert readers["access_audit_report"] == {"auditor"}
 
-    def actor(*roles: str, org: str = "org_a") -> Actor:
-        return Actor(user_id="u", username="u", display_name="", org_id=org, org_name="", org_type=OrgType.OTHER,
+    def actor(*roles: str, org: str = "org_a", org_type: str = OrgType.CIVIL_AFFAIRS) -> Actor:
+        return Actor(user_id="u", username="u", display_name="", org_id=org, org_name="", org_type=org_type,
                      roles=roles, region_code="320706")
 
     assert may_read_document_kind(actor("supervisor"), KINDS["minor_file"])
@@ -780,6 +780,11 @@ def test_who_reads_a_kind_is_decided_in_policy():
     assert may_correct_document(actor("caseworker"), KINDS["minor_file"], "org_a")
     assert not may_correct_document(actor("caseworker"), KINDS["minor_file"], "org_b")
     assert not may_correct_document(actor("supervisor"), KINDS["minor_file"], "org_a")
+    # Kinds an organisation type issues (policy.KIND_ISSUER_ORG_TYPES): a school's dropout notice.
+    school = actor("caseworker", org_type=OrgType.SCHOOL)
+    assert may_correct_document(school, KINDS["dropout_notice"], "org_a")
+    assert not may_correct_document(school, KINDS["minor_file"], "org_a")
+    assert not may_correct_document(actor("caseworker"), KINDS["dropout_notice"], "org_a")
 
 
 def test_document_kinds_and_prefill(client, tokens):

@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 
 from access_control.actions import Action
 from archive.sealing import CONFIDENTIALITY
+from doc_templates.kinds import KINDS
 from runtime import Runtime, alembic_config, migrate_database
 from tests.access_control.test_sealed import (
     APPROVE_REASON,
@@ -297,25 +298,28 @@ def test_persons_are_recorded_at_issue_and_at_each_correction(client, rt):
     assert persons(rt, hf) == {(w.minor, h[w.id_number]), (w.sibling, h[w.sibling_id_number]),
                                (None, h[w.father_id_number])}
     fields = prefilled(client, cw, "guardianship_designation", w.minor)
-    fields.update(recipient=FATHER_NAME, original_situation="其父外出务工，无法履行监护职责。",
-                  guardian_name=FATHER_NAME, guardian_relation="父亲", guardian_id_number=w.father_id_number,
-                  duties=["保障被监护人的生活、学习和身心健康。"])
+    aunt, uncle = make_id_number(birth="19810101", male=False), make_id_number(birth="19790101")
+    example = KINDS["guardianship_designation"].example
+    fields.update({k: example[k] for k in ("original_situation", "dispute", "ward_wishes", "guardian_consented_on",
+                                           "duties", "court", "parties")})
+    fields.update(recipient="户主姑", parents=[{"relation": "父亲", "name": FATHER_NAME, "status": "deceased"}],
+                  guardian_name="户主姑", guardian_relation="姑姑", guardian_id_number=aunt)
     r = client.post(f"{API}/documents", json={"kind": "guardianship_designation", "subject_id": w.minor,
                                               "fields": fields}, headers=cw)
     assert r.status_code == 201, r.text
     doc = r.json()["id"]
-    assert persons(rt, doc) == {(w.minor, h[w.id_number]), (None, h[w.father_id_number])}
-    uncle = make_id_number(birth="19790101")
+    a_hash, u_hash = rt.ring.keyed_hash("id_number", aunt), rt.ring.keyed_hash("id_number", uncle)
+    assert persons(rt, doc) == {(w.minor, h[w.id_number]), (None, a_hash)}
     r = client.post(f"{API}/documents/{doc}/versions", headers=cw, json={
-        "fields": {**fields, "guardian_name": "户主叔", "guardian_relation": "叔叔", "guardian_id_number": uncle},
+        "fields": {**fields, "recipient": "户主叔", "guardian_name": "户主叔", "guardian_relation": "叔叔",
+                   "guardian_id_number": uncle},
         "reason": "被指定监护人更正"})
     assert r.status_code == 201, r.text
     # Old versions stay readable: the persons of every version stay recorded.
-    u_hash = rt.ring.keyed_hash("id_number", uncle)
-    assert persons(rt, doc) == {(w.minor, h[w.id_number]), (None, h[w.father_id_number]), (None, u_hash)}
+    assert persons(rt, doc) == {(w.minor, h[w.id_number]), (None, a_hash), (None, u_hash)}
     ((subject_hashes,),) = run_sql(rt, "SELECT subject_hashes FROM documents WHERE id = :d", d=doc)
     subject_hashes = json.loads(subject_hashes) if isinstance(subject_hashes, str) else subject_hashes
-    assert set(subject_hashes) == {h[w.id_number], h[w.father_id_number], u_hash}
+    assert set(subject_hashes) == {h[w.id_number], a_hash, u_hash}
 
 
 # the keyed hash survives unsealing ----------------------------------------------------------------

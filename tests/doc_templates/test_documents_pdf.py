@@ -39,7 +39,7 @@ from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
 from pdfminer.pdfpage import PDFPage
 
 from archive.prefill import PARTICULARS
-from doc_templates import fonts
+from doc_templates import fonts, words
 from doc_templates.kinds import KINDS
 from doc_templates.pool import shared_pool
 from doc_templates.render import DocumentMeta, cn_date
@@ -73,7 +73,10 @@ ORG = {
     "custodian.city": ("连云港市人民检察院", "连检"),
     "supervisor.city": ("连云港市民政局", "连民发"),
     "auditor.city": ("连云港市未成年人保护工作领导小组办公室", "连未保办"),
+    "school.haizhou": ("海州区新安街道幸福小学（演示）", "幸福小"),
 }
+# Kinds an organisation type issues (access_control.policy.KIND_ISSUER_ORG_TYPES): the school's.
+USER_BY_KIND = {"dropout_notice": "school.haizhou"}
 
 # Fields of each example that must be printed exactly (paths into the fields).
 KEY_FIELDS: dict[str, list[str]] = {
@@ -110,8 +113,8 @@ DOCUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
 PAYLOADS = ["<script>alert(1)</script>", "</p><h1>x</h1>", "{{ 7*7 }}", "{% raw %}",
             "<style>body{display:none}</style>", "url(http://example.invalid/x)"]
 TAGS = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥"
-# Fields the templates do not print (the dropout notice speaks as "我校"; a case number only with records).
-NOT_PRINTED = {("dropout_notice", "school"), ("sealed_query_reply", "case_number")}
+# Fields the templates do not print (a case number only with records).
+NOT_PRINTED = {("sealed_query_reply", "case_number")}
 
 
 def compact(text: str) -> str:
@@ -259,6 +262,8 @@ class Issued:
 
 
 def issuer_of(kind: str) -> str:
+    if kind in USER_BY_KIND:
+        return USER_BY_KIND[kind]
     (role,) = KINDS[kind].issuer_roles
     return USER_BY_ROLE[role]
 
@@ -332,7 +337,11 @@ def test_imprint_closes_the_last_page(issued: dict[str, Issued], key: str) -> No
     on the last line of the block (GB/T 9704-2012 7.5)."""
     doc = issued[key]
     org, _prefix = ORG[doc.user]
-    last = read(doc.pdf).pages[-1]
+    pages = read(doc.pdf).pages
+    # The referral letter's 回执 is a page of its own after the letter, cut off and returned.
+    last = pages[-2] if doc.kind == "referral_notice" else pages[-1]
+    if doc.kind == "referral_notice":
+        assert "回执" in compact("".join(c["text"] for c in pages[-1].chars))
     lines: dict[float, list[dict[str, Any]]] = {}
     for c in last.chars:
         if c["size"] < 15 and not is_seal(c, last.number):
@@ -412,7 +421,9 @@ def test_number_date_issuer_and_fields_printed_exactly(issued: dict[str, Issued]
     org, prefix = ORG[doc.user]
     text = read(doc.pdf).text
     assert re.fullmatch(rf"{prefix}〔2026〕[1-9]\d*号", doc.doc_number), doc.doc_number
-    for expected in (doc.doc_number, DATE_CN, org, compact(KINDS[doc.kind].title), doc.code):
+    # The title: 发文机关 + 事由 + 文种 for a 公文, the kind's own title for a form.
+    title = words.heading(KINDS[doc.kind].validate(doc.fields), org, KINDS[doc.kind].title)
+    for expected in (doc.doc_number, DATE_CN, org, compact(title), doc.code):
         assert expected in text, f"{expected!r} not printed"
     for path in KEY_FIELDS[doc.kind]:
         value = printed(dig(doc.fields, path))
@@ -601,7 +612,7 @@ def test_character_in_no_font_is_422_naming_the_field(client: TestClient, tokens
     assert set(errors) == {"fields.situation", "fields.guardian", "fields.measures.1"}, errors
     assert "U+2FFFF" in errors["fields.situation"] and "U+0378" in errors["fields.guardian"]
     # Nothing was numbered or stored: the next document is number 1.
-    r = issue(client, cw, "dropout_notice", record_fields("dropout_notice"), minor)
+    r = issue(client, cw, "referral_notice", record_fields("referral_notice"), minor)
     assert r.status_code == 201, r.text
     assert r.json()["doc_number"].endswith("〕1号")
 

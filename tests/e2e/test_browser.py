@@ -223,7 +223,7 @@ CAPTIONS: dict[str, str] = {
     "custodian-sealed-seal-done": "封存未成年人记录及其相关公文",
     "custodian-sealed": "封存记录查询申请待办（含审批期限）",
     "custodian-sealed-request": "审批封存记录查询申请",
-    "custodian-sealed-request-approved": "已批准的申请（可撤销、可出具告知书）",
+    "custodian-sealed-request-approved": "已批准的申请（可撤销、可出具告知函）",
     "custodian-sealed-disclosures": "封存记录提供登记（原件与提供件的 SHA-256）",
     "custodian-documents": "保管人的公文列表",
     "custodian-search": "保管人的检索页",

@@ -339,7 +339,7 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     r = cust.post(f"/sealed/{rid}/decision", {"decision": "approve", "reason": "符合法定查询条件"})
     assert r.status_code == 303 and r.headers["location"] == f"/sealed/{rid}?done=decided"
     r = cust.get(r.headers["location"])
-    assert "已批准" in r.text and "审批决定已记录" in r.text and "撤销授权" in r.text and "出具告知书" in r.text
+    assert "已批准" in r.text and "审批决定已记录" in r.text and "撤销授权" in r.text and "出具告知函" in r.text
     r = cust.post(f"/sealed/{rid}/decision", {"decision": "deny", "reason": "再次审批"})
     assert r.status_code == 409  # already decided: no form any more, the message on the page
     assert "该申请已经处理。" in r.text
@@ -366,7 +366,7 @@ def test_sealed_flow_through_the_pages(app: Any, rt: Runtime, api: TestClient, b
     r = cust.post(f"/sealed/{rid}/reply")
     assert r.status_code == 303 and r.headers["location"] == f"/sealed/{rid}?done=replied"
     r = cust.post(f"/sealed/{rid}/reply")
-    assert r.status_code == 409 and "该申请已出具告知书。" in r.text
+    assert r.status_code == 409 and "该申请已出具告知函。" in r.text
     r = court.get(f"/sealed/{rid}")
     assert f'href="/sealed/{rid}/reply.pdf"' in r.text
     r = court.get(f"/sealed/{rid}/reply.pdf")
