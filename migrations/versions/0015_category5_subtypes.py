@@ -3,8 +3,8 @@
 ``minor_categories`` gains ``subtype`` (``core.categories.SUBTYPES``; only on category 5
 rows, null elsewhere and on rows written before, whose labels then never say 涉案).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-08
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
