@@ -139,8 +139,9 @@ class Runtime:
                              if self.db.dialect == "postgresql" else None)
         self.audit_desk = AuditService(log=self.audit, ring=self.ring, db=self.db, settings=s)
         # Documents, one service per job (archive.documents says which does what).
-        self.render_pool = shared_pool(s.render_workers)
-        basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive, base_url=s.public_base_url)
+        self.render_pool = shared_pool(s.render_workers, font_dir=s.font_dir)
+        basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive,
+                              public_url=s.printed_public_url)
         self.document_issuing = DocumentIssuingService(basis=basis, vault=self.vault, blobs=self.blobs,
                                                        pool=self.render_pool)
         # The sealed desk and the stamp of a granted sealed copy come first: the reading service
