@@ -285,9 +285,14 @@ def issuer_of(kind: str) -> str:
 
 @pytest.fixture(scope="module")
 def issued(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
+    return issue_examples(backend, tmp_path_factory.mktemp(f"documents-pdf-{backend.name}"))
+
+
+def issue_examples(backend: Any, data_dir: Any, **settings: Any) -> dict[str, Issued]:
+    """Every kind's example (and the rare-character minor file) issued through the API on a fresh archive
+    of ``backend`` in ``data_dir``, with ``settings`` on top of the test defaults; the PDFs as downloaded."""
     backend.reset()
-    data_dir = tmp_path_factory.mktemp(f"documents-pdf-{backend.name}")
-    rt = Runtime.open(make_settings(data_dir, backend.database_url(data_dir)), require_schema=False,
+    rt = Runtime.open(make_settings(data_dir, backend.database_url(data_dir), **settings), require_schema=False,
                       clock=lambda: PINNED)
     try:
         rt.initialize()
