@@ -78,7 +78,7 @@ class DocumentBatchService:
             items: list[tuple[doc_kinds.DocKind, BaseModel, DocumentMeta]] = []
             for subject in subjects:
                 fields = b.validate_fields(kind, b.fill(g, kind, subject))
-                meta = dataclasses.replace(b.meta(g, kind, org, "存档打印件（未编号）", None), draft=False)
+                meta = dataclasses.replace(b.meta(g, kind, org, "存档打印件（未编号）", None), mark=None)
                 b.check_glyphs(fields, meta)
                 items.append((kind, fields, meta))
             combined, _parts = renderer.render_set(items, progress=progress, parts=False)

@@ -342,7 +342,7 @@ class DocumentBasis:
             issued_on=g.now.astimezone(LOCAL_TZ).date(), created_at=g.now,
             verification_code=display_code(code) if code else None,
             verify_url=f"{self.public_url}/api/v1/verify/{code}" if code and self.public_url else None,
-            draft=code is None, specimen=self.public_url is None,
+            mark="draft" if code is None else "specimen" if self.public_url is None else None,
         )
 
     @staticmethod

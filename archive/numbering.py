@@ -25,7 +25,7 @@ meanwhile is the document rendered again, under the lock.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -73,13 +73,14 @@ def number(issuer: Org, kind: DocKind, year: int, serial: int) -> str:
     return format_number(issuer.doc_prefix, year, serial)
 
 
-def _counter(issuer: Org, kind: DocKind, year: int) -> list[object]:
-    return [NumberCounter.issuer_org_id == issuer.id, NumberCounter.series == series(kind), NumberCounter.year == year]
+def _counter(issuer: Org, kind: DocKind, year: int) -> ColumnElement[bool]:
+    return and_(NumberCounter.issuer_org_id == issuer.id, NumberCounter.series == series(kind),
+                NumberCounter.year == year)
 
 
 def peek(session: Session, *, issuer: Org, kind: DocKind, year: int) -> tuple[int, str]:
     """The serial ``allocate`` would give now, without locking or taking it."""
-    last = session.scalar(select(NumberCounter.last_serial).where(*_counter(issuer, kind, year)))
+    last = session.scalar(select(NumberCounter.last_serial).where(_counter(issuer, kind, year)))
     serial = (last or 0) + 1
     return serial, number(issuer, kind, year, serial)
 
@@ -94,7 +95,7 @@ def allocate(session: Session, *, issuer: Org, kind: DocKind, year: int) -> tupl
         .on_conflict_do_nothing(index_elements=["issuer_org_id", "series", "year"])
     )
     counter = session.scalars(
-        select(NumberCounter).where(*_counter(issuer, kind, year))
+        select(NumberCounter).where(_counter(issuer, kind, year))
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import segno
@@ -49,15 +49,22 @@ class DocumentMeta:
     issuer: str
     doc_number: str
     issued_on: date
+    created_at: datetime = field(default_factory=utcnow)  # callers pass the runtime clock's time
     # How anyone checks it: the code, and the public address (none for a specimen).
     verification_code: str | None = None
     verify_url: str | None = None
-    # A draft (preview: not numbered) or a specimen (no public address configured): marked on every page.
-    draft: bool = False
-    specimen: bool = False
+    # Printed across every page: a draft (preview, not numbered) or a specimen (no public address configured).
+    mark: Literal["draft", "specimen"] | None = None
     release: str | None = None  # stamp for released sealed copies, printed on every page
-    created_at: datetime = field(default_factory=utcnow)  # callers pass the runtime clock's time
     issuer_mark: str | None = None
+
+    @property
+    def draft(self) -> bool:
+        return self.mark == "draft"
+
+    @property
+    def specimen(self) -> bool:
+        return self.mark == "specimen"
 
     def strings(self) -> Iterable[tuple[str, str]]:
         for name in ("issuer", "doc_number", "kind_title", "release", "issuer_mark"):
@@ -191,7 +198,7 @@ class Renderer:
             "verify_url": verify_url,
             "qr_data_uri": qr_data_uri(verify_url) if verify_url else None,
             "draft": meta.draft,
-            "specimen": meta.specimen and not meta.draft,
+            "specimen": meta.specimen,
             "release": meta.release,
         }
         draft_note = Markup('<p class="draft-note">草稿预览：未编号，不具效力</p>') if meta.draft else None

@@ -630,7 +630,7 @@ def test_render_pool_survives_a_dead_worker():
     k = KINDS["referral_notice"]
     meta = DocumentMeta(kind=k.kind, kind_title=k.title, issuer=HAIZHOU_ORG, doc_number="（草稿 未编号）",
                         issued_on=date(2026, 11, 28), created_at=datetime(2026, 11, 28, 2, 0, tzinfo=UTC),
-                        verification_code=None, verify_url=None, draft=True)
+                        verification_code=None, verify_url=None, mark="draft")
     pool = RenderPool(1)
     known = {p.pid for p in multiprocessing.active_children()}
 
