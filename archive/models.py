@@ -89,7 +89,9 @@ class Document(Base):
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("issuer_org_id", "number_series", "number_year", "number_serial"),)
+    # Named: the convention's name would pass PostgreSQL's 63 characters.
+    __table_args__ = (UniqueConstraint("issuer_org_id", "number_series", "number_year", "number_serial",
+                                       name="uq_documents_issuer_org_id_series_year_serial"),)
 
 
 class DocumentPerson(Base):

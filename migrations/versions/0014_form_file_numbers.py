@@ -22,7 +22,7 @@ branch_labels = None
 depends_on = None
 
 OLD_UNIQUE = "uq_documents_issuer_org_id_number_year_number_serial"
-NEW_UNIQUE = "uq_documents_issuer_org_id_number_series_number_year_number_serial"
+NEW_UNIQUE = "uq_documents_issuer_org_id_series_year_serial"  # the convention's name is too long for PostgreSQL
 SERIES = {"server_default": "doc", "nullable": False}
 
 
