@@ -9,9 +9,9 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export SHOUHU_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install debs run test screenshots bench docs lint clean
+.PHONY: install debs fonts run test screenshots bench docs lint clean
 
-install: debs $(VENV)/.installed
+install: debs fonts $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,28 @@ debs:
 	  else \
 	    echo "missing Debian packages:$$missing -- install them as root (sudo apt-get install$$missing)"; \
 	  fi; \
+	fi
+
+# FandolFang (GPL v3 with the font exception; GB 2312 complete) for body text. It ships in
+# texlive-lang-chinese (~100 MB installed): take just the one file from the package.
+FONT_DIR   := /usr/local/share/fonts/shouhu
+FANDOL_OTF := usr/share/texlive/texmf-dist/fonts/opentype/public/fandol/FandolFang-Regular.otf
+FANDOL_DOC := usr/share/doc/texlive-doc/fonts/fandol
+
+fonts: debs
+	@if [ -f $(FONT_DIR)/FandolFang-Regular.otf ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing FandolFang into $(FONT_DIR)"; \
+	  tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
+	  { apt-get download texlive-lang-chinese >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download texlive-lang-chinese >/dev/null; }; } && \
+	  dpkg-deb --fsys-tarfile texlive-lang-chinese_*.deb | tar -x ./$(FANDOL_OTF) ./$(FANDOL_DOC)/README ./$(FANDOL_DOC)/COPYING.gz && \
+	  install -d -m 755 $(FONT_DIR) && \
+	  install -m 644 $(FANDOL_DOC)/README $(FONT_DIR)/FandolFang-README && \
+	  install -m 644 $(FANDOL_DOC)/COPYING.gz $(FONT_DIR)/FandolFang-COPYING.gz && \
+	  install -m 644 $(FANDOL_OTF) $(FONT_DIR)/FandolFang-Regular.otf && \
+	  cd / && rm -rf $$tmp && fc-cache -f $(FONT_DIR) >/dev/null; \
+	else \
+	  echo "FandolFang is not installed: run 'make fonts' as root (it puts FandolFang-Regular.otf into $(FONT_DIR))"; \
 	fi
 
 run: install

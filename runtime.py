@@ -141,11 +141,12 @@ class Runtime:
                              if self.db.dialect == "postgresql" else None)
         self.audit_desk = AuditService(log=self.audit, ring=self.ring, db=self.db, settings=s)
         # Documents, one service per job (archive.documents says which does what).
-        self.render_pool = shared_pool(s.render_workers)
+        self.render_pool = shared_pool(s.render_workers, font_dir=s.font_dir)
         # The deployment's CA and the orgs' signing keys; every issued PDF is signed (archive.pki).
         self.pki = CertificateAuthority(db=self.db, vault=self.vault, name=s.deployment_name)
         self.seal_images = SealImages(vault=self.vault, blobs=self.blobs)
-        basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive, base_url=s.public_base_url)
+        basis = DocumentBasis(ring=self.ring, regions=self.regions, archive=self.archive,
+                              public_url=s.printed_public_url)
         self.document_issuing = DocumentIssuingService(basis=basis, vault=self.vault, blobs=self.blobs,
                                                        pool=self.render_pool, pki=self.pki,
                                                        seal_images=self.seal_images)

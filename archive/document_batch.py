@@ -45,7 +45,8 @@ class DocumentBatchService:
         Without ``issue`` the pages are archive print copies (存档打印件), rendered in one
         pass: not numbered, not stored. With ``issue`` each is issued as an official document
         (``DocumentIssuingService.issue_one``), all in one transaction, and the combined PDF holds
-        the very pages stored.
+        the very pages stored. Forms take file numbers of their own series (archive.numbering),
+        so a batch of them leaves the issuer's 发文字号 where they were.
         """
         b = self.basis
         kind = b.kind_or_422(kind_name)
@@ -67,7 +68,7 @@ class DocumentBatchService:
         if not rows:  # the renderer refuses an empty set: say so, not a traceback
             raise InvalidInput.one("region", "该区域内没有可打印的档案")
         # An issuer that cannot number is refused as a single issue is, before any record is read.
-        org = self.issuing.issuer(g) if issue else b.org(g)
+        org = self.issuing.issuer(g, kind) if issue else b.org(g)
         subjects = [b.subject(g, kind, r.id, Action.DOCUMENT_PRINT) for r in rows]
         # The read of every record is logged (and durable) before any is decrypted.
         g.record(EventDraft(action=Action.DOCUMENT_PRINT, outcome="allowed", reason="print:records_read",
@@ -79,7 +80,7 @@ class DocumentBatchService:
             items: list[tuple[doc_kinds.DocKind, BaseModel, DocumentMeta]] = []
             for subject in subjects:
                 fields = b.validate_fields(kind, b.fill(g, kind, subject))
-                meta = dataclasses.replace(b.meta(g, kind, org, "存档打印件（未编号）", None), draft=False)
+                meta = dataclasses.replace(b.meta(g, kind, org, "存档打印件（未编号）", None), mark=None)
                 b.check_glyphs(fields, meta)
                 items.append((kind, fields, meta))
             combined, _parts = renderer.render_set(items, progress=progress, parts=False)
@@ -108,7 +109,7 @@ class DocumentBatchService:
         its record, rendered and signed in this process with the batch's renderer."""
         b = self.basis
         fields = b.validate_fields(kind, b.fill(g, kind, subject))
-        self.issuing.check_printable(g, kind, self.issuing.issuer(g), fields)
+        self.issuing.check_printable(g, kind, self.issuing.issuer(g, kind), fields)
         return self.issuing.issue_one(g, kind, subject, fields, b.persons(g, subject, fields),
                                       doc_id=new_id("doc"), code=new_code(), signer=signer, seal_image=seal,
                                       render=lambda meta: signing.sign(renderer.pdf(kind, fields, meta), signer,

@@ -102,20 +102,18 @@ class DocumentIssuingService:
         """The issuer's registered seal image (read in the caller's transaction, before rendering)."""
         return self.seal_images.data_uri(g.session, org.id)
 
-    def issuer(self, g: Guard) -> Org:
-        """The caller's org, if it can number documents; otherwise a 409 (before anything is read)."""
+    def issuer(self, g: Guard, kind: doc_kinds.DocKind) -> Org:
+        """The caller's org, if it can number ``kind``; otherwise a 409 (before anything is read).
+        A 发文字号 needs the org's prefix; a form's file number does not (archive.numbering)."""
         org = self.basis.org(g)
-        if not org.doc_prefix:
+        if not numbering.can_number(org, kind):
             raise Conflict("本单位尚未设置发文字号代字，无法编号。", details={"field": "issuer"})
         return org
 
     def check_printable(self, g: Guard, kind: doc_kinds.DocKind, org: Org, fields: BaseModel) -> None:
         """Refuse fields (or an issuer's name) the fonts cannot print, with a number of the issuer's form."""
-        if org.doc_prefix is None:
-            raise RuntimeError("the issuer has no document number prefix (issuer() refuses that)")
         year = g.now.astimezone(LOCAL_TZ).year
-        self.basis.check_glyphs(fields, self.basis.meta(g, kind, org, numbering.format_number(org.doc_prefix, year, 1),
-                                                        None))
+        self.basis.check_glyphs(fields, self.basis.meta(g, kind, org, numbering.number(org, kind, year, 1), None))
 
     def issue(self, g: Guard, req: DocumentRequest) -> DocumentIssued:
         b = self.basis
@@ -126,7 +124,7 @@ class DocumentIssuingService:
         # connection or lock, in order, and the number peeked below is the one allocated.
         with self._issuer_queue(g.actor.org_id):
             subject = b.subject(g, kind, req.subject_id, Action.DOCUMENT_ISSUE)
-            org = self.issuer(g)
+            org = self.issuer(g, kind)
             year = g.now.astimezone(LOCAL_TZ).year
             doc_id = new_id("doc")
             # Decided before the record's particulars are read; a refusal after it (a field that
@@ -139,7 +137,7 @@ class DocumentIssuingService:
             fields = b.validated(g, kind, subject, req.fields)
             named = b.persons(g, subject, fields)
             self.check_printable(g, kind, org, fields)
-            _serial, predicted = numbering.peek(g.session, issuer=org, year=year)
+            _serial, predicted = numbering.peek(g.session, issuer=org, kind=kind, year=year)
             code = new_code()
             seal = self.seal_image(g, org)
             meta = b.meta(g, kind, org, predicted, code, seal_image=seal)
@@ -162,24 +160,25 @@ class DocumentIssuingService:
                   ) -> tuple[Document, DocumentVersion, bytes]:
         """Number, seal and store one document in the current transaction (the caller commits).
 
-        The number is allocated here (gapless: it is used only if the transaction commits). A
+        The number (a 发文字号, or a form's file number from its own series) is allocated here
+        (gapless: it is used only if the transaction commits). A
         PDF rendered beforehand for a predicted number (``rendered``: that number and the PDF)
         is kept if the number is the one allocated; otherwise ``render`` makes it now, under
         the numbering lock. Every issued document, single or batch, goes through here, and
         both PDFs are signed by ``signer`` (the issuer's key): ``render`` returns signed bytes.
         """
-        org = self.issuer(g)
+        org = self.issuer(g, kind)
         year = g.now.astimezone(LOCAL_TZ).year
-        serial, number = numbering.allocate(g.session, issuer=org, year=year)
+        serial, number = numbering.allocate(g.session, issuer=org, kind=kind, year=year)
         meta = self.basis.meta(g, kind, org, number, code, seal_image=seal_image)
         # Nothing rendered yet, or another process issued meanwhile: render now, under the lock.
         pdf = rendered[1] if rendered is not None and rendered[0] == number else render(meta)
         dek_id, dek = self.vault.new_data_key(g.session, owner_kind="document", owner_id=doc_id)
         doc = Document(
             id=doc_id, kind=kind.kind, subject_kind=subject.kind, subject_id=subject.id,
-            region_code=subject.region_code, issuer_org_id=org.id, doc_number=number, number_year=year,
-            number_serial=serial, current_version=1, dek_id=dek_id, subject_hashes=[], sealed=False,
-            created_by=g.actor.user_id, created_at=g.now,
+            region_code=subject.region_code, issuer_org_id=org.id, doc_number=number,
+            number_series=numbering.series(kind), number_year=year, number_serial=serial, current_version=1,
+            dek_id=dek_id, subject_hashes=[], sealed=False, created_by=g.actor.user_id, created_at=g.now,
         )
         g.session.add(doc)
         g.session.flush()

@@ -193,11 +193,12 @@ class DocumentBasis:
     """The kind, the subject, the fields and the meta of a document, resolved and validated
     the same way by every document service."""
 
-    def __init__(self, *, ring: KeyRing, regions: RegionTree, archive: CaseFileService, base_url: str):
+    def __init__(self, *, ring: KeyRing, regions: RegionTree, archive: CaseFileService, public_url: str | None):
         self.ring = ring
         self.regions = regions
         self.archive = archive
-        self.base_url = base_url.rstrip("/")
+        # None: no public address (Settings.printed_public_url), so every issued PDF is a specimen.
+        self.public_url = public_url
 
     @staticmethod
     def kind_or_422(name: str) -> doc_kinds.DocKind:
@@ -341,8 +342,10 @@ class DocumentBasis:
             kind=kind.kind, kind_title=kind.title, issuer=org.name, doc_number=doc_number,
             issued_on=g.now.astimezone(LOCAL_TZ).date(), created_at=g.now,
             verification_code=display_code(code) if code else None,
-            verify_url=f"{self.base_url}/api/v1/verify/{code}" if code else None,
-            draft=code is None, seal_image=seal_image if code else None,
+            verify_url=f"{self.public_url}/api/v1/verify/{code}" if code and self.public_url else None,
+            mark="draft" if code is None else "specimen" if self.public_url is None else None,
+            # A seal image is printed only on a signed document that is no specimen.
+            seal_image=seal_image if code and self.public_url else None,
         )
 
     @staticmethod

@@ -78,7 +78,9 @@ class Document(Base):
     subject_id: Mapped[str | None] = mapped_column(String(40), index=True)
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
     issuer_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    # A 发文字号 (series "doc") or a form's 档案编号 (its own series per kind; archive.numbering).
     doc_number: Mapped[str] = mapped_column(String(60))
+    number_series: Mapped[str] = mapped_column(String(40), default="doc", server_default="doc")
     number_year: Mapped[int] = mapped_column()
     number_serial: Mapped[int] = mapped_column()
     current_version: Mapped[int] = mapped_column(default=1)
@@ -89,7 +91,9 @@ class Document(Base):
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("issuer_org_id", "number_year", "number_serial"),)
+    # Named: the convention's name would pass PostgreSQL's 63 characters.
+    __table_args__ = (UniqueConstraint("issuer_org_id", "number_series", "number_year", "number_serial",
+                                       name="uq_documents_issuer_org_id_series_year_serial"),)
 
 
 class DocumentPerson(Base):
@@ -131,11 +135,15 @@ class DocumentVersion(Base):
 
 
 class NumberCounter(Base):
-    """The last serial used per issuer and year; locked while a number is allocated."""
+    """The last serial used per issuer, series and year; locked while a number is allocated.
+
+    Series ``doc`` counts the issuer's 发文字号; each form kind counts its file numbers apart.
+    """
 
     __tablename__ = "doc_number_counters"
 
     issuer_org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    series: Mapped[str] = mapped_column(String(40), primary_key=True, default="doc", server_default="doc")
     year: Mapped[int] = mapped_column(primary_key=True)
     last_serial: Mapped[int] = mapped_column(default=0)
 

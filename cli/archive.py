@@ -87,7 +87,7 @@ def print_documents(
             raise fail(f"用户 {as_user} 已停用" if user else f"没有用户 {as_user}")
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("排版", total=None)
-            renderer = Renderer()
+            renderer = Renderer(rt.settings.font_dir)
             try:
                 with rt.db.session() as s:
                     g = rt.guard(s, actor, operator=op.actor, request_id=op.request_id)

@@ -77,16 +77,19 @@ def key_ring(rt: Runtime, *, load: bool = False) -> Check:
     return Check("key_ring", label, True, f"当前密钥 {current}")
 
 
-def fonts() -> Check:
-    """The open CJK fonts documents are set in are installed."""
-    from doc_templates.fonts import REQUIRED_OPEN_FONTS, missing_fonts
+def fonts(settings: Settings) -> Check:
+    """The open CJK fonts documents are set in are installed; names the licensed ones found in the font folder."""
+    from doc_templates.fonts import REQUIRED_OPEN_FONTS, licensed_faces, missing_fonts
 
     missing = missing_fonts()
     if missing:
         return Check("fonts", "字体 fonts", False,
-                     f"缺少 {'、'.join(missing)}：运行 `apt-get install fonts-noto-cjk fonts-lxgw-wenkai`"
-                     "（或 `make install`）", "missing " + ", ".join(missing))
-    return Check("fonts", "字体 fonts", True, "已安装 " + "、".join(REQUIRED_OPEN_FONTS))
+                     f"缺少 {'、'.join(missing)}：以 root 运行 `make fonts`（FandolFang）和 "
+                     "`apt-get install fonts-noto-cjk fonts-lxgw-wenkai`（或 `make install`）",
+                     "missing " + ", ".join(missing))
+    licensed = [family for family, _path in licensed_faces(settings.font_dir)]
+    return Check("fonts", "字体 fonts", True, "已安装 " + "、".join(REQUIRED_OPEN_FONTS)
+                 + (f"；字体目录中的授权字体：{'、'.join(licensed)}" if licensed else ""))
 
 
 # What a running server needs -----------------------------------------------------------
@@ -112,7 +115,7 @@ def search_index(rt: Runtime) -> Check:
 
 def readiness(rt: Runtime) -> list[Check]:
     """What ``GET /readyz`` answers from: may the server take requests?"""
-    return [database(rt), key_ring(rt), blob_store(rt), search_index(rt), fonts()]
+    return [database(rt), key_ring(rt), blob_store(rt), search_index(rt), fonts(rt.settings)]
 
 
 # The operator's fuller list ------------------------------------------------------------
@@ -206,5 +209,5 @@ def diagnose(settings: Settings) -> list[Check]:
                 rt.close()
         except Exception as exc:  # noqa: BLE001 - any failure to connect is reported
             checks.append(_unreachable(exc))
-    checks.append(fonts())
+    checks.append(fonts(settings))
     return checks

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import stat
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -156,10 +158,18 @@ class Settings(BaseSettings):
         description="The deployment's name: the name of the certificate authority `shouhu init` creates "
         "to sign documents (its CA certificate's organisation; set it before the first `shouhu init`).",
     )
-    public_base_url: str = Field(
-        "http://127.0.0.1:8000",
+    public_url: str | None = Field(
+        None,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
-        description="Address people reach Shouhu at; printed in documents' verification QR codes.",
+        description="Public address people reach Shouhu at (e.g. `https://shouhu.example.gov.cn`). Issued "
+        "documents print `<this>/api/v1/verify/<code>` and its QR code. Unset, or a loopback address "
+        "(localhost, 127.0.0.0/8, ::1): every issued PDF is a specimen, marked 样本 on every page, with no "
+        "verification address.",
+    )
+    font_dir: Path | None = Field(
+        None,
+        description="Folder of fonts an office licenses (方正仿宋_GBK, 方正小标宋简体, as .ttf/.otf/.ttc): "
+        "those found are preferred for body text and titles over the open FandolFang and Noto fonts.",
     )
     render_workers: int = Field(
         2,
@@ -246,8 +256,6 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxy_networks(cls, value: str) -> str:
-        import ipaddress
-
         for part in value.split(","):
             if part.strip():
                 try:
@@ -266,6 +274,22 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'shouhu.db'}"
+
+    @property
+    def printed_public_url(self) -> str | None:
+        """The public address documents print, without a trailing slash; None for a specimen
+        (no address set, or a loopback one: a document must never point at 127.0.0.1)."""
+        if not self.public_url:
+            return None
+        host = (urlsplit(self.public_url).hostname or "").lower()
+        if host == "localhost" or host.endswith(".localhost"):
+            return None
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            pass  # a name, not an address
+        return self.public_url.rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,8 +1,9 @@
 """Font stacks for GB/T 9704 documents, and a glyph-coverage check before rendering.
 
 Stacks name the customary office fonts first (an office that installs its
-licensed FangSong or XiaoBiaoSong gets them with no code change) and open fonts
-after. A character that no installed font of any stack covers is refused at
+licensed 方正仿宋 or 方正小标宋, system-wide or in the ``SHOUHU_FONT_DIR`` folder,
+gets them with no code change) and open fonts after: FandolFang for body text,
+Noto CJK for every character it lacks. A character that no installed font of any stack covers is refused at
 render time; without the check it would print as an empty box, and fontconfig
 can spend tens of seconds searching for it (WeasyPrint issue 2811).
 """
@@ -14,25 +15,68 @@ import shutil
 import subprocess
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
 
 from fontTools.ttLib import TTFont
 
 STACKS: dict[str, list[str]] = {
-    # 仿宋: body text. There is no free simplified FangSong; Noto Serif CJK SC (Song) stands in.
-    "fangsong": ["FangSong", "仿宋", "FangSong_GB2312", "仿宋_GB2312", "STFangsong", "Noto Serif CJK SC"],
+    # 仿宋 (body text, 3-hao): an office's licensed 方正仿宋 first (from the system or ``SHOUHU_FONT_DIR``),
+    # then FandolFang (GPL with the font exception, all of GB 2312; ``make fonts`` installs it), then
+    # Noto Serif CJK SC for the rarer characters FandolFang lacks (per-glyph fallback).
+    "fangsong": ["方正仿宋_GBK", "FZFangSong-Z02", "FZFangSong-Z02S", "FandolFang", "Noto Serif CJK SC"],
     # 小标宋 / 宋体: titles and the issuer mark.
-    "song": ["FZXiaoBiaoSong-B05S", "方正小标宋简体", "SimSun", "宋体", "STSong", "Noto Serif CJK SC"],
+    "song": ["方正小标宋简体", "FZXiaoBiaoSong-B05S", "方正小标宋_GBK", "FZXiaoBiaoSong-B05", "Noto Serif CJK SC"],
     # 黑体: level-1 headings.
     "hei": ["SimHei", "黑体", "STHeiti", "Noto Sans CJK SC"],
     # 楷体: level-2 headings.
     "kai": ["KaiTi", "楷体", "KaiTi_GB2312", "楷体_GB2312", "STKaiti", "LXGW WenKai", "AR PL UKai CN"],
 }
 
-REQUIRED_OPEN_FONTS = ("Noto Serif CJK SC", "Noto Sans CJK SC", "LXGW WenKai")
+# Families an office licenses: when a file in the font folder (``SHOUHU_FONT_DIR``) names one of
+# them, it is declared with @font-face and, standing first in its stack, preferred.
+LICENSED: dict[str, tuple[str, ...]] = {
+    "fangsong": ("方正仿宋_GBK", "FZFangSong-Z02", "FZFangSong-Z02S"),
+    "song": ("方正小标宋简体", "FZXiaoBiaoSong-B05S", "方正小标宋_GBK", "FZXiaoBiaoSong-B05"),
+}
+FONT_SUFFIXES = (".otf", ".ttf", ".ttc", ".otc")
+
+REQUIRED_OPEN_FONTS = ("FandolFang", "Noto Serif CJK SC", "Noto Sans CJK SC", "LXGW WenKai")
 
 
 def css_family(stack: str) -> str:
     return ", ".join(f'"{name}"' for name in STACKS[stack]) + ", serif"
+
+
+def _family_names(path: Path) -> set[str]:
+    """Every family name (ids 1 and 16, all languages) of the first face in a font file."""
+    try:
+        font = TTFont(path, fontNumber=0, lazy=True)
+    except Exception:  # noqa: BLE001 - not a font we can read: not one of ours
+        return set()
+    try:
+        return {str(r.toUnicode()).strip() for r in font["name"].names if r.nameID in (1, 16)}
+    finally:
+        font.close()
+
+
+@functools.cache
+def licensed_faces(font_dir: Path | None) -> tuple[tuple[str, Path], ...]:
+    """(family, file) for each licensed font found in ``font_dir`` (one file per family)."""
+    if font_dir is None or not font_dir.is_dir():
+        return ()
+    wanted = {name for names in LICENSED.values() for name in names}
+    found: dict[str, Path] = {}
+    for path in sorted(font_dir.iterdir()):
+        if path.suffix.lower() in FONT_SUFFIXES and path.is_file():
+            for family in sorted(_family_names(path) & wanted):
+                found.setdefault(family, path)
+    return tuple(found.items())
+
+
+def font_face_css(font_dir: Path | None) -> str:
+    """@font-face rules that make the licensed fonts of ``font_dir`` available under their family names."""
+    return "".join(f'@font-face {{ font-family: "{family}"; src: url("{path.resolve().as_uri()}"); }}\n'
+                   for family, path in licensed_faces(font_dir))
 
 
 def _fc(*args: str) -> str:
@@ -92,7 +136,8 @@ def missing(text: str) -> list[str]:
 
 
 def missing_fonts() -> list[str]:
-    """Open fonts Shouhu relies on that are not installed (for doctor and readyz)."""
+    """Open fonts Shouhu relies on that are not installed (for doctor and readyz); FandolFang is
+    installed by ``make fonts`` (see the Makefile), the others by Debian packages."""
     have = installed_families()
     return [f for f in REQUIRED_OPEN_FONTS if f not in have]
 

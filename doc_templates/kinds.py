@@ -34,6 +34,11 @@ Subtype = category_words.Category5Subtype
 RETENTION = {"permanent": "永久", "long": "长期（30年）", "short": "短期（10年）"}
 
 Subject = Literal["household", "minor", "sealed_request", "region", "none"]
+# How a kind is laid out (GB/T 9704-2012; docs/documents.md): ``file`` the 文件格式 header, for the issuer's
+# own official documents and reports to a superior body; ``letter`` the 信函格式, for 函 to other units;
+# ``certificate`` a notice served on a person (no red header, its number under the title); ``form`` a
+# ruled form with a file number (档案编号) of its own series, never a 发文字号.
+Layout = Literal["file", "letter", "certificate", "form"]
 
 
 class DocFields(BaseModel):
@@ -473,8 +478,14 @@ class DocKind:
     issuer_roles: frozenset[str]
     retention: str
     template: str
-    layout: Literal["letter", "form"]
+    layout: Layout
     example: dict[str, Any]
+    file_code: str | None = None  # a form's code in its file numbers (archive.numbering)
+
+    @property
+    def numbered_as_file(self) -> bool:
+        """Forms carry a file number of their own series; every other kind a 发文字号."""
+        return self.layout == "form"
 
     def validate(self, fields: dict[str, Any]) -> BaseModel:
         return self.schema.model_validate(fields)
@@ -495,12 +506,14 @@ KINDS: dict[str, DocKind] = {}
 
 def _register(kind: DocKind) -> None:
     kind.validate(kind.example)  # an example that does not validate is a bug
+    if kind.numbered_as_file != bool(kind.file_code):
+        raise ValueError(f"{kind.kind}: a form, and only a form, has a file code")
     KINDS[kind.kind] = kind
 
 
 _register(DocKind(
     kind="household_file", title="困境未成年人家庭档案", schema=HouseholdFile, subject="household",
-    issuer_roles=CASEWORK, retention="permanent", template="household_file.html.j2", layout="form",
+    issuer_roles=CASEWORK, retention="permanent", template="household_file.html.j2", layout="form", file_code="JT",
     example={
         "household_no": "320706001001-0007", "region": "海州区新安街道幸福村", "address": "幸福村3组12号",
         "members": [
@@ -519,7 +532,7 @@ _register(DocKind(
 
 _register(DocKind(
     kind="minor_file", title="困境未成年人基本信息档案表", schema=MinorFile, subject="minor",
-    issuer_roles=CASEWORK, retention="permanent", template="minor_file.html.j2", layout="form",
+    issuer_roles=CASEWORK, retention="permanent", template="minor_file.html.j2", layout="form", file_code="JB",
     example={
         "name": "王子涵", "sex": "男", "birth_date": "2015-03-01", "id_number": "320706201503010019",
         "school": "幸福小学五年级", "address": "海州区新安街道幸福村3组12号", "guardian": "王桂芳",
@@ -548,7 +561,7 @@ _register(DocKind(
 _register(DocKind(
     kind="guardianship_designation", title="指定监护人通知书", schema=GuardianshipDesignation,
     subject="minor", issuer_roles=CASEWORK, retention="permanent",
-    template="guardianship_designation.html.j2", layout="letter",
+    template="guardianship_designation.html.j2", layout="certificate",
     example={
         "recipient": "王桂芳", "minor_name": "王一诺", "minor_id_number": "320706201807150029",
         "parents": [{"relation": "父亲", "name": "王建国", "status": "deceased"},
@@ -569,6 +582,7 @@ _register(DocKind(
 _register(DocKind(
     kind="rescue_escort_record", title="护送救助登记表", schema=RescueEscortRecord, subject="minor",
     issuer_roles=CASEWORK, retention="long", template="rescue_escort_record.html.j2", layout="form",
+    file_code="HS",
     example={
         "found_at": "2026年11月18日 21时", "found_place": "连云港火车站广场", "finder_name": "刘明轩",
         "finder_unit": "海州区新安街道办事处", "finder_phone": "13900000000", "minor_sex": "男",
@@ -580,7 +594,7 @@ _register(DocKind(
 
 _register(DocKind(
     kind="dropout_notice", title="辍学（失学、逃学）情况通报", schema=DropoutNotice, subject="minor",
-    issuer_roles=CASEWORK, retention="short", template="dropout_notice.html.j2", layout="letter",
+    issuer_roles=CASEWORK, retention="short", template="dropout_notice.html.j2", layout="certificate",
     example={
         "recipient": "王子涵同学家长（监护人）", "school": "幸福小学", "student_name": "王子涵",
         "grade": "五年级（2）班", "kind": "逃学", "absent_since": "2026-11-02", "as_of": "2026-11-20",
@@ -603,7 +617,7 @@ _register(DocKind(
 _register(DocKind(
     kind="inspection_report", title="未成年人社会保护工作督查通报", schema=InspectionReport,
     subject="region", issuer_roles=frozenset({"supervisor"}), retention="long",
-    template="inspection_report.html.j2", layout="letter",
+    template="inspection_report.html.j2", layout="file",
     example={
         "recipient": "各县区民政局、市未成年人保护工作领导小组各成员单位", "period": "2026年第三季度",
         "as_of": "2026-09-30",
@@ -625,7 +639,7 @@ _register(DocKind(
 _register(DocKind(
     kind="access_audit_report", title="访问日志审计报告", schema=AccessAuditReport, subject="none",
     issuer_roles=frozenset({"auditor"}), retention="permanent", template="access_audit_report.html.j2",
-    layout="letter",
+    layout="file",
     example={
         "recipient": "连云港市未成年人保护工作领导小组", "period": "2026年11月1日至2026年11月27日",
         "events": 15230, "denied": 41, "first_seq": 1, "last_seq": 15230, "hash_alg": "sha256",

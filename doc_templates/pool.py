@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from core.workers import exit_with_parent
@@ -23,46 +24,48 @@ from doc_templates.kinds import KINDS
 from doc_templates.render import DocumentMeta, Renderer
 from doc_templates.signing import SignerKey
 
-_renderer: Renderer | None = None
+# One renderer per font folder, built on first use (in a worker: at its start).
+_renderers: dict[Path | None, Renderer] = {}
 
 
-def _worker_init(parent: int) -> None:
-    global _renderer
+def _worker_init(parent: int, font_dir: Path | None) -> None:
     exit_with_parent(parent)
-    _renderer = Renderer()
+    renderer = _local(font_dir)
     # Pay the first-render costs (glyph-coverage table, font loading) now, not on a request.
     kind = KINDS["sealed_query_reply"]
-    _renderer.pdf(kind, kind.validate(kind.example), DocumentMeta(
+    renderer.pdf(kind, kind.validate(kind.example), DocumentMeta(
         kind=kind.kind, kind_title=kind.title, issuer="预热", doc_number="预热", issued_on=date(2026, 1, 1)))
 
 
-def _local() -> Renderer:
-    global _renderer
-    if _renderer is None:
-        _renderer = Renderer()
-    return _renderer
+def _local(font_dir: Path | None) -> Renderer:
+    renderer = _renderers.get(font_dir)
+    if renderer is None:
+        renderer = _renderers[font_dir] = Renderer(font_dir)
+    return renderer
 
 
-def _render(kind: str, fields: dict[str, Any], meta: DocumentMeta, signer: SignerKey | None = None) -> bytes:
+def _render(font_dir: Path | None, kind: str, fields: dict[str, Any], meta: DocumentMeta,
+            signer: SignerKey | None = None) -> bytes:
     """Render, and sign with ``signer`` (at the document's creation time) in the same worker call."""
     k = KINDS[kind]
-    pdf = _local().pdf(k, k.validate(fields), meta)
+    pdf = _local(font_dir).pdf(k, k.validate(fields), meta)
     return signing.sign(pdf, signer, at=meta.created_at) if signer is not None else pdf
 
 
-def _stamp(pdf: bytes, lines: list[str], signer: SignerKey | None = None, at: Any = None) -> bytes:
-    stamped = _local().stamp(pdf, lines)
+def _stamp(font_dir: Path | None, pdf: bytes, lines: list[str], signer: SignerKey | None = None,
+           at: Any = None) -> bytes:
+    stamped = _local(font_dir).stamp(pdf, lines)
     return signing.sign(stamped, signer, at=at) if signer is not None else stamped
 
 
-def _render_many(items: list[tuple[str, dict[str, Any], DocumentMeta]]) -> bytes:
-    renderer = _local()
-    return renderer.batch([(KINDS[k], KINDS[k].validate(f), m) for k, f, m in items])
+def _render_many(font_dir: Path | None, items: list[tuple[str, dict[str, Any], DocumentMeta]]) -> bytes:
+    return _local(font_dir).batch([(KINDS[k], KINDS[k].validate(f), m) for k, f, m in items])
 
 
 class RenderPool:
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, font_dir: Path | None = None):
         self.workers = workers
+        self.font_dir = font_dir
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -73,7 +76,7 @@ class RenderPool:
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_worker_init,
-                    initargs=(os.getpid(),),
+                    initargs=(os.getpid(), self.font_dir),
                 )
             return self._executor
 
@@ -104,11 +107,11 @@ class RenderPool:
         if self.workers == 0:
             future: Future[bytes] = Future()
             try:
-                future.set_result(_render(kind, fields, meta, signer))
+                future.set_result(_render(self.font_dir, kind, fields, meta, signer))
             except Exception as exc:  # noqa: BLE001 - delivered through the future
                 future.set_exception(exc)
             return future
-        return self._submit(_render, kind, fields, meta, signer)
+        return self._submit(_render, self.font_dir, kind, fields, meta, signer)
 
     def pdf(self, kind: str, fields: dict[str, Any], meta: DocumentMeta, *, signer: SignerKey | None = None,
             timeout: float = 120) -> bytes:
@@ -117,19 +120,19 @@ class RenderPool:
         With ``signer`` the PDF comes back signed (PAdES), by the worker that rendered it."""
         if self.workers == 0:
             return self.submit(kind, fields, meta, signer).result(timeout=timeout)
-        return self._run(timeout, _render, kind, fields, meta, signer)
+        return self._run(timeout, _render, self.font_dir, kind, fields, meta, signer)
 
     def batch(self, items: list[tuple[str, dict[str, Any], DocumentMeta]], *, timeout: float = 1800) -> bytes:
         if self.workers == 0:
-            return _render_many(items)
-        return self._run(timeout, _render_many, items)
+            return _render_many(self.font_dir, items)
+        return self._run(timeout, _render_many, self.font_dir, items)
 
     def stamp(self, pdf: bytes, lines: list[str], *, signer: SignerKey | None = None, at: Any = None,
               timeout: float = 120) -> bytes:
         """Print ``lines`` in the top margin of every page of ``pdf``; sign the result with ``signer`` at ``at``."""
         if self.workers == 0:
-            return _stamp(pdf, lines, signer, at)
-        return self._run(timeout, _stamp, pdf, lines, signer, at)
+            return _stamp(self.font_dir, pdf, lines, signer, at)
+        return self._run(timeout, _stamp, self.font_dir, pdf, lines, signer, at)
 
     def warm(self) -> None:
         """Start the workers now rather than on the first request."""
@@ -145,16 +148,16 @@ class RenderPool:
                 self._executor = None
 
 
-_pools: dict[int, RenderPool] = {}
+_pools: dict[tuple[int, Path | None], RenderPool] = {}
 _pools_lock = threading.Lock()
 
 
-def shared_pool(workers: int) -> RenderPool:
-    """One pool per process and size (tests build many runtimes; workers are costly to start)."""
+def shared_pool(workers: int, font_dir: Path | None = None) -> RenderPool:
+    """One pool per process, size and font folder (tests build many runtimes; workers are costly to start)."""
     with _pools_lock:
-        pool = _pools.get(workers)
+        pool = _pools.get((workers, font_dir))
         if pool is None:
-            pool = _pools[workers] = RenderPool(workers)
+            pool = _pools[(workers, font_dir)] = RenderPool(workers, font_dir)
         return pool
 
 

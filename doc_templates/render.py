@@ -8,16 +8,15 @@ Document metadata carries the kind, issuer and number, never personal data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import segno
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from pydantic import BaseModel
 
 from core.clock import utcnow
@@ -46,18 +45,29 @@ class DocumentMeta:
 
     kind: str
     kind_title: str
+    # Who issues it, under which number (a 发文字号, or a form's 档案编号), on which day.
     issuer: str
     doc_number: str
     issued_on: date
+    created_at: datetime = field(default_factory=utcnow)  # callers pass the runtime clock's time
+    # How anyone checks it: the code, and the public address (none for a specimen).
     verification_code: str | None = None
     verify_url: str | None = None
-    draft: bool = False
+    # Printed across every page: a draft (preview, not numbered) or a specimen (no public address configured).
+    mark: Literal["draft", "specimen"] | None = None
     release: str | None = None  # stamp for released sealed copies, printed on every page
-    created_at: datetime = field(default_factory=utcnow)  # callers pass the runtime clock's time
     issuer_mark: str | None = None
     # The issuer's registered seal image (a ``data:image/png`` URI): printed only on an issued,
     # digitally signed document, never on a preview or draft (archive.seal_images).
     seal_image: str | None = None
+
+    @property
+    def draft(self) -> bool:
+        return self.mark == "draft"
+
+    @property
+    def specimen(self) -> bool:
+        return self.mark == "specimen"
 
     def strings(self) -> Iterable[tuple[str, str]]:
         for name in ("issuer", "doc_number", "kind_title", "release", "issuer_mark"):
@@ -89,6 +99,19 @@ def issuer_mark_pt(mark: str) -> float:
     return round(max(ISSUER_MARK_PT[0], min(ISSUER_MARK_PT[1], fits)), 1)
 
 
+def em_width(text: str) -> float:
+    """Approximate printed width in em: CJK and full-width characters 1, others (digits, Latin) 1/2."""
+    return sum(0.5 if ord(ch) < 0x2E80 else 1.0 for ch in text)
+
+
+SIGN_INDENT_EM = 4  # 成文日期 right-indented four characters (GB/T 9704-2012 7.3.5.1)
+
+
+def sign_name_too_long(issuer: str, date_cn: str) -> bool:
+    """Whether the issuer's name, centred on the date, would run past the right edge of the text block."""
+    return em_width(issuer) / 2 > SIGN_INDENT_EM + em_width(date_cn) / 2
+
+
 RUN_IN_HEADING_MAX = 30  # characters: a longer first sentence is body text, not a heading
 
 
@@ -106,52 +129,25 @@ def paras(text: str) -> list[str]:
     return [p.strip() for p in text.splitlines() if p.strip()]
 
 
-def seal_svg(issuer: str) -> Markup:
-    """A round red seal area with the issuer's name along the top and a star in the middle."""
-    cx = cy = 110.0
-    chars = list(issuer)[:24]
-    n = len(chars)
-    span = min(250.0, 22.0 * n)
-    start = -90 - span / 2
-    parts = [
-        '<svg class="seal" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 220 220">',
-        '<g fill="none" stroke="#e60012" stroke-width="6" opacity="0.85">'
-        f'<circle cx="{cx}" cy="{cy}" r="104"/></g>',
-        '<g fill="#e60012" opacity="0.85" font-size="26" text-anchor="middle"'
-        f' font-family="{escape(fonts.STACKS["song"][-1])}">',
-    ]
-    for i, ch in enumerate(chars):
-        angle = start + (span * i / (n - 1) if n > 1 else span / 2)
-        rad = math.radians(angle)
-        x, y = cx + 80 * math.cos(rad), cy + 80 * math.sin(rad)
-        parts.append(
-            f'<text x="{x:.2f}" y="{y:.2f}" transform="rotate({angle + 90:.2f} {x:.2f} {y:.2f})"'
-            f' dy="9">{escape(ch)}</text>'
-        )
-    star = []
-    for k in range(10):
-        r = 30 if k % 2 == 0 else 12
-        a = math.radians(-90 + 36 * k)
-        star.append(f"{cx + r * math.cos(a):.2f},{cy + 8 + r * math.sin(a):.2f}")
-    parts.append(f'<polygon points="{" ".join(star)}"/></g></svg>')
-    return Markup("".join(parts))  # noqa: S704 - built from escaped characters only
-
-
 def qr_data_uri(url: str) -> str:
     return segno.make(url, error="m", micro=False).svg_data_uri(scale=4, border=2)
 
 
-def _stylesheet_text() -> str:
-    css = (HERE / "static" / "gongwen.css").read_text(encoding="utf-8")
+def _stylesheet_text(font_dir: Path | None = None) -> str:
+    css = fonts.font_face_css(font_dir) + (HERE / "static" / "gongwen.css").read_text(encoding="utf-8")
     for stack in fonts.STACKS:
         css = css.replace(f"var(--{stack})", fonts.css_family(stack))
     return css
 
 
 class Renderer:
-    """Renders documents. Build one per process and reuse it."""
+    """Renders documents. Build one per process and reuse it.
 
-    def __init__(self) -> None:
+    ``font_dir`` is the folder of an office's licensed fonts (``SHOUHU_FONT_DIR``): those it
+    holds are declared with @font-face and preferred (doc_templates.fonts.LICENSED).
+    """
+
+    def __init__(self, font_dir: Path | None = None) -> None:
         # WeasyPrint is imported here: it costs ~0.7 s, and only renderers need it.
         from weasyprint import CSS
         from weasyprint.text.fonts import FontConfiguration
@@ -167,7 +163,7 @@ class Renderer:
         self.env.filters.update(words.FILTERS)
         self.env.globals.update(words.GLOBALS)
         self.font_config = FontConfiguration()
-        self.css = CSS(string=_stylesheet_text(), font_config=self.font_config)
+        self.css = CSS(string=_stylesheet_text(font_dir), font_config=self.font_config)
 
     @staticmethod
     def check_glyphs(fields: dict[str, Any], meta: DocumentMeta) -> None:
@@ -183,26 +179,34 @@ class Renderer:
     def html(self, kind: DocKind, fields: BaseModel, meta: DocumentMeta) -> str:
         data = fields.model_dump()
         self.check_glyphs(fields.model_dump(mode="json"), meta)
-        issuer_mark = meta.issuer_mark or f"{meta.issuer}文件"
+        layout = kind.layout
+        # 文件格式: the issuer's name and 文件; 信函格式: the name alone (GB/T 9704-2012 7.2.3, 10.1).
+        issuer_mark = meta.issuer_mark or (f"{meta.issuer}文件" if layout == "file" else meta.issuer)
+        date_text = cn_date(meta.issued_on)
+        # A public address is printed (and drawn as a QR code) only on a real document, never on a specimen.
+        verify_url = meta.verify_url if not meta.specimen else None
         view = {
             "pdf_title": f"{meta.kind_title} {meta.doc_number}".strip(),
             "kind": meta.kind,
             "kind_title": meta.kind_title,
             "title": words.heading(fields, meta.issuer, meta.kind_title),
+            "layout": layout,
             "issuer": meta.issuer,
             "issuer_mark": issuer_mark,
             "issuer_mark_pt": issuer_mark_pt(issuer_mark),
             "doc_number": meta.doc_number,
-            "date_cn": cn_date(meta.issued_on),
+            # 签发人 on the number line of a report to a superior body (a kind whose fields name one).
+            "signer": data.get("signer") if layout == "file" else None,
+            "date_cn": date_text,
+            "sign_long": sign_name_too_long(meta.issuer, date_text),
             "created_iso": meta.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "verification_code": meta.verification_code,
-            "verify_url": meta.verify_url,
-            "qr_data_uri": qr_data_uri(meta.verify_url) if meta.verify_url else None,
-            "seal_svg": seal_svg(meta.issuer) if meta.verification_code and not meta.draft else None,
+            "verify_url": verify_url,
+            "qr_data_uri": qr_data_uri(verify_url) if verify_url else None,
             "draft": meta.draft,
             "seal_image": meta.seal_image if meta.verification_code and not meta.draft else None,
+            "specimen": meta.specimen,
             "release": meta.release,
-            "print_line": True,
         }
         draft_note = Markup('<p class="draft-note">草稿预览：未编号，不具效力</p>') if meta.draft else None
         return self.env.get_template(kind.template).render(

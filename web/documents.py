@@ -485,7 +485,7 @@ def _detail_page(request: Request, g: Guard, doc_id: str, *, values: dict[str, A
     current = next(v for v in doc.versions if v.version == doc.version)
     return render(request, "documents/detail.html.j2", status_code=status_code, title=doc.doc_number, doc=doc,
                   kind=kind, current=current, correction=correction, notice=notice, problem=problem,
-                  verify_base=f"{runtime.settings.public_base_url.rstrip('/')}/api/v1/verify/",
+                  verify_base=f"{runtime.settings.printed_public_url or ''}/api/v1/verify/",
                   retention=doc_kinds.RETENTION[kind.retention], subject_label=SUBJECT_LABELS[kind.subject])
 
 

@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -228,8 +229,8 @@ def test_number_taken_by_another_process_while_rendering_is_rendered_again(clien
     assert client.post("/api/v1/documents", json=referral(minor_id), headers=cw).status_code == 201
     peeked: list[str] = []
 
-    def stale_peek(session: Any, *, issuer: Any, year: int) -> tuple[int, str]:
-        peeked.append(numbering.format_number(issuer.doc_prefix, year, 1))
+    def stale_peek(session: Any, *, issuer: Any, kind: Any, year: int) -> tuple[int, str]:
+        peeked.append(numbering.number(issuer, kind, year, 1))
         return 1, peeked[-1]  # number 1 is long taken
 
     monkeypatch.setattr(numbering, "peek", stale_peek)
@@ -307,32 +308,48 @@ def test_failed_issue_burns_no_number_and_leaves_nothing(app, client, tokens, rt
 # 2. immutability and verification ---------------------------------------------------------
 
 
-def test_printed_qr_code_leads_to_the_public_verification(client, tokens, rt, tmp_path):
+PUBLIC_URL = "https://shouhu.example.gov.cn"
+
+
+@contextmanager
+def public_client(rt: Runtime) -> Iterator[TestClient]:
+    """The API of ``rt``'s archive served by a runtime whose settings name a public address."""
+    public = Runtime.open(rt.settings.model_copy(update={"public_url": PUBLIC_URL}))
+    try:
+        with TestClient(create_app(runtime=public)) as c:
+            yield c
+    finally:
+        public.close()
+
+
+def test_printed_qr_code_leads_to_the_public_verification(rt, tmp_path):
     """The QR code on the printed last page, decoded from a 150 dpi raster, is the document's
-    verification address; following it answers authentic, with the stored sha256 and nothing personal."""
+    verification address under SHOUHU_PUBLIC_URL; following it answers authentic, with the stored
+    sha256 and nothing personal."""
     import zxingcpp
     from PIL import Image
 
-    cw = tokens["caseworker.haizhou"]
-    minor_id = make_minor(client, cw, name="李梦瑶")
-    issued = client.post("/api/v1/documents", json=referral(minor_id), headers=cw).json()
-    pdf = client.get(f"/api/v1/documents/{issued['id']}/pdf", headers=cw).content
-    (tmp_path / "doc.pdf").write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "150", "-png", str(tmp_path / "doc.pdf"), str(tmp_path / "page")],
-                   check=True, timeout=120)
-    pages = sorted(tmp_path.glob("page*.png"))
-    assert len(pages) == pdf_pages(pdf)
-    codes = [c for png in pages for c in zxingcpp.read_barcodes(Image.open(png))]
-    assert [c.format for c in codes] == [zxingcpp.BarcodeFormat.QRCode], codes
-    url = codes[0].text
-    code = issued["verification_code"].replace("-", "")
-    assert url == f"{rt.settings.public_base_url.rstrip('/')}/api/v1/verify/{code}"
-    r = client.get(urlsplit(url).path)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["authentic"] is True and body["sha256"] == issued["sha256"]
-    assert body["doc_number"] == issued["doc_number"]
-    assert "李梦瑶" in pdf_text(pdf) and "李梦瑶" not in r.text  # the record's name, on paper only
+    with public_client(rt) as client:
+        cw = login(client, "caseworker.haizhou")
+        minor_id = make_minor(client, cw, name="李梦瑶")
+        issued = client.post("/api/v1/documents", json=referral(minor_id), headers=cw).json()
+        pdf = client.get(f"/api/v1/documents/{issued['id']}/pdf", headers=cw).content
+        (tmp_path / "doc.pdf").write_bytes(pdf)
+        subprocess.run(["pdftoppm", "-r", "150", "-png", str(tmp_path / "doc.pdf"), str(tmp_path / "page")],
+                       check=True, timeout=120)
+        pages = sorted(tmp_path.glob("page*.png"))
+        assert len(pages) == pdf_pages(pdf)
+        codes = [c for png in pages for c in zxingcpp.read_barcodes(Image.open(png))]
+        assert [c.format for c in codes] == [zxingcpp.BarcodeFormat.QRCode], codes
+        url = codes[0].text
+        code = issued["verification_code"].replace("-", "")
+        assert url == f"{PUBLIC_URL}/api/v1/verify/{code}"
+        r = client.get(urlsplit(url).path)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["authentic"] is True and body["sha256"] == issued["sha256"]
+        assert body["doc_number"] == issued["doc_number"]
+        assert "李梦瑶" in pdf_text(pdf) and "李梦瑶" not in r.text  # the record's name, on paper only
 
 
 def test_issued_pdf_is_immutable_and_verifiable(client, tokens, rt):
@@ -613,7 +630,7 @@ def test_render_pool_survives_a_dead_worker():
     k = KINDS["referral_notice"]
     meta = DocumentMeta(kind=k.kind, kind_title=k.title, issuer=HAIZHOU_ORG, doc_number="（草稿 未编号）",
                         issued_on=date(2026, 11, 28), created_at=datetime(2026, 11, 28, 2, 0, tzinfo=UTC),
-                        verification_code=None, verify_url=None, draft=True)
+                        verification_code=None, verify_url=None, mark="draft")
     pool = RenderPool(1)
     known = {p.pid for p in multiprocessing.active_children()}
 
@@ -687,8 +704,8 @@ def test_shouhu_print_household_files_and_issue_them(demo_archive, tmp_path):
     assert sorted(d[1] for d in docs) == households
     assert [d[3] for d in docs] == list(range(1, len(households) + 1))
     combined = pdf_text(issued_out.read_bytes())
-    for d in docs:
-        assert d[2] in combined and d[2].startswith("幸福村委〔")
+    for d in docs:  # file numbers of the household file's own series (archive.numbering), no 发文字号
+        assert d[2] in combined and re.fullmatch(rf"{HAIZHOU_VILLAGE}CJ-JT-\d{{4}}-{d[3]:06d}", d[2]), d[2]
 
     # Each stored PDF opens and hashes to its recorded sha256.
     settings = Settings(data_dir=demo_archive, argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1,
@@ -728,32 +745,37 @@ def test_shouhu_print_of_an_empty_region_says_so(rt, settings, tmp_path):
 
 # `shouhu print` run in this process: WeasyPrint leaves its colour profile file to the garbage collector.
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-def test_print_issue_refuses_an_issuer_without_a_prefix_as_issue_does(rt, client, tokens, monkeypatch, tmp_path):
-    """Batch issuing is the single issue per subject: an issuer with no number prefix is the same
-    409 (Conflict) for both, not an assertion in the batch."""
+def test_forms_need_no_prefix_letters_do_single_or_batch(rt, client, tokens, monkeypatch, tmp_path):
+    """An issuer without a 发文字号 prefix numbers forms (their file numbers need none), single or in a
+    batch, and is refused a letter with a 409 (Conflict), before anything is read."""
     from tests.cli_support import InProcess
 
     village = tokens["village.haizhou"]
     r = client.post("/api/v1/households", json=household_body(HAIZHOU_VILLAGE), headers=village)
     assert r.status_code == 201, r.text
     household = r.json()["id"]
+    r = client.post("/api/v1/minors", json=minor_body(household), headers=village)
+    assert r.status_code == 201, r.text
+    minor = r.json()["id"]
     run_sql(rt, "UPDATE orgs SET doc_prefix = NULL WHERE id = "
                 "(SELECT org_id FROM users WHERE username = 'village.haizhou')")
+    r = client.post("/api/v1/documents", headers=village, json=referral(minor))
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["details"] == {"field": "issuer"}
     r = client.post("/api/v1/documents", headers=village, json={
         "kind": "household_file", "subject_id": household, "fields": record_fields("household_file")})
-    assert r.status_code == 409, r.text
-    refusal = r.json()["error"]["message"]
+    assert r.status_code == 201, r.text
+    year = year_now(rt)
+    assert r.json()["doc_number"] == f"{HAIZHOU_VILLAGE}CJ-JT-{year}-000001"
 
     shouhu = InProcess(rt.settings, monkeypatch)
     out = tmp_path / "issued.pdf"
     result = shouhu("print", "--kind", "household_file", "--region", HAIZHOU_VILLAGE,
-                    "--out", str(out), "--as", "village.haizhou", "--issue", ok=False)
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert refusal in " ".join(result.output.split()).replace(" ", "")
-    assert not out.exists()
-    assert count(rt, "documents") == 0
-    events = run_sql(rt, "SELECT outcome, reason FROM audit_events WHERE action = :a", a="documents:batch:print")
-    assert [tuple(e) for e in events][-1] == ("error", "error:conflict")
+                    "--out", str(out), "--as", "village.haizhou", "--issue")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert f"{HAIZHOU_VILLAGE}CJ-JT-{year}-000002" in pdf_text(out.read_bytes())
+    assert count(rt, "documents") == 2
+
 
 # 7. the kind registry -------------------------------------------------------------------------
 

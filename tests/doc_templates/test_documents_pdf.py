@@ -63,7 +63,8 @@ TOL = 1 * MM
 PAGE_NUMBER_PT = 14.0  # 4-hao; "one character" in from the outside edge
 PINNED = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
 DATE_CN = "2026年11月28日"
-RED = (0.901961, 0.0, 0.070588)  # #e60012: issuer mark and seal
+RED = (0.901961, 0.0, 0.070588)  # #e60012: the issuer mark and the header's rules
+WATERMARK_PT = 40  # the diagonal 样本 (specimen) or 草稿 (draft) mark is set larger than any text
 
 # Who issues what (demo users), with their org's name and document-number prefix.
 USER_BY_ROLE = {"caseworker": "caseworker.haizhou", "custodian": "custodian.city",
@@ -155,22 +156,21 @@ class Page:
     height: float
     chars: list[dict[str, Any]]  # body characters (page numbers excluded)
     number_chars: list[dict[str, Any]]  # characters below the text block: the page number
-    graphics: list[dict[str, Any]]  # rules, table borders, seal, QR code
+    graphics: list[dict[str, Any]]  # rules, table borders, QR code
 
 
 @dataclass
 class Reading:
     pages: list[Page]
-    text: str  # compact text of the body (no page numbers, no seal), then every table cell
+    text: str  # compact text of the body (no page numbers, no watermark), then every table cell
     info: dict[str, str]
     xmp: bytes
     glyphs: list[tuple[str, int, str | None]] = field(default_factory=list)  # (font, glyph id, text)
 
 
-def is_seal(c: dict[str, Any], page: int) -> bool:
-    """Red text below the header is the seal's ring of characters (the red issuer mark is at the top of page 1)."""
-    color = tuple(round(x, 2) for x in (c.get("non_stroking_color") or ()))
-    return color == tuple(round(x, 2) for x in RED) and (page > 1 or c["top"] > TOP + 30 * MM)
+def is_watermark(c: dict[str, Any]) -> bool:
+    """A character of the diagonal 样本 / 草稿 mark across the page."""
+    return bool(c["size"] > WATERMARK_PT)
 
 
 class GlyphRecorder(PDFLayoutAnalyzer):
@@ -197,11 +197,11 @@ def read(pdf: bytes) -> Reading:
     with pdfplumber.open(io.BytesIO(pdf)) as doc:
         for n, p in enumerate(doc.pages, start=1):
             below = [c for c in p.chars if c["top"] > BOTTOM + TOL]
-            body = [c for c in p.chars if c["top"] <= BOTTOM + TOL]
+            body = [c for c in p.chars if c["top"] <= BOTTOM + TOL and not is_watermark(c)]
             graphics = [*p.rects, *p.lines, *p.curves, *p.images]
             pages.append(Page(n, float(p.width), float(p.height), body, below, graphics))
-            keep = p.filter(lambda o, n=n: o.get("object_type") != "char"
-                            or (o["top"] <= BOTTOM + TOL and not is_seal(o, n)))
+            keep = p.filter(lambda o: o.get("object_type") != "char"
+                            or (o["top"] <= BOTTOM + TOL and not is_watermark(o)))
             texts.append(keep.extract_text() or "")
             for table in keep.extract_tables():
                 cells.extend(compact(cell or "") for row in table for cell in row)
@@ -226,15 +226,35 @@ def where(box: dict[str, Any]) -> str:
             f"y {box['top'] / MM:.1f}-{box['bottom'] / MM:.1f} mm")
 
 
-def check_geometry(reading: Reading) -> None:
-    """A4 pages; every character and mark in the text block; page numbers where GB/T 9704 puts them."""
+# The 信函格式's first page (GB/T 9704-2012 10.1): its text starts 30 mm from the top edge (the issuer mark),
+# its red double lines are 170 mm long, centred on the page, the lower one 20 mm above the bottom edge.
+LETTER_TOP = 30 * MM
+LETTER_RULES = (20 * MM, 190 * MM, A4[1] - 20 * MM)
+
+
+def in_letter_head(box: dict[str, Any]) -> bool:
+    """Inside the first page of a letter: the text block with its top at 30 mm, or one of the double lines."""
+    if box.get("object_type") == "char":
+        return box["top"] >= LETTER_TOP - TOL and box["x0"] >= LEFT - TOL and box["x1"] <= RIGHT + TOL
+    return (abs(box["x0"] - LETTER_RULES[0]) <= TOL and abs(box["x1"] - LETTER_RULES[1]) <= TOL
+            and box["top"] >= LETTER_TOP and box["bottom"] <= LETTER_RULES[2] + TOL)
+
+
+def check_geometry(reading: Reading, layout: str) -> None:
+    """A4 pages; every character and mark in the text block (the letter's first page: its head, see above);
+    page numbers where GB/T 9704 puts them, none on a letter's first page."""
     for page in reading.pages:
         assert abs(page.width - A4[0]) <= 1 and abs(page.height - A4[1]) <= 1, (page.number, page.width,
                                                                                  page.height)
-        stray = [where(c) for c in page.chars if outside(c)]
+        letter_head = layout == "letter" and page.number == 1
+        inside = in_letter_head if letter_head else (lambda box: not outside(box))
+        chars = page.chars + page.number_chars if letter_head else page.chars
+        stray = [where(c) for c in chars if not inside(c)]
         assert not stray, f"page {page.number}: characters outside the text block: {stray[:10]}"
-        stray = [where(g) for g in page.graphics if outside(g)]
+        stray = [where(g) for g in page.graphics if not inside(g)]
         assert not stray, f"page {page.number}: marks outside the text block: {stray[:10]}"
+        if letter_head:
+            continue
         number = sorted(page.number_chars, key=lambda c: c["x0"])
         assert compact("".join(c["text"] for c in number)) == f"—{page.number}—", (page.number, number)
         x0, x1 = min(c["x0"] for c in number), max(c["x1"] for c in number)
@@ -270,9 +290,14 @@ def issuer_of(kind: str) -> str:
 
 @pytest.fixture(scope="module")
 def issued(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
+    return issue_examples(backend, tmp_path_factory.mktemp(f"documents-pdf-{backend.name}"))
+
+
+def issue_examples(backend: Any, data_dir: Any, **settings: Any) -> dict[str, Issued]:
+    """Every kind's example (and the rare-character minor file) issued through the API on a fresh archive
+    of ``backend`` in ``data_dir``, with ``settings`` on top of the test defaults; the PDFs as downloaded."""
     backend.reset()
-    data_dir = tmp_path_factory.mktemp(f"documents-pdf-{backend.name}")
-    rt = Runtime.open(make_settings(data_dir, backend.database_url(data_dir)), require_schema=False,
+    rt = Runtime.open(make_settings(data_dir, backend.database_url(data_dir), **settings), require_schema=False,
                       clock=lambda: PINNED)
     try:
         rt.initialize()
@@ -325,16 +350,21 @@ ALL = list(DOCUMENTS)
 
 @pytest.mark.parametrize("key", ALL)
 def test_a4_pages_and_everything_inside_the_text_block(issued: dict[str, Issued], key: str) -> None:
-    check_geometry(read(issued[key].pdf))
+    check_geometry(read(issued[key].pdf), KINDS[issued[key].kind].layout)
 
 
-LETTERS = [key for key, (kind, _f) in DOCUMENTS.items() if KINDS[kind].layout == "letter"]
+def layout_of(key: str) -> str:
+    return KINDS[DOCUMENTS[key][0]].layout
 
 
-@pytest.mark.parametrize("key", LETTERS)
+OFFICIAL = [key for key in DOCUMENTS if layout_of(key) != "form"]  # files, letters and notices to a person
+FILES = [key for key in DOCUMENTS if layout_of(key) == "file"]
+
+
+@pytest.mark.parametrize("key", FILES)
 def test_imprint_closes_the_last_page(issued: dict[str, Issued], key: str) -> None:
-    """版记: the printing org one character in from the left, 印发 date one in from the right, its last rule
-    on the last line of the block (GB/T 9704-2012 7.5)."""
+    """版记 of the file layout: the printing org one character in from the left, 印发 date one in from the
+    right, its last rule on the last line of the block (GB/T 9704-2012 7.5). Letters have no 印发 line (10.1)."""
     doc = issued[key]
     org, _prefix = ORG[doc.user]
     pages = read(doc.pdf).pages
@@ -344,7 +374,7 @@ def test_imprint_closes_the_last_page(issued: dict[str, Issued], key: str) -> No
         assert "回执" in compact("".join(c["text"] for c in pages[-1].chars))
     lines: dict[float, list[dict[str, Any]]] = {}
     for c in last.chars:
-        if c["size"] < 15 and not is_seal(c, last.number):
+        if c["size"] < 15:
             lines.setdefault(round(c["top"], 0), []).append(c)
     imprint = [sorted(cs, key=lambda c: c["x0"]) for cs in lines.values()
                if compact("".join(c["text"] for c in sorted(cs, key=lambda c: c["x0"]))).endswith("印发")]
@@ -370,26 +400,29 @@ def face(c: dict[str, Any]) -> str:
 
 
 def text_lines(page: Page) -> list[list[dict[str, Any]]]:
-    """The page's characters in lines (top within 2 pt), left to right; the seal left out."""
+    """The page's characters in lines (baselines within 2 pt: faces differ in where their boxes' tops are),
+    left to right."""
     lines: list[list[dict[str, Any]]] = []
-    for c in sorted((c for c in page.chars if not is_seal(c, page.number)), key=lambda c: (c["top"], c["x0"])):
-        if lines and abs(lines[-1][0]["top"] - c["top"]) <= 2:
+    for c in sorted(page.chars, key=lambda c: (-c["matrix"][5], c["x0"])):
+        if lines and abs(lines[-1][0]["matrix"][5] - c["matrix"][5]) <= 2:
             lines[-1].append(c)
         else:
             lines.append([c])
     return [sorted(line, key=lambda c: c["x0"]) for line in lines]
 
 
-@pytest.mark.parametrize("key", LETTERS)
+@pytest.mark.parametrize("key", OFFICIAL)
 def test_type_faces_and_sizes_follow_gbt_9704(issued: dict[str, Issued], key: str) -> None:
-    """Issuer mark red bold Song; title 2-hao (22 pt) bold Song; body 3-hao (16 pt) FangSong; level-1
-    headings (一、) Hei; a run-in level-2 heading (（一）…。 followed by text) Kai, its paragraph FangSong."""
+    """Issuer mark (files and letters) red bold Song; title 2-hao (22 pt) bold Song; body 3-hao (16 pt) FangSong;
+    level-1 headings (一、) Hei; a run-in level-2 heading (（一）…。 followed by text) Kai, its paragraph FangSong."""
     pages = read(issued[key].pdf).pages
     first = text_lines(pages[0])
-    mark = first[0]
-    # Its size is the issuer's to choose (GB/T 9704-2012 7.2.3): long names are set smaller to stay on one line.
-    assert {face(c) for c in mark} == {"song-bold"} and all(c["size"] >= 16 for c in mark)
-    assert all(tuple(round(x, 2) for x in c["non_stroking_color"]) == tuple(round(x, 2) for x in RED) for c in mark)
+    if layout_of(key) in ("file", "letter"):
+        mark = first[0]
+        # Its size is the issuer's to choose (GB/T 9704-2012 7.2.3): long names are set smaller to stay on one line.
+        assert {face(c) for c in mark} == {"song-bold"} and all(c["size"] >= 16 for c in mark)
+        assert all(tuple(round(x, 2) for x in c["non_stroking_color"]) == tuple(round(x, 2) for x in RED)
+                   for c in mark)
     title = next(line for line in first if line[0]["size"] == pytest.approx(22, abs=0.1))
     assert {face(c) for c in title} == {"song-bold"}, compact("".join(c["text"] for c in title))
     sizes = Counter(round(c["size"], 1) for p in pages for line in text_lines(p)[(2 if p is pages[0] else 0):]
@@ -420,7 +453,11 @@ def test_number_date_issuer_and_fields_printed_exactly(issued: dict[str, Issued]
     doc = issued[key]
     org, prefix = ORG[doc.user]
     text = read(doc.pdf).text
-    assert re.fullmatch(rf"{prefix}〔2026〕[1-9]\d*号", doc.doc_number), doc.doc_number
+    if layout_of(key) == "form":  # a file number of the form's own series (archive.numbering)
+        code = KINDS[doc.kind].file_code
+        assert re.fullmatch(rf"\d{{6,12}}[A-Z]{{2}}-{code}-2026-\d{{6}}", doc.doc_number), doc.doc_number
+    else:
+        assert re.fullmatch(rf"{prefix}〔2026〕[1-9]\d*号", doc.doc_number), doc.doc_number
     # The title: 发文机关 + 事由 + 文种 for a 公文, the kind's own title for a form.
     title = words.heading(KINDS[doc.kind].validate(doc.fields), org, KINDS[doc.kind].title)
     for expected in (doc.doc_number, DATE_CN, org, compact(title), doc.code):
@@ -476,7 +513,7 @@ def test_rare_characters_in_names_are_drawn(issued: dict[str, Issued]) -> None:
 
 
 def _fonts(resources: Any, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    """Every font dictionary reachable from a resource dictionary, form XObjects included (the seal is SVG)."""
+    """Every font dictionary reachable from a resource dictionary, form XObjects included (SVG is drawn in them)."""
     if resources is None:
         return
     resources = resources.get_object()
@@ -710,7 +747,7 @@ def check_markup_literal(kind: str, fields: dict[str, Any], reading: Reading, co
         if not any(p in str(value) for p in PAYLOADS):
             rest = rest.replace(printed(value), "")
     assert "49" not in rest
-    check_geometry(reading)
+    check_geometry(reading, KINDS[kind].layout)
 
 
 def test_markup_in_text_fields_is_printed_literally_through_the_api(client: TestClient, tokens: Any) -> None:
