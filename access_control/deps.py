@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from archive.document_issuing import DocumentIssuingService
     from archive.document_reading import DocumentReadingService
     from archive.records import CaseFileService
+    from archive.seal_images import SealImages
     from archive.sealing import SealingService
     from archive.visits import VisitService
     from runtime import Runtime
@@ -82,6 +83,7 @@ sealed_desk = _attribute("sealed")
 sealing_service = _attribute("sealing")
 user_admin = _attribute("users")
 audit_desk = _attribute("audit_desk")
+seal_images = _attribute("seal_images")
 
 
 def search_service(runtime: RuntimeDep) -> SearchService:
@@ -99,6 +101,7 @@ if TYPE_CHECKING:
     UserServiceDep = Annotated[UserService, Depends(user_admin)]
     AuditServiceDep = Annotated[AuditService, Depends(audit_desk)]
     SearchServiceDep = Annotated[SearchService, Depends(search_service)]
+    SealImagesDep = Annotated[SealImages, Depends(seal_images)]
 else:  # at run time FastAPI needs only the Depends; see the module docstring
     def _any(dependency: Callable[..., Any]) -> Any:
         return Annotated[Any, Depends(dependency)]
@@ -106,7 +109,7 @@ else:  # at run time FastAPI needs only the Depends; see the module docstring
     CaseFileServiceDep, VisitServiceDep, SearchServiceDep = map(_any, (archive_service, visits_service, search_service))
     DocumentIssuingServiceDep, DocumentReadingServiceDep = map(_any, (document_issuing, document_reading))
     SealedRequestServiceDep, SealingServiceDep = map(_any, (sealed_desk, sealing_service))
-    UserServiceDep, AuditServiceDep = map(_any, (user_admin, audit_desk))
+    UserServiceDep, AuditServiceDep, SealImagesDep = map(_any, (user_admin, audit_desk, seal_images))
 
 
 # Methods that only read (besides their audit events, which the guard appends in short write

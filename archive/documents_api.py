@@ -11,12 +11,18 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from access_control.actions import Action
-from access_control.deps import DocumentIssuingServiceDep, DocumentReadingServiceDep, GuardDep, get_runtime
-from access_control.identity import Org
+from access_control.deps import (
+    DocumentIssuingServiceDep,
+    DocumentReadingServiceDep,
+    GuardDep,
+    RuntimeDep,
+    SealImagesDep,
+    get_runtime,
+)
 from access_control.policy import Resource
 from archive.documents import DocumentIssued, DocumentPublic, DocumentRequest, VersionRequest
 from core.crypto import Sha256Stream, pem, sha256_hex
-from core.errors import Busy, NotFound, PayloadTooLarge, RateLimited
+from core.errors import Busy, PayloadTooLarge, RateLimited
 from core.ratelimit import client_key
 from doc_templates import kinds as doc_kinds
 
@@ -170,17 +176,15 @@ async def read_copy(request: Request) -> tuple[str, bytes]:
 @public.get("/pki/ca.pem", response_class=Response, dependencies=[Depends(verify_rate_limit)],
             responses={200: {"content": {"application/x-pem-file": {}}}},
             summary="The deployment's CA certificate (PEM): trust it to check a signed document offline")
-def ca_certificate(request: Request) -> Response:
-    der = get_runtime(request).pki.ca_certificate()
-    return Response(content=pem(der), media_type="application/x-pem-file",
+def ca_certificate(runtime: RuntimeDep) -> Response:
+    return Response(content=pem(runtime.pki.ca_certificate()), media_type="application/x-pem-file",
                     headers={"Content-Disposition": 'attachment; filename="shouhu-ca.pem"'})
 
 
 @public.get("/pki/crl", response_class=Response, dependencies=[Depends(verify_rate_limit)],
             responses={200: {"content": {"application/pkix-crl": {}}}},
             summary="The CA's certificate revocation list (DER), signed now, valid for 7 days")
-def revocation_list(request: Request) -> Response:
-    runtime = get_runtime(request)
+def revocation_list(runtime: RuntimeDep) -> Response:
     return Response(content=runtime.pki.crl(now=runtime.clock()), media_type="application/pkix-crl",
                     headers={"Content-Disposition": 'attachment; filename="shouhu.crl"'})
 
@@ -191,27 +195,14 @@ def revocation_list(request: Request) -> Response:
 @router.put("/orgs/{org_id}/seal-image", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
             summary="Register an org's seal image (PNG, at most 512 KB, 100-1200 px a side), printed only on "
                     "digitally signed documents")
-def put_seal_image(g: GuardDep, request: Request, org_id: str,
+def put_seal_image(g: GuardDep, seals: SealImagesDep, org_id: str,
                    image: Annotated[bytes, Body(media_type="image/png")]) -> Response:
-    runtime = get_runtime(request)
-    org = g.session.get(Org, org_id[:40])
-    g.authorize(Action.ORG_SEAL_SET, Resource("org", org_id[:40], org.region_code if org else None,
-                                              existing=org is not None))
-    if org is None:
-        raise NotFound("单位不存在。")
-    row = runtime.seal_images.register(g.session, org.id, image, now=g.now, by=g.actor.username)
-    g.on_rollback(lambda: runtime.blobs.delete(row.blob_key))
-    g.commit()
+    seals.register_for(g, org_id, image)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/orgs/{org_id}/seal-image", status_code=status.HTTP_204_NO_CONTENT, tags=["identity"],
-               summary="Stop printing an org's seal image")
-def delete_seal_image(g: GuardDep, request: Request, org_id: str) -> Response:
-    org = g.session.get(Org, org_id[:40])
-    g.authorize(Action.ORG_SEAL_REMOVE, Resource("org", org_id[:40], org.region_code if org else None,
-                                                 existing=org is not None))
-    if org is None or not get_runtime(request).seal_images.remove(g.session, org.id):
-        raise NotFound("该单位没有登记印章图片。")
-    g.commit()
+               summary="Stop printing an org's seal image (nothing to do when none is registered)")
+def delete_seal_image(g: GuardDep, seals: SealImagesDep, org_id: str) -> Response:
+    seals.remove_for(g, org_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -16,6 +16,10 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from access_control.actions import Action
+from access_control.guard import Guard
+from access_control.identity import Org
+from access_control.policy import Resource
 from archive.blobstore import BlobNotFound, BlobStore
 from core.db import Base, UTCDateTime, new_id
 from core.errors import IntegrityFailure, InvalidInput
@@ -87,6 +91,30 @@ class SealImages:
         self.blobs.put(row.blob_key, self.vault.seal_bytes(dek, dek_id, clean, kind=KIND, record_id=image_id,
                                                            version=1))
         return row
+
+    # Guarded: the admin API's verbs, each one audited decision ---------------------------------
+
+    def register_for(self, g: Guard, org_id: str, image: bytes) -> None:
+        """Register ``image`` as the org's seal image (admin), replacing the current one."""
+        org = self._org(g, Action.ORG_SEAL_SET, org_id)
+        row = self.register(g.session, org.id, image, now=g.now, by=g.actor.username)
+        g.on_rollback(lambda: self.blobs.delete(row.blob_key))
+        g.commit()
+
+    def remove_for(self, g: Guard, org_id: str) -> None:
+        """Stop printing the org's seal image (admin); with none registered there is nothing to do."""
+        org = self._org(g, Action.ORG_SEAL_REMOVE, org_id)
+        self.remove(g.session, org.id)
+        g.commit()
+
+    @staticmethod
+    def _org(g: Guard, action: Action, org_id: str) -> Org:
+        g.require(action, Resource("org", None, None, existing=False))  # by role, before any lookup
+        org = g.session.get(Org, org_id[:40])
+        if org is None:
+            g.not_found(action, "org", org_id)
+        g.authorize(action, Resource("org", org.id, org.region_code))
+        return org
 
     @staticmethod
     def remove(s: Session, org_id: str) -> bool:

@@ -39,7 +39,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Only possible while no form has a number of its own (they would clash in the one series).
+    # Forms' serials would clash with the 发文字号 series in the one series of the old schema: they
+    # move to negative serials (-1, -2, ... in id order), which the old numbering never allocates.
+    # Their printed 档案编号 stays in doc_number.
+    op.execute("UPDATE documents SET number_serial = -(SELECT COUNT(*) FROM documents AS d2 "
+               "WHERE d2.number_series <> 'doc' AND d2.id <= documents.id) WHERE number_series <> 'doc'")
     with op.batch_alter_table("documents", schema=None) as batch_op:
         batch_op.drop_constraint(NEW_UNIQUE, type_="unique")
         batch_op.create_unique_constraint(OLD_UNIQUE, ["issuer_org_id", "number_year", "number_serial"])

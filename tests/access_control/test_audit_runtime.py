@@ -131,6 +131,9 @@ SQ_RECORDS = ("GET", f"{API}/sealed-requests/{{request_id}}/records")
 SQ_REPLY = ("POST", f"{API}/sealed-requests/{{request_id}}/reply")
 SQ_REPLY_READ = ("GET", f"{API}/sealed-requests/{{request_id}}/reply")
 DISCLOSURES = ("GET", f"{API}/disclosures")
+CA_CERT, CRL = ("GET", f"{API}/pki/ca.pem"), ("GET", f"{API}/pki/crl")
+SEAL_IMAGE_SET = ("PUT", f"{API}/orgs/{{org_id}}/seal-image")
+SEAL_IMAGE_REMOVE = ("DELETE", f"{API}/orgs/{{org_id}}/seal-image")
 
 # Every route, and the kinds of call the walk must make on it:
 #   undecided: no decision, no event (health checks);
@@ -149,6 +152,8 @@ RECORD = {"allowed", "role", "region", "missing"}
 ROUTES: dict[R, set[str]] = {
     HEALTH: {"undecided"},
     READY: {"undecided"},
+    CA_CERT: {"undecided"},  # the deployment's public certificate and revocation list: no record read
+    CRL: {"undecided"},
     LOGIN: {"allowed", "failed", "invalid"},
     LOGOUT: {"allowed"},
     ME: {"allowed"},
@@ -208,9 +213,22 @@ ROUTES: dict[R, set[str]] = {
     SQ_REPLY: {"allowed", "role", "missing", "error"},
     SQ_REPLY_READ: {"allowed", "role", "missing", "error"},
     DISCLOSURES: {"allowed", "role", "invalid"},
+    SEAL_IMAGE_SET: {"allowed", "role", "missing", "error"},
+    SEAL_IMAGE_REMOVE: {"allowed", "role", "missing"},
 }
 
 NEW_HH = re.compile(r"hh_[a-z2-9]{20}")
+
+
+def png_image() -> bytes:
+    """A small opaque PNG, as an org's seal image."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (120, 120), (200, 0, 0)).save(out, format="PNG")
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -277,6 +295,8 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     # Health checks decide nothing and write nothing.
     walk(HEALTH, "undecided", None, status=200)
     walk(READY, "undecided", None, status=200)
+    walk(CA_CERT, "undecided", None, status=200)
+    walk(CRL, "undecided", None, status=200)
 
     # Sign-in: one event per attempt, a token only with an 'allowed' one.
     r = walk(LOGIN, "allowed", None, status=200, data={"username": CW, "password": DEMO_PASSWORD},
@@ -296,6 +316,22 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
 
     walk(ORGS, "allowed", ADMIN, status=200, events=[E(Action.ORG_LIST, "allowed", "", "role:admin")])
     walk(ORGS, "role", CW, status=403, events=[E(Action.ORG_LIST, "denied", "", deny)])
+
+    # An org's seal image: the admin's; refused by role before any org is looked up.
+    org_id = run_sql(rt, "SELECT id FROM orgs WHERE name = '连云港市海州区民政局'")[0][0]
+    png = {"content": png_image(), "headers": {"Content-Type": "image/png"}}
+    for route, action, ok in ((SEAL_IMAGE_SET, Action.ORG_SEAL_SET, png),
+                              (SEAL_IMAGE_REMOVE, Action.ORG_SEAL_REMOVE, {})):
+        here = route[1].replace("{org_id}", org_id)
+        walk(route, "role", CW, status=403, url=here, events=[E(action, "denied", "", deny)], **ok)
+        walk(route, "missing", ADMIN, status=404, url=route[1].replace("{org_id}", "org_nothing"),
+             events=[E(action, "denied", "org_nothing", "record:not_found")], **ok)
+        walk(route, "allowed", ADMIN, status=204, url=here,
+             events=[E(action, "allowed", org_id, "role:admin+region:within_jurisdiction")], **ok)
+    # The image is checked once the decision is made: the 'allowed' event becomes an 'error' one.
+    walk(SEAL_IMAGE_SET, "error", ADMIN, status=422, url=SEAL_IMAGE_SET[1].replace("{org_id}", org_id),
+         content=b"GIF89a", headers={"Content-Type": "image/png"},
+         events=[E(Action.ORG_SEAL_SET, "error", org_id, "error:invalid_input")])
 
     # Users: the admin's routes.
     org_id = run_sql(rt, "SELECT org_id FROM users WHERE username = :u", u=CW)[0][0]

@@ -516,12 +516,14 @@ def test_key_commands_log_exactly_their_events_and_refusals(rt, client, tokens, 
     hid, mid = create_household_and_minor(client, tokens["caseworker.haizhou"])
     shouhu.new_events()  # the API's own events
     assert kek_states(rt) == {"kek-0001": "active"}
+    # The household's and the minor's keys, and the deployment CA's (archive.pki, made at init).
+    assert live_keys_under(rt) == {"kek-0001": 3}
 
     out = " ".join(shouhu("keys", "rotate").output.split())
-    assert "kek-0002 已启用" in out and "重新包裹了 2 个数据密钥" in out
+    assert "kek-0002 已启用" in out and "重新包裹了 3 个数据密钥" in out
     (ev,) = shouhu.logged(Ev(rotate, "allowed", "kek", "kek-0002"))
-    assert ev["details"] == {"data_keys": 2}
-    assert live_keys_under(rt) == {"kek-0002": 2}
+    assert ev["details"] == {"data_keys": 3}
+    assert live_keys_under(rt) == {"kek-0002": 3}
 
     shouhu("keys", "retire", "kek-0002", ok=False)
     shouhu.logged(Ev(retire, "denied", "kek", "kek-0002", "kek:current"))
@@ -539,7 +541,7 @@ def test_key_commands_log_exactly_their_events_and_refusals(rt, client, tokens, 
     shouhu("keys", "shred", mid, "--yes")
     (ev,) = shouhu.logged(Ev(shred, "allowed", "record", mid))
     assert ev["details"] == {"data_keys": 1}
-    assert live_keys_under(rt) == {"kek-0002": 1}
+    assert live_keys_under(rt) == {"kek-0002": 2}  # the household's and the CA's
     shouhu("keys", "shred", mid, "--yes", ok=False)
     shouhu.logged(Ev(shred, "denied", "record", mid, "record:no_live_data_key"))
     assert client.get(f"/api/v1/households/{hid}", headers=tokens["caseworker.haizhou"]).status_code == 200
@@ -613,11 +615,11 @@ def test_rotation_that_stops_midway_logs_allowed_then_error(rt, client, tokens, 
     assert "密钥轮换未完成" in " ".join(result.output.split())
     allowed, error = shouhu.logged(Ev("keys:kek:rotate", "allowed", "kek", "kek-0002"),
                                    Ev("keys:kek:rotate", "error", "kek", "kek-0002", "error:RuntimeError"))
-    assert allowed["details"] == {"data_keys": 4}
+    assert allowed["details"] == {"data_keys": 5}  # four records' keys and the CA's
     assert error["details"] == {"rewrapped": 2}
     # The log says what the keys say: a current new KEK, two data keys moved under it.
     assert kek_states(rt) == {"kek-0001": "active", "kek-0002": "active"}
-    assert live_keys_under(rt) == {"kek-0001": 2, "kek-0002": 2}
+    assert live_keys_under(rt) == {"kek-0001": 3, "kek-0002": 2}
 
     # A rotation that fails before its KEK is committed changed nothing: one 'error' event only.
     monkeypatch.setattr(crypto.KeyRing, "rewrap", real_rewrap)
