@@ -81,7 +81,10 @@ SCHOOL_ORG_TYPES: frozenset[str] = frozenset({OrgType.SCHOOL, OrgType.EDUCATION}
 # bureau issue their documents but write no case files and print no batches.
 ORG_TYPE_LIMITS: dict[tuple[Role, Action], frozenset[str]] = {
     (Role.REQUESTER, A.RECORD_SEAL): frozenset({"court"}),
-    **{(Role.CASEWORKER, action): CASEWORK_ORG_TYPES for action in (*_CASE_WRITE, A.DOCUMENT_PRINT)},
+    # A school's or the education bureau's caseworker reads no case file either: no households, minors,
+    # visits, statistics or search (tests/access_control/test_department_reach.py).
+    **{(Role.CASEWORKER, action): CASEWORK_ORG_TYPES
+       for action in (*_CASE_READ, *_CASE_WRITE, A.DOCUMENT_PRINT, A.SEARCH)},
 }
 
 # Which organisation types issue each document kind, where the kind's roles are not enough
@@ -264,6 +267,9 @@ class Resource:
     # (``two_person_conflict``).
     grant_requested_by: str | None = None
     grant_user_id: str | None = None
+    # The organisation that issued a document: a department (a school, the education bureau) reads
+    # only its own organisation's documents (``reads_own_documents_only``).
+    issuer_org_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +326,9 @@ class Policy:
                 and actor.org_type not in resource.required_org_types:
             return Decision(False, f"org_type:not_for_{resource.kind}", hidden=resource.existing,
                             message="本单位不是该类公文的发文单位。")
+        if resource is not None and resource.issuer_org_id is not None and reads_own_documents_only(actor) \
+                and resource.issuer_org_id != actor.org_id:
+            return Decision(False, f"org:not_issuer_of_{resource.kind}", hidden=resource.existing)
         if owner:
             role = f"{role}+owner"
         if resource is not None and resource.region_code is not None:
@@ -379,6 +388,12 @@ def may_issue_document_kind(actor: Actor, kind: DocKind) -> bool:
     in an organisation of a type that issues it."""
     types = kind_issuer_org_types(kind)
     return bool(set(actor.roles) & kind.issuer_roles) and (types is None or actor.org_type in types)
+
+
+def reads_own_documents_only(actor: Actor) -> bool:
+    """Whether ``actor`` reads only the documents its own organisation issued (a department that keeps
+    no case files: a school, the education bureau), not every readable document of its region."""
+    return actor.org_type in SCHOOL_ORG_TYPES
 
 
 def issues_as_school(actor: Actor) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from access_control.actions import Action
 from access_control.guard import Guard
 from access_control.identity import Org
-from access_control.policy import Resource, may_read_document_kind
+from access_control.policy import Resource, may_read_document_kind, reads_own_documents_only
 from access_control.regions import Region, RegionTree
 from archive.blobstore import BlobNotFound, BlobStore
 from archive.documents import DocumentPublic, VersionPublic, display_code, load_document
@@ -101,6 +101,8 @@ class DocumentReadingService:
             if node is None:
                 raise RuntimeError("a region checked above is not in the tree")
             q = q.where(Region.path.startswith(node.path, autoescape=True))
+        if reads_own_documents_only(g.actor):
+            q = q.where(Document.issuer_org_id == g.actor.org_id)
         if kind:
             q = q.where(Document.kind == kind)
         if subject_id:

@@ -183,7 +183,8 @@ def load_document(g: Guard, doc_id: str, action: Action, *, read: bool
         return doc, kind, grant
     roles = kind.issuer_roles if action == Action.DOCUMENT_CORRECT else document_kind_readers(kind)
     # A correction renders a PDF before it commits: its event waits for the commit.
-    g.authorize(action, Resource("document", doc.id, doc.region_code, required_roles=roles),
+    g.authorize(action, Resource("document", doc.id, doc.region_code, required_roles=roles,
+                                 issuer_org_id=doc.issuer_org_id),
                 subjects=list(doc.subject_hashes or []), details={"kind": doc.kind}, commit=read,
                 defer=action == Action.DOCUMENT_CORRECT)
     return doc, kind, None
