@@ -11,7 +11,8 @@ layout a clerk would check:
   the number flush right under them, no page number on the first page), a notice to
   a person (no red at all, the number flush right under the title) or a form (no
   red, a 档案编号 of the form's own series and never a 〔〕 number);
-- the title, the body's face (FandolFang, embedded) and size (3-hao, 16 pt);
+- the title (发文机关 + 事由 + 文种, words.heading; a form's is its kind's), on one or more lines of 2-hao;
+  the body's face (FandolFang, embedded) and size (3-hao, 16 pt);
 - the signature block placed for a wet seal (7.3.5.1): date four characters in from
   the right, the issuer's name centred on it, two blank lines below the body;
 - no drawn seal; the 样本 mark on every page of a specimen, and the public
@@ -37,6 +38,7 @@ from fontTools.ttLib import TTFont
 from archive.demo import HAIZHOU_VILLAGE
 from archive.documents import LOCAL_TZ
 from core.settings import Settings
+from doc_templates import words
 from doc_templates.kinds import KINDS
 from main import create_app
 from runtime import Runtime
@@ -55,6 +57,7 @@ from tests.doc_templates.test_documents_pdf import (
     Issued,
     compact,
     issue_examples,
+    issuer_of,
 )
 
 PUBLIC_URL = "https://shouhu.example.gov.cn"
@@ -171,12 +174,31 @@ def body_font(doc: Doc) -> tuple[str, float]:
 # One test per kind ------------------------------------------------------------------------------
 
 
-def check_header(doc: Doc, layout: str, kind: str, number: str) -> list[dict[str, Any]]:
-    """The header of ``layout`` where GB/T 9704 puts it; returns the title's line."""
+def title_lines(doc: Doc, title: str) -> tuple[int, list[list[dict[str, Any]]]]:
+    """The index on page 1 and the lines of the printed title: the first line set in 2-hao (22 pt) and those
+    right after it in 2-hao, which together read ``title`` (a long title wraps, GB/T 9704-2012 7.3.1)."""
+    lines = doc.pages[0]["lines"]
+    first = next((i for i, line in enumerate(lines) if {round(c["size"]) for c in line} == {22}), None)
+    assert first is not None, "no line in 2-hao on page 1"
+    end = first
+    while end < len(lines) and {round(c["size"]) for c in lines[end]} == {22}:
+        end += 1
+    printed = "".join(doc.line_text(line) for line in lines[first:end])
+    assert printed == compact(title), f"title {printed!r}, not {title!r}"
+    return first, lines[first:end]
+
+
+def printed_title(issued: Issued) -> str:
+    """发文机关 + 事由 + 文种 of the issued fields and the issuer's name (a form: its kind's title)."""
+    kind = KINDS[issued.kind]
+    return words.heading(kind.validate(issued.fields), ORG_OF[issued.kind], kind.title)
+
+
+def check_header(doc: Doc, layout: str, kind: str, title: str, number: str) -> list[dict[str, Any]]:
+    """The header of ``layout`` where GB/T 9704 puts it; returns the title's first line."""
     first = doc.pages[0]
-    title = compact(KINDS[kind].title)
-    _pi, ti, title_line = doc.find(re.escape(title), page=0)
-    assert {round(c["size"]) for c in title_line} == {22}, "the title is not 2-hao"
+    ti, title_block = title_lines(doc, title)
+    title_line = title_block[0]
     red_graphics = [g for g in first["graphics"] if is_red(g)]
     if layout == "file":
         mark = first["lines"][0]
@@ -215,8 +237,8 @@ def check_header(doc: Doc, layout: str, kind: str, number: str) -> list[dict[str
     else:
         assert not red_graphics and not any(is_red(c) for line in first["lines"] for c in line), "a red header"
         assert ti == 0, "the title is not the first line"
-        if layout == "certificate":
-            number_line = first["lines"][1]
+        if layout == "certificate":  # the number flush right on the line below the title
+            number_line = first["lines"][ti + len(title_block)]
             assert doc.line_text(number_line) == number
             assert abs(number_line[-1]["x1"] - RIGHT) <= TOL
         else:
@@ -246,12 +268,8 @@ def check_signature_block(doc: Doc, kind: str) -> None:
     assert abs((baseline(body) - baseline(name)) - 3 * LINE) <= TOL, "not two blank lines below the body"
 
 
-ORG_OF = {kind: ORG[user][0] for kind, user in {
-    "household_file": "caseworker.haizhou", "minor_file": "caseworker.haizhou",
-    "rescue_escort_record": "caseworker.haizhou", "referral_notice": "caseworker.haizhou",
-    "guardianship_designation": "caseworker.haizhou", "dropout_notice": "caseworker.haizhou",
-    "sealed_query_reply": "custodian.city", "inspection_report": "supervisor.city",
-    "access_audit_report": "auditor.city"}.items()}
+# The issuing org of each kind's example, as issue_examples issues it (the dropout notice: the school).
+ORG_OF = {kind: ORG[issuer_of(kind)][0] for kind in KINDS}
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED_LAYOUT))
@@ -260,7 +278,7 @@ def test_each_kind_is_laid_out_as_gbt_9704_wants(specimens: dict[str, Issued], k
     layout = EXPECTED_LAYOUT[kind]
     doc = Doc(issued.pdf)
     assert header_type(doc) == layout
-    check_header(doc, layout, kind, issued.doc_number)
+    check_header(doc, layout, kind, printed_title(issued), issued.doc_number)
     if layout == "form":  # a file number of the form's own series, never a 发文字号
         assert re.fullmatch(r"\d{6,12}[A-Z]{2}-[A-Z]{2}-2026-\d{6}", issued.doc_number), issued.doc_number
         assert not re.search(r"〔\d{4}〕\d+号", doc.text)
@@ -328,7 +346,8 @@ def licensed_fangsong(folder: Path, text: str) -> Path:
 def test_a_licensed_fangsong_in_the_font_folder_is_preferred(backend: Any, tmp_path: Path) -> None:
     fields = record_fields("dropout_notice")
     templates = Path(__file__).parents[2] / "doc_templates" / "templates"
-    licensed_fangsong(tmp_path / "fonts", str(KINDS["dropout_notice"].example) + "".join(
+    school = ORG_OF["dropout_notice"]  # the school issues it (access_control.policy.KIND_ISSUER_ORG_TYPES)
+    licensed_fangsong(tmp_path / "fonts", str(KINDS["dropout_notice"].example) + school + "".join(
         p.read_text(encoding="utf-8") for p in templates.glob("*.j2")) + "0123456789年月日")
     backend.reset()
     settings = make_settings(tmp_path / "var", backend.database_url(tmp_path / "var"), font_dir=tmp_path / "fonts")
@@ -337,13 +356,13 @@ def test_a_licensed_fangsong_in_the_font_folder_is_preferred(backend: Any, tmp_p
         rt.initialize()
         seed_world(rt)
         with TestClient(create_app(runtime=rt)) as client:
-            cw = login(client, "caseworker.haizhou")
+            cw, issuer = login(client, "caseworker.haizhou"), login(client, issuer_of("dropout_notice"))
             r = client.post("/api/v1/households", json=household_body(HAIZHOU_VILLAGE), headers=cw)
             r = client.post("/api/v1/minors", json=minor_body(r.json()["id"]), headers=cw)
-            r = client.post("/api/v1/documents", headers=cw,
+            r = client.post("/api/v1/documents", headers=issuer,
                             json={"kind": "dropout_notice", "subject_id": r.json()["id"], "fields": fields})
             assert r.status_code == 201, r.text
-            pdf = client.get(f"/api/v1/documents/{r.json()['id']}/pdf", headers=cw).content
+            pdf = client.get(f"/api/v1/documents/{r.json()['id']}/pdf", headers=issuer).content
     finally:
         rt.close()
     face, size = body_font(Doc(pdf))

@@ -31,7 +31,7 @@ from archive.pki import SigningCertificate
 from doc_templates import signing
 from runtime import Runtime
 from tests.access_control.test_sealed import APPROVE_REASON, COURT, CUST, SEALED_NAME, apply, decide, make_case
-from tests.archive.test_documents import make_minor, referral
+from tests.archive.test_documents import make_minor, public_client, referral
 from tests.conftest import Tokens, run_sql
 from tests.leak_support import pg_dump, scan_dump, scan_tree
 
@@ -348,14 +348,21 @@ def images_on(pdf: bytes) -> int:
 @pytest.mark.slow
 def test_seal_image_is_stored_encrypted_printed_on_issued_documents_and_never_on_previews(client, tokens, rt,
                                                                                           settings):
-    from archive.seal_images import clean_png
-
     with rt.db.session() as s:
         org = s.scalar(select(Org).where(Org.name == HAIZHOU_ORG))
         assert org is not None
         org_id = org.id
+    # A seal image prints only on a real document: issued under a public address (no specimen) and signed.
+    with public_client(rt) as public:
+        check_seal_image(client, tokens, public, Tokens(public), org_id, rt, settings)
+
+
+def check_seal_image(client: Any, tokens: Tokens, public: Any, public_tokens: Tokens, org_id: str, rt: Runtime,
+                     settings: Any) -> None:
+    from archive.seal_images import clean_png
+
     admin, cw = tokens["admin"], tokens["caseworker.haizhou"]
-    before = issue(client, tokens)
+    before = issue(public, public_tokens)
     assert images_on(before["pdf"]) == 0  # no seal image registered: none printed
     # Validated: a PNG of sane size only; the error names the field.
     r = client.put(f"{API}/orgs/{org_id}/seal-image", content=b"GIF89a" + b"\0" * 100,
@@ -367,9 +374,13 @@ def test_seal_image_is_stored_encrypted_printed_on_issued_documents_and_never_on
     r = client.put(f"{API}/orgs/{org_id}/seal-image", content=png, headers={**admin, "Content-Type": "image/png"})
     assert r.status_code == 204, r.text
 
-    after = issue(client, tokens)
+    after = issue(public, public_tokens)
     assert images_on(after["pdf"]) >= 1  # the seal (pypdf may list its alpha mask too)
     assert pyhanko_status(after["pdf"], ca_der(client)).bottom_line  # printed on a signed document
+    # With no public address every issued PDF is a specimen (样本): signed, but never with the seal.
+    specimen = issue(client, tokens)
+    assert images_on(specimen["pdf"]) == 0
+    assert pyhanko_status(specimen["pdf"], ca_der(client)).bottom_line
     minor = make_minor(client, cw)
     r = client.post(f"{API}/documents/preview", json=referral(minor), headers=cw)
     assert r.status_code == 200 and images_on(r.content) == 0  # never on a draft
@@ -385,4 +396,4 @@ def test_seal_image_is_stored_encrypted_printed_on_issued_documents_and_never_on
 
     r = client.delete(f"{API}/orgs/{org_id}/seal-image", headers=admin)
     assert r.status_code == 204
-    assert images_on(issue(client, tokens)["pdf"]) == 0
+    assert images_on(issue(public, public_tokens)["pdf"]) == 0

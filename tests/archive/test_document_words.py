@@ -1,7 +1,7 @@
 """What each kind of document says (DOMAIN.md, "Documents: what each kind must say").
 
 Each kind's example is issued through the real services (the API, the render pool,
-the blob store), the stored PDF is read back with pypdf, and the kind's title and
+the blob store), the stored PDF is read back with pdfplumber, and the kind's title and
 required sentences are looked for in its text. The sealed-query replies go through
 the sealed-record desk: apply, decide, reply.
 """
@@ -12,13 +12,14 @@ import io
 import re
 from typing import Any
 
-import pypdf
+import pdfplumber
 import pytest
 
 from archive.schemas import MinorPublic
 from core.categories import minor_category_tags
 from doc_templates.kinds import KINDS
 from tests.conftest import Tokens, household_body, make_id_number, minor_body, record_fields
+from tests.doc_templates.test_documents_pdf import WATERMARK_PT
 
 API = "/api/v1"
 CW, SCHOOL, SUP, AUDITOR = "caseworker.haizhou", "school.haizhou", "supervisor.city", "auditor.city"
@@ -27,8 +28,13 @@ HAIZHOU_CA, SCHOOL_ORG = "连云港市海州区民政局", "海州区新安街�
 
 
 def pages(pdf: bytes) -> list[str]:
-    """Each page's text, whitespace removed (CJK lines wrap anywhere)."""
-    return [re.sub(r"\s+", "", p.extract_text() or "") for p in pypdf.PdfReader(io.BytesIO(pdf)).pages]
+    """Each page's text, whitespace removed (CJK lines wrap anywhere), without its page number (—1—: a
+    sentence may run on to the next page) and without the diagonal 样本 mark of a specimen (its large
+    characters would fall between the words of whatever lines they cross)."""
+    with pdfplumber.open(io.BytesIO(pdf)) as doc:
+        return [re.sub(r"—\d+—$", "", re.sub(r"\s+", "", p.filter(
+                    lambda o: o.get("object_type") != "char" or o["size"] <= WATERMARK_PT).extract_text() or ""))
+                for p in doc.pages]
 
 
 def make_minor(client: Any, headers: dict[str, str], **minor: Any) -> str:
@@ -109,8 +115,10 @@ def test_referral_letter_has_category_basis_request_deadline_contact_and_a_recei
     has(letter, f"{HAIZHOU_CA}关于转介困境未成年人的函", "属于父母长期外出务工的留守未成年人",
         "《中华人民共和国未成年人保护法》第十一条", "连政办发〔2015〕107号", "请学校安排教师开展一对一学业帮扶",
         "请于2026年12月3日前将办理情况填写所附回执", "（联系人：张晓东；联系电话：0518-85800000）")
-    # The 回执: a page of its own, after the letter's 版记, to cut off and return.
-    assert "印发" in text[-2] and "签收人" not in letter
+    # The 回执: a page of its own, after the letter's 版记 (a letter's is its 抄送 alone: no 印发 line, GB/T
+    # 9704-2012 10.1), to cut off and return.
+    assert "抄送：海州区新安街道办事处，幸福村村民委员会。" in text[-2] and "签收人" not in letter
+    assert not re.search(r"\d+月\d+日印发", letter)
     has(receipt, "回执", f"转介函文号{number}", f"转介单位{HAIZHOU_CA}", "接收单位连云港市海州区教育局",
         "签收人（签字）", "签收日期", "已采取的措施", f"请于2026年12月3日前填写本回执，寄回或者送交{HAIZHOU_CA}")
     assert "印发" not in receipt
