@@ -343,7 +343,7 @@ class DocumentBasis:
             kind=kind.kind, kind_title=kind.title, issuer=org.name, doc_number=doc_number,
             issued_on=g.now.astimezone(LOCAL_TZ).date(), created_at=g.now,
             verification_code=display_code(code) if code else None,
-            verify_url=f"{self.public_url}/api/v1/verify/{code}" if code and self.public_url else None,
+            verify_url=f"{self.public_url}/verify/{code}" if code and self.public_url else None,
             mark="draft" if code is None else "specimen" if self.public_url is None else None,
             # A seal image is printed only on a signed document that is no specimen.
             seal_image=seal_image if code and self.public_url else None,

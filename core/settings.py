@@ -162,7 +162,8 @@ class Settings(BaseSettings):
         None,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="Public address people reach Shouhu at (e.g. `https://shouhu.example.gov.cn`). Issued "
-        "documents print `<this>/api/v1/verify/<code>` and its QR code. Unset, or a loopback address "
+        "documents print `<this>/verify/<code>` (the public verification page) and its QR code. Unset, or a "
+        "loopback address "
         "(localhost, 127.0.0.0/8, ::1): every issued PDF is a specimen, marked 样本 on every page, with no "
         "verification address.",
     )

@@ -308,7 +308,7 @@ def test_specimen_without_public_address_and_real_with_one(specimens: dict[str, 
         assert not page["qr"], "a QR code on a specimen"
     assert "http" not in specimen.text and "/api/v1/verify" not in specimen.text
     code = published[kind].code.replace("-", "")
-    assert f"{PUBLIC_URL}/api/v1/verify/{code}" in real.text
+    assert f"{PUBLIC_URL}/verify/{code}" in real.text
     assert all(page["watermark"] == "" for page in real.pages)
     assert any(page["qr"] for page in real.pages), "no QR code"
 

@@ -343,8 +343,10 @@ def test_printed_qr_code_leads_to_the_public_verification(rt, tmp_path):
         assert [c.format for c in codes] == [zxingcpp.BarcodeFormat.QRCode], codes
         url = codes[0].text
         code = issued["verification_code"].replace("-", "")
-        assert url == f"{PUBLIC_URL}/api/v1/verify/{code}"
-        r = client.get(urlsplit(url).path)
+        assert url == f"{PUBLIC_URL}/verify/{code}"
+        page = client.get(urlsplit(url).path)  # the public page a person's phone opens
+        assert page.status_code == 200 and issued["doc_number"] in page.text, page.text
+        r = client.get("/api/v1" + urlsplit(url).path)  # the same answer for programs
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["authentic"] is True and body["sha256"] == issued["sha256"]
