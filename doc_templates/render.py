@@ -196,10 +196,10 @@ _PDF_ZLIB = _PdfZlib()
 
 
 def _use_pdf_zlib() -> None:
-    import pydyf
+    import pydyf  # type: ignore[import-untyped]
 
     if getattr(pydyf, "zlib", None) is zlib:
-        pydyf.zlib = _PDF_ZLIB  # type: ignore[attr-defined]
+        pydyf.zlib = _PDF_ZLIB
 
 
 class Renderer:
