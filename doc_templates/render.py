@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -168,25 +169,30 @@ class _OneStream:
 
 
 class _PdfZlib:
-    """What pydyf sees as ``zlib``: its streams compressed at ``PDF_ZLIB_LEVEL``, each once per write.
+    """What pydyf sees as ``zlib``: inside ``Renderer``'s writes (``writing``), streams compressed at
+    ``PDF_ZLIB_LEVEL``, each once per write; anywhere else (another WeasyPrint caller in the process,
+    such as the bench's baseline) plain zlib, as pydyf uses it.
 
     pydyf compresses every stream at level 9, and twice when the file gets an identifier (PDF/A
     always does): once to hash all objects for the ID, once to write them. The memo holds one
-    write's streams (same bytes in, same bytes out) and is emptied after it (``Renderer._write``);
-    it is per thread, like a write.
+    write's streams (same bytes in, same bytes out) and is emptied when it ends; it is per thread,
+    like a write.
     """
 
     def __init__(self) -> None:
         self.local = threading.local()
 
-    def memo(self) -> dict[bytes, bytes]:
-        memo: dict[bytes, bytes] | None = getattr(self.local, "memo", None)
-        if memo is None:
-            memo = self.local.memo = {}
-        return memo
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self.local.memo = {}
+        try:
+            yield
+        finally:
+            self.local.memo = None
 
-    def compressobj(self, *_args: Any, **_kwargs: Any) -> _OneStream:
-        return _OneStream(self.memo())
+    def compressobj(self, *args: Any, **kwargs: Any) -> Any:
+        memo: dict[bytes, bytes] | None = getattr(self.local, "memo", None)
+        return zlib.compressobj(*args, **kwargs) if memo is None else _OneStream(memo)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(zlib, name)
@@ -322,11 +328,9 @@ class Renderer:
         self.check_glyphs({"stamp": list(lines)}, DocumentMeta(kind="", kind_title="", issuer="", doc_number="",
                                                                issued_on=date(2026, 1, 1)))  # placeholder
         html = self.env.get_template("stamp.html.j2").render(lines=lines)
-        try:
+        with _PDF_ZLIB.writing():
             overlay = PdfReader(io.BytesIO(HTML(string=html, base_url=str(HERE)).write_pdf(
                 stylesheets=[self.css], font_config=self.font_config))).pages[0]
-        finally:
-            _PDF_ZLIB.memo().clear()
         writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
         _drop_signatures(writer)
         for page in writer.pages:
@@ -338,10 +342,8 @@ class Renderer:
 
     @staticmethod
     def _write(document: Any) -> bytes:
-        try:
+        with _PDF_ZLIB.writing():
             out: bytes = document.write_pdf(pdf_variant=PDF_VARIANT)
-        finally:
-            _PDF_ZLIB.memo().clear()
         return out
 
 

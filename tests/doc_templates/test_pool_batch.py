@@ -1,6 +1,6 @@
 """A batch issue in the render workers (RenderPool.issue_many): every document its own signed file, in order.
 
-Real workers (spawned processes), real PAdES signatures checked with pyHanko against a CA made here,
+Real workers (spawned processes), real PAdES signatures checked with pyHanko against a CA made for the run,
 real PDFs read back with pypdf.
 """
 
@@ -12,22 +12,13 @@ from datetime import UTC, date, datetime
 
 import pypdf
 
-from core import crypto
+from bench.bench_documents import bench_signer
 from doc_templates import signing
 from doc_templates.kinds import KINDS
 from doc_templates.pool import RenderPool, chunks
 from doc_templates.render import DocumentMeta
 
-NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
-
-
-def signer() -> signing.SignerKey:
-    ca_key = crypto.new_signature_key()
-    ca = crypto.self_signed_ca(ca_key, common_name="Test CA", organisation="test", now=NOW, days=30)
-    key = crypto.new_signature_key()
-    cert = crypto.issue_certificate(ca_key, ca.der, key, common_name="连云港市人民检察院", organisation="test",
-                                    now=NOW, days=30)
-    return signing.SignerKey(key_der=key, cert_der=cert.der, ca_der=ca.der, serial=cert.serial)
+NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # bench_signer's certificates start then
 
 
 def meta(n: int) -> DocumentMeta:
@@ -47,7 +38,7 @@ def test_chunks_keep_every_item_once_in_order() -> None:
 
 def test_issue_many_signs_each_document_as_its_own_file_in_order() -> None:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
-    key = signer()
+    key = bench_signer()  # an org key under a CA made for the run
     kind = KINDS["sealed_query_reply"]
     items = [(kind.kind, dict(kind.example), meta(n)) for n in range(1, 8)]
     pool = RenderPool(2)
