@@ -30,26 +30,30 @@ debs:
 	  fi; \
 	fi
 
-# FandolFang (GPL v3 with the font exception; GB 2312 complete) for body text. It ships in
-# texlive-lang-chinese (~100 MB installed): take just the one file from the package.
-FONT_DIR   := /usr/local/share/fonts/shouhu
-FANDOL_OTF := usr/share/texlive/texmf-dist/fonts/opentype/public/fandol/FandolFang-Regular.otf
-FANDOL_DOC := usr/share/doc/texlive-doc/fonts/fandol
+# The Fandol faces (GPL v3 with the font exception; GB 2312 complete, ~10 k glyphs each): FandolFang for
+# body text, FandolSong (Bold: titles and the issuer mark; Regular: page numbers), FandolHei and FandolKai
+# for headings. Small faces keep issuing fast (an embedded subset keeps glyph ids: a 65 k-glyph Noto face
+# costs several times more). They ship in texlive-lang-chinese (~100 MB installed): take just these files.
+FONT_DIR    := /usr/local/share/fonts/shouhu
+FANDOL_DIR  := usr/share/texlive/texmf-dist/fonts/opentype/public/fandol
+FANDOL_OTFS := FandolFang-Regular FandolSong-Regular FandolSong-Bold FandolHei-Regular FandolKai-Regular
+FANDOL_DOC  := usr/share/doc/texlive-doc/fonts/fandol
 
 fonts: debs
-	@if [ -f $(FONT_DIR)/FandolFang-Regular.otf ]; then :; \
+	@missing=; for f in $(FANDOL_OTFS); do [ -f $(FONT_DIR)/$$f.otf ] || missing="$$missing $$f"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "installing FandolFang into $(FONT_DIR)"; \
+	  echo "installing$$missing into $(FONT_DIR)"; \
 	  tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
 	  { apt-get download texlive-lang-chinese >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download texlive-lang-chinese >/dev/null; }; } && \
-	  dpkg-deb --fsys-tarfile texlive-lang-chinese_*.deb | tar -x ./$(FANDOL_OTF) ./$(FANDOL_DOC)/README ./$(FANDOL_DOC)/COPYING.gz && \
+	  dpkg-deb --fsys-tarfile texlive-lang-chinese_*.deb | tar -x $(foreach f,$(FANDOL_OTFS),./$(FANDOL_DIR)/$(f).otf) ./$(FANDOL_DOC)/README ./$(FANDOL_DOC)/COPYING.gz && \
 	  install -d -m 755 $(FONT_DIR) && \
-	  install -m 644 $(FANDOL_DOC)/README $(FONT_DIR)/FandolFang-README && \
-	  install -m 644 $(FANDOL_DOC)/COPYING.gz $(FONT_DIR)/FandolFang-COPYING.gz && \
-	  install -m 644 $(FANDOL_OTF) $(FONT_DIR)/FandolFang-Regular.otf && \
+	  install -m 644 $(FANDOL_DOC)/README $(FONT_DIR)/Fandol-README && \
+	  install -m 644 $(FANDOL_DOC)/COPYING.gz $(FONT_DIR)/Fandol-COPYING.gz && \
+	  for f in $(FANDOL_OTFS); do install -m 644 $(FANDOL_DIR)/$$f.otf $(FONT_DIR)/$$f.otf || exit 1; done && \
 	  cd / && rm -rf $$tmp && fc-cache -f $(FONT_DIR) >/dev/null; \
 	else \
-	  echo "FandolFang is not installed: run 'make fonts' as root (it puts FandolFang-Regular.otf into $(FONT_DIR))"; \
+	  echo "Fandol fonts missing ($$missing): run 'make fonts' as root (it puts them into $(FONT_DIR))"; \
 	fi
 
 run: install

@@ -3,7 +3,10 @@
 Without ``issue`` the pages are archive print copies (存档打印件), rendered in one pass:
 not numbered, not stored. With ``issue`` each subject's document is issued by
 ``DocumentIssuingService.issue_one``, the very function a single issue uses, all in one
-transaction, and the combined PDF is the stored documents' pages, in order.
+transaction, and the combined PDF is the stored documents' pages, in order. With render
+workers (``SHOUHU_RENDER_WORKERS``), the documents are rendered and signed beforehand in chunks
+over all workers (``RenderPool.issue_many``) for the numbers they will get; each is still its own
+file, signed on its own, and a number taken meanwhile by another process is rendered again here.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from sqlalchemy import select
 from access_control.actions import Action
 from access_control.audit import EventDraft
 from access_control.guard import Guard
+from access_control.identity import Org
 from access_control.policy import Resource
 from access_control.regions import Region, RegionTree
+from archive import numbering
 from archive.document_issuing import DocumentIssuingService
-from archive.documents import DocumentBasis, DocumentIssued, Subject, issued_answer, new_code
-from archive.models import Document, DocumentVersion, Household, Minor
+from archive.documents import LOCAL_TZ, DocumentBasis, DocumentIssued, Subject, issued_answer, new_code
+from archive.models import Household, Minor
 from core.db import new_id
 from core.errors import InvalidInput
 from doc_templates import kinds as doc_kinds
@@ -91,8 +96,14 @@ class DocumentBatchService:
         # first use, in a transaction of its own) and seal image.
         signer = self.issuing.signer(g, org.id)
         seal = self.issuing.seal_image(g, org)
-        for done, subject in enumerate(subjects, start=1):
-            doc, version, pdf = self._issue(g, kind, subject, renderer, signer, seal)
+        prepared = [self._prepare(g, kind, subject) for subject in subjects]
+        rendered = self._prerender(g, kind, org, prepared, signer, seal)
+        for done, ((subject, fields, code), pre) in enumerate(zip(prepared, rendered, strict=True), start=1):
+            doc, version, pdf = self.issuing.issue_one(
+                g, kind, subject, fields, b.persons(g, subject, fields), doc_id=new_id("doc"), code=code,
+                signer=signer, seal_image=seal, rendered=pre,
+                render=lambda meta, fields=fields: signing.sign(renderer.pdf(kind, fields, meta), signer,  # type: ignore[misc]
+                                                                at=meta.created_at))
             g.record(EventDraft(action=Action.DOCUMENT_ISSUE, outcome="allowed", reason="print:batch_issue",
                                 resource_kind="document", resource_id=doc.id, subjects=list(doc.subject_hashes),
                                 details={"kind": kind.kind}))
@@ -103,17 +114,30 @@ class DocumentBatchService:
         g.commit()
         return _concatenate(pdfs), issued
 
-    def _issue(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, renderer: Renderer, signer: SignerKey,
-               seal: str | None) -> tuple[Document, DocumentVersion, bytes]:
-        """One subject's document, issued in the current transaction: the fields filled in from
-        its record, rendered and signed in this process with the batch's renderer."""
+    def _prepare(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject) -> tuple[Subject, BaseModel, str]:
+        """One subject's fields, filled in from its record and checked printable, and its verification code."""
         b = self.basis
         fields = b.validate_fields(kind, b.fill(g, kind, subject))
         self.issuing.check_printable(g, kind, self.issuing.issuer(g, kind), fields)
-        return self.issuing.issue_one(g, kind, subject, fields, b.persons(g, subject, fields),
-                                      doc_id=new_id("doc"), code=new_code(), signer=signer, seal_image=seal,
-                                      render=lambda meta: signing.sign(renderer.pdf(kind, fields, meta), signer,
-                                                                       at=meta.created_at))
+        return subject, fields, new_code()
+
+    def _prerender(self, g: Guard, kind: doc_kinds.DocKind, org: Org,
+                   prepared: list[tuple[Subject, BaseModel, str]], signer: SignerKey, seal: str | None
+                   ) -> list[tuple[str, bytes] | None]:
+        """Every document rendered and signed beforehand in the render workers (chunks over all of
+        them, RenderPool.issue_many) for the numbers it will get if no one else issues meanwhile: the
+        next serials, in order. ``issue_one`` keeps a PDF whose number is the one allocated and renders
+        anew in this process otherwise. Without workers (or for one document) nothing is rendered here."""
+        pool = self.issuing.pool
+        if pool.workers == 0 or len(prepared) < 2:
+            return [None] * len(prepared)
+        year = g.now.astimezone(LOCAL_TZ).year
+        first, _number = numbering.peek(g.session, issuer=org, kind=kind, year=year)
+        numbers = [numbering.number(org, kind, year, first + i) for i in range(len(prepared))]
+        meta = self.basis.meta
+        items = [(kind.kind, fields.model_dump(mode="json"), meta(g, kind, org, number, code, seal_image=seal))
+                 for number, (_subject, fields, code) in zip(numbers, prepared, strict=True)]
+        return list(zip(numbers, pool.issue_many(items, signer=signer), strict=True))
 
 
 def _concatenate(pdfs: list[bytes]) -> bytes:

@@ -24,12 +24,16 @@ STACKS: dict[str, list[str]] = {
     # then FandolFang (GPL with the font exception, all of GB 2312; ``make fonts`` installs it), then
     # Noto Serif CJK SC for the rarer characters FandolFang lacks (per-glyph fallback).
     "fangsong": ["方正仿宋_GBK", "FZFangSong-Z02", "FZFangSong-Z02S", "FandolFang", "Noto Serif CJK SC"],
-    # 小标宋 / 宋体: titles and the issuer mark.
-    "song": ["方正小标宋简体", "FZXiaoBiaoSong-B05S", "方正小标宋_GBK", "FZXiaoBiaoSong-B05", "Noto Serif CJK SC"],
+    # 小标宋 / 宋体: titles and the issuer mark (bold), page numbers. The open faces are the Fandol ones
+    # (same package and licence as FandolFang, ~10 k glyphs): an embedded subset keeps glyph ids, so a
+    # 65 k-glyph Noto face costs several times more to subset, compress and store (bench/results).
+    # Noto CJK follows each for the rare characters Fandol lacks, so it is embedded only when one is drawn.
+    "song": ["方正小标宋简体", "FZXiaoBiaoSong-B05S", "方正小标宋_GBK", "FZXiaoBiaoSong-B05", "FandolSong",
+             "Noto Serif CJK SC"],
     # 黑体: level-1 headings.
-    "hei": ["SimHei", "黑体", "STHeiti", "Noto Sans CJK SC"],
+    "hei": ["SimHei", "黑体", "STHeiti", "FandolHei", "Noto Sans CJK SC"],
     # 楷体: level-2 headings.
-    "kai": ["KaiTi", "楷体", "KaiTi_GB2312", "楷体_GB2312", "STKaiti", "LXGW WenKai", "AR PL UKai CN"],
+    "kai": ["KaiTi", "楷体", "KaiTi_GB2312", "楷体_GB2312", "STKaiti", "FandolKai", "LXGW WenKai", "AR PL UKai CN"],
 }
 
 # Families an office licenses: when a file in the font folder (``SHOUHU_FONT_DIR``) names one of
@@ -40,7 +44,8 @@ LICENSED: dict[str, tuple[str, ...]] = {
 }
 FONT_SUFFIXES = (".otf", ".ttf", ".ttc", ".otc")
 
-REQUIRED_OPEN_FONTS = ("FandolFang", "Noto Serif CJK SC", "Noto Sans CJK SC", "LXGW WenKai")
+REQUIRED_OPEN_FONTS = ("FandolFang", "FandolSong", "FandolHei", "FandolKai", "Noto Serif CJK SC", "Noto Sans CJK SC",
+                       "LXGW WenKai")
 
 
 def css_family(stack: str) -> str:
@@ -136,8 +141,8 @@ def missing(text: str) -> list[str]:
 
 
 def missing_fonts() -> list[str]:
-    """Open fonts Shouhu relies on that are not installed (for doctor and readyz); FandolFang is
-    installed by ``make fonts`` (see the Makefile), the others by Debian packages."""
+    """Open fonts Shouhu relies on that are not installed (for doctor and readyz); the Fandol faces
+    are installed by ``make fonts`` (see the Makefile), the others by Debian packages."""
     have = installed_families()
     return [f for f in REQUIRED_OPEN_FONTS if f not in have]
 

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from core.workers import exit_with_parent
 from doc_templates import signing
@@ -50,6 +50,21 @@ def _render(font_dir: Path | None, kind: str, fields: dict[str, Any], meta: Docu
     k = KINDS[kind]
     pdf = _local(font_dir).pdf(k, k.validate(fields), meta)
     return signing.sign(pdf, signer, at=meta.created_at) if signer is not None else pdf
+
+
+def _render_each(font_dir: Path | None, items: list[tuple[str, dict[str, Any], DocumentMeta]],
+                 signer: SignerKey | None = None) -> list[bytes]:
+    """Several documents in one worker call: each laid out and written on its own (its own file, as
+    stored) and signed like ``_render``."""
+    return [_render(font_dir, kind, fields, meta, signer) for kind, fields, meta in items]
+
+
+def chunks(items: list[Any], workers: int, per_worker: int = 4) -> list[list[Any]]:
+    """``items`` in order, cut into about ``per_worker`` contiguous chunks per worker (fewer for few items):
+    one call per chunk, so a worker that gets less CPU than the other takes fewer chunks."""
+    count = max(1, min(len(items), workers * per_worker))
+    size = -(-len(items) // count)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _stamp(font_dir: Path | None, pdf: bytes, lines: list[str], signer: SignerKey | None = None,
@@ -126,6 +141,20 @@ class RenderPool:
         if self.workers == 0:
             return _render_many(self.font_dir, items)
         return self._run(timeout, _render_many, self.font_dir, items)
+
+    def issue_many(self, items: list[tuple[str, dict[str, Any], DocumentMeta]], *, signer: SignerKey | None,
+                   timeout: float = 1800) -> list[bytes]:
+        """Each of ``items`` rendered as its own PDF and signed by ``signer``, in order: chunks of them
+        spread over all workers, one worker call per chunk (a batch issue, archive.document_batch)."""
+        if self.workers == 0 or len(items) < 2:
+            return _render_each(self.font_dir, items, signer)
+        parts = chunks(items, self.workers)
+        try:
+            futures = [self._submit(_render_each, self.font_dir, part, signer) for part in parts]
+            done: list[list[bytes]] = [cast(list[bytes], f.result(timeout=timeout)) for f in futures]
+        except BrokenProcessPool:  # a worker died: once more, chunk by chunk, in a fresh pool
+            done = [cast(list[bytes], self._run(timeout, _render_each, self.font_dir, part, signer)) for part in parts]
+        return [pdf for part in done for pdf in part]
 
     def stamp(self, pdf: bytes, lines: list[str], *, signer: SignerKey | None = None, at: Any = None,
               timeout: float = 120) -> bytes:

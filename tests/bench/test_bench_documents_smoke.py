@@ -26,11 +26,12 @@ def test_documents_bench_quick_prints_table_and_exits_0():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "documents: Documents" in out
-    for case in ("cold render · 1-page", "cold render · 3-page", "warm render · 1-page", "warm render · 3-page",
-                 "PDF size · 1-page", "PDF size · 3-page", "throughput · 1-page", "batch of 3 · 1-page"):
+    for case in ("cold render · 1-page", "cold render · 4-page", "warm render · 1-page", "warm render · 4-page",
+                 "PDF size · 1-page", "PDF size · 4-page", "throughput · 1-page", "batch of 3 · 1-page",
+                 "warm issue (render + sign)", "issued batch of 3"):
         assert case in out, case
     for variant in ("WeasyPrint defaults", "ours: Renderer.pdf", "sequential, 1 Renderer", "RenderPool, 2 workers",
-                    "Renderer.batch", "CPU for 2 busy processes"):
+                    "Renderer.batch", "RenderPool.issue_many", "CPU for 2 busy processes"):
         assert variant in out, variant
     assert "×" in out  # ratios against the baselines
     assert "PAGES:" not in out and "TEXT DIFFERS" not in out  # page counts as designed, same text as baseline
@@ -41,7 +42,7 @@ def test_bench_documents_are_valid_and_within_limits():
     from bench.bench_documents import documents
 
     one, three = documents()
-    assert (one.pages, three.pages) == (1, 3)
+    assert (one.pages, three.pages) == (1, 4)  # the referral letter's three pages and its 回执
     for doc in (one, three):
         doc.model()  # validates against the kind's schema (limits included)
         assert doc.meta().kind == doc.kind
