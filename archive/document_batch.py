@@ -137,6 +137,7 @@ class DocumentBatchService:
         meta = self.basis.meta
         items = [(kind.kind, fields.model_dump(mode="json"), meta(g, kind, org, number, code, seal_image=seal))
                  for number, (_subject, fields, code) in zip(numbers, prepared, strict=True)]
+        g.release()  # render and sign without holding the database, as a single issue does
         return list(zip(numbers, pool.issue_many(items, signer=signer), strict=True))
 
 
