@@ -21,8 +21,9 @@ from httpx2 import Response
 
 from tests.conftest import DEMO_PASSWORD
 
-# Paths that need no token (API.md: sign-in, the public verification, health).
-PUBLIC = {"/api/v1/auth/token", "/api/v1/verify/{code}", "/healthz", "/readyz"}
+# Paths that need no token (API.md: sign-in, the public verification and what checks a signature, health).
+PUBLIC = {"/api/v1/auth/token", "/api/v1/verify/{code}", "/healthz", "/readyz", "/api/v1/pki/ca.pem",
+          "/api/v1/pki/crl"}
 DEMO_USERS = (
     "admin",
     "caseworker.haizhou",
@@ -38,7 +39,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 UNKNOWN_IDS = ("unknown_0000000000000000000", "x" * 300, "不存在的编号")
 # A valid body for operations whose body has required fields, so that an
 # unknown id, not the body, decides the answer. Others get ``{}``.
-BODIES: dict[tuple[str, str], dict[str, Any]] = {
+BODIES: dict[tuple[str, str], dict[str, Any] | bytes] = {
     ("post", "/api/v1/documents/{document_id}/versions"): {"fields": {}, "reason": "更正笔误"},
     ("post", "/api/v1/households/{household_id}/visits"): {
         "visited_on": "2026-03-01", "visitor": "王明", "findings": "入户走访，家中无人。"},
@@ -48,6 +49,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/sealed-requests/{request_id}/decision"): {"decision": "deny", "reason": "不符合查询条件"},
     ("post", "/api/v1/sealed-requests/{request_id}/revoke"): {"reason": "案件已办结"},
     ("put", "/api/v1/users/{user_id}/roles"): {"roles": ["caseworker"]},
+    # A raw PNG body (bytes are sent as they are, with their media type).
+    ("put", "/api/v1/orgs/{org_id}/seal-image"): b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
 }
 # Required query parameters other than the ones a test is about, with valid values.
 REQUIRED_QUERY: dict[str, dict[str, str]] = {
@@ -79,7 +82,7 @@ def served_by_another(paths: dict[str, Any], method: str, url: str, own: str) ->
     return any(method in item and template_regex(other).match(url) for other, item in paths.items() if other != own)
 
 
-def body_for(method: str, path: str, op: dict[str, Any]) -> dict[str, Any] | None:
+def body_for(method: str, path: str, op: dict[str, Any]) -> dict[str, Any] | bytes | None:
     if "requestBody" not in op:
         return None
     return BODIES.get((method, path), {})
@@ -93,7 +96,10 @@ def call(
     json: Any = None,
 ) -> Response:
     kwargs: dict[str, Any] = {"headers": headers or {}}
-    if json is not None:
+    if isinstance(json, bytes):
+        kwargs["content"] = json
+        kwargs["headers"] = {**kwargs["headers"], "Content-Type": "image/png"}
+    elif json is not None:
         kwargs["json"] = json
     return client.request(method.upper(), url, **kwargs)
 

@@ -39,7 +39,7 @@ from core.settings import Settings
 from main import create_app
 from runtime import Runtime
 from search.analyzer import normalize
-from tests.conftest import clean_postgres_search_tables, household_body, login, minor_body, run_sql
+from tests.conftest import clean_postgres_search_tables, household_body, login, minor_body, record_fields, run_sql
 
 DEMO_HOUSEHOLDS = 60
 NOTICES = 20
@@ -164,6 +164,7 @@ def build_corpus(http: TestClient, rt: Runtime) -> Corpus:
             "situation": text, "requests": ["请学校安排教师开展学业帮扶和心理疏导。"], "contact": "张晓东",
             "contact_phone": "0518-85800000",
         }
+        fields = record_fields("referral_notice", **fields)  # the kind's other fields from its example
         r = http.post("/api/v1/documents", json={"kind": "referral_notice", "subject_id": m["id"], "fields": fields},
                       headers=cw)
         assert r.status_code == 201, r.text
@@ -446,6 +447,7 @@ class World:
             "recipient": "连云港市教育局", "minor_name": subject["name"], "found_on": "2026-11-18",
             "situation": f"该生父母长期在外务工，{marker}，由祖母照料。", "requests": ["请协助开展学业帮扶。"],
             "contact": "张晓东", "contact_phone": "0518-85800000"}
+        fields = record_fields("referral_notice", **fields)  # the kind's other fields from its example
         doc = self.post(self.headers[self.writer], "/api/v1/documents",
                         {"kind": "referral_notice", "subject_id": subject["id"], "fields": fields})
         made = Made(doc["id"], "referral_notice", region)

@@ -31,7 +31,7 @@ from archive.schemas import id_check_char
 from search.indexer import PARALLEL_MIN
 from tests import conftest
 from tests.cli_support import cli_env, fresh_postgres_database, login, output, run_cli, serving, sqlite_rows
-from tests.conftest import current_generation
+from tests.conftest import current_generation, record_fields
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +120,7 @@ class Writers:
                         "recipient": "连云港市海州区教育局", "found_on": "2026-11-18",
                         "situation": f"该生父母长期在外务工，通报{p}，由祖母照料。",
                         "requests": ["请协助开展学业帮扶。"], "contact": "张晓东", "contact_phone": "0518-85800000"}
+                    fields = record_fields("referral_notice", **fields)  # the kind's other fields from its example
                     doc = self.post(http, "/api/v1/documents",
                                     {"kind": "referral_notice", "subject_id": mn["id"], "fields": fields})
                     if doc is None:

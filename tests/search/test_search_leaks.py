@@ -28,7 +28,7 @@ from pathlib import Path
 from runtime import Runtime
 from search.backends import Filters, Scope
 from tests import leak_support
-from tests.conftest import current_generation, household_body, minor_body, run_sql
+from tests.conftest import current_generation, household_body, minor_body, record_fields, run_sql
 from tests.leak_support import ADDRESS, MEMBER_ID, MEMBER_NAME, MINOR_ID, MINOR_NOTES, PHONE, SCHOOL
 
 try:  # not a dependency: tantivy writes LZ4 unless told otherwise
@@ -183,6 +183,7 @@ def plant(client, tokens) -> list[str]:  # type: ignore[no-untyped-def]
               "situation": SITUATION,  # sex, age and address from the record
               "requests": [f"请联系监护人{GUARDIAN}，电话{PHONE}。"], "contact": "张晓东",
               "contact_phone": "0518-85800000"}
+    fields = record_fields("referral_notice", **fields)  # the kind's other fields from its example
     r = client.post("/api/v1/documents", headers=cw,
                     json={"kind": "referral_notice", "subject_id": mid, "fields": fields})
     assert r.status_code == 201, r.text
