@@ -161,6 +161,7 @@ def build_corpus(http: TestClient, rt: Runtime) -> Corpus:
         fields = {  # the child's sex, age and address come from the record
             "recipient": "连云港市海州区教育局", "minor_name": m["name"],
             "found_on": (today - timedelta(days=i)).isoformat(),
+            "reply_by": (today - timedelta(days=i) + timedelta(days=15)).isoformat(),
             "situation": text, "requests": ["请学校安排教师开展学业帮扶和心理疏导。"], "contact": "张晓东",
             "contact_phone": "0518-85800000",
         }
