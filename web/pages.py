@@ -71,10 +71,16 @@ env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    # Templates are read once, below, and never checked on disk again: the public verification
+    # page renders on the event loop (web.verify) and must do no file I/O there.
+    auto_reload=False,
+    cache_size=-1,
 )
 env.filters.update(local_time=local_time, cn_date=cn_date)
 env.globals.update(category_labels=CATEGORY_LABELS, category_short=CATEGORY_SHORT, role_names=ROLE_NAMES,
                    sex_names=SEX_NAMES, minor_category_tags=minor_category_tags, category_label=category_label)
+for _name in env.list_templates(extensions=["j2"]):
+    env.get_template(_name)
 
 
 def nav_for(actor: Actor | None) -> list[tuple[str, str]]:

@@ -50,6 +50,10 @@ NON_BLOCKING: dict[str, str] = {
     "archive.documents_api.verify_copy": "hashes the streamed body chunk by chunk, then hands the database "
     "work to a thread of the public limiter",
     "archive.documents_api.verify_rate_limit": "counts the caller's address in memory (no I/O)",
+    "web.verify.verify_page": "hands the database work to a thread of the public limiter, then renders a "
+    "template read at import (web.pages: auto_reload off, every template loaded once)",
+    "web.verify.verify_upload": "refuses a body over 1 MB before parsing, so starlette keeps the form in "
+    "memory; then as verify_page",
     "web.session.read_form": "starlette parses the form; spooled files are written and closed in threads",
     "web.session.check_csrf": "compares the sent token with the session's (HMAC, no I/O)",
     "fastapi.security.http.HTTPBearer": "reads the Authorization header",
