@@ -7,6 +7,7 @@ one per test database with their own settings.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass
@@ -16,7 +17,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect, select
+from sqlalchemy.exc import DBAPIError
 
 from access_control.audit import AuditHead, AuditLog
 from access_control.audit_service import AuditService
@@ -62,9 +65,26 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The migrations' head revision(s), read once per process (alembic compiles every script to find them)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def at_head(db: Database) -> bool:
+    """Whether the schema is at the migrations' head (a cheap check: no migration script is loaded)."""
+    try:
+        with db.engine.connect() as conn:
+            stamped = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
+    except DBAPIError:  # no alembic_version table: a fresh database
+        return False
+    return stamped == head_revisions()
+
+
 def upgrade_database(db: Database) -> None:
-    """Apply every migration (idempotent)."""
-    migrate_database(db, "head")
+    """Apply every migration (idempotent; a schema already at head is left alone without loading them)."""
+    if not at_head(db):
+        migrate_database(db, "head")
 
 
 def migrate_database(db: Database, revision: str, *, down: bool = False) -> None:
