@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import opencc
-import rjieba
 
 SEPARATOR = "z"  # not a hex digit: cannot collide with a token
 ID_NUMBER = re.compile(r"(?<![0-9])[0-9]{17}[0-9x](?![0-9x])")
@@ -37,6 +36,14 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 RUN = re.compile(rf"[{_CJK}]+|[a-z0-9]+")
 
 _t2s = opencc.OpenCC("t2s")
+
+
+def _cut_for_search(run: str) -> list[str]:
+    """rjieba's search-mode words; rjieba loads its dictionary on import (~0.2 s), so a process that
+    never tokenizes (most CLI commands) never imports it."""
+    import rjieba
+
+    return rjieba.cut_for_search(run)
 
 
 def normalize(text: str) -> str:
@@ -119,7 +126,7 @@ class Analyzer:
                 grams.append(SEPARATOR)
             if kind == "cjk":
                 grams += [self._blind("g", b) for b in _bigrams(run)]
-                words += [self._blind("w", w) for w in rjieba.cut_for_search(run) if len(w) > 1]
+                words += [self._blind("w", w) for w in _cut_for_search(run) if len(w) > 1]
             elif kind == "whole":
                 grams.append(self._blind("n", run))
             else:
@@ -135,7 +142,7 @@ class Analyzer:
         for kind, run in _plain_runs(normalize(q)):
             if kind == "cjk":
                 phrases.append([self._blind("g", b) for b in _bigrams(run)])
-                words += [self._blind("w", w) for w in rjieba.cut_for_search(run) if len(w) > 1]
+                words += [self._blind("w", w) for w in _cut_for_search(run) if len(w) > 1]
             elif kind == "whole":
                 phrases.append([self._blind("n", run)])
             else:

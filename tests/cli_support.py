@@ -69,6 +69,9 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
         SHOUHU_ARGON2_TIME_COST="1",
         SHOUHU_ARGON2_MEMORY_KIB="1024",
         COLUMNS="500",  # rich wraps tables and sentences at the terminal width
+        # A server renders in the request's own process unless a test asks for render workers (each
+        # worker imports WeasyPrint and renders a warm-up page at start: 1-2 s of CPU apiece).
+        SHOUHU_RENDER_WORKERS="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
