@@ -56,11 +56,11 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_paralle
 
 # Parallel runs. `make test` runs the suite in two passes: everything not marked `serial` on one
 # pytest-xdist worker per core (`--dist loadgroup`), then the `serial` tests alone, one at a time.
-# `serial`: tests that time themselves or load the machine (benches, stall and latency checks, load
-# against a real server), whose answers would depend on what the other workers do meanwhile.
+# `serial`: tests whose answers depend on time or on having the machine to themselves (stall and
+# latency checks, answer timing, a wave of concurrent issues against a real server); the bench smokes
+# and `make run` assert no timing and run in the parallel pass.
 # A test that uses a module-scoped fixture joins its file's xdist group, so the fixture is built once.
-SERIAL_FILES = {"test_no_stall.py", "test_make_run.py", "test_bench_smoke.py", "test_bench_audit_smoke.py",
-                "test_bench_documents_smoke.py", "test_bench_load_smoke.py", "test_bench_search_smoke.py"}
+SERIAL_FILES = {"test_no_stall.py"}
 SERIAL_TESTS = {
     "test_indistinguishable_sealed_record_and_no_record",  # answer timing, sealed vs no record
     "test_fifty_concurrent_issues_get_numbers_one_to_fifty_once",  # 50 issues at once: 503 when starved
