@@ -267,6 +267,12 @@ class Shots:
         assert path.stat().st_size < MAX_SHOT_BYTES, (name, path.stat().st_size)
         self.taken.append(name)
 
+    def pdf_drawn(self, page: Page) -> None:
+        """Chromium's PDF viewer draws the first page some time after the load, with no event to wait
+        for; only a published screenshot needs it drawn (`make screenshots`)."""
+        if self.publish:
+            page.wait_for_timeout(2500)
+
     def write_readme(self) -> None:
         if not self.publish:
             return
@@ -568,7 +574,7 @@ def casework(e2e: E2E, story: Story) -> Story:
         cw.page.click("button[formaction='/documents/preview']")
     popup = popup_info.value
     popup.wait_for_load_state()
-    popup.wait_for_timeout(2500)  # Chromium's PDF viewer draws the first page
+    cw.e2e.shots.pdf_drawn(popup)
     assert path_of(popup.url) == "/documents/preview"
     cw.shot("document-preview", page=popup)
     popup.close()
@@ -682,7 +688,7 @@ def sealing(e2e: E2E, casework: Story) -> Story:
     with captured(court.ctx, "**/sealed/*/records/*/pdf") as stamped:
         court.page.click(f"a[href='/sealed/{s.request_id}/records/{s.doc_id}/pdf']")
         court.page.wait_for_url(f"**/sealed/{s.request_id}/records/{s.doc_id}/pdf")
-    court.page.wait_for_timeout(2500)  # Chromium's PDF viewer draws the first page
+    court.e2e.shots.pdf_drawn(court.page)
     court.shot("sealed-record")
     s.stamped = stamped
     court.close()
