@@ -78,10 +78,44 @@ def _pyhanko_signer(key: SignerKey) -> Any:
         cert_registry=SimpleCertificateStore.from_certs([asn1_x509.Certificate.load(key.ca_der)]),  # type: ignore[no-untyped-call]
         # A verifier brings the CA it trusts; an embedded copy would be bytes no signature covers.
         embed_roots=False)
+    signer.signed_attr_prov_spec = _pades_attributes(signer.signing_cert)
     if len(_signers) > 64:
         _signers.clear()
     _signers[(key.serial, key.cert_der)] = signer
     return signer
+
+
+def _pades_attributes(cert: Any) -> Any:
+    """pyHanko's own signed attributes for a PAdES signature by ``cert`` (CAdESSignedAttributeProviderSpec:
+    content type, message digest, signing-certificate-v2; no signing time, which PAdES keeps in /M), with the
+    signing-certificate-v2 value built by pyHanko once per key and read back from its DER for each signature.
+
+    Why: asn1crypto re-encodes a freshly built value at every level above it each time a level is encoded
+    (a built object never counts as unchanged), about twice per level, so that one nested value cost ~10 of
+    the ~12 ms pyHanko took to build a CMS object. Read back from DER it is encoded once. Same bytes
+    (tests compare); the signer is only ever used for PAdES B-B without a timestamp, as both paths here do.
+    """
+    from asn1crypto import tsp
+    from pyhanko.sign import attributes
+    from pyhanko.sign.general import as_signing_certificate_v2
+    from pyhanko.sign.signers.pdf_cms import CAdESSignedAttributeProviderSpec, PdfCMSSignedAttributes
+
+    class SigningCertificateV2Once(attributes.SigningCertificateV2Provider):
+        def __init__(self) -> None:
+            super().__init__(signing_cert=cert)
+            self.der = as_signing_certificate_v2(cert).dump()
+
+        async def build_attr_value(self, dry_run: bool = False) -> Any:
+            return tsp.SigningCertificateV2.load(self.der)
+
+    once = SigningCertificateV2Once()
+
+    class PadesAttributes(CAdESSignedAttributeProviderSpec):
+        def signed_attr_providers(self, data_digest: bytes, digest_algorithm: str) -> Any:
+            for provider in super().signed_attr_providers(data_digest, digest_algorithm):
+                yield once if isinstance(provider, attributes.SigningCertificateV2Provider) else provider
+
+    return PadesAttributes(attr_settings=PdfCMSSignedAttributes(), signing_cert=cert, is_pades=True, timestamper=None)
 
 
 def sign(pdf: bytes, key: SignerKey, *, at: datetime) -> bytes:

@@ -172,3 +172,27 @@ def test_pyhanko_cli_validates_it_offline(signed: bytes, key: signing.SignerKey,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "judged VALID" in done.stdout and "covers the entire file" in done.stdout
+
+
+def test_the_cms_is_built_by_pyhanko_with_its_own_attributes(key: signing.SignerKey) -> None:
+    """The signer's signing-certificate-v2 value is built once per key (signing._pades_attributes): the signed
+    attributes and certificates are byte for byte what a plain pyHanko signer puts in, every time."""
+    import asyncio
+    import hashlib
+
+    from asn1crypto import cms, keys, x509
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+    plain = signers.SimpleSigner(signing_cert=x509.Certificate.load(key.cert_der),
+                                 signing_key=keys.PrivateKeyInfo.load(key.key_der),
+                                 cert_registry=SimpleCertificateStore.from_certs([x509.Certificate.load(key.ca_der)]),
+                                 embed_roots=False)
+    for n in range(3):
+        digest = hashlib.sha256(b"document %d" % n).digest()
+        ours = cms.ContentInfo.load(signing.cms(digest, key, at=AT))["content"]
+        theirs = asyncio.run(plain.async_sign(digest, "sha256", use_pades=True))["content"]
+        assert ours["signer_infos"][0]["signed_attrs"].dump() == theirs["signer_infos"][0]["signed_attrs"].dump()
+        assert ours["certificates"].dump() == theirs["certificates"].dump()
+        assert [a["type"].native for a in ours["signer_infos"][0]["signed_attrs"]] == [
+            "content_type", "message_digest", "signing_certificate_v2"]
