@@ -317,8 +317,9 @@ class Renderer:
         if not docs:
             raise ValueError("nothing to print")
         pages = [page for doc in docs for page in doc.pages]
+        combined = self._write(docs[0].copy(pages))
         own = [self._write(d, signer, item[2].created_at) for d, item in zip(docs, items, strict=True)] if parts else []
-        return self._write(docs[0].copy(pages)), own
+        return combined, own
 
     def stamp(self, pdf: bytes, lines: Sequence[str]) -> bytes:
         """``pdf`` with ``lines`` printed in red in the top margin of every page (sealed releases)."""
