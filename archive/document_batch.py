@@ -32,7 +32,6 @@ from archive.models import Household, Minor
 from core.db import new_id
 from core.errors import InvalidInput
 from doc_templates import kinds as doc_kinds
-from doc_templates import signing
 from doc_templates.render import DocumentMeta, Renderer
 from doc_templates.signing import SignerKey
 
@@ -102,7 +101,7 @@ class DocumentBatchService:
             doc, version, pdf = self.issuing.issue_one(
                 g, kind, subject, fields, b.persons(g, subject, fields), doc_id=new_id("doc"), code=code,
                 signer=signer, seal_image=seal, rendered=pre,
-                render=lambda meta, fields=fields: signing.sign(renderer.pdf(kind, fields, meta), signer,  # type: ignore[misc]
+                render=lambda meta, fields=fields: renderer.pdf(kind, fields, meta, signer=signer,  # type: ignore[misc]
                                                                 at=meta.created_at))
             g.record(EventDraft(action=Action.DOCUMENT_ISSUE, outcome="allowed", reason="print:batch_issue",
                                 resource_kind="document", resource_id=doc.id, subjects=list(doc.subject_hashes),

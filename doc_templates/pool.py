@@ -46,10 +46,9 @@ def _local(font_dir: Path | None) -> Renderer:
 
 def _render(font_dir: Path | None, kind: str, fields: dict[str, Any], meta: DocumentMeta,
             signer: SignerKey | None = None) -> bytes:
-    """Render, and sign with ``signer`` (at the document's creation time) in the same worker call."""
+    """Render, and with ``signer`` sign in the same write (at the document's creation time): an issue."""
     k = KINDS[kind]
-    pdf = _local(font_dir).pdf(k, k.validate(fields), meta)
-    return signing.sign(pdf, signer, at=meta.created_at) if signer is not None else pdf
+    return _local(font_dir).pdf(k, k.validate(fields), meta, signer=signer, at=meta.created_at)
 
 
 def _render_each(font_dir: Path | None, items: list[tuple[str, dict[str, Any], DocumentMeta]],
@@ -70,6 +69,7 @@ def chunks(items: list[Any], workers: int, per_worker: int = 4) -> list[list[Any
 def _stamp(font_dir: Path | None, pdf: bytes, lines: list[str], signer: SignerKey | None = None,
            at: Any = None) -> bytes:
     stamped = _local(font_dir).stamp(pdf, lines)
+    # A rewritten copy of an existing file: signed after the fact, as an incremental update (pyHanko).
     return signing.sign(stamped, signer, at=at) if signer is not None else stamped
 
 

@@ -23,8 +23,9 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from core.clock import utcnow
-from doc_templates import fonts, words
+from doc_templates import fonts, signing, words
 from doc_templates.kinds import CATEGORY_LABELS, CATEGORY_SHORT, DocKind
+from doc_templates.signing import SignerKey
 
 HERE = Path(__file__).resolve().parent
 PDF_VARIANT = "pdf/a-2b"
@@ -290,8 +291,11 @@ class Renderer:
             stylesheets=[self.css], font_config=self.font_config
         )
 
-    def pdf(self, kind: DocKind, fields: BaseModel, meta: DocumentMeta) -> bytes:
-        return self._write(self.document(kind, fields, meta))
+    def pdf(self, kind: DocKind, fields: BaseModel, meta: DocumentMeta, *, signer: SignerKey | None = None,
+            at: datetime | None = None) -> bytes:
+        """The document as PDF/A-2b; with ``signer``, signed by it in the same write (PAdES B-B, signing
+        time ``at``, by default the document's creation time): an issue."""
+        return self._write(self.document(kind, fields, meta), signer, at or meta.created_at)
 
     def batch(self, items: Sequence[tuple[DocKind, BaseModel, DocumentMeta]]) -> bytes:
         """Many documents in one PDF; each keeps its own page numbers."""
@@ -302,8 +306,9 @@ class Renderer:
         return self._write(docs[0].copy(pages))
 
     def render_set(self, items: Sequence[tuple[DocKind, BaseModel, DocumentMeta]], progress: Any = None,
-                   parts: bool = True) -> tuple[bytes, list[bytes]]:
-        """Lay out each document once; return the combined PDF and (if ``parts``) each one's own PDF."""
+                   parts: bool = True, signer: SignerKey | None = None) -> tuple[bytes, list[bytes]]:
+        """Lay out each document once; return the combined PDF and (if ``parts``) each one's own PDF, signed
+        by ``signer`` (if any) in its write at its creation time. The combined PDF is never signed."""
         docs = []
         for i, item in enumerate(items, start=1):
             docs.append(self.document(*item))
@@ -312,7 +317,9 @@ class Renderer:
         if not docs:
             raise ValueError("nothing to print")
         pages = [page for doc in docs for page in doc.pages]
-        return self._write(docs[0].copy(pages)), [self._write(d) for d in docs] if parts else []
+        combined = self._write(docs[0].copy(pages))
+        own = [self._write(d, signer, item[2].created_at) for d, item in zip(docs, items, strict=True)] if parts else []
+        return combined, own
 
     def stamp(self, pdf: bytes, lines: Sequence[str]) -> bytes:
         """``pdf`` with ``lines`` printed in red in the top margin of every page (sealed releases)."""
@@ -341,10 +348,11 @@ class Renderer:
         return out.getvalue()
 
     @staticmethod
-    def _write(document: Any) -> bytes:
+    def _write(document: Any, signer: SignerKey | None = None, at: datetime | None = None) -> bytes:
+        slot = signing.SignatureSlot(signer, at or utcnow()) if signer is not None else None
         with _PDF_ZLIB.writing():
-            out: bytes = document.write_pdf(pdf_variant=PDF_VARIANT)
-        return out
+            out: bytes = document.write_pdf(pdf_variant=PDF_VARIANT, finisher=slot.add if slot else None)
+        return slot.fill(out) if slot else out
 
 
 def _drop_signatures(writer: Any) -> None:

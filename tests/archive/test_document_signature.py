@@ -134,7 +134,8 @@ def test_issued_pdf_is_signed_by_the_issuer_under_the_deployment_ca(client, toke
 
 
 def issue_with_foreign_key(pdf: bytes) -> bytes:
-    """``pdf``'s rendered revision (before its signature) signed by a self-made CA's certificate (a forger's)."""
+    """``pdf``'s very bytes signed by a self-made CA's certificate (a forger's): its CMS object in place of
+    the issuer's, over the same byte range."""
     from datetime import UTC, datetime
 
     from core import crypto
@@ -145,9 +146,13 @@ def issue_with_foreign_key(pdf: bytes) -> bytes:
     key = crypto.new_signature_key()
     cert = crypto.issue_certificate(ca_key, ca.der, key, common_name=HAIZHOU_ORG, organisation="伪造", now=now,
                                     days=30)
-    unsigned = pdf[:pdf.index(b"%%EOF") + len(b"%%EOF")] + b"\n"
-    return signing.sign(unsigned, signing.SignerKey(key_der=key, cert_der=cert.der, ca_der=ca.der, serial=cert.serial),
-                        at=now)
+    start = contents_offset(pdf) - 1
+    end = pdf.index(b">", start) + 1
+    forged = bytearray(pdf)
+    forged[start + 1:end - 1] = b"0" * (end - start - 2)
+    signing.fill_contents(forged, start, end, signing.SignerKey(key_der=key, cert_der=cert.der, ca_der=ca.der,
+                                                                serial=cert.serial), at=now)
+    return bytes(forged)
 
 
 # 2. /verify: the stored document's signature, and a copy a person holds ---------------------------
