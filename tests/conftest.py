@@ -61,9 +61,6 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_paralle
 # and `make run` assert no timing and run in the parallel pass.
 # A test that uses a module-scoped fixture joins its file's xdist group, so the fixture is built once.
 SERIAL_FILES = {"test_no_stall.py"}
-# Files of tests that take 10 s or more apiece without a `slow` mark (which means: starts servers or
-# subprocesses); the long ones are started first (pytest_collection_modifyitems).
-LONG_FILES = {"test_fuzz_api.py", "test_search.py"}
 SERIAL_TESTS = {
     "test_indistinguishable_sealed_record_and_no_record",  # answer timing, sealed vs no record
     "test_fifty_concurrent_issues_get_numbers_one_to_fifty_once",  # 50 issues at once: 503 when starved
@@ -71,25 +68,14 @@ SERIAL_TESTS = {
 }
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
-    # Before every other implementation (before `-m` deselects and before xdist reads the groups):
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SERIAL_FILES or getattr(item, "originalname", None) in SERIAL_TESTS:
             item.add_marker(pytest.mark.serial)
         info = getattr(item, "_fixtureinfo", None)
         if info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
-    yield
-    # After them (pytest has grouped the tests by backend, which sets up each backend's database once):
-    # the long tests that use no backend (servers, subprocesses, the browser) go first, each file's kept
-    # together and in order, so the workers end on short tests instead of one running a long file alone
-    # while the other waits. The same stable order in every xdist worker.
-    def late(item: pytest.Item) -> bool:
-        long = item.get_closest_marker("slow") is not None or item.path.name in LONG_FILES
-        return not long or "backend" in getattr(item, "fixturenames", ())
-
-    items.sort(key=late)
 
 
 def postgres_admin_url() -> str:
