@@ -114,7 +114,7 @@ class Backend:
         # search_docs and search_meta are PostgreSQL-only tables made outside the ORM metadata.
         names = [*(t.name for t in reversed(Base.metadata.sorted_tables)), "search_docs", "search_meta"]
         with psycopg.connect(self.pg_url) as conn:
-            # The audit tables refuse DELETE (migration 0008); replica mode skips the triggers.
+            # The audit tables refuse DELETE (row triggers, migration 0002); replica mode skips the triggers.
             conn.execute("SET session_replication_role = replica")
             for name in names:
                 conn.execute(f'DELETE FROM "{name}"')

@@ -2,12 +2,13 @@
 
 The app runs in-process (ASGI) on the test database of each backend. Every role
 signs in through ``/api/v1/auth/token``; each operation then gets schemathesis's
-deterministic edge cases (each sent once per backend, by the roles the operation lets
-in taking turns) and a bounded, seeded number of random requests per role, valid and invalid ones (each role's random
-requests run on one of the two backends, in turns), with path ids half of the time
-taken from real records (a household, a minor, a sealed application), so requests
-reach past the 404. The one check is the product's promise: no answer is a 5xx. Every 5xx
-found is collected (operation, role, status, request) and reported together.
+deterministic edge cases (each sent once per backend, by the roles the operation
+lets in taking turns) and a bounded, seeded number of random requests per role,
+valid and invalid ones (each role's on one of the two backends, in turns), with
+path ids half of the time taken from real records (a household, a minor, a sealed
+application), so requests reach past the 404. The one check is the product's
+promise: no answer is a 5xx. Every 5xx found is collected (operation, role, status,
+request) and reported together.
 
 Left out, and why:
 - the positive cases of the routes that render a PDF (issue, preview, correct,
@@ -126,7 +127,7 @@ def fuzzing(fuzz: Fuzz, key: tuple[str, str], strategy: Any, role: str, examples
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_no_operation_answers_5xx_for_any_role(app: Any, client: TestClient, world: dict[str, str],
                                                shard: int, backend: Any) -> None:
-    random_share = 0 if backend.name == "sqlite" else 1
+    turn = 0 if backend.name == "sqlite" else 1
     schema = schemathesis.openapi.from_dict(app.openapi())
     headers: dict[str, dict[str, str]] = {}
     for role, username in ROLES.items():
@@ -161,11 +162,11 @@ def test_no_operation_answers_5xx_for_any_role(app: Any, client: TestClient, wor
             elif role != "anonymous":
                 allowed.append(role)
         for i, case in enumerate(cases[1:] if allowed else []):
-            fuzz.send(key, case, allowed[(i + random_share) % len(allowed)], known=True)
+            fuzz.send(key, case, allowed[(i + turn) % len(allowed)], known=True)
         # The fuzzing phase: seeded random cases, valid and invalid, as every role and anonymously
         # (each role's on one of the two backends, the roles taking turns); a role refused at the
         # role check gets one of each (only body validation runs before it).
-        for role in list(headers)[random_share::2]:
+        for role in list(headers)[turn::2]:
             for mode in modes:
                 try:
                     fuzzing(fuzz, key, op.as_strategy(generation_mode=mode), role,
