@@ -17,9 +17,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect, select
-from sqlalchemy.exc import DBAPIError
 
 from access_control.audit import AuditHead, AuditLog
 from access_control.audit_service import AuditService
@@ -71,14 +71,17 @@ def head_revisions() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
+def current_revisions(db: Database) -> frozenset[str]:
+    """The revision(s) the database is stamped with (none for a database without the schema)."""
+    if not db.has_schema():
+        return frozenset()
+    with db.engine.connect() as conn:
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
+
+
 def at_head(db: Database) -> bool:
     """Whether the schema is at the migrations' head (a cheap check: no migration script is loaded)."""
-    try:
-        with db.engine.connect() as conn:
-            stamped = {row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
-    except DBAPIError:  # no alembic_version table: a fresh database
-        return False
-    return stamped == head_revisions()
+    return current_revisions(db) == head_revisions()
 
 
 def upgrade_database(db: Database) -> None:

@@ -147,17 +147,13 @@ def folders(settings: Settings) -> list[Check]:
 
 def schema(rt: Runtime) -> Check:
     """The database has the schema, at the newest migration."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from runtime import alembic_config
+    from runtime import current_revisions, head_revisions
 
     label = "数据库 database"
     if not rt.db.has_schema():
         return Check("schema", label, False, "没有数据表：运行 `shouhu init`", "no_schema")
-    head = ScriptDirectory.from_config(alembic_config(rt.db.url)).get_current_head()
-    with rt.db.engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
+    head = ", ".join(sorted(head_revisions()))
+    current = ", ".join(sorted(current_revisions(rt.db))) or None
     if current != head:
         return Check("schema", label, False, f"版本 {current}，最新 {head}：运行 `shouhu init` 升级", "outdated")
     return Check("schema", label, True, f"版本 {current}")

@@ -349,7 +349,11 @@ class Renderer:
 
     @staticmethod
     def _write(document: Any, signer: SignerKey | None = None, at: datetime | None = None) -> bytes:
-        slot = signing.SignatureSlot(signer, at or utcnow()) if signer is not None else None
+        """``document`` as PDF/A-2b; with ``signer``, signed in the same write at ``at`` (the issuing clock's
+        time, which the caller always knows: a signature never reads a clock of its own)."""
+        if signer is not None and at is None:
+            raise ValueError("a signature needs its signing time")
+        slot = signing.SignatureSlot(signer, at) if signer is not None and at is not None else None
         with _PDF_ZLIB.writing():
             out: bytes = document.write_pdf(pdf_variant=PDF_VARIANT, finisher=slot.add if slot else None)
         return slot.fill(out) if slot else out
