@@ -59,7 +59,7 @@ fonts: debs
 run: install
 	$(BIN)/shouhu init
 	$(BIN)/shouhu demo --if-empty
-	$(BIN)/shouhu serve --host $(HOST) --port $(PORT)
+	SHOUHU_DEMO_MODE=true $(BIN)/shouhu serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/ruff check .

@@ -283,32 +283,41 @@ class CheckpointSchedule:
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    """The application. Refuses to start (ConfigError) without a usable master key."""
+    """The application, serving ``runtime`` (or one opened on ``settings``).
+
+    Refuses to start (ConfigError) without a usable master key. What it serves is
+    ``app.state.runtime``, read when serving starts and on every request; the request limits
+    (body size, request threads, queue time) are fixed here. The test suite points one app at
+    each test's runtime in turn: FastAPI prepares an app's routes on its first requests, which
+    costs more than most tests.
+    """
     settings = settings or (runtime.settings if runtime else Settings())
     rt = runtime or Runtime.open(settings)
     configure_logging(settings)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        served: Runtime = app_.state.runtime
+        configure_logging(served.settings)  # the served archive's log (the same one, in a server)
         # The request threads; the connection pool is sized from the same number (core.db).
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
-        scheduler = CheckpointSchedule(rt, settings.audit_checkpoint_interval_seconds)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = served.settings.request_threads
+        scheduler = CheckpointSchedule(served, served.settings.audit_checkpoint_interval_seconds)
         scheduler.start()
         try:
-            rt.indexer.start()  # drains what earlier runs left in the outbox, then keeps up
+            served.indexer.start()  # drains what earlier runs left in the outbox, then keeps up
         except SearchUnavailable as exc:
             # Serve everything else; searches answer 503 until the index is rebuilt.
             log.error("search index unavailable: %s", exc)
         # Start the render workers now, not on the first issue (5-7 s cold).
-        threading.Thread(target=rt.render_pool.warm, name="render-warm", daemon=True).start()
+        threading.Thread(target=served.render_pool.warm, name="render-warm", daemon=True).start()
         try:
             yield
         finally:
-            if rt._indexer is not None:
-                rt.indexer.stop()
+            if served._indexer is not None:
+                served.indexer.stop()
             scheduler.stop()
             if runtime is None:
-                rt.close()
+                served.close()
 
     app = FastAPI(
         title="Shouhu 守护",

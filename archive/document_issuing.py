@@ -59,6 +59,8 @@ from doc_templates.pool import RenderPool
 from doc_templates.render import DocumentMeta
 from doc_templates.signing import SignerKey
 
+# A particular the record cannot give (prefill.TO_FILL filled in from it): the record comes first.
+RECORD_INCOMPLETE = "档案中缺少本项，请先补充档案后再发文"
 
 class DocumentIssuingService:
     def __init__(self, *, basis: DocumentBasis, vault: Vault, blobs: BlobStore, pool: RenderPool,
@@ -120,6 +122,7 @@ class DocumentIssuingService:
         kind = b.kind_or_422(req.kind)
         b.gate(g, Action.DOCUMENT_ISSUE, kind, roles=kind.issuer_roles)
         b.prevalidate(kind, req.fields)  # refused input is no decision
+        b.refuse_placeholders(req.fields)
         # One issuer's issues queue here, before any statement: they wait without a database
         # connection or lock, in order, and the number peeked below is the one allocated.
         with self._issuer_queue(g.actor.org_id):
@@ -135,6 +138,7 @@ class DocumentIssuingService:
                         subjects=sorted(set(subject.hashes) | b.id_hashes(req.fields)), details={"kind": kind.kind},
                         defer=True)
             fields = b.validated(g, kind, subject, req.fields)
+            b.refuse_placeholders(fields.model_dump(mode="json"), RECORD_INCOMPLETE)
             named = b.persons(g, subject, fields)
             self.check_printable(g, kind, org, fields)
             _serial, predicted = numbering.peek(g.session, issuer=org, kind=kind, year=year)
@@ -253,6 +257,7 @@ class DocumentIssuingService:
             if doc.sealed:
                 raise NotFound()
             b.prevalidate(kind, req.fields)
+            b.refuse_placeholders(req.fields)
             org = g.session.get(Org, doc.issuer_org_id)
             if org is None:
                 raise RuntimeError("a document's issuing organisation row is missing")
@@ -262,6 +267,7 @@ class DocumentIssuingService:
                 if doc.subject_kind in ("household", "minor") else Subject(doc.subject_kind, doc.subject_id,
                                                                             doc.region_code, ())
             fields = b.validated(g, kind, subject, req.fields)
+            b.refuse_placeholders(fields.model_dump(mode="json"), RECORD_INCOMPLETE)
             named = b.persons(g, subject, fields)
             b.check_glyphs(fields, b.meta(g, kind, org, doc.doc_number, None))
             code = new_code()

@@ -294,6 +294,15 @@ class DocumentBasis:
             if errors:
                 raise InvalidInput(field_errors(errors, prefix=("fields",), location="body")) from None
 
+    @staticmethod
+    def refuse_placeholders(fields: dict[str, Any], message: str = "尚未填写：请填写后再发文") -> None:
+        """Refuse a field still reading ``（待填写）`` (prefill.TO_FILL): a document is issued complete
+        or not at all. (Archive print copies and batch-printed forms keep it, for completing by hand.)"""
+        left = [path for path, text in _strings(fields) if prefill.TO_FILL in text]
+        if left:
+            raise InvalidInput([{"field": f"fields.{path}", "location": "body", "message": message} for path in left],
+                               "公文中仍有“（待填写）”的内容，不能出具。")
+
     def validated(self, g: Guard, kind: doc_kinds.DocKind, subject: Subject, fields: dict[str, Any]) -> BaseModel:
         """The fields, validated, with the subject's particulars from its record (prefill.PARTICULARS).
 

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         SecretStr("shouhu-demo-2026"),
         description="Password given to every demo user by `shouhu demo`. Local demos only.",
     )
+    demo_mode: bool = Field(
+        False,
+        description="A demonstration: the document form offers to fill in a kind's sample facts. "
+        "Never on an archive of real children (`make run` turns it on).",
+    )
     token_ttl_seconds: int = Field(
         8 * 3600, ge=60, le=7 * 24 * 3600, description="Lifetime of a bearer token in seconds."
     )

@@ -338,6 +338,7 @@ def _form_page(request: Request, kind: doc_kinds.DocKind, *, subject_id: str | N
         kinds=issuable(actor), kind=kind, subject_id=subject_id or "", subject_label=SUBJECT_LABELS[kind.subject],
         subject_error=subject_error, region_options=_region_options(request, actor) if kind.subject == "region" else [],
         widgets=widgets, errors=errors, leftover=leftover, notice=notice,
+        demo_mode=get_runtime(request).settings.demo_mode,
     )
 
 
@@ -391,6 +392,10 @@ def document_new(
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
     example: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> HTMLResponse:
+    if example and not get_runtime(request).settings.demo_mode:
+        # Sample facts in a real child's letter: only where every child is invented (SHOUHU_DEMO_MODE).
+        raise InvalidInput([{"field": "example", "location": "query", "message": "示例内容仅在演示环境中可用"}],
+                           "示例内容仅在演示环境中可用。")
     if not kind:
         kinds = issuable(g.actor)
         if not kinds:

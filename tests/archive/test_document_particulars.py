@@ -142,3 +142,53 @@ def test_the_particulars_table_names_fields_of_every_kind_about_a_record():
         else:
             assert not table, name
         assert set(table) <= set(kind.schema.model_fields), name
+
+
+# A document is issued complete (issue 22, part 2) ---------------------------------------------
+
+
+def test_a_document_with_a_field_left_to_fill_is_not_issued_and_the_field_is_named(client, rt):
+    """The prefill marks what the record cannot tell as （待填写）; a clerk who sends it as it is gets a
+    422 naming each such field, and nothing is stored, numbered or corrected."""
+    cw = Tokens(client)[CW]
+    hh, _mid, _idn = minor(client, cw, SUBJECT_NAME, address="幸福村3组12号")
+    fill = client.get(f"{API}/document-kinds/household_file/prefill", params={"subject_id": hh}, headers=cw)
+    assert fill.status_code == 200, fill.text
+    fields = fill.json()["fields"]
+    before = documents(rt)
+    r = client.post(f"{API}/documents", json={"kind": "household_file", "subject_id": hh, "fields": fields},
+                    headers=cw)
+    assert sorted(wrong_fields(r)) == ["fields.assistance", "fields.village_opinion"]
+    assert "待填写" in r.json()["error"]["message"]
+    # One placeholder left inside a longer text, in a list: named with its place.
+    minor_fields = {**without_particulars("minor_file"), "measures": ["入户走访", "（待填写）"]}
+    r = client.post(f"{API}/documents", json={"kind": "minor_file", "subject_id": _mid, "fields": minor_fields},
+                    headers=cw)
+    assert wrong_fields(r) == ["fields.measures.1"]
+    assert documents(rt) == before
+
+    done = {**fields, "assistance": "低保", "village_opinion": "建议纳入重点关爱。"}
+    r = client.post(f"{API}/documents", json={"kind": "household_file", "subject_id": hh, "fields": done},
+                    headers=cw)
+    assert r.status_code == 201, r.text
+    doc = r.json()["id"]
+    # A correction cannot put the placeholder back.
+    r = client.post(f"{API}/documents/{doc}/versions", headers=cw,
+                    json={"fields": {**done, "village_opinion": "（待填写）"}, "reason": "更正意见"})
+    assert wrong_fields(r) == ["fields.village_opinion"]
+    assert client.get(f"{API}/documents/{doc}", headers=cw).json()["version"] == 1
+
+
+def test_a_particular_the_record_lacks_is_refused_as_the_records_to_complete(client, rt):
+    """A household with no minor on record: its household file's minors cannot be filled in from the
+    record, and the 422 says to complete the record first."""
+    cw = Tokens(client)[CW]
+    r = client.post(f"{API}/households", json=household_body(address="幸福村7组2号"), headers=cw)
+    assert r.status_code == 201, r.text
+    hh = r.json()["id"]
+    fields = {**without_particulars("household_file"), "household_no": hh}
+    r = client.post(f"{API}/documents", json={"kind": "household_file", "subject_id": hh, "fields": fields},
+                    headers=cw)
+    assert wrong_fields(r) == ["fields.minors.0.name"]
+    assert "请先补充档案" in r.json()["error"]["details"]["fields"][0]["message"]
+    assert documents(rt) == 0

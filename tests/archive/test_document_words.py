@@ -18,7 +18,7 @@ import pytest
 from archive.schemas import MinorPublic
 from core.categories import minor_category_tags
 from doc_templates.kinds import KINDS
-from tests.conftest import Tokens, household_body, make_id_number, minor_body, record_fields
+from tests.conftest import Tokens, completed, household_body, make_id_number, minor_body, record_fields
 from tests.doc_templates.test_documents_pdf import WATERMARK_PT
 
 API = "/api/v1"
@@ -294,7 +294,7 @@ def test_category_5_poor_or_ill_never_prints_she_an(client):
         fill = client.get(f"{API}/document-kinds/household_file/prefill", params={"subject_id": household},
                           headers=t[CW]).json()["fields"]
         r = client.post(f"{API}/documents", headers=t[CW], json={"kind": "household_file", "subject_id": household,
-                                                                  "fields": {**fill, "economy": "困难"}})
+                                                                  "fields": {**completed(fill), "economy": "困难"}})
         assert r.status_code == 201, r.text
         text = "".join(pages(client.get(f"{API}/documents/{r.json()['id']}/pdf", headers=t[CW]).content))
         assert label in text and "涉案" not in text, label

@@ -51,7 +51,7 @@ from tests.access_control.test_sealed import (
     pdf_pages,
     pin_clock,
 )
-from tests.conftest import Tokens, household_body, make_id_number, minor_body, run_sql
+from tests.conftest import Tokens, completed, household_body, make_id_number, minor_body, run_sql
 
 API = "/api/v1"
 AUDITOR = "auditor.city"
@@ -97,7 +97,7 @@ def prefilled(client: TestClient, headers: dict[str, str], kind: str, subject_id
 
 def issue(client: TestClient, headers: dict[str, str], kind: str, subject_id: str, **changes: Any) -> str:
     """Issue ``kind`` about ``subject_id`` with the fields the record fills in (plus ``changes``)."""
-    fields = {**prefilled(client, headers, kind, subject_id), **changes}
+    fields = {**completed(prefilled(client, headers, kind, subject_id)), **changes}
     r = client.post(f"{API}/documents", json={"kind": kind, "subject_id": subject_id, "fields": fields},
                     headers=headers)
     assert r.status_code == 201, r.text

@@ -421,7 +421,7 @@ def captured(ctx: BrowserContext, pattern: str) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     root = tmp_path_factory.mktemp("e2e")
-    env = cli_env(root / "var", SHOUHU_RENDER_WORKERS="1")
+    env = cli_env(root / "var", SHOUHU_RENDER_WORKERS="1", SHOUHU_DEMO_MODE="true")
     run_cli(env, "init")
     run_cli(env, "demo", "--households", "20")
     target = os.environ.get("E2E_SCREENSHOTS")

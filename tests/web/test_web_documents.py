@@ -24,6 +24,8 @@ from pydantic import BaseModel, Field
 import web.documents as web_documents
 from archive.demo import HAIZHOU_VILLAGE
 from doc_templates.kinds import KINDS
+from main import create_app
+from runtime import Runtime
 from tests.conftest import household_body, login, minor_body, record_fields, run_sql, web_login
 from web.app import CSP
 from web.documents import FormView, form_spec, with_unchecked
@@ -255,8 +257,6 @@ def test_schema_form_renders_for_every_kind_for_its_issuer(browser, rt):
     # defaults of the schema are filled in; the example only on request
     html = browser.get("/documents/new?kind=guardianship_designation").text
     assert '<option value="close_relative" selected>' in html and "王一诺" not in html
-    html = browser.get("/documents/new?kind=guardianship_designation&example=1").text
-    assert form_of(html, "/documents/new")["fields.minor_name"] == "王一诺"
     # a kind this role may not issue
     r = browser.get("/documents/new?kind=inspection_report")
     assert r.status_code == 403 and "无权访问" in r.text
@@ -303,6 +303,50 @@ def test_schema_form_renders_for_every_kind_for_its_issuer(browser, rt):
     assert form["fields.categories.0.category"] == "3" and re.fullmatch(r"\d{4}-\d\d-\d\d",
                                                                           form["fields.categories.0.found_on"])
     assert form["fields.sex"] == "男" and form["fields.categories.1.category"] == ""
+
+
+def test_a_form_sent_with_fields_left_to_fill_comes_back_with_them_marked(browser, rt):
+    """The household file's form, filled in from the record, still reads （待填写） where the record
+    cannot tell; sent as it is, the page comes back (422) with a message at each such field, what was
+    typed kept, and nothing issued."""
+    sign_in(browser, "caseworker.haizhou")
+    minor_id = make_minor(browser, "caseworker.haizhou", HAIZHOU_VILLAGE)
+    (household_id,), = run_sql(rt, "SELECT household_id FROM minors WHERE id = :id", id=minor_id)
+    form = form_of(browser.get(f"/documents/new?kind=household_file&subject_id={household_id}").text,
+                   "/documents/new")
+    assert form["fields.assistance"] == "（待填写）" and form["fields.village_opinion"] == "（待填写）"
+    form["fields.assistance"] = "低保"
+    r = browser.post("/documents/new", data=form, follow_redirects=False)
+    assert r.status_code == 422, r.text[:2000]
+    assert "尚未填写" in error_at(r.text, "fields.village_opinion")
+    assert form_of(r.text, "/documents/new")["fields.assistance"] == "低保"
+    assert count(rt, "documents") == 0
+
+
+@pytest.fixture
+def demo_browser(rt: Any) -> Iterator[TestClient]:
+    """The pages of the same archive served with SHOUHU_DEMO_MODE=true."""
+    demo_rt = Runtime.open(rt.settings.model_copy(update={"demo_mode": True}))
+    try:
+        with TestClient(create_app(runtime=demo_rt), base_url="https://testserver") as c:
+            yield c
+    finally:
+        demo_rt.close()
+
+
+def test_sample_facts_are_offered_only_in_a_demonstration(browser, demo_browser):
+    """测试用：填入示例 fills a real child's letter with invented facts: off by default (no link, and
+    ``example=1`` refused naming it), on with SHOUHU_DEMO_MODE=true."""
+    sign_in(browser, "caseworker.haizhou")
+    html = browser.get("/documents/new?kind=guardianship_designation").text
+    assert "填入示例" not in html and "example=1" not in html
+    r = browser.get("/documents/new?kind=guardianship_designation&example=1")
+    assert r.status_code == 422 and "示例内容仅在演示环境中可用" in r.text and "王一诺" not in r.text
+    sign_in(demo_browser, "caseworker.haizhou")
+    html = demo_browser.get("/documents/new?kind=guardianship_designation").text
+    assert "填入示例" in html and "example=1" in html
+    html = demo_browser.get("/documents/new?kind=guardianship_designation&example=1").text
+    assert form_of(html, "/documents/new")["fields.minor_name"] == "王一诺"
 
 
 class Probe(BaseModel):
