@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +111,70 @@ class Backend:
         if self.name != "postgres":
             return
         assert self.pg_url is not None
-        # search_docs and search_meta are PostgreSQL-only tables made outside the ORM metadata.
-        names = [*(t.name for t in reversed(Base.metadata.sorted_tables)), "search_docs", "search_meta"]
         with psycopg.connect(self.pg_url) as conn:
             # The audit tables refuse DELETE (row triggers, migration 0002); replica mode skips the triggers.
             conn.execute("SET session_replication_role = replica")
-            for name in names:
+            for name in _pg_tables():
                 conn.execute(f'DELETE FROM "{name}"')
-            for (seq,) in conn.execute("SELECT schemaname || '.' || sequencename FROM pg_sequences").fetchall():
+            for seq, _last in conn.execute(_PG_SEQUENCES).fetchall():
                 conn.execute("SELECT setval(%s, 1, false)", (seq,))
+
+    def snapshot(self, settings: Settings, folder: Path) -> Snapshot:
+        """The archive on ``settings`` as it is now (its runtime closed), for ``restore`` in other tests:
+        for tests that each need the same archive built through the API, built once per worker."""
+        files = folder / "files"
+        shutil.copytree(settings.data_dir, files)
+        if self.name != "postgres":
+            return Snapshot(settings, files)
+        assert self.pg_url is not None
+        schema = f"snapshot_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.pg_url) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            for name in _pg_tables():
+                conn.execute(f'CREATE TABLE "{schema}"."{name}" AS TABLE public."{name}"')
+            sequences = {seq: last for seq, last in conn.execute(_PG_SEQUENCES + " AND last_value IS NOT NULL")}
+        return Snapshot(settings, files, schema, sequences)
+
+    def restore(self, snapshot: Snapshot, data_dir: Path) -> Settings:
+        """``snapshot`` as this test's archive in ``data_dir``; its settings (the snapshot's master key)."""
+        shutil.copytree(snapshot.files, data_dir)
+        if self.name == "postgres":
+            self.reset()
+            assert self.pg_url is not None
+            with psycopg.connect(self.pg_url) as conn:
+                conn.execute("SET session_replication_role = replica")  # no triggers, no foreign-key checks
+                for name in _pg_tables():
+                    conn.execute(f'INSERT INTO public."{name}" SELECT * FROM "{snapshot.schema}"."{name}"')
+                for seq, last in snapshot.sequences.items():
+                    conn.execute("SELECT setval(%s, %s, true)", (seq, last))
+        return snapshot.settings.model_copy(update={"data_dir": data_dir})
+
+    def drop(self, snapshot: Snapshot) -> None:
+        shutil.rmtree(snapshot.files, ignore_errors=True)
+        if snapshot.schema is not None:
+            assert self.pg_url is not None
+            with psycopg.connect(self.pg_url) as conn:
+                conn.execute(f'DROP SCHEMA "{snapshot.schema}" CASCADE')
+
+
+# PostgreSQL: every table of the archive, children first (search_docs and search_meta are made
+# outside the ORM metadata), and the sequences.
+_PG_SEQUENCES = "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences WHERE schemaname = 'public'"
+
+
+def _pg_tables() -> list[str]:
+    return [*(t.name for t in reversed(Base.metadata.sorted_tables)), "search_docs", "search_meta"]
+
+
+@dataclass
+class Snapshot:
+    """An archive copied as it was: its settings (the master key opens it), a copy of its data dir and,
+    on PostgreSQL, the schema holding a copy of every table with the sequences' values."""
+
+    settings: Settings
+    files: Path
+    schema: str | None = None
+    sequences: dict[str, int] = field(default_factory=dict)
 
 
 def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:

@@ -11,10 +11,12 @@ Runs on SQLite and PostgreSQL (the ``rt`` fixture).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +34,10 @@ from access_control.audit import (
 )
 from core.crypto import verify_signature
 from core.settings import Settings
+from main import create_app
 from runtime import Runtime
 from tests.audit_support import audit_size, run_shouhu
-from tests.conftest import household_body, minor_body, run_sql
+from tests.conftest import Backend, Snapshot, Tokens, household_body, make_settings, minor_body, run_sql, seeded_runtime
 
 APPEND_ONLY = ("audit_events", "audit_event_subjects", "audit_checkpoints")
 EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns)
@@ -102,13 +105,47 @@ def build_log(client: TestClient, tokens: Any) -> Log:
     return log
 
 
+@dataclass
+class Built:
+    snapshot: Snapshot
+    log: Log
+
+
+@pytest.fixture(scope="module")
+def built(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    """The log of ``build_log``, built through the API once per worker and backend; every test tampers
+    with a copy of its own (``settings`` below restores it)."""
+    folder = tmp_path_factory.mktemp("audit-log")
+    backend.reset()
+    made = make_settings(folder / "var", backend.database_url(folder / "var"))
+    with seeded_runtime(made) as runtime, TestClient(create_app(runtime=runtime)) as client:
+        log = build_log(client, Tokens(client))
+    assert 25 <= log.size <= 45 and 10 < log.mid["size"] < log.size
+    snapshot = backend.snapshot(made, folder)
+    yield Built(snapshot, log)
+    backend.drop(snapshot)
+
+
 @pytest.fixture
-def log(client: TestClient, tokens: Any, rt: Runtime) -> Log:
-    built = build_log(client, tokens)
-    assert 25 <= built.size <= 45 and 10 < built.mid["size"] < built.size
+def settings(backend: Backend, data_dir: Path, built: Built) -> Settings:
+    return backend.restore(built.snapshot, data_dir)
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime.open(settings)
+    runtime.initialize()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def log(client: TestClient, rt: Runtime, built: Built) -> Log:
     result = verify(rt)
     assert result.ok and result.checkpoints_checked == 2, result
-    return built
+    return dataclasses.replace(built.log, client=client, headers=dict(built.log.headers))
 
 
 def rows(rt: Runtime) -> list[Mapping[str, Any]]:
