@@ -504,6 +504,10 @@ def test_verify_latest_uploaded_and_tampered_checkpoints(app: Any, rt: Runtime, 
     auditor = browsers(AUDITOR)
     r = auditor.get("/audit/verify")
     assert r.status_code == 200 and "尚无检查点" in r.text
+    # Without a signed checkpoint the chain proves little (it can be rewritten whole): a warning, not green.
+    r = auditor.post("/audit/verify")
+    assert r.status_code == 200 and "verify-warn" in r.text and "没有核对任何已签署的检查点" in r.text
+    assert "verify-ok" not in r.text and "日志完整" not in r.text
     r = auditor.post("/audit/checkpoints")
     assert r.status_code == 200 and "已签署检查点" in r.text
     size = int(re.search(r'href="/audit/checkpoints/(\d+)\.json"', r.text).group(1))
