@@ -85,6 +85,7 @@ class Action(StrEnum):
 
 class Role(StrEnum):
     ADMIN = "admin"  # IT staff: users, keys; no case content
+    SECURITY_ADMIN = "security_admin"  # approves role grants and identity links (三员分立); no case content
     CASEWORKER = "caseworker"  # keeps household and minor files in its region
     SUPERVISOR = "supervisor"  # reads files and statistics in its region
     REQUESTER = "requester"  # court/procuratorate/police: sealed-record applications
@@ -94,6 +95,7 @@ class Role(StrEnum):
 
 ROLE_LABELS = {
     Role.ADMIN: "系统管理员",
+    Role.SECURITY_ADMIN: "安全保密管理员",
     Role.CASEWORKER: "专干",
     Role.SUPERVISOR: "督导",
     Role.REQUESTER: "封存记录查询申请人",

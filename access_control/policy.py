@@ -41,10 +41,15 @@ _CASE_WRITE = {A.HOUSEHOLD_CREATE, A.HOUSEHOLD_UPDATE, A.MINOR_CREATE, A.MINOR_U
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE | _DOCS_ISSUE | _DOCS_READ | {A.DOCUMENT_PRINT, A.SEARCH}),
     Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ | {A.SEARCH}),
+    # The system administrator manages orgs and users and asks for grants; the security administrator
+    # approves them (三员分立). An administrator may still withdraw (reject) a pending grant.
     Role.ADMIN: frozenset(
         {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.USER_CHANGE_ROLES,
-         A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT,
+         A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_REJECT,
          A.ORG_SEAL_SET, A.ORG_SEAL_REMOVE}
+    ),
+    Role.SECURITY_ADMIN: frozenset(
+        {A.USER_LIST, A.USER_READ, A.ORG_LIST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT}
     ),
     # Requesters read sealed documents only through a grant (Resource.sealed + grant).
     Role.REQUESTER: frozenset(
@@ -67,7 +72,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
 # Who is shown the whole region tree by the region list, not only their own subtree:
 # admins place users and orgs anywhere, auditors read a log that spans every region.
 # Region names and codes are not case content.
-WHOLE_REGION_TREE: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR})
+WHOLE_REGION_TREE: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR})
 
 
 # Where casework happens: civil affairs, villages and residents' committees, townships, rescue centres.
@@ -124,14 +129,17 @@ ROLE_ORG_TYPES: dict[Role, frozenset[str]] = {
     Role.AUDITOR: frozenset({T.LEADING_GROUP_OFFICE, T.DISCIPLINE_INSPECTION}),
     # Administrators are IT staff: accounts and keys, no case content.
     Role.ADMIN: frozenset({T.IT}),
+    # The security administrator (安全保密管理员) sits with IT too, but is never the same person.
+    Role.SECURITY_ADMIN: frozenset({T.IT}),
 }
 
 # Each of these is held alone: an administrator who is also an auditor could hide what
-# they did, a custodian who is also an administrator could grant himself (等保 三员分立).
-EXCLUSIVE_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+# they did, a custodian who is also an administrator could grant himself, an administrator who
+# is also the security administrator could approve his own requests (等保 三员分立).
+EXCLUSIVE_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.CUSTODIAN})
 
-# Granting one of these (a new user with it, or adding it) waits for a second administrator.
-TWO_PERSON_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+# Granting one of these (a new user with it, or adding it) waits for the security administrator.
+TWO_PERSON_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.CUSTODIAN})
 
 # A user with a temporary password may do nothing else than change it (and see who they
 # are, and sign out).
@@ -195,7 +203,7 @@ PAGE_ROLES: dict[str, frozenset[Role]] = {
     "/statistics": frozenset({R.CASEWORKER, R.SUPERVISOR}),
     "/sealed": frozenset({R.REQUESTER, R.CUSTODIAN}),
     "/audit": frozenset({R.AUDITOR}),
-    "/admin": frozenset({R.ADMIN}),
+    "/admin": frozenset({R.ADMIN, R.SECURITY_ADMIN}),
 }
 
 # The home page's panel: the first whose roles the actor holds.
@@ -203,7 +211,7 @@ HOME_PANELS: tuple[tuple[str, frozenset[Role]], ...] = (
     ("stats", frozenset({R.CASEWORKER, R.SUPERVISOR})),
     ("requests", frozenset({R.REQUESTER, R.CUSTODIAN})),
     ("audit", frozenset({R.AUDITOR})),
-    ("accounts", frozenset({R.ADMIN})),
+    ("accounts", frozenset({R.ADMIN, R.SECURITY_ADMIN})),
 )
 
 # Who besides its requester is a party to a sealed-record application (``Resource.required_roles``).
@@ -281,8 +289,8 @@ class Decision:
 
 
 TWO_PERSON_MESSAGES = {
-    "two_person:own_request": "不能批准自己提出的授权申请，须由另一名管理员批准。",
-    "two_person:own_grant": "不能批准授予自己的角色，须由另一名管理员批准。",
+    "two_person:own_request": "不能批准自己提出的授权申请，须由安全保密管理员批准。",
+    "two_person:own_grant": "不能批准授予自己的角色，须由另一名安全保密管理员批准。",
 }
 
 

@@ -96,7 +96,7 @@ def users_add(
             g.commit()
     console.print(f"已创建用户 {username}（{uid}）。")
     if grant_id:
-        console.print(f"{_role_names(added)}角色须由另一名管理员批准（授权 {grant_id}），批准前该账号不能登录："
+        console.print(f"{_role_names(added)}角色须由安全保密管理员批准（授权 {grant_id}），批准前该账号不能登录："
                       f"`shouhu users approve {grant_id}`（须由另一操作员运行）或在“系统管理 › 授权审批”中批准。")
     if bootstrap:
         console.print("这是本档案库的第一名系统管理员，无需批准；此后授予管理员、审计员或保管人角色均须第二名管理员批准。")
@@ -143,7 +143,7 @@ def users_set_roles(
                 user.roles = roles
             g.commit()
     if grant_id:
-        console.print(f"{_role_names(added)}角色须由另一名管理员批准（授权 {grant_id}）；"
+        console.print(f"{_role_names(added)}角色须由安全保密管理员批准（授权 {grant_id}）；"
                       f"批准前 {username} 的角色不变。")
     else:
         console.print(f"用户 {username} 的角色已改为 {_role_names(roles)}。")
