@@ -404,7 +404,8 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, "role:none_grants:identity:role_grant:approve")])
     walk(GRANT_APPROVE, "role", CW, status=403, url=approve,
          events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, deny)])
-    walk(GRANT_APPROVE, "missing", "security.admin", status=404, url=GRANT_APPROVE[1].replace("{grant_id}", "grt_nobody"),
+    walk(GRANT_APPROVE, "missing", "security.admin", status=404,
+         url=GRANT_APPROVE[1].replace("{grant_id}", "grt_nobody"),
          events=[E(Action.ROLE_GRANT_APPROVE, "denied", "grt_nobody", "record:not_found")])
     walk(GRANT_APPROVE, "allowed", "security.admin", status=200, url=approve,
          events=[E(Action.ROLE_GRANT_APPROVE, "allowed", grant, "role:security_admin+region:within_jurisdiction")])
