@@ -11,6 +11,14 @@ class Action(StrEnum):
     AUTH_LOGOUT = "auth:token:revoke"
     # a signed-in request refused before its route runs (a temporary password, change it first)
     AUTH_TOKEN_USE = "auth:token:use"
+    # the second factor (TOTP): the code at sign-in, enrolment and its confirmation
+    AUTH_SECOND_FACTOR = "auth:second_factor:verify"
+    MFA_ENROL = "identity:second_factor:enrol"
+    MFA_CONFIRM = "identity:second_factor:confirm"
+    # sessions: one's own list and history, ending one; an administrator ending a user's
+    SESSION_LIST = "identity:session:list"
+    SESSION_REVOKE = "identity:session:revoke"
+    USER_END_SESSIONS = "identity:user:end_sessions"
     ME_READ = "identity:me:read"
     REGION_LIST = "identity:region:list"
     ORG_LIST = "identity:org:list"
@@ -26,6 +34,11 @@ class Action(StrEnum):
     ROLE_GRANT_LIST = "identity:role_grant:list"
     ROLE_GRANT_APPROVE = "identity:role_grant:approve"
     ROLE_GRANT_REJECT = "identity:role_grant:reject"
+    # external identities (OIDC): an administrator asks, a security administrator approves
+    IDENTITY_LINK_REQUEST = "identity:identity_link:request"
+    IDENTITY_LINK_LIST = "identity:identity_link:list"
+    IDENTITY_LINK_APPROVE = "identity:identity_link:approve"
+    IDENTITY_LINK_REJECT = "identity:identity_link:reject"
     # keys (CLI operations are audited like API ones)
     KEY_ROTATE = "keys:kek:rotate"
     KEY_RETIRE = "keys:kek:retire"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -21,18 +22,22 @@ from access_control.deps import get_runtime
 from access_control.identity import User
 from access_control.policy import Resource, home_panel
 from access_control.sealed import SealedRequest
+from access_control.users import complete_second_factor
 from access_control.users import login as password_login
-from core.errors import LoginBusy, LoginFailed, LoginThrottled
+from core.errors import LoginBusy, LoginFailed, LoginThrottled, PasswordSignInDisabled, SecondFactorFailed
 from core.keys import status as key_status
 from web.admin import KEY_STATES
 from web.pages import HERE, render
 from web.sealed import STATUS_NAMES
 from web.session import (
+    CHALLENGE_COOKIE,
     CsrfChecked,
     LoginRequired,
     PageGuard,
     PageSession,
     PasswordChangeFirst,
+    SecondFactorFirst,
+    clear_challenge_cookie,
     clear_cookie,
     local_target,
     login_csrf,
@@ -40,6 +45,7 @@ from web.session import (
     login_nonce,
     login_url,
     logout,
+    set_challenge_cookie,
     set_cookie,
     set_login_cookie,
 )
@@ -72,6 +78,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PasswordChangeFirst)
     async def to_password_change(_request: Request, _exc: PasswordChangeFirst) -> Response:
         return RedirectResponse("/password", status_code=303)
+
+    @app.exception_handler(SecondFactorFirst)
+    async def to_second_factor(_request: Request, _exc: SecondFactorFirst) -> Response:
+        return RedirectResponse("/mfa", status_code=303)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -114,17 +124,73 @@ def login_submit(
         return _login_form(request, next=target, username=username, status_code=403,
                            error="登录页面已过期或来源不明，请重新输入用户名和密码。")
     try:
-        token = password_login(
+        step = password_login(
             session, ring=runtime.ring, passwords=runtime.passwords, throttle=runtime.throttle, audit=runtime.audit,
             username=username, password=password, request_id=request.state.request_id, now=runtime.clock(),
             ttl=runtime.settings.token_ttl_seconds, kind="web",
-            address=client_address(request, runtime.settings.trusted_proxies))
-    except (LoginFailed, LoginThrottled, LoginBusy) as exc:
+            address=client_address(request, runtime.settings.trusted_proxies),
+            challenge_ttl=runtime.settings.mfa_challenge_seconds,
+            password_allowed=lambda roles: runtime.policy.password_sign_in_allowed(
+                roles, runtime.settings.password_login_disabled_roles))
+    except (LoginFailed, LoginThrottled, LoginBusy, PasswordSignInDisabled) as exc:
         response = _login_form(request, next=target, error=exc.message, username=username, status_code=exc.status)
+        response.headers.update(exc.headers())
+        return response
+    if step.challenge is not None:
+        # The second step: the challenge waits in a cookie of the sign-in pages' own.
+        redirect = RedirectResponse(f"/login/mfa?next={quote(target, safe='/')}", status_code=303)
+        set_challenge_cookie(redirect, runtime, step.challenge)
+        return redirect
+    redirect = RedirectResponse(target, status_code=303)
+    set_cookie(redirect, runtime, step.token or "")
+    return redirect
+
+
+def _challenge_form(request: Request, *, next: str, error: str | None = None,  # noqa: A002
+                    status_code: int = 200) -> HTMLResponse:
+    runtime = get_runtime(request)
+    nonce = login_nonce(request)
+    response = render(request, "login_mfa.html.j2", status_code=status_code, next=next, error=error,
+                      login_csrf=login_csrf(runtime, nonce), title="动态口令验证")
+    set_login_cookie(response, runtime, nonce)
+    return response
+
+
+@router.get("/login/mfa", response_class=HTMLResponse)
+def challenge_page(request: Request, next: str | None = None) -> Response:  # noqa: A002
+    if not request.cookies.get(CHALLENGE_COOKIE):
+        return RedirectResponse(login_url(next), status_code=303)
+    return _challenge_form(request, next=local_target(next))
+
+
+@router.post("/login/mfa", response_class=HTMLResponse)
+def challenge_submit(
+    request: Request,
+    session: PageSession,
+    code: Annotated[str, Form(max_length=32)] = "",
+    next: Annotated[str, Form(max_length=300)] = "/",  # noqa: A002
+    csrf_token: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    runtime = get_runtime(request)
+    target = local_target(next)
+    challenge = request.cookies.get(CHALLENGE_COOKIE)
+    if not challenge:
+        return RedirectResponse(login_url(target), status_code=303)
+    if not login_csrf_ok(runtime, request, csrf_token):
+        return _challenge_form(request, next=target, status_code=403, error="页面已过期或来源不明，请重新输入。")
+    try:
+        token = complete_second_factor(
+            session, ring=runtime.ring, throttle=runtime.throttle, audit=runtime.audit,
+            second_factor=runtime.second_factor, challenge=challenge, code=code,
+            request_id=request.state.request_id, now=runtime.clock(), ttl=runtime.settings.token_ttl_seconds,
+            kind="web", address=client_address(request, runtime.settings.trusted_proxies))
+    except (SecondFactorFailed, LoginThrottled) as exc:
+        response = _challenge_form(request, next=target, error=exc.message, status_code=exc.status)
         response.headers.update(exc.headers())
         return response
     redirect = RedirectResponse(target, status_code=303)
     set_cookie(redirect, runtime, token)
+    clear_challenge_cookie(redirect, runtime)
     return redirect
 
 
