@@ -40,7 +40,7 @@ from access_control.identity import IdentityLink, TotpFactor, User, actor_for, i
 from access_control.policy import Resource
 from access_control.users import ANONYMOUS, SignInStep, record_sign_in
 from core.crypto import KeyRing
-from core.db import UTCDateTime, new_id
+from core.db import UTCDateTime, begin_write, new_id
 from core.errors import AuditUnavailable, Conflict, InvalidInput, OidcSignInFailed
 from core.settings import Settings
 
@@ -327,6 +327,8 @@ def oidc_login(
                 raise OidcRefused("login:disabled")
         except OidcRefused as exc:
             refused = exc.rule
+    # The callback is a GET: its session reads until now (the exchange held no lock); what follows writes.
+    begin_write(session)
     if refused is not None or user is None:
         log("denied", refused or "oidc:not_linked")
         raise OidcSignInFailed()

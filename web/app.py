@@ -6,7 +6,10 @@ web/sealed.py, web/audit.py, web/admin.py) and are included here.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import importlib
+import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -20,11 +23,19 @@ from access_control.addresses import client_address
 from access_control.audit import AuditLog
 from access_control.deps import get_runtime
 from access_control.identity import User
+from access_control.oidc import OidcRefused, oidc_login
 from access_control.policy import Resource, home_panel
 from access_control.sealed import SealedRequest
 from access_control.users import complete_second_factor
 from access_control.users import login as password_login
-from core.errors import LoginBusy, LoginFailed, LoginThrottled, PasswordSignInDisabled, SecondFactorFailed
+from core.errors import (
+    LoginBusy,
+    LoginFailed,
+    LoginThrottled,
+    OidcSignInFailed,
+    PasswordSignInDisabled,
+    SecondFactorFailed,
+)
 from core.keys import status as key_status
 from web.admin import KEY_STATES
 from web.pages import HERE, render
@@ -104,7 +115,8 @@ def _login_form(request: Request, *, next: str, error: str | None = None, userna
     runtime = get_runtime(request)
     nonce = login_nonce(request)
     response = render(request, "login.html.j2", status_code=status_code, next=next, error=error, username=username,
-                      login_csrf=login_csrf(runtime, nonce))
+                      login_csrf=login_csrf(runtime, nonce),
+                      oidc_name=runtime.settings.oidc_provider_name if runtime.settings.oidc_configured else None)
     set_login_cookie(response, runtime, nonce)
     return response
 
@@ -192,6 +204,95 @@ def challenge_submit(
     set_cookie(redirect, runtime, token)
     clear_challenge_cookie(redirect, runtime)
     return redirect
+
+
+# OpenID Connect ----------------------------------------------------------------------------
+
+OIDC_COOKIE = "shouhu_oidc"  # state, nonce and PKCE verifier of one sign-in, bound by an HMAC
+
+
+def _oidc_cookie_value(runtime: Any, data: dict[str, str]) -> str:
+    payload = base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+    return f"{payload}.{runtime.ring.keyed_hash('oidc-cookie', payload, hex_chars=32)}"
+
+
+def _oidc_cookie(runtime: Any, request: Request) -> dict[str, str] | None:
+    value = request.cookies.get(OIDC_COOKIE, "")
+    payload, _, mac = value.partition(".")
+    if not payload or not hmac.compare_digest(mac, runtime.ring.keyed_hash("oidc-cookie", payload, hex_chars=32)):
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+
+def _callback_url(request: Request) -> str:
+    return str(request.url_for("oidc_callback"))
+
+
+@router.get("/login/oidc")
+def oidc_start(request: Request, next: str | None = None) -> Response:  # noqa: A002
+    """Send the browser to the provider, keeping this sign-in's state, nonce and verifier."""
+    runtime = get_runtime(request)
+    target = local_target(next)
+    if not runtime.settings.oidc_configured:
+        return _login_form(request, next=target, status_code=404, error="本系统未配置统一身份认证平台。")
+    try:
+        auth = runtime.oidc.authorization(_callback_url(request))
+    except OidcRefused:
+        return _login_form(request, next=target, status_code=503, error="暂时无法连接统一身份认证平台，请稍后再试。")
+    redirect = RedirectResponse(auth.url, status_code=303)
+    value = _oidc_cookie_value(runtime, {"state": auth.state, "nonce": auth.nonce, "verifier": auth.verifier,
+                                         "next": target})
+    # Lax, not Strict: the provider's redirect back to the callback is a cross-site navigation.
+    redirect.set_cookie(OIDC_COOKIE, value, max_age=600, httponly=True, secure=runtime.settings.cookie_secure,
+                        samesite="lax", path="/login/oidc")
+    return redirect
+
+
+@router.get("/login/oidc/callback", name="oidc_callback", response_class=HTMLResponse)
+def oidc_callback(request: Request, session: PageSession, code: str = "", state: str = "",
+                  error: str = "") -> Response:
+    runtime = get_runtime(request)
+    s = runtime.settings
+    kept = _oidc_cookie(runtime, request)
+    target = local_target(kept.get("next") if kept else None)
+    refused: str | None = None
+    if not s.oidc_configured:
+        refused = "oidc:not_configured"
+    elif error:
+        refused = "oidc:provider_error"
+    elif kept is None or not kept.get("verifier"):
+        refused = "oidc:missing_pkce_verifier"
+    elif not state or not hmac.compare_digest(state, kept.get("state", "")):
+        refused = "oidc:state_mismatch"
+    elif not code:
+        refused = "oidc:no_code"
+    try:
+        step = oidc_login(
+            session, ring=runtime.ring, audit=runtime.audit, client=runtime.oidc, claim=s.oidc_claim, code=code[:512],
+            verifier=(kept or {}).get("verifier", ""), nonce=(kept or {}).get("nonce", ""),
+            redirect_uri=_callback_url(request), request_id=request.state.request_id, now=runtime.clock(),
+            ttl=s.token_ttl_seconds, challenge_ttl=s.mfa_challenge_seconds,
+            address=client_address(request, s.trusted_proxies), refused=refused)
+    except OidcSignInFailed as exc:
+        response = _login_form(request, next=target, error=exc.message, status_code=exc.status)
+        response.delete_cookie(OIDC_COOKIE, path="/login/oidc", httponly=True, secure=s.cookie_secure, samesite="lax")
+        return response
+    # A page of our own that moves on: the session cookie is SameSite=Strict, and a redirect chain that
+    # began at the provider would not send it to the next page.
+    if step.challenge is not None:
+        response = render(request, "login_continue.html.j2", target=f"/login/mfa?next={quote(target, safe='/')}",
+                          title="继续登录")
+        set_challenge_cookie(response, runtime, step.challenge)
+    else:
+        response = render(request, "login_continue.html.j2", target=target, title="继续登录")
+        set_cookie(response, runtime, step.token or "")
+    response.delete_cookie(OIDC_COOKIE, path="/login/oidc", httponly=True, secure=s.cookie_secure, samesite="lax")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.post("/logout", dependencies=[CsrfChecked])
