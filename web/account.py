@@ -8,7 +8,7 @@ other session of the user (API tokens and page sessions); this one continues.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from access_control.actions import Action
 from access_control.deps import get_runtime
@@ -97,3 +97,26 @@ def mfa_confirm(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
     response = _mfa_page(request, g, codes=codes)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# sessions ---------------------------------------------------------------------------------
+
+METHOD_NAMES = {"password": "密码", "password+totp": "密码＋动态口令", "password+recovery": "密码＋恢复码",
+                "oidc": "统一身份认证", "oidc+totp": "统一身份认证＋动态口令", "oidc+recovery": "统一身份认证＋恢复码"}
+
+
+@router.get("/sessions", response_class=HTMLResponse)
+def sessions_page(request: Request, g: PageGuard, done: str | None = None) -> HTMLResponse:
+    rt = get_runtime(request)
+    current = token_hash(rt.ring, request.cookies.get(COOKIE, ""))
+    items = rt.sessions.own(g, current_hash=current)
+    history = rt.sessions.history(g)
+    return render(request, "account/sessions.html.j2", title="登录会话", items=items, history=history,
+                  method_names=METHOD_NAMES, done=done == "ended")
+
+
+@router.post("/sessions/{session_id}/end", dependencies=[CsrfChecked])
+def end_session(request: Request, g: PageGuard, session_id: str) -> RedirectResponse:
+    rt = get_runtime(request)
+    rt.sessions.end(g, session_id)
+    return RedirectResponse("/sessions?done=ended", status_code=303)

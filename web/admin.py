@@ -58,7 +58,7 @@ def users(request: Request, g: PageGuard, done: str | None = None) -> HTMLRespon
     items = rt.users.list(g, org_id=None)
     return page(request, "admin/users.html.j2", title="用户管理", items=items,
                 pending=sum(1 for u in items if u.pending_grant is not None),
-                done=done if done in ("disabled",) else None)
+                done=done if done in ("disabled", "sessions_ended") else None)
 
 
 def _new_user_page(request: Request, g: Guard, *, status_code: int = 200, values: dict[str, Any] | None = None,
@@ -109,6 +109,13 @@ def disable_user(request: Request, g: PageGuard, user_id: str) -> Response:
     rt = get_runtime(request)
     rt.users.disable(g, user_id)
     return RedirectResponse("/admin?done=disabled", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/end-sessions", dependencies=[CsrfChecked])
+def end_user_sessions(request: Request, g: PageGuard, user_id: str) -> Response:
+    rt = get_runtime(request)
+    rt.sessions.end_all_of(g, user_id)
+    return RedirectResponse("/admin?done=sessions_ended", status_code=303)
 
 
 @router.post("/admin/users/{user_id}/reset-password", response_class=HTMLResponse, dependencies=[CsrfChecked])
