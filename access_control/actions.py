@@ -15,6 +15,7 @@ class Action(StrEnum):
     AUTH_SECOND_FACTOR = "auth:second_factor:verify"
     MFA_ENROL = "identity:second_factor:enrol"
     MFA_CONFIRM = "identity:second_factor:confirm"
+    MFA_RESET = "identity:second_factor:reset"
     # sessions: one's own list and history, ending one; an administrator ending a user's
     SESSION_LIST = "identity:session:list"
     SESSION_REVOKE = "identity:session:revoke"

@@ -193,3 +193,14 @@ class SecondFactor:
             session.add(RecoveryCode(id=new_id("rc"), user_id=user_id, created_at=now,
                                      code_hash=self.passwords.hash(normalise_recovery_code(code))))
         return codes
+
+    def remove(self, session: Session, user_id: str) -> bool:
+        """Remove a user's factor and recovery codes (shredding the secret's data key); the caller
+        commits. The user enrols again at the next sign-in. False if there was none."""
+        factor = session.get(TotpFactor, user_id)
+        session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+        if factor is None:
+            return False
+        self.vault.shred_key(session, factor.dek_id)
+        session.delete(factor)
+        return True

@@ -244,6 +244,22 @@ def users_reset_password(username: str) -> None:
     console.print(f"用户 {username} 的临时密码（只显示这一次）：{password}")
 
 
+@users_app.command("reset-second-factor")
+def users_reset_second_factor(username: str) -> None:
+    """Remove a user's second factor (TOTP and recovery codes) and revoke their tokens; they enrol
+    again at their next sign-in (for a lost phone and lost recovery codes)."""
+    with runtime() as rt:
+        op = operator(rt)
+        with op.change() as g:
+            user = _operator_target(op, g, Action.MFA_RESET, username)
+            g.record(op.draft(Action.MFA_RESET, kind="user", rid=user.id))
+            removed = rt.second_factor.remove(g.session, user.id)
+            revoke_all_tokens(g.session, user.id, now=g.now)
+            g.commit()
+    console.print(f"已清除用户 {username} 的动态口令和恢复码，该用户下次登录时须重新绑定。" if removed
+                  else f"用户 {username} 没有绑定动态口令；其登录会话已结束。")
+
+
 @users_app.command("list")
 def users_list() -> None:
     """List users with their org and roles."""

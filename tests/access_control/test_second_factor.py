@@ -268,3 +268,22 @@ def _assert_nothing_secret_logged(rt: Any, seen: Secrets) -> None:
             continue
         for where, text in (("audit", events), ("sign-ins", history), ("log files", files)):
             assert not any(v in text for v in variants), f"a secret value reached the {where}: {value}"
+
+
+def test_the_operator_resets_a_lost_second_factor(rt, client, clock, monkeypatch):
+    from tests.cli_support import InProcess
+
+    seen = Secrets()
+    headers = bearer(sign_in(client, "custodian.city").json()["access_token"])
+    enrol(client, headers, clock, seen)
+    assert sign_in(client, "custodian.city").json()["mfa_required"] is True
+    run = InProcess(rt.settings, monkeypatch)
+    out = run("users", "reset-second-factor", "custodian.city").output
+    assert "重新绑定" in out
+    assert run_sql(rt, "SELECT COUNT(*) FROM totp_factors")[0][0] == 0
+    assert run_sql(rt, "SELECT COUNT(*) FROM recovery_codes")[0][0] == 0
+    assert client.get(f"{API}/me", headers=headers).status_code == 401  # its sessions ended
+    r = sign_in(client, "custodian.city")
+    assert "access_token" in r.json()  # enrols again: a session that may only enrol
+    assert client.get(f"{API}/sealed-requests", headers=bearer(r.json()["access_token"])).status_code == 403
+    assert ("allowed", "cli:operator") in reasons(rt, "identity:second_factor:reset")
