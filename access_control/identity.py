@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -26,6 +26,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CursorResult,
     ForeignKey,
     LargeBinary,
     String,
@@ -99,7 +100,31 @@ class User(Base):
     pending_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
-class RoleGrant(Base):
+class TwoPersonRequest:
+    """The columns of a request another person decides (a role grant, an identity link): its status
+    and who asked and decided, as principals (compared by the two-person rule) and as names."""
+
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_by_name: Mapped[str] = mapped_column(String(80))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    decided_by_name: Mapped[str | None] = mapped_column(String(80))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+def decide_pending(session: Session, model: type[TwoPersonRequest], row_id: str, *, approve: bool, decider: Actor,
+                   now: datetime) -> bool:
+    """Move one pending request to approved or rejected with one conditional UPDATE (so two deciders
+    at once cannot both act on it); False if it was no longer pending. The caller commits."""
+    t = cast(Table, getattr(model, "__table__"))  # noqa: B009 - the mixin itself has no table
+    result = session.execute(update(t).where(t.c.id == row_id, t.c.status == "pending").values(
+        status="approved" if approve else "rejected", decided_by=decider.principal,
+        decided_by_name=decider.username, decided_at=literal(now, UTCDateTime())))
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+class RoleGrant(TwoPersonRequest, Base):
     """A grant of admin, auditor or custodian waiting for (or decided by) a second administrator.
 
     ``roles`` are the user's roles once approved; ``added`` the privileged roles the grant
@@ -114,13 +139,6 @@ class RoleGrant(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "create" (a new account) or "change"
     roles: Mapped[list[str]] = mapped_column(JSON)
     added: Mapped[list[str]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected
-    requested_by: Mapped[str] = mapped_column(String(80))
-    requested_by_name: Mapped[str] = mapped_column(String(80))
-    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    decided_by: Mapped[str | None] = mapped_column(String(80))
-    decided_by_name: Mapped[str | None] = mapped_column(String(80))
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Token(Base):
@@ -168,7 +186,7 @@ class RecoveryCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class IdentityLink(Base):
+class IdentityLink(TwoPersonRequest, Base):
     """An external identity (an OIDC issuer and the configured claim's value) linked to an account.
 
     Asked for by an administrator, effective once a security administrator approves it (the
@@ -183,13 +201,6 @@ class IdentityLink(Base):
     issuer: Mapped[str] = mapped_column(String(255))
     subject_hash: Mapped[str] = mapped_column(String(64))
     subject_hint: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected
-    requested_by: Mapped[str] = mapped_column(String(80))
-    requested_by_name: Mapped[str] = mapped_column(String(80))
-    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    decided_by: Mapped[str | None] = mapped_column(String(80))
-    decided_by_name: Mapped[str | None] = mapped_column(String(80))
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class SignIn(Base):

@@ -29,18 +29,18 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import CursorResult, Table, delete, literal, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
 from access_control.guard import Guard
-from access_control.identity import IdentityLink, TotpFactor, User, actor_for, issue_token
+from access_control.identity import IdentityLink, TotpFactor, User, actor_for, decide_pending, issue_token
 from access_control.policy import Resource
 from access_control.users import ANONYMOUS, SignInStep, record_sign_in
 from core.crypto import KeyRing
-from core.db import UTCDateTime, begin_write, new_id
+from core.db import begin_write, new_id
 from core.errors import AuditUnavailable, Conflict, InvalidInput, OidcSignInFailed
 from core.settings import Settings
 
@@ -258,11 +258,7 @@ class IdentityLinks:
         g.authorize(action, Resource("identity_link", link.id, user.region_code, grant_requested_by=link.requested_by,
                                      grant_user_id=link.user_id),
                     details={"user_id": user.id, "issuer": link.issuer, "requested_by": link.requested_by_name})
-        t = cast(Table, IdentityLink.__table__)
-        result = g.session.execute(update(t).where(t.c.id == link.id, t.c.status == "pending").values(
-            status="approved" if approve else "rejected", decided_by=g.actor.principal,
-            decided_by_name=g.actor.username, decided_at=literal(g.now, UTCDateTime())))
-        if cast(CursorResult[Any], result).rowcount != 1:
+        if not decide_pending(g.session, IdentityLink, link.id, approve=approve, decider=g.actor, now=g.now):
             raise Conflict("该关联申请已处理。", details={"status": link.status})
         g.session.refresh(link)
         out = link_public(link, user)

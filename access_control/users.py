@@ -8,10 +8,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import CursorResult, Table, literal, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
@@ -32,6 +32,7 @@ from access_control.identity import (
     User,
     actor_for,
     create_user,
+    decide_pending,
     generate_password,
     issue_token,
     revoke_all_tokens,
@@ -46,7 +47,7 @@ from access_control.policy import (
     roles_needing_approval,
 )
 from core.crypto import KeyRing
-from core.db import UTCDateTime, begin_write, new_id
+from core.db import begin_write, new_id
 from core.errors import (
     AuditUnavailable,
     Conflict,
@@ -187,13 +188,7 @@ def decide_grant(session: Session, grant: RoleGrant, *, approve: bool, decider: 
     The status changes only from 'pending' (one conditional UPDATE), so two administrators
     deciding at once cannot both act on it.
     """
-    t = cast(Table, RoleGrant.__table__)
-    result = session.execute(
-        update(t).where(t.c.id == grant.id, t.c.status == "pending").values(
-            status="approved" if approve else "rejected", decided_by=decider.principal,
-            decided_by_name=decider.username, decided_at=literal(now, UTCDateTime())))
-    changed = cast(CursorResult[Any], result).rowcount
-    if changed != 1:
+    if not decide_pending(session, RoleGrant, grant.id, approve=approve, decider=decider, now=now):
         return False
     session.refresh(grant)
     user = session.get(User, grant.user_id)

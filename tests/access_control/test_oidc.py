@@ -82,7 +82,8 @@ def test_a_linked_identity_signs_in_and_an_unlinked_one_is_refused(rt, app, clie
     assert run_sql(rt, "SELECT COUNT(*) FROM users")[0][0] == users_before
 
     link(client, tokens, rt, "caseworker.haizhou", provider.subject, provider.base_url)
-    r = browser.get(at_provider(begin(browser)))
+    callback = at_provider(begin(browser))
+    r = browser.get(callback)
     assert r.status_code == 200, r.text
     assert 'http-equiv="refresh"' in r.text and "shouhu_session=" in r.headers["set-cookie"]
     home = browser.get("/")
@@ -94,6 +95,12 @@ def test_a_linked_identity_signs_in_and_an_unlinked_one_is_refused(rt, app, clie
     assert provider.subject not in str(run_sql(rt, "SELECT * FROM identity_links"))
     # The provider was sent the verifier with the code.
     assert provider.token_requests[-1].get("code_verifier")
+    # Neither the code, the state, the client secret nor the session reaches the log.
+    logged = str(run_sql(rt, "SELECT * FROM audit_events")) + str(run_sql(rt, "SELECT * FROM sign_ins"))
+    query = parse_qs(urlsplit(callback).query)
+    session = r.headers["set-cookie"].split("shouhu_session=", 1)[1].split(";", 1)[0]
+    for secret in (query["code"][0], query["state"][0], CLIENT_SECRET, session):
+        assert secret not in logged
 
 
 @pytest.mark.parametrize(("change", "rule"), [
