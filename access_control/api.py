@@ -13,7 +13,7 @@ from access_control.actions import Action
 from access_control.addresses import client_address
 from access_control.deps import BearerToken, GuardDep, RuntimeDep, SessionDep, UserServiceDep
 from access_control.identity import Org, User, revoke_token, token_hash
-from access_control.oidc import IdentityLinkCreate, IdentityLinkPublic, check_issuer
+from access_control.oidc import IdentityLinkCreate, IdentityLinkPublic
 from access_control.policy import Resource
 from access_control.sessions import SessionPublic, SessionsEnded, SignInPublic
 from access_control.users import (
@@ -265,8 +265,7 @@ def reject_role_grant(g: GuardDep, users: UserServiceDep, grant_id: str) -> Role
              "approves it (the two-person rule)")
 def request_identity_link(g: GuardDep, runtime: RuntimeDep, user_id: str,
                           body: IdentityLinkCreate) -> IdentityLinkPublic:
-    check_issuer(runtime.settings, body.issuer)
-    return runtime.identity_links.request(g, user_id, body)
+    return runtime.identity_links.request(g, user_id, body, configured_issuer=runtime.settings.oidc_issuer)
 
 
 @router.get("/identity-links", response_model=dict[str, list[IdentityLinkPublic]], tags=["users"],

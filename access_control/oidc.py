@@ -214,13 +214,17 @@ class IdentityLinks:
     def __init__(self, *, ring: KeyRing):
         self.ring = ring
 
-    def request(self, g: Guard, user_id: str, data: IdentityLinkCreate) -> IdentityLinkPublic:
+    def request(self, g: Guard, user_id: str, data: IdentityLinkCreate, *,
+                configured_issuer: str | None) -> IdentityLinkPublic:
+        """Ask for a link of an identity at the configured provider (``configured_issuer``) to a user."""
         action = Action.IDENTITY_LINK_REQUEST
         g.require(action, Resource("user", user_id[:64]))
         user = g.session.get(User, user_id)
         if user is None:
             g.not_found(action, "user", user_id)
         issuer = data.issuer.rstrip("/")
+        if not configured_issuer or issuer != configured_issuer.rstrip("/"):
+            raise InvalidInput.one("issuer", "只能关联本系统配置的统一身份认证平台的身份")
         digest = subject_hash(self.ring, issuer, data.subject)
         existing = g.session.scalar(select(IdentityLink).where(IdentityLink.issuer == issuer,
                                                                IdentityLink.subject_hash == digest))
@@ -264,12 +268,6 @@ class IdentityLinks:
         out = link_public(link, user)
         g.commit()
         return out
-
-
-def check_issuer(settings: Settings, issuer: str) -> None:
-    """A link names the configured provider (422 naming ``issuer`` otherwise)."""
-    if not settings.oidc_issuer or issuer.rstrip("/") != settings.oidc_issuer.rstrip("/"):
-        raise InvalidInput.one("issuer", "只能关联本系统配置的统一身份认证平台的身份")
 
 
 def oidc_login(
