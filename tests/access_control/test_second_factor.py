@@ -205,8 +205,29 @@ def test_a_recovery_code_works_once(rt, client, clock):
     _assert_nothing_secret_logged(rt, seen)
 
 
-def test_pages_enrol_then_ask_for_the_code(rt, app, clock, caplog):
-    caplog.set_level(logging.DEBUG)
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_pages_enrol_then_ask_for_the_code(rt, app, clock):
+    collect = _Collect()
+    root = logging.getLogger()
+    root.addHandler(collect)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        _pages_enrol_then_ask_for_the_code(rt, app, clock, collect)
+    finally:
+        root.removeHandler(collect)
+        root.setLevel(old_level)
+
+
+def _pages_enrol_then_ask_for_the_code(rt: Any, app: Any, clock: ManualClock, collect: _Collect) -> None:
     seen = Secrets()
     client = TestClient(app, base_url="https://testserver")
     r = web_login(client, "custodian.city", follow_redirects=False)
@@ -246,7 +267,7 @@ def test_pages_enrol_then_ask_for_the_code(rt, app, clock, caplog):
     assert ok.status_code == 303 and ok.headers["location"] == "/sealed"
     assert "shouhu_session=" in ok.headers["set-cookie"]
     assert other.get("/sealed").status_code == 200
-    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    logged = "\n".join(collect.lines)
     assert not [s for s in seen.values if s in logged]
     _assert_nothing_secret_logged(rt, seen)
 
