@@ -57,6 +57,7 @@ def users(request: Request, g: PageGuard, done: str | None = None) -> HTMLRespon
     rt = get_runtime(request)
     items = rt.users.list(g, org_id=None)
     return page(request, "admin/users.html.j2", title="用户管理", items=items,
+                may_manage=g.decide(Action.USER_DISABLE, Resource("user")).allowed,
                 pending=sum(1 for u in items if u.pending_grant is not None),
                 done=done if done in ("disabled", "sessions_ended") else None)
 
@@ -139,7 +140,8 @@ def grants(request: Request, g: PageGuard, status: str = "pending", done: str | 
     status = status if status in GRANT_STATUS else "pending"
     items = rt.users.list_grants(g, status=status)
     return page(request, "admin/grants.html.j2", title="授权审批", items=items, status=status,
-                grant_status=GRANT_STATUS, done=done if done in ("approved", "rejected") else None)
+                grant_status=GRANT_STATUS, done=done if done in ("approved", "rejected") else None,
+                may_approve=g.decide(Action.ROLE_GRANT_APPROVE, Resource("role_grant")).allowed)
 
 
 @router.post("/admin/grants/{grant_id}/{verdict}", response_class=HTMLResponse, dependencies=[CsrfChecked])

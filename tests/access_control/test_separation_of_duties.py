@@ -120,3 +120,21 @@ def test_the_security_administrator_approves_and_reads_no_log(rt, client, tokens
     r = client.post("/api/v1/users", headers=security, json={
         "username": "by.security", "name": "不应创建", "org_id": proc, "roles": ["requester"]})
     assert r.status_code == 403
+
+
+def test_the_grants_page_offers_approval_to_the_security_administrator_only(rt, app, client, tokens):
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import web_login
+
+    proc = run_sql(rt, "SELECT org_id FROM users WHERE username = 'custodian.city'")[0][0]
+    r = client.post("/api/v1/users", headers=tokens["admin"], json={
+        "username": "page.keeper", "name": "页面保管人", "org_id": proc, "roles": ["custodian"]})
+    gid = r.json()["pending_grant"]["id"]
+    pages = {}
+    for username in ("admin", "security.admin"):
+        browser = TestClient(app, base_url="https://testserver")
+        assert web_login(browser, username, follow_redirects=False).status_code == 303
+        pages[username] = browser.get("/admin/grants").text
+    assert f"/admin/grants/{gid}/approve" not in pages["admin"] and f"/admin/grants/{gid}/reject" in pages["admin"]
+    assert f"/admin/grants/{gid}/approve" in pages["security.admin"]
