@@ -225,8 +225,9 @@ def reset_password(g: GuardDep, users: UserServiceDep, user_id: str) -> Temporar
 
 
 @router.put("/users/{user_id}/roles", response_model=UserPublic, tags=["users"],
-            responses={202: {"model": UserPublic, "description": "Adding admin, auditor or custodian waits for a "
-                                                                 "second administrator (`pending_grant`)"}},
+            responses={202: {"model": UserPublic,
+                             "description": "Adding admin, security_admin, auditor or custodian waits for a "
+                                            "security administrator (`pending_grant`)"}},
             summary="Set a user's roles (roles must suit the org type; see docs/security.md)")
 def change_roles(g: GuardDep, users: UserServiceDep, user_id: str, body: RolesChange,
                  response: Response) -> UserPublic:
@@ -237,7 +238,7 @@ def change_roles(g: GuardDep, users: UserServiceDep, user_id: str, body: RolesCh
 
 
 @router.get("/role-grants", response_model=dict[str, list[RoleGrantPublic]], tags=["users"],
-            summary="Grants of admin, auditor or custodian, by status (the two-person rule)")
+            summary="Grants of admin, security_admin, auditor or custodian, by status (the two-person rule)")
 def list_role_grants(
     g: GuardDep, users: UserServiceDep,
     grant_status: Annotated[Literal["pending", "approved", "rejected"] | None, Query(alias="status")] = "pending",
@@ -246,7 +247,7 @@ def list_role_grants(
 
 
 @router.post("/role-grants/{grant_id}/approve", response_model=RoleGrantPublic, tags=["users"],
-             summary="Approve a pending grant: a second administrator, not the one who asked nor the user")
+             summary="Approve a pending grant: a security administrator, not the one who asked nor the user")
 def approve_role_grant(g: GuardDep, users: UserServiceDep, grant_id: str) -> RoleGrantPublic:
     return users.decide_grant(g, grant_id, approve=True)
 

@@ -70,8 +70,9 @@ class UserCreate(BaseModel):
     org_id: str = Field(min_length=1, max_length=40)
     roles: list[Role] = Field(
         min_length=1, max_length=6,
-        description="Roles the org type allows (docs/security.md); admin, auditor and custodian are each held "
-        "alone and wait for a second administrator's approval (the answer is then 202 with the pending grant).",
+        description="Roles the org type allows (docs/security.md); admin, security_admin, auditor and custodian are "
+        "each held alone and wait for a security administrator's approval (the answer is then 202 with the pending "
+        "grant).",
     )
     password: str | None = Field(
         None, max_length=256, description="Leave out to get a generated temporary password"
@@ -294,8 +295,8 @@ class UserService:
         return grant
 
     def change_roles(self, g: Guard, user_id: str, data: RolesChange) -> UserPublic:
-        """Set a user's roles; adding admin, auditor or custodian waits for a second administrator
-        (the answer's ``pending_grant``), anything else takes effect at once."""
+        """Set a user's roles; adding admin, security_admin, auditor or custodian waits for a security
+        administrator (the answer's ``pending_grant``), anything else takes effect at once."""
         action = Action.USER_CHANGE_ROLES
         user = self._visible_user(g, user_id, action, authorize=False)
         org = g.session.get(Org, user.org_id)

@@ -41,8 +41,8 @@ def users_add(
 ) -> None:
     """Create a user. Without --password-stdin a temporary password is printed once.
 
-    Roles must suit the org type (docs/security.md). Admin, auditor and custodian are
-    each held alone, and wait for a second administrator (`shouhu users approve`), except
+    Roles must suit the org type (docs/security.md). Admin, security_admin, auditor and custodian are
+    each held alone, and wait for a security administrator (`shouhu users approve`), except
     the first administrator of an archive that has none (the bootstrap)."""
     action = Action.USER_CREATE
     with runtime() as rt:
@@ -113,7 +113,7 @@ def users_set_roles(
     username: str,
     role: Annotated[list[Role], typer.Option(help="The user's roles after the change; repeat for several.")],
 ) -> None:
-    """Set a user's roles. Adding admin, auditor or custodian waits for a second administrator."""
+    """Set a user's roles. Adding admin, security_admin, auditor or custodian waits for a security administrator."""
     action = Action.USER_CHANGE_ROLES
     roles = sorted({r.value for r in role})
     with runtime() as rt:
@@ -183,7 +183,7 @@ def _decide(grant_id: str, *, approve: bool) -> None:
 
 @users_app.command("approve")
 def users_approve(grant_id: str) -> None:
-    """Approve a pending grant of admin, auditor or custodian (not by the operator who asked)."""
+    """Approve a pending grant of admin, security_admin, auditor or custodian (not by the operator who asked)."""
     _decide(grant_id, approve=True)
 
 
@@ -197,7 +197,7 @@ def users_reject(grant_id: str) -> None:
 def users_grants(
     status: Annotated[str, typer.Option(help="pending, approved or rejected.")] = "pending",
 ) -> None:
-    """List grants of admin, auditor or custodian (the two-person rule)."""
+    """List grants of admin, security_admin, auditor or custodian (the two-person rule)."""
     if status not in ("pending", "approved", "rejected"):
         raise fail("--status 只能是 pending、approved 或 rejected")
     with runtime() as rt, rt.db.read_session() as s:
