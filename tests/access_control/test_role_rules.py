@@ -1,11 +1,11 @@
 """Administrators cannot make themselves (or anyone) readers.
 
 - Roles are bound to organisation types (the table in docs/security.md, which
-  must be the one in access_control/policy.py); admin, auditor and custodian
+  must be the one in access_control/policy.py); admin, security_admin, auditor and custodian
   are each held alone. Every combination an administrator could ask for (all
   subsets of roles x all org types) is refused (422 naming ``roles``), created
   pending (two-person rule) or created, exactly as the table says.
-- A grant of admin, auditor or custodian waits for a second administrator: not
+- A grant of admin, security_admin, auditor or custodian waits for a security administrator: not
   the one who asked, not the user it is for; through the API, the pages and the
   CLI, with the bootstrap exception for an archive's first administrator.
 - A temporary password allows nothing but changing it: every API route but
