@@ -26,9 +26,12 @@ from access_control.audit_service import AuditService
 from access_control.audit_writer import AuditWriter
 from access_control.guard import Guard
 from access_control.identity import Actor, Passwords, Throttle, system_actor
-from access_control.policy import Policy
+from access_control.mfa import SecondFactor
+from access_control.oidc import IdentityLinks, OidcClient
+from access_control.policy import Policy, second_factor_roles
 from access_control.regions import RegionTree
 from access_control.sealed import SealedRequestService
+from access_control.sessions import Sessions
 from access_control.users import UserService
 from archive import sealed_upgrade
 from archive.blobstore import FilesystemBlobStore
@@ -146,10 +149,14 @@ class Runtime:
         s = self.settings
         self.vault = Vault(self.ring)
         self.regions = RegionTree()
-        self.policy = Policy(self.regions)
+        self.policy = Policy(self.regions, second_factor_roles=second_factor_roles(s.mfa_required_roles))
         self.audit = AuditLog(AUDIT_HASH_FOR_SUITE[s.cipher_suite], signer=self._load_signer())
         self.passwords = Passwords(s)
         self.throttle = Throttle(s, self.ring)
+        self.second_factor = SecondFactor(vault=self.vault, passwords=self.passwords, issuer=s.totp_issuer)
+        self.oidc = OidcClient(s)
+        self.identity_links = IdentityLinks(ring=self.ring)
+        self.sessions = Sessions(settings=s)
         # Public verifications per client address, counted on the runtime's clock.
         self.verify_limits = RateLimiter(limit=s.verify_rate_limit, window=s.verify_rate_window_seconds)
         self.users = UserService(passwords=self.passwords, min_password_length=s.min_password_length,

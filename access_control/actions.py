@@ -11,6 +11,15 @@ class Action(StrEnum):
     AUTH_LOGOUT = "auth:token:revoke"
     # a signed-in request refused before its route runs (a temporary password, change it first)
     AUTH_TOKEN_USE = "auth:token:use"
+    # the second factor (TOTP): the code at sign-in, enrolment and its confirmation
+    AUTH_SECOND_FACTOR = "auth:second_factor:verify"
+    MFA_ENROL = "identity:second_factor:enrol"
+    MFA_CONFIRM = "identity:second_factor:confirm"
+    MFA_RESET = "identity:second_factor:reset"
+    # sessions: one's own list and history, ending one; an administrator ending a user's
+    SESSION_LIST = "identity:session:list"
+    SESSION_REVOKE = "identity:session:revoke"
+    USER_END_SESSIONS = "identity:user:end_sessions"
     ME_READ = "identity:me:read"
     REGION_LIST = "identity:region:list"
     ORG_LIST = "identity:org:list"
@@ -26,6 +35,11 @@ class Action(StrEnum):
     ROLE_GRANT_LIST = "identity:role_grant:list"
     ROLE_GRANT_APPROVE = "identity:role_grant:approve"
     ROLE_GRANT_REJECT = "identity:role_grant:reject"
+    # external identities (OIDC): an administrator asks, a security administrator approves
+    IDENTITY_LINK_REQUEST = "identity:identity_link:request"
+    IDENTITY_LINK_LIST = "identity:identity_link:list"
+    IDENTITY_LINK_APPROVE = "identity:identity_link:approve"
+    IDENTITY_LINK_REJECT = "identity:identity_link:reject"
     # keys (CLI operations are audited like API ones)
     KEY_ROTATE = "keys:kek:rotate"
     KEY_RETIRE = "keys:kek:retire"
@@ -85,6 +99,7 @@ class Action(StrEnum):
 
 class Role(StrEnum):
     ADMIN = "admin"  # IT staff: users, keys; no case content
+    SECURITY_ADMIN = "security_admin"  # approves role grants and identity links (三员分立); no case content
     CASEWORKER = "caseworker"  # keeps household and minor files in its region
     SUPERVISOR = "supervisor"  # reads files and statistics in its region
     REQUESTER = "requester"  # court/procuratorate/police: sealed-record applications
@@ -94,6 +109,7 @@ class Role(StrEnum):
 
 ROLE_LABELS = {
     Role.ADMIN: "系统管理员",
+    Role.SECURITY_ADMIN: "安全保密管理员",
     Role.CASEWORKER: "专干",
     Role.SUPERVISOR: "督导",
     Role.REQUESTER: "封存记录查询申请人",

@@ -25,8 +25,8 @@ from access_control.actions import Action
 from access_control.audit import EventDraft
 from access_control.guard import Guard
 from access_control.identity import Actor, resolve_token
-from access_control.policy import PASSWORD_CHANGE_RULE
-from core.errors import AuditUnavailable, PasswordChangeRequired, Unauthorized
+from access_control.policy import PASSWORD_CHANGE_RULE, SECOND_FACTOR_RULE
+from core.errors import AuditUnavailable, PasswordChangeRequired, SecondFactorEnrolmentRequired, Unauthorized
 
 if TYPE_CHECKING:
     from access_control.audit_service import AuditService
@@ -133,6 +133,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # What a user with a temporary password may still call (see policy.TEMPORARY_PASSWORD_ACTIONS).
 TEMPORARY_PASSWORD_ROUTES = frozenset({("GET", "/api/v1/me"), ("POST", "/api/v1/me/password"),
                                        ("POST", "/api/v1/auth/logout")})
+# What a privileged user without a second factor may still call (policy.SECOND_FACTOR_ENROL_ACTIONS).
+SECOND_FACTOR_ENROL_ROUTES = TEMPORARY_PASSWORD_ROUTES | {("POST", "/api/v1/me/mfa/totp"),
+                                                          ("POST", "/api/v1/me/mfa/totp/confirm")}
 
 
 def get_actor(
@@ -156,15 +159,22 @@ def get_actor(
         if (request.method, route) not in TEMPORARY_PASSWORD_ROUTES:
             refuse_temporary_password(runtime, actor, request_id=request.state.request_id,
                                       route=f"{request.method} {route}")
+    if runtime.policy.must_enrol_second_factor(actor):
+        route = getattr(request.scope.get("route"), "path", "")
+        if (request.method, route) not in SECOND_FACTOR_ENROL_ROUTES:
+            refuse_temporary_password(runtime, actor, request_id=request.state.request_id,
+                                      route=f"{request.method} {route}", rule=SECOND_FACTOR_RULE)
     return actor
 
 
-def refuse_temporary_password(runtime: Runtime, actor: Actor, *, request_id: str, route: str) -> None:
-    """Log the refusal of a request made with a temporary password, then refuse it (403).
+def refuse_temporary_password(runtime: Runtime, actor: Actor, *, request_id: str, route: str,
+                              rule: str = PASSWORD_CHANGE_RULE) -> None:
+    """Log the refusal of a request made with a temporary password (or, ``rule`` the second
+    factor's, by a privileged user who has not enrolled one), then refuse it (403).
 
     Like every decision it leaves one event; the route's template (no ids, no values) says
     what was asked. If the event cannot be written the answer is 503, as for any read."""
-    draft = EventDraft(action=Action.AUTH_TOKEN_USE, outcome="denied", reason=PASSWORD_CHANGE_RULE,
+    draft = EventDraft(action=Action.AUTH_TOKEN_USE, outcome="denied", reason=rule,
                        resource_kind="route", details={"route": route[:120]})
     try:
         with runtime.db.session() as session:
@@ -172,6 +182,8 @@ def refuse_temporary_password(runtime: Runtime, actor: Actor, *, request_id: str
             session.commit()
     except SQLAlchemyError as exc:
         raise AuditUnavailable() from exc
+    if rule == SECOND_FACTOR_RULE:
+        raise SecondFactorEnrolmentRequired()
     raise PasswordChangeRequired()
 
 

@@ -38,10 +38,18 @@ from access_control.actions import Action
 from access_control.audit import AuditLog, EventDraft
 from access_control.audit_writer import AuditWriter
 from access_control.identity import Actor
-from access_control.policy import PASSWORD_CHANGE_RULE, Decision, Policy, Resource
+from access_control.policy import PASSWORD_CHANGE_RULE, SECOND_FACTOR_RULE, Decision, Policy, Resource
 from access_control.regions import Region
 from core.db import begin_write, is_reading
-from core.errors import AuditUnavailable, Forbidden, IntegrityFailure, NotFound, PasswordChangeRequired, ShouhuError
+from core.errors import (
+    AuditUnavailable,
+    Forbidden,
+    IntegrityFailure,
+    NotFound,
+    PasswordChangeRequired,
+    SecondFactorEnrolmentRequired,
+    ShouhuError,
+)
 from core.redact import safe_identifier
 
 _Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
@@ -155,6 +163,8 @@ class Guard:
                 raise NotFound()
             if decision.rule == PASSWORD_CHANGE_RULE:
                 raise PasswordChangeRequired()
+            if decision.rule == SECOND_FACTOR_RULE:
+                raise SecondFactorEnrolmentRequired()
             raise Forbidden(decision.rule, decision.message)
         if commit:
             self.commit()

@@ -18,11 +18,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import JSON, Boolean, ForeignKey, String, Table, and_, case, delete, false, literal, or_, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CursorResult,
+    ForeignKey,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    case,
+    delete,
+    false,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -82,7 +100,31 @@ class User(Base):
     pending_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
-class RoleGrant(Base):
+class TwoPersonRequest:
+    """The columns of a request another person decides (a role grant, an identity link): its status
+    and who asked and decided, as principals (compared by the two-person rule) and as names."""
+
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_by_name: Mapped[str] = mapped_column(String(80))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    decided_by_name: Mapped[str | None] = mapped_column(String(80))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+def decide_pending(session: Session, model: type[TwoPersonRequest], row_id: str, *, approve: bool, decider: Actor,
+                   now: datetime) -> bool:
+    """Move one pending request to approved or rejected with one conditional UPDATE (so two deciders
+    at once cannot both act on it); False if it was no longer pending. The caller commits."""
+    t = cast(Table, getattr(model, "__table__"))  # noqa: B009 - the mixin itself has no table
+    result = session.execute(update(t).where(t.c.id == row_id, t.c.status == "pending").values(
+        status="approved" if approve else "rejected", decided_by=decider.principal,
+        decided_by_name=decider.username, decided_at=literal(now, UTCDateTime())))
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+class RoleGrant(TwoPersonRequest, Base):
     """A grant of admin, auditor or custodian waiting for (or decided by) a second administrator.
 
     ``roles`` are the user's roles once approved; ``added`` the privileged roles the grant
@@ -97,13 +139,6 @@ class RoleGrant(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "create" (a new account) or "change"
     roles: Mapped[list[str]] = mapped_column(JSON)
     added: Mapped[list[str]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, approved, rejected
-    requested_by: Mapped[str] = mapped_column(String(80))
-    requested_by_name: Mapped[str] = mapped_column(String(80))
-    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    decided_by: Mapped[str | None] = mapped_column(String(80))
-    decided_by_name: Mapped[str | None] = mapped_column(String(80))
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Token(Base):
@@ -118,6 +153,69 @@ class Token(Base):
     # "api" (bearer) or "web" (the pages' session cookie, which also ends when idle)
     kind: Mapped[str] = mapped_column(String(8), default="api", server_default="api")
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How the session was opened ("password", "password+totp", "password+recovery") and from which client
+    # address: the user's list of their own sessions shows both.
+    method: Mapped[str | None] = mapped_column(String(24))
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class TotpFactor(Base):
+    """A user's TOTP second factor (RFC 6238). The secret is sealed under a data key of its own
+    (``Vault``, payload kind ``totp_factor``); ``last_step`` is the last time step a code was
+    accepted for, so no code works twice."""
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    dek_id: Mapped[str] = mapped_column(String(40))
+    secret_envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """One of a user's recovery codes, hashed with argon2id like a password; each works once."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class IdentityLink(TwoPersonRequest, Base):
+    """An external identity (an OIDC issuer and the configured claim's value) linked to an account.
+
+    Asked for by an administrator, effective once a security administrator approves it (the
+    two-person rule, as for role grants). The claim's value is kept only as a keyed hash
+    (``subject_hash``: it may be a staff or ID number) with a masked hint for the lists."""
+
+    __tablename__ = "identity_links"
+    __table_args__ = (UniqueConstraint("issuer", "subject_hash"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    issuer: Mapped[str] = mapped_column(String(255))
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    subject_hint: Mapped[str] = mapped_column(String(16))
+
+
+class SignIn(Base):
+    """One sign-in attempt of a known user, for the user's own history (time, address, method,
+    outcome). The access log holds the same attempts as events; this table is what the user reads."""
+
+    __tablename__ = "sign_ins"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    address: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(24))
+    success: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(64))
 
 
 class LoginThrottle(Base):
@@ -146,6 +244,8 @@ class Actor:
     region_code: str
     # A temporary password (new account, reset): nothing but changing it is allowed.
     must_change_password: bool = False
+    # A confirmed second factor (TOTP): policy lets a privileged user without one only enrol.
+    second_factor: bool = False
 
     @property
     def principal(self) -> str:
@@ -229,7 +329,7 @@ def token_hash(ring: KeyRing, token: str) -> str:
 
 
 def issue_token(session: Session, ring: KeyRing, user: User, *, now: datetime, ttl: int,
-                kind: str = "api") -> tuple[str, Token]:
+                kind: str = "api", method: str | None = None, address: str | None = None) -> tuple[str, Token]:
     text = new_token_text()
     row = Token(
         id=new_id("tok"),
@@ -239,6 +339,8 @@ def issue_token(session: Session, ring: KeyRing, user: User, *, now: datetime, t
         expires_at=now + timedelta(seconds=ttl),
         kind=kind,
         last_used_at=now,
+        method=method,
+        address=address[:64] if address else None,
     )
     session.add(row)
     return text, row
@@ -258,15 +360,20 @@ def actor_for(session: Session, user: User) -> Actor:
         roles=tuple(user.roles),
         region_code=user.region_code,
         must_change_password=bool(user.must_change_password),
+        second_factor=session.scalar(select(TotpFactor.user_id).where(
+            TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_not(None))) is not None,
     )
 
 
 def resolve_token(session: Session, ring: KeyRing, token: str, *, now: datetime, kind: str = "api",
-                  idle_seconds: int | None = None) -> Actor | None:
+                  idle_seconds: int | None = None, absolute_seconds: int | None = None) -> Actor | None:
     """The actor a token stands for, or None if unknown, of another kind, expired, idle too
-    long (web sessions), revoked or disabled."""
+    long or older than ``absolute_seconds`` (web sessions), revoked or disabled."""
     row = session.scalar(select(Token).where(Token.token_hash == token_hash(ring, token)))
     if row is None or row.kind != kind or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    if absolute_seconds is not None and (now - row.created_at).total_seconds() > absolute_seconds:
+        row.revoked_at = now  # the absolute time-out: however active, sign in again
         return None
     if idle_seconds is not None:
         if row.last_used_at is not None and (now - row.last_used_at).total_seconds() > idle_seconds:

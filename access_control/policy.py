@@ -27,7 +27,7 @@ A = Action
 # may fetch them, so that others than auditors can hold Shouhu to its log.
 EVERYONE: frozenset[Action] = frozenset(
     {A.ME_READ, A.REGION_LIST, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD, A.AUDIT_CHECKPOINT_READ,
-     A.DOCUMENT_KINDS_LIST}
+     A.DOCUMENT_KINDS_LIST, A.MFA_ENROL, A.MFA_CONFIRM, A.SESSION_LIST, A.SESSION_REVOKE}
 )
 
 # Documents: these roles may act on documents at all; which kinds each may issue or
@@ -41,10 +41,17 @@ _CASE_WRITE = {A.HOUSEHOLD_CREATE, A.HOUSEHOLD_UPDATE, A.MINOR_CREATE, A.MINOR_U
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.CASEWORKER: frozenset(_CASE_READ | _CASE_WRITE | _DOCS_ISSUE | _DOCS_READ | {A.DOCUMENT_PRINT, A.SEARCH}),
     Role.SUPERVISOR: frozenset(_CASE_READ | _DOCS_ISSUE | _DOCS_READ | {A.SEARCH}),
+    # The system administrator manages orgs and users and asks for grants; the security administrator
+    # approves them (三员分立). An administrator may still withdraw (reject) a pending grant.
     Role.ADMIN: frozenset(
         {A.USER_CREATE, A.USER_LIST, A.USER_READ, A.USER_DISABLE, A.USER_RESET_PASSWORD, A.USER_CHANGE_ROLES,
-         A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT,
+         A.USER_END_SESSIONS, A.ORG_LIST, A.ROLE_GRANT_REQUEST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_REJECT,
+         A.IDENTITY_LINK_REQUEST, A.IDENTITY_LINK_LIST, A.IDENTITY_LINK_REJECT,
          A.ORG_SEAL_SET, A.ORG_SEAL_REMOVE}
+    ),
+    Role.SECURITY_ADMIN: frozenset(
+        {A.USER_LIST, A.USER_READ, A.ORG_LIST, A.ROLE_GRANT_LIST, A.ROLE_GRANT_APPROVE, A.ROLE_GRANT_REJECT,
+         A.USER_END_SESSIONS, A.IDENTITY_LINK_LIST, A.IDENTITY_LINK_APPROVE, A.IDENTITY_LINK_REJECT}
     ),
     # Requesters read sealed documents only through a grant (Resource.sealed + grant).
     Role.REQUESTER: frozenset(
@@ -67,7 +74,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
 # Who is shown the whole region tree by the region list, not only their own subtree:
 # admins place users and orgs anywhere, auditors read a log that spans every region.
 # Region names and codes are not case content.
-WHOLE_REGION_TREE: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR})
+WHOLE_REGION_TREE: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR})
 
 
 # Where casework happens: civil affairs, villages and residents' committees, townships, rescue centres.
@@ -124,19 +131,47 @@ ROLE_ORG_TYPES: dict[Role, frozenset[str]] = {
     Role.AUDITOR: frozenset({T.LEADING_GROUP_OFFICE, T.DISCIPLINE_INSPECTION}),
     # Administrators are IT staff: accounts and keys, no case content.
     Role.ADMIN: frozenset({T.IT}),
+    # The security administrator (安全保密管理员) sits with IT too, but is never the same person.
+    Role.SECURITY_ADMIN: frozenset({T.IT}),
 }
 
 # Each of these is held alone: an administrator who is also an auditor could hide what
-# they did, a custodian who is also an administrator could grant himself (等保 三员分立).
-EXCLUSIVE_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+# they did, a custodian who is also an administrator could grant himself, an administrator who
+# is also the security administrator could approve his own requests (等保 三员分立).
+EXCLUSIVE_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.CUSTODIAN})
 
-# Granting one of these (a new user with it, or adding it) waits for a second administrator.
-TWO_PERSON_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+# Granting one of these (a new user with it, or adding it) waits for the security administrator.
+TWO_PERSON_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+
+# The approvals the two-person rule binds: a role grant, and a link of an external identity (OIDC)
+# to an account (``two_person_conflict``).
+TWO_PERSON_APPROVALS: frozenset[Action] = frozenset({A.ROLE_GRANT_APPROVE, A.IDENTITY_LINK_APPROVE})
 
 # A user with a temporary password may do nothing else than change it (and see who they
 # are, and sign out).
 TEMPORARY_PASSWORD_ACTIONS: frozenset[Action] = frozenset({A.ME_READ, A.USER_CHANGE_OWN_PASSWORD, A.AUTH_LOGOUT})
 PASSWORD_CHANGE_RULE = "password:change_required"  # noqa: S105 - a rule name, not a password
+
+# The roles that must sign in with a second factor by default (等保 2.0 level 3: two-factor
+# authentication for administrators; custodians open sealed records). The setting
+# ``mfa_required_roles`` names them per deployment.
+SECOND_FACTOR_ROLES: frozenset[Role] = frozenset({Role.ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.CUSTODIAN})
+
+# A user who must have a second factor and has none may do nothing else than enrol one (and
+# see who they are, change a temporary password, and sign out).
+SECOND_FACTOR_ENROL_ACTIONS: frozenset[Action] = frozenset(
+    {A.ME_READ, A.AUTH_LOGOUT, A.USER_CHANGE_OWN_PASSWORD, A.MFA_ENROL, A.MFA_CONFIRM})
+SECOND_FACTOR_RULE = "second_factor:enrolment_required"
+
+
+def second_factor_roles(setting: str) -> frozenset[str]:
+    """The roles named by a comma-separated setting (``mfa_required_roles``,
+    ``password_login_disabled_roles``); unknown names are an error."""
+    names = {part.strip() for part in setting.split(",") if part.strip()}
+    unknown = names - {r.value for r in Role}
+    if unknown:
+        raise ValueError(f"the setting names unknown roles: {', '.join(sorted(unknown))}")
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -195,7 +230,7 @@ PAGE_ROLES: dict[str, frozenset[Role]] = {
     "/statistics": frozenset({R.CASEWORKER, R.SUPERVISOR}),
     "/sealed": frozenset({R.REQUESTER, R.CUSTODIAN}),
     "/audit": frozenset({R.AUDITOR}),
-    "/admin": frozenset({R.ADMIN}),
+    "/admin": frozenset({R.ADMIN, R.SECURITY_ADMIN}),
 }
 
 # The home page's panel: the first whose roles the actor holds.
@@ -203,7 +238,7 @@ HOME_PANELS: tuple[tuple[str, frozenset[Role]], ...] = (
     ("stats", frozenset({R.CASEWORKER, R.SUPERVISOR})),
     ("requests", frozenset({R.REQUESTER, R.CUSTODIAN})),
     ("audit", frozenset({R.AUDITOR})),
-    ("accounts", frozenset({R.ADMIN})),
+    ("accounts", frozenset({R.ADMIN, R.SECURITY_ADMIN})),
 )
 
 # Who besides its requester is a party to a sealed-record application (``Resource.required_roles``).
@@ -281,14 +316,29 @@ class Decision:
 
 
 TWO_PERSON_MESSAGES = {
-    "two_person:own_request": "不能批准自己提出的授权申请，须由另一名管理员批准。",
-    "two_person:own_grant": "不能批准授予自己的角色，须由另一名管理员批准。",
+    "two_person:own_request": "不能批准自己提出的授权申请，须由安全保密管理员批准。",
+    "two_person:own_grant": "不能批准授予自己的角色，须由另一名安全保密管理员批准。",
 }
 
 
 class Policy:
-    def __init__(self, regions: RegionTree):
+    def __init__(self, regions: RegionTree, *, second_factor_roles: frozenset[str] | None = None):
         self.regions = regions
+        self.second_factor_roles = (frozenset(r.value for r in SECOND_FACTOR_ROLES) if second_factor_roles is None
+                                    else second_factor_roles)
+
+    def password_sign_in_allowed(self, roles: Iterable[str], disabled_roles: str) -> bool:
+        """Whether a user holding ``roles`` may sign in with a local password, given the
+        ``password_login_disabled_roles`` setting (those roles sign in through OIDC only)."""
+        return not set(roles) & second_factor_roles(disabled_roles)
+
+    def needs_second_factor(self, roles: Iterable[str]) -> bool:
+        """Whether a user holding ``roles`` must sign in with a second factor."""
+        return bool(set(roles) & self.second_factor_roles)
+
+    def must_enrol_second_factor(self, actor: Actor) -> bool:
+        """A privileged actor without a confirmed second factor: may only enrol one."""
+        return not actor.second_factor and self.needs_second_factor(actor.roles)
 
     def granting_role(self, actor: Actor, action: Action) -> str | None:
         if action in EVERYONE:
@@ -304,10 +354,12 @@ class Policy:
         """Allow or deny, with the rule that decided."""
         if actor.must_change_password and action not in TEMPORARY_PASSWORD_ACTIONS:
             return Decision(False, PASSWORD_CHANGE_RULE)
+        if self.must_enrol_second_factor(actor) and action not in SECOND_FACTOR_ENROL_ACTIONS:
+            return Decision(False, SECOND_FACTOR_RULE)
         role = self.granting_role(actor, action)
         if role is None:
             return Decision(False, f"role:none_grants:{action.value}")
-        if action == A.ROLE_GRANT_APPROVE and resource is not None and resource.grant_requested_by is not None:
+        if action in TWO_PERSON_APPROVALS and resource is not None and resource.grant_requested_by is not None:
             conflict = two_person_conflict(actor, requested_by=resource.grant_requested_by,
                                            user_id=resource.grant_user_id or "")
             if conflict:

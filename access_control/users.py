@@ -5,12 +5,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import CursorResult, Table, literal, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
@@ -24,14 +25,20 @@ from access_control.identity import (
     OrgType,
     Passwords,
     RoleGrant,
+    SignIn,
     Throttle,
+    Token,
+    TotpFactor,
     User,
     actor_for,
     create_user,
+    decide_pending,
     generate_password,
     issue_token,
     revoke_all_tokens,
+    token_hash,
 )
+from access_control.mfa import SecondFactor
 from access_control.policy import (
     Resource,
     RoleProblem,
@@ -40,7 +47,7 @@ from access_control.policy import (
     roles_needing_approval,
 )
 from core.crypto import KeyRing
-from core.db import UTCDateTime, begin_write, new_id
+from core.db import begin_write, new_id
 from core.errors import (
     AuditUnavailable,
     Conflict,
@@ -48,6 +55,8 @@ from core.errors import (
     LoginBusy,
     LoginFailed,
     LoginThrottled,
+    PasswordSignInDisabled,
+    SecondFactorFailed,
 )
 
 Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
@@ -61,8 +70,9 @@ class UserCreate(BaseModel):
     org_id: str = Field(min_length=1, max_length=40)
     roles: list[Role] = Field(
         min_length=1, max_length=6,
-        description="Roles the org type allows (docs/security.md); admin, auditor and custodian are each held "
-        "alone and wait for a second administrator's approval (the answer is then 202 with the pending grant).",
+        description="Roles the org type allows (docs/security.md); admin, security_admin, auditor and custodian are "
+        "each held alone and wait for a security administrator's approval (the answer is then 202 with the pending "
+        "grant).",
     )
     password: str | None = Field(
         None, max_length=256, description="Leave out to get a generated temporary password"
@@ -179,13 +189,7 @@ def decide_grant(session: Session, grant: RoleGrant, *, approve: bool, decider: 
     The status changes only from 'pending' (one conditional UPDATE), so two administrators
     deciding at once cannot both act on it.
     """
-    t = cast(Table, RoleGrant.__table__)
-    result = session.execute(
-        update(t).where(t.c.id == grant.id, t.c.status == "pending").values(
-            status="approved" if approve else "rejected", decided_by=decider.principal,
-            decided_by_name=decider.username, decided_at=literal(now, UTCDateTime())))
-    changed = cast(CursorResult[Any], result).rowcount
-    if changed != 1:
+    if not decide_pending(session, RoleGrant, grant.id, approve=approve, decider=decider, now=now):
         return False
     session.refresh(grant)
     user = session.get(User, grant.user_id)
@@ -291,8 +295,8 @@ class UserService:
         return grant
 
     def change_roles(self, g: Guard, user_id: str, data: RolesChange) -> UserPublic:
-        """Set a user's roles; adding admin, auditor or custodian waits for a second administrator
-        (the answer's ``pending_grant``), anything else takes effect at once."""
+        """Set a user's roles; adding admin, security_admin, auditor or custodian waits for a security
+        administrator (the answer's ``pending_grant``), anything else takes effect at once."""
         action = Action.USER_CHANGE_ROLES
         user = self._visible_user(g, user_id, action, authorize=False)
         org = g.session.get(Org, user.org_id)
@@ -416,6 +420,22 @@ ANONYMOUS = Actor(user_id="anonymous", username="anonymous", display_name="", or
                   org_name="", org_type=OrgType.OTHER, roles=(), region_code="")
 
 
+@dataclass(frozen=True)
+class SignInStep:
+    """The password step's answer: a session ``token``, or (a user with a second factor) a
+    short-lived ``challenge`` to complete with a one-time code (``complete_second_factor``)."""
+
+    token: str | None = None
+    challenge: str | None = None
+
+
+def record_sign_in(session: Session, *, user_id: str, now: datetime, address: str | None, method: str,
+                   success: bool, reason: str) -> None:
+    """One line of the user's own sign-in history (the caller commits it with the event)."""
+    session.add(SignIn(id=new_id("si"), user_id=user_id, at=now, address=address[:64] if address else None,
+                       method=method, success=success, reason=reason[:64]))
+
+
 def login(
     session: Session,
     *,
@@ -430,12 +450,17 @@ def login(
     ttl: int,
     kind: str = "api",
     address: str | None = None,
-) -> str:
-    """Check a password and hand out a bearer token; every attempt is logged.
+    challenge_ttl: int = 300,
+    password_allowed: Callable[[list[str]], bool] | None = None,
+) -> SignInStep:
+    """Check a password and hand out a bearer token, or a second-factor challenge; every
+    attempt is logged.
 
     The attempt is counted (per username, and per client ``address``) and committed
     before the password is checked, so parallel attempts cannot all pass the limit;
-    one over it is refused (429 with Retry-After) without any hashing.
+    one over it is refused (429 with Retry-After) without any hashing. A user with a
+    confirmed second factor gets a challenge token (kind ``mfa``, ``challenge_ttl``
+    seconds) instead of a session.
     """
     username = username.strip().lower()
     name_hash = ring.keyed_hash("login-throttle", username)
@@ -453,6 +478,9 @@ def login(
         # No token leaves unless its login event is durable (fail closed).
         found = session.get(User, user_id) if user_id else None
         try:
+            if found is not None and reason != "login:password_ok+second_factor_pending":
+                record_sign_in(session, user_id=found.id, now=now, address=address, method="password",
+                               success=outcome == "allowed", reason=reason)
             audit.append(
                 session, actor=actor_for(session, found) if found else ANONYMOUS, request_id=request_id, at=now,
                 draft=EventDraft(action=Action.AUTH_LOGIN, outcome=outcome, reason=reason,
@@ -482,9 +510,99 @@ def login(
         log_and_commit("denied", reason)
         raise LoginFailed()
     throttle.success(session, admission)
+    if password_allowed is not None and not password_allowed(list(user.roles)):
+        # The right password, for a role that signs in through the unified platform only.
+        log_and_commit("denied", "login:password_disabled_for_role")
+        raise PasswordSignInDisabled()
     if passwords.needs_rehash(user.password_hash):
         with contextlib.suppress(LoginBusy):  # rehash at a quieter sign-in
             user.password_hash = passwords.hash(password)
-    token, _ = issue_token(session, ring, user, now=now, ttl=ttl, kind=kind)
+    if session.scalar(select(TotpFactor.user_id).where(TotpFactor.user_id == user.id,
+                                                      TotpFactor.confirmed_at.is_not(None))) is not None:
+        challenge, _ = issue_token(session, ring, user, now=now, ttl=challenge_ttl, kind="mfa", method="password",
+                                   address=address)
+        log_and_commit("allowed", "login:password_ok+second_factor_pending")
+        return SignInStep(challenge=challenge)
+    token, _ = issue_token(session, ring, user, now=now, ttl=ttl, kind=kind, method="password", address=address)
     log_and_commit("allowed", "login:password_ok")
+    return SignInStep(token=token)
+
+
+def complete_second_factor(
+    session: Session,
+    *,
+    ring: KeyRing,
+    throttle: Throttle,
+    audit: AuditLog,
+    second_factor: SecondFactor,
+    challenge: str,
+    code: str,
+    request_id: str,
+    now: datetime,
+    ttl: int,
+    kind: str = "api",
+    address: str | None = None,
+) -> str:
+    """The second step of a sign-in: the challenge from ``login`` and a one-time code (or a
+    recovery code) give the session token. The challenge works once; wrong codes count
+    against the account like wrong passwords (429 past the limit). Every attempt is logged,
+    never the code."""
+    row = session.scalar(select(Token).where(Token.token_hash == token_hash(ring, challenge)))
+    user = session.get(User, row.user_id) if row is not None else None
+    if row is None or user is None or row.kind != "mfa" or row.revoked_at is not None or row.expires_at <= now \
+            or user.disabled or user.pending_approval:
+        # An unknown, used or expired challenge: logged like a failed sign-in, never with the token.
+        try:
+            begin_write(session)
+            audit.append(session, actor=actor_for(session, user) if user is not None else ANONYMOUS,
+                         request_id=request_id, at=now,
+                         draft=EventDraft(action=Action.AUTH_SECOND_FACTOR, outcome="denied",
+                                          reason="second_factor:bad_challenge", resource_kind="user",
+                                          resource_id=user.id if user is not None else ""))
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise AuditUnavailable() from exc
+        raise SecondFactorFailed()
+    actor = actor_for(session, user)
+    try:
+        admission = throttle.admit(session, f"second-factor:{user.id}", None, now=now)
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise AuditUnavailable() from exc
+    begin_write(session)
+
+    first = row.method or "password"  # the first step: a password, or the unified platform (OIDC)
+
+    def log_and_commit(outcome: str, reason: str, method: str) -> None:
+        try:
+            record_sign_in(session, user_id=user.id, now=now, address=address, method=f"{first}+{method}",
+                           success=outcome == "allowed", reason=reason)
+            audit.append(session, actor=actor, request_id=request_id, at=now, draft=EventDraft(
+                action=Action.AUTH_SECOND_FACTOR, outcome=outcome, reason=reason, resource_kind="user",
+                resource_id=user.id, details={"method": method}))
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise AuditUnavailable() from exc
+
+    if not admission.allowed:
+        log_and_commit("denied", "login:locked", "totp")
+        raise LoginThrottled(admission.retry_after)
+    method, refused = second_factor.verify(session, user.id, code, now=now)
+    if refused is not None:
+        session.rollback()
+        begin_write(session)
+        throttle.failure(session, admission, now=now)
+        log_and_commit("denied", refused, method)
+        raise SecondFactorFailed()
+    throttle.success(session, admission)
+    challenge_row = session.get(Token, row.id)
+    if challenge_row is None or challenge_row.revoked_at is not None:
+        raise SecondFactorFailed()
+    challenge_row.revoked_at = now  # a challenge works once
+    token, _ = issue_token(session, ring, user, now=now, ttl=ttl, kind=kind, method=f"{first}+{method}",
+                           address=address)
+    log_and_commit("allowed", f"login:second_factor_ok:{method}", method)
     return token

@@ -118,6 +118,8 @@ ORGS: list[dict[str, Any]] = [
 
 USERS: list[tuple[str, str, str, list[Role]]] = [
     ("admin", "系统管理员", "it", [Role.ADMIN]),
+    # 三员分立: the security administrator approves the administrator's role grants.
+    ("security.admin", "安全保密管理员", "it", [Role.SECURITY_ADMIN]),
     ("caseworker.haizhou", "海州区民政专干", "haizhou_ca", [Role.CASEWORKER]),
     ("caseworker.guannan", "灌南县民政专干", "guannan_ca", [Role.CASEWORKER]),
     ("village.haizhou", "幸福村儿童主任", "village", [Role.CASEWORKER]),

@@ -41,8 +41,8 @@ def users_add(
 ) -> None:
     """Create a user. Without --password-stdin a temporary password is printed once.
 
-    Roles must suit the org type (docs/security.md). Admin, auditor and custodian are
-    each held alone, and wait for a second administrator (`shouhu users approve`), except
+    Roles must suit the org type (docs/security.md). Admin, security_admin, auditor and custodian are
+    each held alone, and wait for a security administrator (`shouhu users approve`), except
     the first administrator of an archive that has none (the bootstrap)."""
     action = Action.USER_CREATE
     with runtime() as rt:
@@ -96,7 +96,7 @@ def users_add(
             g.commit()
     console.print(f"已创建用户 {username}（{uid}）。")
     if grant_id:
-        console.print(f"{_role_names(added)}角色须由另一名管理员批准（授权 {grant_id}），批准前该账号不能登录："
+        console.print(f"{_role_names(added)}角色须由安全保密管理员批准（授权 {grant_id}），批准前该账号不能登录："
                       f"`shouhu users approve {grant_id}`（须由另一操作员运行）或在“系统管理 › 授权审批”中批准。")
     if bootstrap:
         console.print("这是本档案库的第一名系统管理员，无需批准；此后授予管理员、审计员或保管人角色均须第二名管理员批准。")
@@ -113,7 +113,7 @@ def users_set_roles(
     username: str,
     role: Annotated[list[Role], typer.Option(help="The user's roles after the change; repeat for several.")],
 ) -> None:
-    """Set a user's roles. Adding admin, auditor or custodian waits for a second administrator."""
+    """Set a user's roles. Adding admin, security_admin, auditor or custodian waits for a security administrator."""
     action = Action.USER_CHANGE_ROLES
     roles = sorted({r.value for r in role})
     with runtime() as rt:
@@ -143,7 +143,7 @@ def users_set_roles(
                 user.roles = roles
             g.commit()
     if grant_id:
-        console.print(f"{_role_names(added)}角色须由另一名管理员批准（授权 {grant_id}）；"
+        console.print(f"{_role_names(added)}角色须由安全保密管理员批准（授权 {grant_id}）；"
                       f"批准前 {username} 的角色不变。")
     else:
         console.print(f"用户 {username} 的角色已改为 {_role_names(roles)}。")
@@ -183,7 +183,7 @@ def _decide(grant_id: str, *, approve: bool) -> None:
 
 @users_app.command("approve")
 def users_approve(grant_id: str) -> None:
-    """Approve a pending grant of admin, auditor or custodian (not by the operator who asked)."""
+    """Approve a pending grant of admin, security_admin, auditor or custodian (not by the operator who asked)."""
     _decide(grant_id, approve=True)
 
 
@@ -197,7 +197,7 @@ def users_reject(grant_id: str) -> None:
 def users_grants(
     status: Annotated[str, typer.Option(help="pending, approved or rejected.")] = "pending",
 ) -> None:
-    """List grants of admin, auditor or custodian (the two-person rule)."""
+    """List grants of admin, security_admin, auditor or custodian (the two-person rule)."""
     if status not in ("pending", "approved", "rejected"):
         raise fail("--status 只能是 pending、approved 或 rejected")
     with runtime() as rt, rt.db.read_session() as s:
@@ -242,6 +242,22 @@ def users_reset_password(username: str) -> None:
             revoke_all_tokens(g.session, user.id, now=g.now)
             g.commit()
     console.print(f"用户 {username} 的临时密码（只显示这一次）：{password}")
+
+
+@users_app.command("reset-second-factor")
+def users_reset_second_factor(username: str) -> None:
+    """Remove a user's second factor (TOTP and recovery codes) and revoke their tokens; they enrol
+    again at their next sign-in (for a lost phone and lost recovery codes)."""
+    with runtime() as rt:
+        op = operator(rt)
+        with op.change() as g:
+            user = _operator_target(op, g, Action.MFA_RESET, username)
+            g.record(op.draft(Action.MFA_RESET, kind="user", rid=user.id))
+            removed = rt.second_factor.remove(g.session, user.id)
+            revoke_all_tokens(g.session, user.id, now=g.now)
+            g.commit()
+    console.print(f"已清除用户 {username} 的动态口令和恢复码，该用户下次登录时须重新绑定。" if removed
+                  else f"用户 {username} 没有绑定动态口令；其登录会话已结束。")
 
 
 @users_app.command("list")

@@ -80,6 +80,26 @@ class PasswordChangeRequired(ShouhuError, status=403, code="password_change_requ
     """A temporary password (new account or reset) allows nothing but changing it."""
 
 
+class SecondFactorEnrolmentRequired(ShouhuError, status=403, code="second_factor_enrolment_required",
+                                    message="您的角色须使用动态口令（双因素认证）：请先绑定动态口令，然后才能继续使用。"):
+    """A privileged user without a second factor may do nothing but enrol one."""
+
+
+class PasswordSignInDisabled(ShouhuError, status=403, code="password_sign_in_disabled",
+                             message="您的角色不能使用本系统密码登录，请通过统一身份认证平台登录。"):
+    """Local passwords are switched off for one of the user's roles (``password_login_disabled_roles``)."""
+
+
+class OidcSignInFailed(ShouhuError, status=401, code="oidc_sign_in_failed",
+                       message="统一身份认证登录失败，或该身份尚未关联本系统账号，请联系管理员。"):
+    """An OIDC sign-in refused: the id_token's checks, an unlinked identity, a disabled account."""
+
+
+class SecondFactorFailed(ShouhuError, status=401, code="second_factor_invalid",
+                         message="动态口令或恢复码不正确、已使用或已过期，请重新输入。"):
+    """A wrong, reused or stale one-time code, a used recovery code, or an expired challenge."""
+
+
 class Forbidden(ShouhuError, status=403, code="forbidden", message="无权执行此操作。"):
     """Refused by policy; ``rule`` names the rule, never the record's content."""
 

@@ -192,6 +192,49 @@ class Settings(BaseSettings):
     session_idle_minutes: int = Field(
         30, ge=1, le=24 * 60, description="A pages' session unused for this long ends (sign in again)."
     )
+    session_absolute_hours: int = Field(
+        12, ge=1, le=24 * 30,
+        description="A page session ends this many hours after sign-in however active it is (the absolute "
+        "time-out; API tokens end after `token_ttl_seconds`).",
+    )
+    mfa_required_roles: str = Field(
+        "admin,security_admin,auditor,custodian",
+        description="Comma-separated roles that must sign in with a second factor (TOTP). A user holding one "
+        "without a confirmed factor may do nothing but enrol. Empty only for test and demo worlds.",
+    )
+    mfa_challenge_seconds: int = Field(
+        300, ge=30, le=1800,
+        description="How long the challenge token from the password step waits for the one-time code.",
+    )
+    totp_issuer: str = Field(
+        "守护", min_length=1, max_length=40,
+        description="The issuer name authenticator apps show beside the account (the otpauth URI's issuer).",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        description="The OpenID Connect provider's issuer URL (the unified identity platform); its discovery "
+        "document is read from `<issuer>/.well-known/openid-configuration`. Unset: no OIDC sign-in.",
+    )
+    oidc_client_id: str | None = Field(None, description="Shouhu's client id at the OIDC provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="Shouhu's client secret at the OIDC provider (or `oidc_client_secret_file`). Never logged."
+    )
+    oidc_client_secret_file: Path | None = Field(
+        None, description="A file holding the OIDC client secret (mode 0600), instead of `oidc_client_secret`."
+    )
+    oidc_claim: str = Field(
+        "sub", min_length=1, max_length=64,
+        description="The id_token claim matched against linked identities (e.g. `sub`, or the platform's staff "
+        "number claim). Users are never created from a token.",
+    )
+    oidc_provider_name: str = Field(
+        "统一身份认证平台", min_length=1, max_length=40, description="The provider's name on the sign-in page."
+    )
+    password_login_disabled_roles: str = Field(
+        "",
+        description="Comma-separated roles whose users may not sign in with a local password (only through "
+        "OIDC). Empty: passwords work for every role.",
+    )
     search_backend: Literal["tantivy", "whoosh", "postgres"] = Field(
         "tantivy",
         description="Search engine over the blind tokens: `tantivy` (embedded, default), `whoosh` "
@@ -316,6 +359,22 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def oidc_configured(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
+    def oidc_secret(self) -> str | None:
+        """The OIDC client secret from the setting or its file (None: a public client)."""
+        if self.oidc_client_secret is not None:
+            return self.oidc_client_secret.get_secret_value()
+        if self.oidc_client_secret_file is not None:
+            try:
+                return self.oidc_client_secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"Cannot read the OIDC client secret file {self.oidc_client_secret_file}: "
+                                  f"set SHOUHU_OIDC_CLIENT_SECRET_FILE to a readable file.") from exc
+        return None
 
     @property
     def log_dir(self) -> Path:

@@ -41,6 +41,22 @@ WHEN: dict[str, str] = {
         "`details.retry_after_seconds` say when to try again"
     ),
     "login_busy": "too many password checks at once; `Retry-After` says when to try again",
+    "password_sign_in_disabled": (
+        "the right password, for a role whose local passwords are switched off "
+        "(`password_login_disabled_roles`): sign in through the unified identity platform (OIDC)"
+    ),
+    "oidc_sign_in_failed": (
+        "an OIDC sign-in refused: the id_token's issuer, audience, expiry, signature or nonce, a refused code "
+        "exchange (a replayed code, a missing PKCE verifier), or an identity linked to no account"
+    ),
+    "second_factor_enrolment_required": (
+        "a user whose role needs a second factor (setting `mfa_required_roles`) has none yet: only `/me`, "
+        "sign-out, the password change and `/me/mfa/totp` (enrolment) answer (docs/identity.md)"
+    ),
+    "second_factor_invalid": (
+        "the second sign-in step: a wrong, reused (its 30-second step already used) or stale one-time code, "
+        "a used or unknown recovery code, or an expired or used challenge"
+    ),
     "password_change_required": (
         "the caller's password is temporary: change it first (`POST /me/password`)"
     ),

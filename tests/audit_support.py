@@ -148,6 +148,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         SHOUHU_ARGON2_MEMORY_KIB=str(settings.argon2_memory_kib),
         SHOUHU_ARGON2_PARALLELISM=str(settings.argon2_parallelism),
         SHOUHU_AUDIT_CHECKPOINT_INTERVAL_SECONDS="0",
+        SHOUHU_MFA_REQUIRED_ROLES=settings.mfa_required_roles,
         PYTHONUNBUFFERED="1",
     )
     if settings.database_url:
@@ -193,6 +194,7 @@ def settings_values(settings: Settings) -> dict[str, Any]:
         "argon2_memory_kib": settings.argon2_memory_kib,
         "argon2_parallelism": settings.argon2_parallelism,
         "audit_checkpoint_interval_seconds": 0,
+        "mfa_required_roles": settings.mfa_required_roles,
     }
 
 

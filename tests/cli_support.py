@@ -66,6 +66,7 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env.update(
         SHOUHU_DATA_DIR=str(data_dir),
         SHOUHU_DEMO_PASSWORD=DEMO_PASSWORD,
+        SHOUHU_MFA_REQUIRED_ROLES="",  # as tests.conftest.make_settings: the demo's privileged users have no factor
         SHOUHU_ARGON2_TIME_COST="1",
         SHOUHU_ARGON2_MEMORY_KIB="1024",
         COLUMNS="500",  # rich wraps tables and sentences at the terminal width

@@ -51,6 +51,7 @@ if "TMPDIR" not in os.environ and _SHM.is_dir() and os.access(_SHM, os.W_OK):
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 DEMO_PASSWORD = "test-password-123"
+MFA_ROLES = "admin,security_admin,auditor,custodian"  # the production default of mfa_required_roles
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
 
@@ -193,6 +194,10 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) ->
         "demo_password": SecretStr(DEMO_PASSWORD),
         "keyring_refresh_seconds": 0.5,
         "audit_checkpoint_interval_seconds": 0,
+        # The demo world's privileged users have no second factor: tests that sign them in with a password
+        # alone run without the requirement; tests of the second factor (tests/access_control/test_second_factor.py)
+        # turn it on with MFA_ROLES.
+        "mfa_required_roles": "",
         **FAST_ARGON2,
     }
     values.update(overrides)

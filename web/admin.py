@@ -57,8 +57,9 @@ def users(request: Request, g: PageGuard, done: str | None = None) -> HTMLRespon
     rt = get_runtime(request)
     items = rt.users.list(g, org_id=None)
     return page(request, "admin/users.html.j2", title="用户管理", items=items,
+                may_manage=g.decide(Action.USER_DISABLE, Resource("user")).allowed,
                 pending=sum(1 for u in items if u.pending_grant is not None),
-                done=done if done in ("disabled",) else None)
+                done=done if done in ("disabled", "sessions_ended") else None)
 
 
 def _new_user_page(request: Request, g: Guard, *, status_code: int = 200, values: dict[str, Any] | None = None,
@@ -111,6 +112,13 @@ def disable_user(request: Request, g: PageGuard, user_id: str) -> Response:
     return RedirectResponse("/admin?done=disabled", status_code=303)
 
 
+@router.post("/admin/users/{user_id}/end-sessions", dependencies=[CsrfChecked])
+def end_user_sessions(request: Request, g: PageGuard, user_id: str) -> Response:
+    rt = get_runtime(request)
+    rt.sessions.end_all_of(g, user_id)
+    return RedirectResponse("/admin?done=sessions_ended", status_code=303)
+
+
 @router.post("/admin/users/{user_id}/reset-password", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def reset_password(request: Request, g: PageGuard, user_id: str) -> HTMLResponse:
     rt = get_runtime(request)
@@ -132,7 +140,8 @@ def grants(request: Request, g: PageGuard, status: str = "pending", done: str | 
     status = status if status in GRANT_STATUS else "pending"
     items = rt.users.list_grants(g, status=status)
     return page(request, "admin/grants.html.j2", title="授权审批", items=items, status=status,
-                grant_status=GRANT_STATUS, done=done if done in ("approved", "rejected") else None)
+                grant_status=GRANT_STATUS, done=done if done in ("approved", "rejected") else None,
+                may_approve=g.decide(Action.ROLE_GRANT_APPROVE, Resource("role_grant")).allowed)
 
 
 @router.post("/admin/grants/{grant_id}/{verdict}", response_class=HTMLResponse, dependencies=[CsrfChecked])

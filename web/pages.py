@@ -45,7 +45,8 @@ NAV: list[tuple[str, str]] = [
 ]
 
 ROLE_NAMES = {"caseworker": "专干", "supervisor": "督导", "requester": "查询申请人", "custodian": "封存记录保管人",
-              "auditor": "审计员", "admin": "系统管理员"}
+              "auditor": "审计员", "admin": "系统管理员",
+              "security_admin": "安全保密管理员"}
 SEX_NAMES = {"male": "男", "female": "女"}
 
 

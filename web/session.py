@@ -42,8 +42,15 @@ class PasswordChangeFirst(Exception):
     """A temporary password: every page but the password change (and sign-out) redirects there."""
 
 
+class SecondFactorFirst(Exception):
+    """A privileged user without a second factor: every page but enrolment (and sign-out) redirects there."""
+
+
 # Pages a user with a temporary password may still open.
 TEMPORARY_PASSWORD_PAGES = frozenset({"/password", "/logout"})
+# Pages a privileged user without a second factor may still open.
+SECOND_FACTOR_PAGES = frozenset({"/mfa", "/mfa/start", "/mfa/confirm", "/password", "/logout"})
+CHALLENGE_COOKIE = "shouhu_mfa"  # the second sign-in step's challenge token (kind "mfa"), for /login/mfa only
 
 
 class CsrfFailed(ShouhuError):
@@ -98,6 +105,16 @@ def local_target(url: str | None) -> str:
     return parts.path + (f"?{urlencode(keep)}" if keep else "")
 
 
+def set_challenge_cookie(response: Any, runtime: Any, challenge: str) -> None:
+    response.set_cookie(CHALLENGE_COOKIE, challenge, max_age=runtime.settings.mfa_challenge_seconds, httponly=True,
+                        secure=runtime.settings.cookie_secure, samesite="strict", path="/login")
+
+
+def clear_challenge_cookie(response: Any, runtime: Any) -> None:
+    response.delete_cookie(CHALLENGE_COOKIE, path="/login", httponly=True, secure=runtime.settings.cookie_secure,
+                           samesite="strict")
+
+
 def set_cookie(response: Any, runtime: Any, token: str) -> None:
     s = runtime.settings
     response.set_cookie(COOKIE, token, max_age=s.token_ttl_seconds, httponly=True, secure=s.cookie_secure,
@@ -126,13 +143,16 @@ def page_actor(request: Request) -> Actor:
         # before the page's own work begins.
         with runtime.db.session() as session:
             actor = resolve_token(session, runtime.ring, token, now=runtime.clock(), kind="web",
-                                  idle_seconds=runtime.settings.session_idle_minutes * 60)
+                                  idle_seconds=runtime.settings.session_idle_minutes * 60,
+                                  absolute_seconds=runtime.settings.session_absolute_hours * 3600)
             session.commit()
         if actor is not None:
             request.state.csrf = csrf_for(runtime, token)
             request.state.actor = actor
             if actor.must_change_password and request.url.path not in TEMPORARY_PASSWORD_PAGES:
                 raise PasswordChangeFirst()
+            if runtime.policy.must_enrol_second_factor(actor) and request.url.path not in SECOND_FACTOR_PAGES:
+                raise SecondFactorFirst()
             return actor
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     raise LoginRequired(target)

@@ -38,7 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from access_control.actions import Action
-from access_control.identity import Org, User, actor_for, create_user
+from access_control.identity import User, actor_for
 from archive import schemas
 from archive.prefill import PARTICULARS
 from core.settings import Settings
@@ -134,6 +134,15 @@ DISCLOSURES = ("GET", f"{API}/disclosures")
 CA_CERT, CRL = ("GET", f"{API}/pki/ca.pem"), ("GET", f"{API}/pki/crl")
 SEAL_IMAGE_SET = ("PUT", f"{API}/orgs/{{org_id}}/seal-image")
 SEAL_IMAGE_REMOVE = ("DELETE", f"{API}/orgs/{{org_id}}/seal-image")
+LOGIN_MFA = ("POST", f"{API}/auth/token/mfa")
+MFA_START, MFA_CONFIRM = ("POST", f"{API}/me/mfa/totp"), ("POST", f"{API}/me/mfa/totp/confirm")
+LINK_REQUEST = ("POST", f"{API}/users/{{user_id}}/identities")
+LINKS = ("GET", f"{API}/identity-links")
+LINK_APPROVE = ("POST", f"{API}/identity-links/{{link_id}}/approve")
+LINK_REJECT = ("POST", f"{API}/identity-links/{{link_id}}/reject")
+MY_SESSIONS, MY_SIGN_INS = ("GET", f"{API}/me/sessions"), ("GET", f"{API}/me/sign-ins")
+END_SESSION = ("DELETE", f"{API}/me/sessions/{{session_id}}")
+END_USER_SESSIONS = ("POST", f"{API}/users/{{user_id}}/end-sessions")
 
 # Every route, and the kinds of call the walk must make on it:
 #   undecided: no decision, no event (health checks);
@@ -215,6 +224,17 @@ ROUTES: dict[R, set[str]] = {
     DISCLOSURES: {"allowed", "role", "invalid"},
     SEAL_IMAGE_SET: {"allowed", "role", "missing", "error"},
     SEAL_IMAGE_REMOVE: {"allowed", "role", "missing"},
+    LOGIN_MFA: {"allowed", "failed", "invalid"},
+    MFA_START: {"allowed"},
+    MFA_CONFIRM: {"allowed", "failed", "invalid"},
+    LINK_REQUEST: {"allowed", "role", "missing", "invalid"},
+    LINKS: {"allowed", "role", "invalid"},
+    LINK_APPROVE: {"allowed", "role", "missing", "rule"},
+    LINK_REJECT: {"allowed", "role", "missing"},
+    MY_SESSIONS: {"allowed"},
+    MY_SIGN_INS: {"allowed"},
+    END_SESSION: {"allowed", "missing"},
+    END_USER_SESSIONS: {"allowed", "role", "missing"},
 }
 
 NEW_HH = re.compile(r"hh_[a-z2-9]{20}")
@@ -277,6 +297,99 @@ class Walk:
         self.done[route].add(kind)
         return r
 
+
+
+def _walk_sign_in_routes(walk: Walk, rt: Runtime, users: dict[str, str]) -> None:
+    """The second factor, identity links and sessions (issue 19)."""
+    import pyotp
+
+    from core.clock import ManualClock
+
+    deny = "role:none_grants:"
+    clock = ManualClock(rt.clock())
+    rt.clock = clock
+    sup = users[SUP]
+    # The supervisor enrols a second factor (anyone may; the privileged roles must).
+    r = walk(MFA_START, "allowed", SUP, status=200, events=[E(Action.MFA_ENROL, "allowed", sup, "role:everyone")])
+    secret = r.json()["secret"]
+    walk(MFA_CONFIRM, "invalid", SUP, status=422, json={"code": "abc"})
+    now_code = pyotp.TOTP(secret).at(clock())
+    wrong = next(c for c in ("135792", "246813") if c not in {pyotp.TOTP(secret).at(clock() + timedelta(seconds=d))
+                                                             for d in (-30, 0, 30)})
+    walk(MFA_CONFIRM, "failed", SUP, status=422, json={"code": wrong},
+         events=[E(Action.MFA_CONFIRM, "denied", sup, "second_factor:wrong_code")])
+    walk(MFA_CONFIRM, "allowed", SUP, status=200, json={"code": now_code},
+         events=[E(Action.MFA_CONFIRM, "allowed", sup, "role:everyone")])
+    clock.advance(30)
+    r = walk.client.post(f"{API}/auth/token", data={"username": SUP, "password": DEMO_PASSWORD})
+    challenge = r.json()["mfa_token"]
+    walk(LOGIN_MFA, "invalid", None, status=422, json={"mfa_token": challenge})
+    walk(LOGIN_MFA, "failed", None, status=401, json={"mfa_token": "shu_nothing", "code": "123456"},
+         events=[E(Action.AUTH_SECOND_FACTOR, "denied", "", "second_factor:bad_challenge", actor="anonymous")])
+    code = pyotp.TOTP(secret).at(clock())
+    r = walk(LOGIN_MFA, "allowed", None, status=200, json={"mfa_token": challenge, "code": code},
+             events=[E(Action.AUTH_SECOND_FACTOR, "allowed", sup, "login:second_factor_ok:totp", actor=SUP)])
+    fresh = bearer(r.json()["access_token"])
+
+    # Sessions: one's own list and history, ending one; an administrator ends a user's.
+    r = walk(MY_SESSIONS, "allowed", fresh, status=200, events=[E(Action.SESSION_LIST, "allowed", sup, "role:everyone",
+                                                                   actor=SUP)])
+    mine = [i for i in r.json()["items"] if i["current"]]
+    assert len(mine) == 1 and mine[0]["method"] == "password+totp"
+    walk(MY_SIGN_INS, "allowed", fresh, status=200, events=[E(Action.SESSION_LIST, "allowed", sup, "role:everyone",
+                                                                   actor=SUP)])
+    others = [i["id"] for i in r.json()["items"] if not i["current"]]
+    walk(END_SESSION, "missing", fresh, status=404, url=f"{API}/me/sessions/tok_nothing",
+         events=[E(Action.SESSION_REVOKE, "denied", "tok_nothing", "record:not_found", actor=SUP)])
+    if others:
+        walk(END_SESSION, "allowed", fresh, status=204, url=f"{API}/me/sessions/{others[0]}",
+             events=[E(Action.SESSION_REVOKE, "allowed", others[0], "role:everyone", actor=SUP)])
+    else:
+        walk(END_SESSION, "allowed", fresh, status=204, url=f"{API}/me/sessions/{mine[0]['id']}",
+             events=[E(Action.SESSION_REVOKE, "allowed", mine[0]["id"], "role:everyone", actor=SUP)])
+    ends = END_USER_SESSIONS[1].replace("{user_id}", users[VILLAGE])
+    walk(END_USER_SESSIONS, "role", CW, status=403, url=ends,
+         events=[E(Action.USER_END_SESSIONS, "denied", users[VILLAGE], deny)])
+    walk(END_USER_SESSIONS, "missing", ADMIN, status=404, url=END_USER_SESSIONS[1].replace("{user_id}", "usr_nobody"),
+         events=[E(Action.USER_END_SESSIONS, "denied", "usr_nobody", "record:not_found")])
+    walk(END_USER_SESSIONS, "allowed", ADMIN, status=200, url=ends,
+         events=[E(Action.USER_END_SESSIONS, "allowed", users[VILLAGE], "role:admin")])
+
+    # Identity links: the administrator asks, the security administrator approves.
+    rt.settings = rt.settings.model_copy(update={"oidc_issuer": "https://idp.example.gov.cn"})
+    link = {"issuer": "https://idp.example.gov.cn", "subject": "staff-0001"}
+    ask = LINK_REQUEST[1].replace("{user_id}", users[CW])
+    walk(LINK_REQUEST, "invalid", ADMIN, status=422, url=ask, json={**link, "issuer": "https://other.example"})
+    walk(LINK_REQUEST, "role", CW, status=403, url=ask, json=link,
+         events=[E(Action.IDENTITY_LINK_REQUEST, "denied", users[CW], deny)])
+    walk(LINK_REQUEST, "missing", ADMIN, status=404, url=LINK_REQUEST[1].replace("{user_id}", "usr_nobody"), json=link,
+         events=[E(Action.IDENTITY_LINK_REQUEST, "denied", "usr_nobody", "record:not_found")])
+    r = walk(LINK_REQUEST, "allowed", ADMIN, status=202, url=ask, json=link,
+             events=[E(Action.IDENTITY_LINK_REQUEST, "allowed", re.compile(r"idl_[a-z2-9]{20}"), "role:admin")])
+    lid = r.json()["id"]
+    assert r.json()["subject_hint"] == "st…01" and "staff-0001" not in r.text
+    walk(LINKS, "allowed", "security.admin", status=200, events=[E(Action.IDENTITY_LINK_LIST, "allowed", "")])
+    walk(LINKS, "role", CW, status=403, events=[E(Action.IDENTITY_LINK_LIST, "denied", "", deny)])
+    walk(LINKS, "invalid", ADMIN, status=422, url=f"{API}/identity-links?status=bogus")
+    approve = LINK_APPROVE[1].replace("{link_id}", lid)
+    walk(LINK_APPROVE, "role", ADMIN, status=403, url=approve,
+         events=[E(Action.IDENTITY_LINK_APPROVE, "denied", lid, deny)])
+    walk(LINK_APPROVE, "missing", "security.admin", status=404, url=LINK_APPROVE[1].replace("{link_id}", "idl_no"),
+         events=[E(Action.IDENTITY_LINK_APPROVE, "denied", "idl_no", "record:not_found")])
+    walk(LINK_APPROVE, "allowed", "security.admin", status=200, url=approve,
+         events=[E(Action.IDENTITY_LINK_APPROVE, "allowed", lid, "role:security_admin")])
+    # A link for the security administrator themselves: not theirs to approve.
+    r = walk.client.post(LINK_REQUEST[1].replace("{user_id}", users["security.admin"]), headers=walk.tokens[ADMIN],
+                         json={**link, "subject": "staff-0002"})
+    own = r.json()["id"]
+    walk(LINK_APPROVE, "rule", "security.admin", status=403, url=LINK_APPROVE[1].replace("{link_id}", own),
+         events=[E(Action.IDENTITY_LINK_APPROVE, "denied", own, "two_person:own_grant")])
+    reject = LINK_REJECT[1].replace("{link_id}", own)
+    walk(LINK_REJECT, "role", CW, status=403, url=reject, events=[E(Action.IDENTITY_LINK_REJECT, "denied", own, deny)])
+    walk(LINK_REJECT, "missing", ADMIN, status=404, url=LINK_REJECT[1].replace("{link_id}", "idl_no"),
+         events=[E(Action.IDENTITY_LINK_REJECT, "denied", "idl_no", "record:not_found")])
+    walk(LINK_REJECT, "allowed", ADMIN, status=200, url=reject,
+         events=[E(Action.IDENTITY_LINK_REJECT, "allowed", own, "role:admin")])
 
 
 def test_route_table_names_every_route_of_the_openapi_document(app):
@@ -399,19 +512,16 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
     walk(GRANTS, "role", CW, status=403, events=[E(Action.ROLE_GRANT_LIST, "denied", "", deny)])
     walk(GRANTS, "invalid", ADMIN, status=422, url=f"{API}/role-grants?status=bogus")
     approve = GRANT_APPROVE[1].replace("{grant_id}", grant)
+    # 三员分立: the administrator who asked approves nothing; the security administrator does.
     walk(GRANT_APPROVE, "rule", ADMIN, status=403, url=approve,
-         events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, "two_person:own_request")])
+         events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, "role:none_grants:identity:role_grant:approve")])
     walk(GRANT_APPROVE, "role", CW, status=403, url=approve,
          events=[E(Action.ROLE_GRANT_APPROVE, "denied", grant, deny)])
-    walk(GRANT_APPROVE, "missing", ADMIN, status=404, url=GRANT_APPROVE[1].replace("{grant_id}", "grt_nobody"),
+    walk(GRANT_APPROVE, "missing", "security.admin", status=404,
+         url=GRANT_APPROVE[1].replace("{grant_id}", "grt_nobody"),
          events=[E(Action.ROLE_GRANT_APPROVE, "denied", "grt_nobody", "record:not_found")])
-    with rt.db.session() as s:  # a second administrator (the demo has one)
-        it = s.get(Org, it_org)
-        create_user(s, rt.passwords, username="admin.second", display_name="第二管理员", org=it, roles=["admin"],
-                    password=DEMO_PASSWORD, now=rt.clock())
-        s.commit()
-    walk(GRANT_APPROVE, "allowed", "admin.second", status=200, url=approve,
-         events=[E(Action.ROLE_GRANT_APPROVE, "allowed", grant, "role:admin+region:within_jurisdiction")])
+    walk(GRANT_APPROVE, "allowed", "security.admin", status=200, url=approve,
+         events=[E(Action.ROLE_GRANT_APPROVE, "allowed", grant, "role:security_admin+region:within_jurisdiction")])
     r = client.post(f"{API}/users", headers=tokens[ADMIN],
                     json={**person, "username": "walk.admin2", "org_id": it_org, "roles": ["admin"]})
     assert r.status_code == 202, r.text
@@ -796,6 +906,8 @@ def test_every_route_writes_one_event_per_decision(app, client, tokens, rt):
          events=[E(Action.RECORD_UNSEAL, "allowed", mn, "role:custodian+region:within_jurisdiction")])
     r = walk(MN_READ, "allowed", CW, status=200, url=f"{API}/minors/{mn}", events=[E(Action.MINOR_READ, "allowed", mn)])
     assert r.json()["name"] == CANARY_NAME  # readable again, unchanged
+
+    _walk_sign_in_routes(walk, rt, users)
 
     missing = {route: sorted(kinds - walk.done[route]) for route, kinds in ROUTES.items()
                if kinds - walk.done[route]}

@@ -22,10 +22,11 @@ from httpx2 import Response
 from tests.conftest import DEMO_PASSWORD
 
 # Paths that need no token (API.md: sign-in, the public verification and what checks a signature, health).
-PUBLIC = {"/api/v1/auth/token", "/api/v1/verify/{code}", "/healthz", "/readyz", "/api/v1/pki/ca.pem",
-          "/api/v1/pki/crl"}
+PUBLIC = {"/api/v1/auth/token", "/api/v1/auth/token/mfa", "/api/v1/verify/{code}", "/healthz", "/readyz",
+          "/api/v1/pki/ca.pem", "/api/v1/pki/crl"}
 DEMO_USERS = (
     "admin",
+    "security.admin",
     "caseworker.haizhou",
     "caseworker.guannan",
     "village.haizhou",
@@ -48,6 +49,7 @@ BODIES: dict[tuple[str, str], dict[str, Any] | bytes] = {
     ("post", "/api/v1/records/{record_id}/unseal"): {"cause": "undiscovered_crime", "legal_basis": "spp_rules_485"},
     ("post", "/api/v1/sealed-requests/{request_id}/decision"): {"decision": "deny", "reason": "不符合查询条件"},
     ("post", "/api/v1/sealed-requests/{request_id}/revoke"): {"reason": "案件已办结"},
+    ("post", "/api/v1/users/{user_id}/identities"): {"issuer": "https://idp.example.gov.cn", "subject": "staff-0001"},
     ("put", "/api/v1/users/{user_id}/roles"): {"roles": ["caseworker"]},
     # A raw PNG body (bytes are sent as they are, with their media type).
     ("put", "/api/v1/orgs/{org_id}/seal-image"): b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,

@@ -68,6 +68,7 @@ NON_BLOCKING: dict[str, str] = {
     "web.errors.busy": "shapes the 503 answer",
     "web.app.install.<locals>.to_login": "a redirect",
     "web.app.install.<locals>.to_password_change": "a redirect",
+    "web.app.install.<locals>.to_second_factor": "a redirect",
     "fastapi.exception_handlers.websocket_request_validation_exception_handler": "closes a websocket (none exist)",
     "main.RequestContext": "headers and one log line per request",
     "main.BodyLimit": "counts body bytes",

@@ -1082,7 +1082,9 @@ PAGES_BY_USER = {
     "custodian.city": ["/", "/sealed", "/sealed/seal", "/sealed/disclosures", "/documents", "/search"],
     "auditor.city": ["/", "/audit", "/audit/subject", "/audit/verify", "/audit/export", "/documents",
                      "/sealed/disclosures"],
-    "admin": ["/", "/admin", "/admin/users/new", "/admin/grants", "/admin/orgs", "/admin/keys", "/password"],
+    "admin": ["/", "/admin", "/admin/users/new", "/admin/grants", "/admin/orgs", "/admin/keys", "/password",
+              "/mfa", "/sessions"],
+    "security.admin": ["/", "/admin", "/admin/grants", "/sessions"],
 }
 
 
