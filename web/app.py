@@ -229,6 +229,11 @@ def _oidc_cookie(runtime: Any, request: Request) -> dict[str, str] | None:
 
 
 def _callback_url(request: Request) -> str:
+    """Where the provider sends the browser back: at the public address when one is set (behind a
+    reverse proxy the request's own address is the proxy's view, not the browser's)."""
+    public = get_runtime(request).settings.public_url
+    if public:
+        return public.rstrip("/") + request.app.url_path_for("oidc_callback")
     return str(request.url_for("oidc_callback"))
 
 

@@ -17,6 +17,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
+from main import create_app
+from runtime import Runtime
 from tests.conftest import bearer, make_settings, run_sql, sign_in
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider, settings_for
 
@@ -159,3 +161,18 @@ def test_passwords_can_be_switched_off_per_role(rt, client):
     assert client.get("/api/v1/me", headers=bearer(supervisor.json()["access_token"])).status_code == 200
     rows = run_sql(rt, "SELECT reason FROM audit_events WHERE action = 'auth:token:create' ORDER BY seq")
     assert ("login:password_disabled_for_role",) in [tuple(r) for r in rows]
+
+
+def test_behind_a_proxy_the_provider_sends_the_browser_back_to_the_public_address(rt):
+    """The redirect URI is built from SHOUHU_PUBLIC_URL when it is set, not from the address the
+    request reached the server at (a reverse proxy's)."""
+    public = Runtime.open(rt.settings.model_copy(update={"public_url": "https://shouhu.example.gov.cn/"}))
+    try:
+        with TestClient(create_app(runtime=public), base_url="http://10.0.0.5:8000") as browser:
+            url = begin(browser)
+    finally:
+        public.close()
+    assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["https://shouhu.example.gov.cn/login/oidc/callback"]
+    with TestClient(create_app(runtime=rt), base_url="http://10.0.0.5:8000") as browser:
+        url = begin(browser)
+    assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["http://10.0.0.5:8000/login/oidc/callback"]
