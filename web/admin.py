@@ -21,7 +21,7 @@ from access_control.policy import Resource
 from access_control.users import UserCreate
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.keys import status as key_status
-from web.pages import ROLE_NAMES, failed, form_to_nested, render, validate
+from web.pages import ROLE_NAMES, done, failed, form_to_nested, render, validate
 from web.session import CsrfChecked, FormDep, PageGuard
 
 router = APIRouter(include_in_schema=False)
@@ -53,13 +53,12 @@ def orgs_in_scope(g: Guard) -> list[Org]:
 
 
 @router.get("/admin", response_class=HTMLResponse)
-def users(request: Request, g: PageGuard, done: str | None = None) -> HTMLResponse:
+def users(request: Request, g: PageGuard) -> HTMLResponse:
     rt = get_runtime(request)
     items = rt.users.list(g, org_id=None)
     return page(request, "admin/users.html.j2", title="用户管理", items=items,
                 may_manage=g.decide(Action.USER_DISABLE, Resource("user")).allowed,
-                pending=sum(1 for u in items if u.pending_grant is not None),
-                done=done if done in ("disabled", "sessions_ended") else None)
+                pending=sum(1 for u in items if u.pending_grant is not None))
 
 
 def _new_user_page(request: Request, g: Guard, *, status_code: int = 200, values: dict[str, Any] | None = None,
@@ -109,14 +108,14 @@ def create_user(request: Request, g: PageGuard, form: FormDep) -> HTMLResponse:
 def disable_user(request: Request, g: PageGuard, user_id: str) -> Response:
     rt = get_runtime(request)
     rt.users.disable(g, user_id)
-    return RedirectResponse("/admin?done=disabled", status_code=303)
+    return RedirectResponse(done("/admin", "disabled"), status_code=303)
 
 
 @router.post("/admin/users/{user_id}/end-sessions", dependencies=[CsrfChecked])
 def end_user_sessions(request: Request, g: PageGuard, user_id: str) -> Response:
     rt = get_runtime(request)
     rt.sessions.end_all_of(g, user_id)
-    return RedirectResponse("/admin?done=sessions_ended", status_code=303)
+    return RedirectResponse(done("/admin", "sessions_ended"), status_code=303)
 
 
 @router.post("/admin/users/{user_id}/reset-password", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -135,12 +134,12 @@ GRANT_STATUS = {"pending": "待批准", "approved": "已批准", "rejected": "�
 
 
 @router.get("/admin/grants", response_class=HTMLResponse)
-def grants(request: Request, g: PageGuard, status: str = "pending", done: str | None = None) -> HTMLResponse:
+def grants(request: Request, g: PageGuard, status: str = "pending") -> HTMLResponse:
     rt = get_runtime(request)
     status = status if status in GRANT_STATUS else "pending"
     items = rt.users.list_grants(g, status=status)
     return page(request, "admin/grants.html.j2", title="授权审批", items=items, status=status,
-                grant_status=GRANT_STATUS, done=done if done in ("approved", "rejected") else None,
+                grant_status=GRANT_STATUS,
                 may_approve=g.decide(Action.ROLE_GRANT_APPROVE, Resource("role_grant")).allowed)
 
 
@@ -156,8 +155,8 @@ def decide_grant(request: Request, g: PageGuard, grant_id: str, verdict: str) ->
         failed(g, exc)
         items = rt.users.list_grants(g, status="pending")
         return page(request, "admin/grants.html.j2", status_code=exc.status, title="授权审批", items=items,
-                    status="pending", grant_status=GRANT_STATUS, done=None, error=exc.message)
-    return RedirectResponse(f"/admin/grants?done={'approved' if verdict == 'approve' else 'rejected'}",
+                    status="pending", grant_status=GRANT_STATUS, error=exc.message)
+    return RedirectResponse(done("/admin/grants", "approved" if verdict == "approve" else "rejected"),
                             status_code=303)
 
 

@@ -38,7 +38,7 @@ from core.errors import (
 )
 from core.keys import status as key_status
 from web.admin import KEY_STATES
-from web.pages import HERE, render
+from web.pages import HERE, done, render
 from web.sealed import STATUS_NAMES
 from web.session import (
     CHALLENGE_COOKIE,
@@ -233,7 +233,7 @@ def _callback_url(request: Request) -> str:
     reverse proxy the request's own address is the proxy's view, not the browser's)."""
     public = get_runtime(request).settings.public_url
     if public:
-        return public.rstrip("/") + request.app.url_path_for("oidc_callback")
+        return public.rstrip("/") + str(request.app.url_path_for("oidc_callback"))
     return str(request.url_for("oidc_callback"))
 
 
@@ -307,7 +307,7 @@ def logout_submit(request: Request, session: PageSession, g: PageGuard) -> Respo
     g.commit()
     g.begin_write()  # the session reads again after the commit: revoking the token is a write
     logout(request, runtime, session)
-    response = RedirectResponse("/login", status_code=303)
+    response = RedirectResponse(done("/login", "signed_out"), status_code=303)
     clear_cookie(response, runtime)
     return response
 

@@ -31,7 +31,7 @@ from archive.visits import VisitCreate
 from core import categories as category_words
 from core.errors import Conflict, InvalidInput, field_errors
 from doc_templates import kinds as doc_kinds
-from web.pages import errors_by_field, form_to_nested, render
+from web.pages import done, errors_by_field, form_to_nested, render
 from web.session import CsrfChecked, FormDep, PageGuard
 
 router = APIRouter(include_in_schema=False)
@@ -238,7 +238,7 @@ def household_create(request: Request, g: PageGuard, form: FormDep) -> Response:
         g.fail(exc)
         return _household_form(request, g, household=None, values=_typed(form), errors=_errors(exc),
                                status_code=exc.status)
-    return _redirect(f"/households/{created.id}")
+    return _redirect(done(f"/households/{created.id}", "saved"))
 
 
 def _household_page(request: Request, g: PageGuard, household_id: str, *, visit_values: dict[str, Any],
@@ -290,7 +290,7 @@ def household_update(request: Request, g: PageGuard, household_id: str, form: Fo
         household = rt.archive.read_household(g, household_id)  # the typed values are shown, not these
         return _household_form(request, g, household=household, values=_typed(form), errors=_errors(exc),
                                status_code=exc.status)
-    return _redirect(f"/households/{household_id}")
+    return _redirect(done(f"/households/{household_id}", "saved"))
 
 
 @router.post("/households/{household_id}/visits", dependencies=[CsrfChecked])
@@ -304,7 +304,7 @@ def visit_create(request: Request, g: PageGuard, household_id: str, form: FormDe
         g.fail(exc)
         return _household_page(request, g, household_id, visit_values=_typed(form), visit_errors=_errors(exc),
                                status_code=exc.status)
-    return _redirect(f"/households/{household_id}#visits")
+    return _redirect(done(f"/households/{household_id}#visits", "saved"))
 
 
 # minors ----------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def minor_create(request: Request, g: PageGuard, form: FormDep) -> Response:
         return _minor_form(request, g, minor=None, household_id=household_id, household=None,
                            values={**_typed(form), "categories": [str(c) for c in checked]}, errors=errors,
                            status_code=exc.status)
-    return _redirect(f"/minors/{created.id}")
+    return _redirect(done(f"/minors/{created.id}", "saved"))
 
 
 @router.get("/minors/{minor_id}", response_class=HTMLResponse)
@@ -460,7 +460,7 @@ def minor_update(request: Request, g: PageGuard, minor_id: str, form: FormDep) -
         return _minor_form(request, g, minor=minor, household_id=minor.household_id, household=None,
                            values={**_typed(form), "categories": [str(c) for c in checked]}, errors=_errors(exc),
                            status_code=exc.status)
-    return _redirect(f"/minors/{minor_id}")
+    return _redirect(done(f"/minors/{minor_id}", "saved"))
 
 
 # search ----------------------------------------------------------------------------------

@@ -90,11 +90,33 @@ def nav_for(actor: Actor | None) -> list[tuple[str, str]]:
     return [(path, label) for path, label in NAV if sees_page(actor, path)]
 
 
+# What a page says after the action that led to it (``?done=saved`` on the redirect): a fixed
+# table, so the address never carries text of its own.
+DONE = {
+    "saved": "已保存。",
+    "signed_out": "已退出登录。",
+    "applied": "申请已提交，请在审批期限后查看结果。",
+    "decided": "审批决定已记录。",
+    "revoked": "授权已撤销。",
+    "replied": "查询告知函已出具。",
+    "approved": "已批准，角色已生效。",
+    "rejected": "已驳回。",
+    "disabled": "账号已停用，其登录会话均已失效。",
+    "sessions_ended": "该用户的全部登录会话已结束，须重新登录。",
+}
+
+
+def done(url: str, what: str) -> str:
+    """``url`` with the note of what was just done (a key of ``DONE``)."""
+    path, mark, fragment = url.partition("#")
+    return f"{path}{'&' if '?' in path else '?'}done={what}{mark}{fragment}"
+
+
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     actor: Actor | None = getattr(request.state, "actor", None)
     html = env.get_template(template).render(
         request=request, actor=actor, nav=nav_for(actor), csrf=getattr(request.state, "csrf", ""),
-        path=request.url.path, **context,
+        path=request.url.path, done_note=DONE.get(request.query_params.get("done", "")), **context,
     )
     return HTMLResponse(html, status_code=status_code)
 

@@ -29,7 +29,7 @@ from core.crypto import sha256_hex
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ShouhuError
 from core.fields import local_day_start
 from doc_templates.kinds import KINDS
-from web.pages import LOCAL_TZ, errors_by_field, failed, form_to_nested, render, validate
+from web.pages import LOCAL_TZ, done, errors_by_field, failed, form_to_nested, render, validate
 from web.session import CsrfChecked, FormDep, PageGuard
 
 router = APIRouter(include_in_schema=False)
@@ -125,7 +125,7 @@ def apply_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
         values = {**data, "subject": data.get("subject") or {}}
         return page(request, "sealed/new.html.j2", status_code=exc.status, title="申请查询封存记录", values=values,
                     errors=failed(g, exc))
-    return RedirectResponse(f"/sealed/{created['id']}?done=applied", status_code=303)
+    return RedirectResponse(done(f"/sealed/{created['id']}", "applied"), status_code=303)
 
 
 # sealing and unsealing (custodians; courts may seal) ---------------------------------------
@@ -198,11 +198,11 @@ def seal_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
     data = {k: data[k] for k in SEAL_FIELDS if k in data}
     try:
         record_id, body = _record_form(data, SealBody)
-        done = rt.sealing.seal(g, record_id, body)
+        sealed = rt.sealing.seal(g, record_id, body)
     except FORM_ERRORS as exc:
         shown, errors = _record_errors(g, exc)
         return _seal_page(request, g, status_code=shown.status, seal=data, seal_errors=errors)
-    return _seal_page(request, g, done={"action": "seal", **done})
+    return _seal_page(request, g, done={"action": "seal", **sealed})
 
 
 @router.post("/sealed/unseal", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -213,12 +213,12 @@ def unseal_submit(request: Request, g: PageGuard, form: FormDep) -> Response:
     data = {k: data[k] for k in ("record_id", "cause", "legal_basis", "reason") if k in data}
     try:
         record_id, body = _record_form(data, UnsealBody)  # empty fields were dropped: "必填字段"
-        done = rt.sealing.unseal(g, record_id, body)
+        unsealed = rt.sealing.unseal(g, record_id, body)
     except FORM_ERRORS as exc:
         shown, errors = _record_errors(g, exc)
         errors = {k if k == "_form" else f"unseal.{k}": v for k, v in errors.items()}
         return _seal_page(request, g, status_code=shown.status, unseal=data, unseal_errors=errors)
-    return _seal_page(request, g, done={"action": "unseal", **done})
+    return _seal_page(request, g, done={"action": "unseal", **unsealed})
 
 
 # the disclosure register -----------------------------------------------------------------
@@ -241,7 +241,7 @@ def disclosures(request: Request, g: PageGuard, request_id: str | None = None) -
 
 
 def _detail(request: Request, g: Guard, rid: str, *, status_code: int = 200, errors: dict[str, str] | None = None,
-            form: str | None = None, values: dict[str, Any] | None = None, done: str | None = None) -> HTMLResponse:
+            form: str | None = None, values: dict[str, Any] | None = None) -> HTMLResponse:
     rt = get_runtime(request)
     req = rt.sealed.get(g, rid)
     full = "requester_id" in req  # a custodian's view
@@ -265,17 +265,17 @@ def _detail(request: Request, g: Guard, rid: str, *, status_code: int = 200, err
         can_decide=custodian and req["status"] in ("pending", "overdue"),
         can_revoke=custodian and req["status"] == "approved",
         can_reply=custodian and req["status"] not in ("pending", "overdue") and not req["reply_document_id"],
-        errors=errors or {}, form=form, values=values or {}, done=done,
+        errors=errors or {}, form=form, values=values or {},
     )
 
 
 @router.get("/sealed/{rid}", response_class=HTMLResponse)
-def detail(request: Request, g: PageGuard, rid: str, done: str | None = None) -> HTMLResponse:
-    return _detail(request, g, rid, done=done if done in ("applied", "decided", "revoked", "replied") else None)
+def detail(request: Request, g: PageGuard, rid: str) -> HTMLResponse:
+    return _detail(request, g, rid)
 
 
 def _request_form(request: Request, g: Guard, rid: str, form: FormDep, *, fields: tuple[str, ...], form_name: str,
-                  done: str, act: Callable[[dict[str, Any]], None]) -> Response:
+                  outcome: str, act: Callable[[dict[str, Any]], None]) -> Response:
     """A custodian's form on a request's page: ``act`` on its ``fields``; on a form error the page again."""
     data = form_to_nested(form)
     data = {k: data[k] for k in fields if k in data}
@@ -286,7 +286,7 @@ def _request_form(request: Request, g: Guard, rid: str, form: FormDep, *, fields
             raise
         errors = failed(g, exc)
         return _detail(request, g, rid, status_code=exc.status, errors=errors, form=form_name, values=data)
-    return RedirectResponse(f"/sealed/{rid}?done={done}", status_code=303)
+    return RedirectResponse(done(f"/sealed/{rid}", outcome), status_code=303)
 
 
 @router.post("/sealed/{rid}/decision", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -301,7 +301,7 @@ def decide(request: Request, g: PageGuard, rid: str, form: FormDep) -> Response:
         rt.sealed.decide(g, rid, body)
 
     return _request_form(request, g, rid, form, fields=("decision", "reason", "expires_at"), form_name="decision",
-                         done="decided", act=act)
+                         outcome="decided", act=act)
 
 
 @router.post("/sealed/{rid}/revoke", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -314,7 +314,7 @@ def revoke(request: Request, g: PageGuard, rid: str, form: FormDep) -> Response:
             raise TypeError("validate() returned no Revocation")
         rt.sealed.revoke(g, rid, body)
 
-    return _request_form(request, g, rid, form, fields=("reason",), form_name="revoke", done="revoked", act=act)
+    return _request_form(request, g, rid, form, fields=("reason",), form_name="revoke", outcome="revoked", act=act)
 
 
 @router.post("/sealed/{rid}/reply", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -326,7 +326,7 @@ def issue_reply(request: Request, g: PageGuard, rid: str) -> Response:
         errors = failed(g, exc)
         return _detail(request, g, rid, status_code=exc.status, errors={"_form": exc.message, **errors},
                        form="reply")
-    return RedirectResponse(f"/sealed/{rid}?done=replied", status_code=303)
+    return RedirectResponse(done(f"/sealed/{rid}", "replied"), status_code=303)
 
 
 @router.get("/sealed/{rid}/reply.pdf")

@@ -423,5 +423,6 @@ def test_signing_out_of_the_pages_revokes_the_session(app):
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert page.status_code == 200 and token
         r = c.post("/logout", data={"csrf_token": token.group(1)}, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert r.status_code == 303 and r.headers["location"] == "/login?done=signed_out"
+        assert "已退出登录。" in c.get(r.headers["location"]).text  # the sign-in page says so
         assert c.get("/", follow_redirects=False).status_code == 303  # signed out: to the sign-in page

@@ -193,7 +193,7 @@ def minor_form(token: str, household_id: str, **overrides: Any) -> dict[str, Any
 def new_household(c: TestClient, **overrides: str) -> str:
     r = c.post("/households/new", data=household_form(csrf_of(c), **overrides), follow_redirects=False)
     assert r.status_code == 303, r.text
-    m = re.fullmatch(r"/households/(hh_[A-Za-z0-9_]+)", r.headers["location"])
+    m = re.fullmatch(r"/households/(hh_[A-Za-z0-9_]+)\?done=saved", r.headers["location"])
     assert m, r.headers["location"]
     return m.group(1)
 
@@ -201,7 +201,7 @@ def new_household(c: TestClient, **overrides: str) -> str:
 def new_minor(c: TestClient, household_id: str, **overrides: Any) -> str:
     r = c.post("/minors/new", data=minor_form(csrf_of(c), household_id, **overrides), follow_redirects=False)
     assert r.status_code == 303, r.text
-    m = re.fullmatch(r"/minors/(mn_[A-Za-z0-9_]+)", r.headers["location"])
+    m = re.fullmatch(r"/minors/(mn_[A-Za-z0-9_]+)\?done=saved", r.headers["location"])
     assert m, r.headers["location"]
     return m.group(1)
 
@@ -346,8 +346,10 @@ def test_household_minor_and_visit_forms_store_records(sign_in: Any, rt: Runtime
                  "members.5.relation": "哥哥"})
     data["notes"] = ""
     r = cw.post(f"/households/{hid}/edit", data=data, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == f"/households/{hid}"
-    page = cw.get(f"/households/{hid}").text
+    assert r.status_code == 303 and r.headers["location"] == f"/households/{hid}?done=saved"
+    page = cw.get(r.headers["location"]).text
+    assert '<p class="notice done-note" role="status">已保存。</p>' in page
+    assert "已保存" not in cw.get(f"/households/{hid}").text  # said once, after the save
     assert "幸福路3组14号" in page and "王小军" in page and "0518-85551234" not in page
     assert "住房简陋" not in page
     # The same form again (stale version) is refused with a message, and changes nothing.
@@ -378,7 +380,7 @@ def test_household_minor_and_visit_forms_store_records(sign_in: Any, rt: Runtime
     r = cw.post(f"/households/{hid}/visits", follow_redirects=False, data={
         "csrf_token": token, "visited_on": "2025-03-02", "visitor": "海州区民政专干",
         "findings": "儿童状况良好，祖母身体欠佳", "follow_up": "联系村委会协助"})
-    assert r.status_code == 303 and r.headers["location"] == f"/households/{hid}#visits"
+    assert r.status_code == 303 and r.headers["location"] == f"/households/{hid}?done=saved#visits"
     assert count(rt, Visit) == 1
     page = cw.get(f"/households/{hid}").text
     assert "儿童状况良好，祖母身体欠佳" in page and "2025年3月2日" in page
