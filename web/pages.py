@@ -95,7 +95,7 @@ def nav_for(actor: Actor | None) -> list[tuple[str, str]]:
 DONE = {
     "saved": "已保存。",
     "signed_out": "已退出登录。",
-    "applied": "申请已提交，请在审批期限后查看结果。",
+    "applied": "申请已提交。保管单位将在下方“审批期限”之前作出决定，决定后即可在本页查看结果。",
     "decided": "审批决定已记录。",
     "revoked": "授权已撤销。",
     "replied": "查询告知函已出具。",

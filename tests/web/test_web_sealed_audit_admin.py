@@ -190,6 +190,9 @@ def apply_via_page(court: Browser, idn: str, name: str = SEALED_NAME) -> str:
     assert r.status_code == 303, r.text
     m = re.fullmatch(r"/sealed/(sq_[A-Za-z0-9_]+)\?done=applied", r.headers["location"])
     assert m, r.headers["location"]
+    # The court is told when the decision is due (the deadline below), not to come back "after" it.
+    page = court.get(r.headers["location"]).text
+    assert "在下方“审批期限”之前作出决定" in page and "<dt>审批期限</dt>" in page
     return m.group(1)
 
 
