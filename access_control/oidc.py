@@ -38,7 +38,7 @@ from access_control.audit import AuditLog, EventDraft
 from access_control.guard import Guard
 from access_control.identity import IdentityLink, TotpFactor, User, actor_for, decide_pending, issue_token
 from access_control.policy import Resource
-from access_control.users import ANONYMOUS, SignInStep, record_sign_in
+from access_control.users import ANONYMOUS, SignInStep, record_sign_in, two_person_requests
 from core.crypto import KeyRing
 from core.db import begin_write, new_id
 from core.errors import AuditUnavailable, Conflict, InvalidInput, OidcSignInFailed
@@ -243,12 +243,8 @@ class IdentityLinks:
         return out
 
     def list(self, g: Guard, *, status: str | None) -> builtins.list[IdentityLinkPublic]:
-        g.authorize(Action.IDENTITY_LINK_LIST, Resource("identity_link", None, g.actor.region_code),
-                    filters={"status": status}, commit=True)
-        q = g.scoped(select(IdentityLink, User).join(User, User.id == IdentityLink.user_id), User.region_code)
-        if status:
-            q = q.where(IdentityLink.status == status)
-        rows = g.session.execute(q.order_by(IdentityLink.requested_at.desc(), IdentityLink.id).limit(500)).all()
+        rows = two_person_requests(g, IdentityLink, action=Action.IDENTITY_LINK_LIST, kind="identity_link",
+                                   status=status)
         return [link_public(link, user) for link, user in rows]
 
     def decide(self, g: Guard, link_id: str, *, approve: bool) -> IdentityLinkPublic:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from access_control.audit import AuditLog, EventDraft
 from access_control.guard import Guard
 from access_control.identity import (
     Actor,
+    IdentityLink,
     Org,
     OrgType,
     Passwords,
@@ -211,6 +212,17 @@ def active_admin_exists(session: Session) -> bool:
     return any(holds_admin(roles) for roles in rows)
 
 
+def two_person_requests(g: Guard, model: type[RoleGrant] | type[IdentityLink], *, action: Action, kind: str,
+                        status: str | None) -> builtins.list[Any]:
+    """Requests of ``model`` (role grants, identity links) with their users, those in the caller's reach,
+    newest first (at most 500), the listing logged: (request, user) rows."""
+    g.authorize(action, Resource(kind, None, g.actor.region_code), filters={"status": status}, commit=True)
+    q = g.scoped(select(model, User).join(User, User.id == model.user_id), User.region_code)
+    if status:
+        q = q.where(model.status == status)
+    return builtins.list(g.session.execute(q.order_by(model.requested_at.desc(), model.id).limit(500)).all())
+
+
 class UserService:
     def __init__(self, *, passwords: Passwords, min_password_length: int, min_password_score: int = 3):
         self.passwords = passwords
@@ -386,12 +398,7 @@ class UserService:
         return grant, user
 
     def list_grants(self, g: Guard, *, status: str | None) -> builtins.list[RoleGrantPublic]:
-        g.authorize(Action.ROLE_GRANT_LIST, Resource("role_grant", None, g.actor.region_code),
-                    filters={"status": status}, commit=True)
-        q = g.scoped(select(RoleGrant, User).join(User, User.id == RoleGrant.user_id), User.region_code)
-        if status:
-            q = q.where(RoleGrant.status == status)
-        rows = g.session.execute(q.order_by(RoleGrant.requested_at.desc(), RoleGrant.id).limit(500)).all()
+        rows = two_person_requests(g, RoleGrant, action=Action.ROLE_GRANT_LIST, kind="role_grant", status=status)
         return [grant_public(g.session, grant, user) for grant, user in rows]
 
     def decide_grant(self, g: Guard, grant_id: str, *, approve: bool) -> RoleGrantPublic:
