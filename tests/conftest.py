@@ -248,7 +248,7 @@ def settings(backend: Backend, data_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def world(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snapshot]:
+def demo_world(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snapshot]:
     """An archive initialized (keys, audit head, signing CA) and seeded with the demo world, made once
     per worker and backend: ``rt`` copies it (initializing and seeding took ~70 ms a test)."""
     folder = tmp_path_factory.mktemp(f"world-{backend.name}")
@@ -289,14 +289,14 @@ def seeded_runtime(settings: Settings) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def rt(settings: Settings, backend: Backend, world: Snapshot) -> Iterator[Runtime]:
+def rt(settings: Settings, backend: Backend, demo_world: Snapshot) -> Iterator[Runtime]:
     """A runtime on ``settings``' archive with the demo world: the worker's copy of it where the settings
     are the ones it was made with (a test's own settings get a world made for them)."""
-    if settings.model_copy(update={"data_dir": world.settings.data_dir}) != world.settings:
+    if settings.model_copy(update={"data_dir": demo_world.settings.data_dir}) != demo_world.settings:
         with seeded_runtime(settings) as runtime:
             yield runtime
         return
-    backend.restore(world, settings.data_dir, reset=False)  # `settings` has just emptied the database
+    backend.restore(demo_world, settings.data_dir, reset=False)  # `settings` has just emptied the database
     runtime = Runtime.open(settings)
     runtime.initialize()
     try:
