@@ -62,6 +62,7 @@ from doc_templates.signing import SignerKey
 # A particular the record cannot give (prefill.TO_FILL filled in from it): the record comes first.
 RECORD_INCOMPLETE = "档案中缺少本项，请先补充档案后再发文"
 
+
 class DocumentIssuingService:
     def __init__(self, *, basis: DocumentBasis, vault: Vault, blobs: BlobStore, pool: RenderPool,
                  pki: CertificateAuthority, seal_images: SealImages):
