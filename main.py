@@ -298,7 +298,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         served: Runtime = app_.state.runtime
-        configure_logging(served.settings)  # the served archive's log (the same one, in a server)
         # The request threads; the connection pool is sized from the same number (core.db).
         anyio.to_thread.current_default_thread_limiter().total_tokens = served.settings.request_threads
         scheduler = CheckpointSchedule(served, served.settings.audit_checkpoint_interval_seconds)

@@ -30,7 +30,7 @@ from sqlalchemy import text
 from archive import demo
 from core.db import Base
 from core.settings import Settings
-from main import create_app
+from main import configure_logging, create_app
 from runtime import Runtime, upgrade_database
 
 # Tests never inherit the operator's configuration.
@@ -297,6 +297,14 @@ def rt(settings: Settings, backend: Backend, demo_world: Snapshot) -> Iterator[R
             yield runtime
         return
     backend.restore(demo_world, settings.data_dir, reset=False)  # `settings` has just emptied the database
+    with initialized_runtime(settings) as runtime:
+        yield runtime
+
+
+@contextmanager
+def initialized_runtime(settings: Settings) -> Iterator[Runtime]:
+    """A runtime on an archive that already holds what a test needs (a restored snapshot), initialized
+    as a server's start does; closed on the way out."""
     runtime = Runtime.open(settings)
     runtime.initialize()
     try:
@@ -318,6 +326,8 @@ def app(rt: Runtime) -> Any:
     served = _APPS.get(limits)
     if served is None:
         served = _APPS[limits] = create_app(runtime=rt)
+    else:
+        configure_logging(rt.settings)  # the server log in this test's archive, as create_app does
     served.state.runtime = rt
     return served
 

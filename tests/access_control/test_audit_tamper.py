@@ -37,7 +37,17 @@ from core.settings import Settings
 from main import create_app
 from runtime import Runtime
 from tests.audit_support import audit_size, run_shouhu
-from tests.conftest import Backend, Snapshot, Tokens, household_body, make_settings, minor_body, run_sql, seeded_runtime
+from tests.conftest import (
+    Backend,
+    Snapshot,
+    Tokens,
+    household_body,
+    initialized_runtime,
+    make_settings,
+    minor_body,
+    run_sql,
+    seeded_runtime,
+)
 
 APPEND_ONLY = ("audit_events", "audit_event_subjects", "audit_checkpoints")
 EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns)
@@ -133,12 +143,8 @@ def settings(backend: Backend, data_dir: Path, built: Built) -> Settings:
 
 @pytest.fixture
 def rt(settings: Settings) -> Iterator[Runtime]:
-    runtime = Runtime.open(settings)
-    runtime.initialize()
-    try:
+    with initialized_runtime(settings) as runtime:
         yield runtime
-    finally:
-        runtime.close()
 
 
 @pytest.fixture
